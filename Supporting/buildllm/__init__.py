@@ -1,0 +1,14 @@
+"""buildllm: the course package of the LLMs From Scratch study group.
+
+Each meeting builds one piece in its notebooks and keeps the finished piece here,
+so later meetings import it instead of copying it:
+
+    data         Meeting 0  every download, pinned by sha256, with an offline mirror
+    utils        Meeting 0  device choice, seeding, a CPU speed calibration
+    tokenizers   Meeting 1  a regex word tokenizer (BPE arrives in Meeting 2)
+    datasets     Meeting 1  sliding-window next-token datasets and loaders
+    embeddings   Meeting 1  sinusoidal position encodings
+    check        all        the checks that exercise cells call
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""Instant feedback for exercise cells (used by every meeting).
+
+Each exercise ends in a cell like `check.meeting1.vocabulary(build_vocab)`. The check
+runs the learner's code on a few cases against the course's reference and either prints
+one line of praise or stops at the first failing case and says what went wrong.
+An unfinished exercise (its stub raises NotImplementedError) stays NotImplementedError,
+so a learner sees "not done yet" rather than a confusing failure.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterable
+
+__all__ = ["ExerciseFailed", "expect_equal", "meeting0", "meeting1", "verify"]
+
+
+class ExerciseFailed(AssertionError):
+    """The learner's code ran but gave a wrong answer (or crashed) on some case."""
+
+
+def verify(title: str, cases: Iterable[tuple[str, Callable[[], None]]]) -> None:
+    """Run `cases` (label, test) in order; each test raises AssertionError to fail.
+
+    >>> verify("Exercise 0.0", [("two plus two", lambda: None)])
+    ✓ Exercise 0.0: all 1 cases pass.
+    """
+    n = 0
+    for n, (label, test) in enumerate(cases, 1):
+        try:
+            test()
+        except NotImplementedError as err:
+            raise NotImplementedError(
+                f"{title} is not done yet: replace `raise NotImplementedError` with your code."
+            ) from err
+        except AssertionError as err:
+            raise ExerciseFailed(f"✗ {title}, case {n} ({label}): {err}") from None
+        except Exception as err:
+            where = traceback.extract_tb(err.__traceback__)[-1]
+            raise ExerciseFailed(
+                f"✗ {title}, case {n} ({label}) crashed with {type(err).__name__}: {err}\n"
+                f"  at line {where.lineno}: {where.line}"
+            ) from err
+    print(f"✓ {title}: all {n} cases pass.")
+
+
+def expect_equal(actual, expected, what: str = "result") -> None:
+    """Fail with a message that shows both values (tensors are compared with allclose)."""
+    import torch
+
+    if isinstance(expected, torch.Tensor):
+        if not isinstance(actual, torch.Tensor):
+            raise AssertionError(f"{what} should be a tensor, got {type(actual).__name__}")
+        if actual.shape != expected.shape:
+            raise AssertionError(
+                f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
+            )
+        if not torch.allclose(actual.float(), expected.float(), atol=1e-5, rtol=1e-4):
+            raise AssertionError(f"{what} is\n{actual}\nexpected\n{expected}")
+    elif actual != expected:
+        raise AssertionError(f"{what} is {actual!r}, expected {expected!r}")
+
+
+# The meetings' checks import verify() from here, so they come last.
+from . import meeting0, meeting1  # noqa: E402

@@ -1,0 +1,76 @@
+"""Execute notebooks in place, top to bottom, and record how long each one took.
+
+Committed notebooks carry the outputs of one clean run; this script is that run.
+It also writes the measured times to Supporting/buildllm/notebook_times.json (read by
+buildllm.utils.estimate_minutes) and to the hardware table in README.md.
+
+    BUILDLLM_MIRROR=../shared/data python Supporting/tools/run_notebooks.py
+    python Supporting/tools/run_notebooks.py Meeting-1/02_data_loader.ipynb
+
+Run it on the 2-core reference machine, or the README's times stop being true.
+exercises.ipynb is left to make_exercises.py, which runs it allowing the stubs' errors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from buildllm.utils import calibrate_cpu  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMES = ROOT / "Supporting" / "buildllm" / "notebook_times.json"
+README = ROOT / "README.md"
+TABLE = re.compile(r"(<!-- notebook-times:start -->\n).*?(<!-- notebook-times:end -->)", re.S)
+
+
+def run(path: Path) -> float:
+    """Execute one notebook in its own folder and save it; returns seconds taken."""
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=1200, resources={"metadata": {"path": str(path.parent)}}).execute()
+    seconds = time.perf_counter() - start
+    nbformat.write(nb, path)
+    return seconds
+
+
+def table(seconds: dict[str, float]) -> str:
+    """The README's hardware table: one row per meeting."""
+    rows = ["| Meeting | Notebooks | Time on a 2-core laptop CPU |", "|---|---|---|"]
+    meetings = sorted({p.split("/")[0] for p in seconds})
+    for meeting in meetings:
+        mine = {p: s for p, s in seconds.items() if p.startswith(meeting + "/")}
+        total = sum(mine.values())
+        rows.append(f"| [{meeting}]({meeting}/README.md) | {len(mine)} | {total / 60:.1f} min |")
+    return "\n".join(rows) + "\n"
+
+
+def main(paths: list[str]) -> None:
+    notebooks = [ROOT / p for p in paths] or sorted(
+        p for p in ROOT.glob("Meeting-*/*.ipynb") if p.name != "exercises.ipynb"
+    )
+    record = json.loads(TIMES.read_text()) if TIMES.exists() else {"seconds": {}}
+    record["reference_seconds"] = round(calibrate_cpu(), 3)
+    for path in notebooks:
+        seconds = run(path)
+        record["seconds"][str(path.relative_to(ROOT))] = round(seconds, 1)
+        print(f"{seconds:6.1f} s  {path.relative_to(ROOT)}", flush=True)
+    record["seconds"] = dict(sorted(record["seconds"].items()))
+    TIMES.write_text(json.dumps(record, indent=2) + "\n")
+    if README.exists():
+        README.write_text(
+            TABLE.sub(
+                lambda m: m.group(1) + table(record["seconds"]) + m.group(2), README.read_text()
+            )
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,14 @@
+"""Lint is part of the test suite, so a learner's pytest run sees what CI sees."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ruff_finds_nothing_in_the_package_tests_tools_and_notebooks():
+    out = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
