@@ -1,6 +1,7 @@
 """The exercise checks' own behaviour: praise, clear failures, and 'not done yet'."""
 
 import pytest
+
 from buildllm.check import ExerciseFailed, expect_equal, verify
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from buildllm.data import fetch, gpt2_encoding
 from buildllm.datasets import SlidingWindowDataset, create_dataloader, random_windows
 

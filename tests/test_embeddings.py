@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from buildllm.embeddings import sinusoidal_positions
 
 

@@ -1,6 +1,7 @@
 """The Meeting 1 word tokenizer, on the-verdict.txt."""
 
 import pytest
+
 from buildllm.data import fetch
 from buildllm.tokenizers import ENDOFTEXT, UNK, SimpleTokenizer, split_words
 

@@ -35,6 +35,7 @@ __all__ = [
     "gpt2_weights",
     "mirror_dir",
     "seed_tiktoken_cache",
+    "sha256_of",
 ]
 
 

@@ -43,12 +43,16 @@ def run(path: Path) -> float:
 
 def table(seconds: dict[str, float]) -> str:
     """The README's hardware table: one row per meeting."""
-    rows = ["| Meeting | Notebooks | Time on a 2-core laptop CPU |", "|---|---|---|"]
+    rows = [
+        "| Meeting | Notebooks | Time to run them all on a 2-core laptop CPU |",
+        "|---|---|---|",
+    ]
     meetings = sorted({p.split("/")[0] for p in seconds})
     for meeting in meetings:
         mine = {p: s for p, s in seconds.items() if p.startswith(meeting + "/")}
         total = sum(mine.values())
-        rows.append(f"| [{meeting}]({meeting}/README.md) | {len(mine)} | {total / 60:.1f} min |")
+        shown = f"{total:.0f} s" if total < 90 else f"{total / 60:.1f} min"
+        rows.append(f"| [{meeting}]({meeting}/README.md) | {len(mine)} | {shown} |")
     return "\n".join(rows) + "\n"
 
 

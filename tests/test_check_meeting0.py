@@ -1,0 +1,260 @@
+"""The Meeting 0 exercise checks accept right answers and reject the mistakes learners make.
+
+A check that passes a wrong answer teaches the wrong thing, and one that fails a right answer
+teaches nothing. So for each exercise in `buildllm.check.meeting0` we run a few correct
+solutions, written the ways learners write them, and a list of plausible wrong ones, each
+named after the mistake it makes. An unfinished stub must stay "not done yet".
+"""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from buildllm import check
+from buildllm.check import ExerciseFailed
+
+# -- Exercise 0.1: standardize the columns of a matrix --------------------------------------
+
+
+def standardize_columns(x):
+    return (x - x.mean(dim=0)) / x.std(dim=0)
+
+
+def standardize_columns_keepdim(x):
+    return (x - x.mean(dim=0, keepdim=True)) / x.std(dim=0, keepdim=True)
+
+
+def standardize_in_place(x):
+    x -= x.mean(dim=0)
+    x /= x.std(dim=0)
+    return x
+
+
+WRONG_STANDARDIZE = {
+    "one mean and std for the whole matrix": lambda x: (x - x.mean()) / x.std(),
+    "standardizes rows": lambda x: (x - x.mean(dim=1, keepdim=True)) / x.std(dim=1, keepdim=True),
+    "population std": lambda x: (x - x.mean(dim=0)) / x.std(dim=0, unbiased=False),
+    "changes the input in place": standardize_in_place,
+    "returns None": lambda x: None,
+}
+
+
+@pytest.mark.parametrize("answer", [standardize_columns, standardize_columns_keepdim])
+def test_standardize_accepts_column_standardization(answer, capsys):
+    check.meeting0.standardize(answer)
+    assert capsys.readouterr().out.startswith("✓ Exercise 0.1: all ")
+
+
+@pytest.mark.parametrize("wrong", WRONG_STANDARDIZE.values(), ids=list(WRONG_STANDARDIZE))
+def test_standardize_rejects(wrong):
+    with pytest.raises(ExerciseFailed, match="Exercise 0.1"):
+        check.meeting0.standardize(wrong)
+
+
+# -- Exercise 0.2: a gradient with autograd -------------------------------------------------
+
+
+def gradient_with_autograd_grad(f, x):
+    x = x.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(f(x), x)
+    return grad
+
+
+def gradient_with_backward(f, x):
+    x = x.detach().clone().requires_grad_(True)
+    f(x).backward()
+    return x.grad
+
+
+def gradient_on_the_callers_x(f, x):
+    x.requires_grad_(True)
+    f(x).backward()
+    return x.grad
+
+
+def gradient_by_finite_differences(f, x, h=1e-3):
+    grad = torch.zeros_like(x)
+    for i in range(x.numel()):
+        step = torch.zeros(x.numel())
+        step[i] = h
+        step = step.view_as(x)
+        grad.view(-1)[i] = (f(x + step) - f(x - step)) / (2 * h)
+    return grad
+
+
+WRONG_GRADIENT = {
+    "accumulates into the caller's x.grad": gradient_on_the_callers_x,
+    "finite differences": gradient_by_finite_differences,
+    "returns f(x), not its gradient": lambda f, x: f(x),
+}
+
+
+@pytest.mark.parametrize("answer", [gradient_with_autograd_grad, gradient_with_backward])
+def test_gradient_accepts_autograd_on_a_fresh_copy(answer, capsys):
+    check.meeting0.gradient(answer)
+    assert capsys.readouterr().out.startswith("✓ Exercise 0.2: all ")
+
+
+@pytest.mark.parametrize("wrong", WRONG_GRADIENT.values(), ids=list(WRONG_GRADIENT))
+def test_gradient_rejects(wrong):
+    with pytest.raises(ExerciseFailed, match="Exercise 0.2"):
+        check.meeting0.gradient(wrong)
+
+
+# -- Exercise 0.3: an MLP with given layer sizes --------------------------------------------
+
+
+def linear_layers(sizes, bias=True):
+    return [nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+
+
+def with_relus_between(layers):
+    modules = [layers[0]]
+    for layer in layers[1:]:
+        modules += [nn.ReLU(), layer]
+    return modules
+
+
+def mlp_sequential(sizes):
+    return nn.Sequential(*with_relus_between(linear_layers(sizes)))
+
+
+class MLPWithModuleList(nn.Module):
+    def __init__(self, sizes):
+        super().__init__()
+        self.layers = nn.ModuleList(linear_layers(sizes))
+
+    def forward(self, x):
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x)
+
+
+class MLPWithPythonList(MLPWithModuleList):
+    def __init__(self, sizes):
+        nn.Module.__init__(self)
+        self.layers = linear_layers(sizes)  # a plain list: PyTorch never sees these parameters
+
+
+WRONG_MLP = {
+    "ReLU after the last layer": lambda sizes: nn.Sequential(
+        *with_relus_between(linear_layers(sizes)), nn.ReLU()
+    ),
+    "no ReLU between the layers": lambda sizes: nn.Sequential(*linear_layers(sizes)),
+    "layers in a plain Python list": MLPWithPythonList,
+    "Linear layers without bias": lambda sizes: nn.Sequential(
+        *with_relus_between(linear_layers(sizes, bias=False))
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", [mlp_sequential, MLPWithModuleList])
+def test_mlp_accepts_linear_layers_with_relu_between(answer, capsys):
+    check.meeting0.mlp(answer)
+    assert capsys.readouterr().out.startswith("✓ Exercise 0.3: all ")
+
+
+@pytest.mark.parametrize("wrong", WRONG_MLP.values(), ids=list(WRONG_MLP))
+def test_mlp_rejects(wrong):
+    with pytest.raises(ExerciseFailed, match="Exercise 0.3"):
+        check.meeting0.mlp(wrong)
+
+
+# -- Exercise 0.4: a training loop ----------------------------------------------------------
+
+
+def train_sgd(model, loader, epochs, lr, optimizer=torch.optim.SGD, zero_grad=True):
+    """The training loop, with the two knobs learners most often get wrong."""
+    opt = optimizer(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(epochs):
+        total = 0.0
+        for x, y in loader:
+            loss = F.mse_loss(model(x), y)
+            if zero_grad:
+                opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(x)
+        losses.append(total / len(loader.dataset))
+    return losses
+
+
+def train_averaging_batch_losses(model, loader, epochs, lr):
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(epochs):
+        batch_losses = []
+        for x, y in loader:
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            batch_losses.append(loss.item())
+        losses.append(sum(batch_losses) / len(batch_losses))
+    return losses
+
+
+def train_keeping_last_batch_loss(model, loader, epochs, lr, as_float):
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(epochs):
+        for x, y in loader:
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+        losses.append(loss.item() if as_float else loss)
+    return losses
+
+
+WRONG_TRAIN = {
+    "never zeroes the gradients": lambda m, data, e, lr: train_sgd(m, data, e, lr, zero_grad=False),
+    "returns the last batch's loss tensor": lambda m, data, e, lr: train_keeping_last_batch_loss(
+        m, data, e, lr, as_float=False
+    ),
+    "returns the last batch's loss": lambda m, data, e, lr: train_keeping_last_batch_loss(
+        m, data, e, lr, as_float=True
+    ),
+    "trains a copy of the model": lambda m, data, e, lr: train_sgd(copy.deepcopy(m), data, e, lr),
+    "Adam instead of SGD": lambda m, data, e, lr: train_sgd(
+        m, data, e, lr, optimizer=torch.optim.Adam
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", [train_sgd, train_averaging_batch_losses])
+def test_train_accepts_sgd_with_per_epoch_mean_losses(answer, capsys):
+    check.meeting0.train(answer)
+    assert capsys.readouterr().out.startswith("✓ Exercise 0.4: all ")
+
+
+@pytest.mark.parametrize("wrong", WRONG_TRAIN.values(), ids=list(WRONG_TRAIN))
+def test_train_rejects(wrong):
+    with pytest.raises(ExerciseFailed, match="Exercise 0.4"):
+        check.meeting0.train(wrong)
+
+
+# -- Every exercise -------------------------------------------------------------------------
+
+
+def unfinished_stub(*args, **kwargs):
+    raise NotImplementedError("Your code here")
+
+
+@pytest.mark.parametrize(
+    "exercise, run_check",
+    [
+        ("0.1", check.meeting0.standardize),
+        ("0.2", check.meeting0.gradient),
+        ("0.3", check.meeting0.mlp),
+        ("0.4", check.meeting0.train),
+    ],
+    ids=["standardize", "gradient", "mlp", "train"],
+)
+def test_an_unfinished_stub_is_not_done_yet(exercise, run_check):
+    with pytest.raises(NotImplementedError, match=f"Exercise {exercise} is not done yet"):
+        run_check(unfinished_stub)
