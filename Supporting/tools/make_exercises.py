@@ -44,7 +44,8 @@ def strip_code(source: str) -> str:
     stripped = _CODE_BLOCK.sub(lambda m: f"{m.group(1)}{STUB}\n", source)
     if "SOLUTION" in stripped:
         raise ValueError(f"unbalanced or misplaced solution marker in:\n{source}")
-    return stripped.rstrip("\n") if not source.endswith("\n") else stripped
+    # The block's own newline is always written back; drop it where the cell had none.
+    return stripped if source.endswith("\n") else stripped.rstrip("\n")
 
 
 def exercises_from(solutions: nbformat.NotebookNode) -> nbformat.NotebookNode:
