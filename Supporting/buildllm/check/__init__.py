@@ -12,7 +12,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Iterable
 
-__all__ = ["ExerciseFailed", "expect_equal", "meeting0", "meeting1", "verify"]
+__all__ = ["ExerciseFailed", "expect_equal", "expect_tensor", "meeting0", "meeting1", "verify"]
 
 
 class ExerciseFailed(AssertionError):
@@ -44,13 +44,21 @@ def verify(title: str, cases: Iterable[tuple[str, Callable[[], None]]]) -> None:
     print(f"✓ {title}: all {n} cases pass.")
 
 
+def expect_tensor(value, what: str = "result"):
+    """Return value if it is a tensor; otherwise fail now, before an AttributeError would."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise AssertionError(f"{what} should be a tensor, got {type(value).__name__}")
+    return value
+
+
 def expect_equal(actual, expected, what: str = "result") -> None:
     """Fail with a message that shows both values (tensors are compared with allclose)."""
     import torch
 
     if isinstance(expected, torch.Tensor):
-        if not isinstance(actual, torch.Tensor):
-            raise AssertionError(f"{what} should be a tensor, got {type(actual).__name__}")
+        expect_tensor(actual, what)
         if actual.shape != expected.shape:
             raise AssertionError(
                 f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"

@@ -21,16 +21,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import expect_equal, verify
+from . import expect_equal, expect_tensor, verify
 
 __all__ = ["gradient", "mlp", "standardize", "train"]
-
-
-def _is_tensor(value, what: str) -> torch.Tensor:
-    """Fail with a readable message (not an AttributeError later) unless value is a tensor."""
-    if not isinstance(value, torch.Tensor):
-        raise AssertionError(f"{what} should be a tensor, got {type(value).__name__}")
-    return value
 
 
 def _seeded(seed: int, make: Callable[[], object]):
@@ -50,7 +43,7 @@ def _standardize(x: torch.Tensor) -> torch.Tensor:
 
 
 def _expect_standardized(fn: Callable, x: torch.Tensor) -> None:
-    out = _is_tensor(fn(x.clone()), "standardize(x)")
+    out = expect_tensor(fn(x.clone()), "standardize(x)")
     if out.shape == x.shape:
         population = (x - x.mean(dim=0)) / x.std(dim=0, correction=0)
         if torch.allclose(out, population, atol=1e-5) and x.shape[0] > 1:
@@ -103,7 +96,7 @@ def standardize(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
 
 
 def _expect_gradient(fn: Callable, f: Callable, x: torch.Tensor, expected: torch.Tensor) -> None:
-    out = _is_tensor(fn(f, x.clone()), "gradient(f, x)")
+    out = expect_tensor(fn(f, x.clone()), "gradient(f, x)")
     expect_equal(out, expected, "gradient(f, x)")
 
 
@@ -113,8 +106,8 @@ def _no_side_effects(fn: Callable) -> None:
     def f(t):
         return (t**2).sum()
 
-    first = _is_tensor(fn(f, x), "gradient(f, x)").clone()
-    second = _is_tensor(fn(f, x), "gradient(f, x)")
+    first = expect_tensor(fn(f, x), "gradient(f, x)").clone()
+    second = expect_tensor(fn(f, x), "gradient(f, x)")
     if not torch.allclose(first, second):
         raise AssertionError(
             f"the first call gave {first}, a second call on the same x gave {second}: "
@@ -189,7 +182,7 @@ def _expect_shape_and_count(fn: Callable, sizes: list[int], batch: int) -> None:
     if not all(p.requires_grad for p in params):
         raise AssertionError("some parameters have requires_grad=False, so they would never train")
     x = torch.randn(batch, sizes[0], generator=torch.Generator().manual_seed(1))
-    out = _is_tensor(model(x), "model(x)")
+    out = expect_tensor(model(x), "model(x)")
     what = f"the output shape for an input of {batch}×{sizes[0]}"
     expect_equal(tuple(out.shape), (batch, sizes[-1]), what)
 

@@ -19,7 +19,7 @@ from ..data import fetch
 from ..datasets import SlidingWindowDataset
 from ..embeddings import sinusoidal_positions
 from ..tokenizers import SimpleTokenizer
-from . import expect_equal, verify
+from . import expect_equal, expect_tensor, verify
 
 # The checks draw their random numbers from their own generators, never the global one, so
 # running a check does not change what the rest of a learner's notebook draws.
@@ -95,8 +95,7 @@ def _expect_same_windows(result, ids: list[int], context_length: int, stride: in
     if not (isinstance(result, tuple | list) and len(result) == 2):
         raise AssertionError("should return a pair (inputs, targets)")
     for got, want, what in [(result[0], expected_x, "inputs"), (result[1], expected_y, "targets")]:
-        if not isinstance(got, torch.Tensor):
-            raise AssertionError(f"{what} should be a tensor, got {type(got).__name__}")
+        expect_tensor(got, what)
         if got.shape != want.shape:
             raise AssertionError(
                 f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)} "
@@ -207,8 +206,7 @@ def one_hot_embedding(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
 
 def _expect_same_encoding(got, want: torch.Tensor) -> None:
     """Compare position encodings and name the first wrong entry, not the whole table."""
-    if not isinstance(got, torch.Tensor):
-        raise AssertionError(f"should return a tensor, got {type(got).__name__}")
+    expect_tensor(got, "the encoding")
     if got.shape != want.shape:
         raise AssertionError(f"shape is {tuple(got.shape)}, expected {tuple(want.shape)}")
     close = torch.isclose(got.float(), want, atol=1e-5, rtol=1e-4)
