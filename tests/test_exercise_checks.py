@@ -36,7 +36,9 @@ def unfinished_stub(*args, **kwargs):
     raise NotImplementedError("Your code here")
 
 
-@pytest.mark.parametrize("exercise, run_check", [e[:2] for e in EXERCISES], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "exercise, run_check", [e[:2] for e in EXERCISES], ids=[e[0] for e in EXERCISES]
+)
 def test_an_unfinished_stub_is_not_done_yet(exercise, run_check):
     with pytest.raises(NotImplementedError, match=f"Exercise {exercise} is not done yet"):
         run_check(unfinished_stub)
