@@ -5,7 +5,8 @@ so later meetings import it instead of copying it:
 
     data         Meeting 0  every download, pinned by sha256, with an offline mirror
     utils        Meeting 0  device choice, seeding, a CPU speed calibration
-    tokenizers   Meeting 1  a regex word tokenizer (BPE arrives in Meeting 2)
+    tokenizers   Meeting 1  a regex word tokenizer
+                 Meeting 2  byte-level BPE: training, encoding, GPT-2's own tokenizer
     datasets     Meeting 1  sliding-window next-token datasets and loaders
     embeddings   Meeting 1  sinusoidal position encodings
     check        all        the checks that exercise cells call

@@ -12,7 +12,15 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Iterable
 
-__all__ = ["ExerciseFailed", "expect_equal", "expect_tensor", "meeting0", "meeting1", "verify"]
+__all__ = [
+    "ExerciseFailed",
+    "expect_equal",
+    "expect_tensor",
+    "meeting0",
+    "meeting1",
+    "meeting2",
+    "verify",
+]
 
 
 class ExerciseFailed(AssertionError):
@@ -31,7 +39,8 @@ def verify(title: str, cases: Iterable[tuple[str, Callable[[], None]]]) -> None:
             test()
         except NotImplementedError as err:
             raise NotImplementedError(
-                f"{title} is not done yet: replace `raise NotImplementedError` with your code."
+                f"{title} is not done yet: replace `raise NotImplementedError` with your code "
+                "(here, or in an earlier exercise's function that this one calls)."
             ) from err
         except AssertionError as err:
             raise ExerciseFailed(f"✗ {title}, case {n} ({label}): {err}") from None
@@ -70,4 +79,4 @@ def expect_equal(actual, expected, what: str = "result") -> None:
 
 
 # The meetings' checks import verify() from here, so they come last.
-from . import meeting0, meeting1  # noqa: E402
+from . import meeting0, meeting1, meeting2  # noqa: E402

@@ -1,4 +1,4 @@
-"""Tokenizers (built in Meetings 1 and 2).
+"""The simple word tokenizer of Meeting 1.
 
 Meeting 1 builds the simplest useful one: split text into words and punctuation with a
 regular expression, then give each distinct piece an id. Its weakness (any word it has not

@@ -1,0 +1,98 @@
+"""Our BPE, loaded from GPT-2's files, gives exactly tiktoken's ids."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_bpe import STRESS
+
+from buildllm.data import fetch, gpt2_encoding
+from buildllm.tokenizers import ENDOFTEXT, gpt2_tokenizer, load_gpt2_files
+
+
+@pytest.fixture(scope="module")
+def ours():
+    return gpt2_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiktoken_gpt2():
+    return gpt2_encoding()
+
+
+def test_the_plain_data_matches_the_files(ours):
+    assert ours.vocab_size == 50_257 and len(ours.merges) == 50_000
+    assert ours.special_tokens == {ENDOFTEXT: 50256}
+    assert ours.vocab[262] == b" the" and ours.merges[0] == (b" ", b"t")
+    assert ours.vocab[0] == b"!"  # GPT-2's ids 0-255 are the bytes, in a shuffled order
+
+
+@pytest.mark.parametrize("name", ["tinyshakespeare.txt", "the-verdict.txt"])
+def test_whole_files_encode_exactly_like_tiktoken(ours, tiktoken_gpt2, name):
+    text = fetch(name).read_text("utf-8")
+    ids = ours.encode(text)
+    assert ids == tiktoken_gpt2.encode(text)
+    assert ours.decode(ids) == text
+
+
+@pytest.mark.parametrize("line", STRESS.split("\n"), ids=lambda line: line[:12])
+def test_the_stress_set_encodes_exactly_like_tiktoken(ours, tiktoken_gpt2, line):
+    assert ours.encode(line, allowed_special="all") == tiktoken_gpt2.encode(
+        line, allowed_special="all"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ENDOFTEXT,
+        ENDOFTEXT * 3,
+        f"{ENDOFTEXT}start",
+        f"end {ENDOFTEXT}",
+        f"word{ENDOFTEXT}word",
+        f"  {ENDOFTEXT}  \n{ENDOFTEXT}\n",
+        f"<|endoftext{ENDOFTEXT}|>",
+        "<|endoftext|",
+    ],
+)
+def test_special_tokens_in_odd_places_match_tiktoken(ours, tiktoken_gpt2, text):
+    assert ours.encode(text, allowed_special="all") == tiktoken_gpt2.encode(
+        text, allowed_special="all"
+    )
+    assert ours.encode_ordinary(text) == tiktoken_gpt2.encode_ordinary(text)
+
+
+def test_a_special_token_is_refused_by_default_like_tiktoken(ours, tiktoken_gpt2):
+    with pytest.raises(ValueError):
+        tiktoken_gpt2.encode(f"a{ENDOFTEXT}")
+    with pytest.raises(ValueError, match="encode_ordinary"):
+        ours.encode(f"a{ENDOFTEXT}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_any_string_encodes_like_tiktoken_and_round_trips(ours, tiktoken_gpt2, text):
+    ids = ours.encode_ordinary(text)
+    assert ids == tiktoken_gpt2.encode_ordinary(text)
+    assert ours.decode(ids) == text
+
+
+def test_the_loader_reads_a_header_and_rejects_broken_files(tmp_path):
+    encoder = json.loads(fetch("encoder.json").read_text("utf-8"))
+    merges = fetch("vocab.bpe").read_text("utf-8")
+    assert merges.startswith("#version")
+
+    broken = tmp_path / "vocab.bpe"
+    broken.write_text(merges.replace("Ġ t\n", "Ġt\n", 1), "utf-8")
+    with pytest.raises(ValueError, match=r"not make a tokenizer: merge 0: expected 'left right'"):
+        load_gpt2_files(fetch("encoder.json"), broken)
+
+    del encoder["Ġthe"]
+    (tmp_path / "encoder.json").write_text(json.dumps(encoder), "utf-8")
+    with pytest.raises(ValueError, match="ids must be 0, 1, ..., n-1"):
+        load_gpt2_files(tmp_path / "encoder.json", fetch("vocab.bpe"))
+
+    (tmp_path / "encoder.json").write_text("{", "utf-8")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_gpt2_files(tmp_path / "encoder.json", fetch("vocab.bpe"))
