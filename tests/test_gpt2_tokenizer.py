@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from test_bpe import STRESS
 
 from buildllm.data import fetch, gpt2_encoding
-from buildllm.tokenizers import ENDOFTEXT, gpt2_tokenizer, load_gpt2_files
+from buildllm.tokenizers import ENDOFTEXT, gpt2_tokenizer, load_gpt2_files, show_tokens
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +96,11 @@ def test_the_loader_reads_a_header_and_rejects_broken_files(tmp_path):
     (tmp_path / "encoder.json").write_text("{", "utf-8")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_gpt2_files(tmp_path / "encoder.json", fetch("vocab.bpe"))
+
+
+def test_show_tokens_keeps_a_split_character_in_one_span(ours):
+    html = show_tokens("hi🙂", ours).data  # 🙂 with no space before it is two byte tokens
+    emoji_ids = ours.encode("🙂")
+    assert len(emoji_ids) == 2 and ours.encode("hi🙂") == [5303, *emoji_ids]
+    assert html.count("<span") == 2 and f'title="{emoji_ids}"' in html and "🙂" in html
+    assert "3 characters, 3 tokens" in html
