@@ -8,11 +8,19 @@ solutions written the ways learners write them and a list of plausible wrong one
 import answers_meeting0
 import answers_meeting1
 import answers_meeting2
+import answers_meeting3
+import answers_meeting4
 import pytest
 
 from buildllm.check import ExerciseFailed
 
-EXERCISES = answers_meeting0.EXERCISES + answers_meeting1.EXERCISES + answers_meeting2.EXERCISES
+EXERCISES = (
+    answers_meeting0.EXERCISES
+    + answers_meeting1.EXERCISES
+    + answers_meeting2.EXERCISES
+    + answers_meeting3.EXERCISES
+    + answers_meeting4.EXERCISES
+)
 RIGHT = [(ex, run, answer) for ex, run, answers, _ in EXERCISES for answer in answers]
 WRONG = [(ex, run, answer, why) for ex, run, _, wrong in EXERCISES for why, answer in wrong.items()]
 

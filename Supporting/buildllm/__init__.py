@@ -9,6 +9,10 @@ so later meetings import it instead of copying it:
                  Meeting 2  byte-level BPE: training, encoding, GPT-2's own tokenizer
     datasets     Meeting 1  sliding-window next-token datasets and loaders
     embeddings   Meeting 1  sinusoidal position encodings
+    attention    Meeting 3  self-attention, from one head by loops to batched causal heads
+    model        Meeting 4  GPT-2: LayerNorm, GELU, feed-forward, blocks, GPTModel, configs
+    generation   Meeting 4  greedy generation with a KV cache
+    gpt2         Meeting 4  GPT-2 weights in Hugging Face's layout, loaded into GPTModel
     check        all        the checks that exercise cells call
 """
 

@@ -19,6 +19,8 @@ __all__ = [
     "meeting0",
     "meeting1",
     "meeting2",
+    "meeting3",
+    "meeting4",
     "verify",
 ]
 
@@ -79,4 +81,4 @@ def expect_equal(actual, expected, what: str = "result") -> None:
 
 
 # The meetings' checks import verify() from here, so they come last.
-from . import meeting0, meeting1, meeting2  # noqa: E402
+from . import meeting0, meeting1, meeting2, meeting3, meeting4  # noqa: E402
