@@ -16,3 +16,15 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BUILDLLM_CACHE", str(folder))
     monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
     return folder
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread: tiny models gain nothing from more, and on a busy machine
+    a team of threads spends its time waiting on each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,6 +10,7 @@ import answers_meeting1
 import answers_meeting2
 import answers_meeting3
 import answers_meeting4
+import answers_meeting5
 import pytest
 
 from buildllm.check import ExerciseFailed
@@ -20,6 +21,7 @@ EXERCISES = (
     + answers_meeting2.EXERCISES
     + answers_meeting3.EXERCISES
     + answers_meeting4.EXERCISES
+    + answers_meeting5.EXERCISES
 )
 RIGHT = [(ex, run, answer) for ex, run, answers, _ in EXERCISES for answer in answers]
 WRONG = [(ex, run, answer, why) for ex, run, _, wrong in EXERCISES for why, answer in wrong.items()]

@@ -99,3 +99,21 @@ def test_residual_projections_start_smaller_as_gpt2_does():
     expected = 0.02 / (2 * model.cfg.n_layers) ** 0.5
     assert abs(block.att.out_proj.weight.std().item() - expected) < 0.1 * expected
     assert abs(block.att.qkv.weight.std().item() - 0.02) < 0.002
+
+
+def test_block_weights_are_stored_as_gpt2_stores_them_and_stay_so():
+    model = GPTModel(CONFIGS["cpu-tiny"])
+    linears = [m for m in model.trf_blocks.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 4 * model.cfg.n_layers
+
+    def stored_in_out():
+        return all(m.weight.t().is_contiguous() for m in linears)
+
+    assert stored_in_out()
+    assert model.tok_emb.weight.is_contiguous()  # lookups read rows
+    model.load_state_dict({k: v.contiguous() for k, v in GPTModel(model.cfg).state_dict().items()})
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 16))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    F.cross_entropy(model(ids).flatten(0, 1), ids.flatten()).backward()
+    optimizer.step()
+    assert stored_in_out()

@@ -12,7 +12,12 @@ so later meetings import it instead of copying it:
     attention    Meeting 3  self-attention, from one head by loops to batched causal heads
     model        Meeting 4  GPT-2: LayerNorm, GELU, feed-forward, blocks, GPTModel, configs
     generation   Meeting 4  greedy generation with a KV cache
+                 Meeting 5  temperature, top-k and top-p sampling
     gpt2         Meeting 4  GPT-2 weights in Hugging Face's layout, loaded into GPTModel
+    training     Meeting 5  loss, evaluation, AdamW, warmup + cosine, clipping, checkpoints
+    pretrain     Meeting 5  the pretraining command: python -m buildllm.pretrain
+    pretrain_data Meeting 5 its text files, tokenizers and resumable stream of windows
+    pretrained   Meeting 5  GPT-2's weights, or the course's own model when offline
     check        all        the checks that exercise cells call
 """
 

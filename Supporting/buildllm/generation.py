@@ -1,8 +1,12 @@
-"""Generating text with GPTModel (Meetings 4 and 5): the loop, and a KV cache that speeds it up.
+"""Generating text with GPTModel (Meetings 4 and 5): the loop, a KV cache, and sampling.
 
 Without a cache, every new token runs the model over the whole sequence again, though only
 the last position's logits are used. With one, each layer keeps the keys and values of the
 tokens it has seen, so a new token is one position's worth of work: the same tokens, faster.
+
+Greedy decoding always takes the most likely token (Meeting 4). Sampling draws it from the
+model's distribution instead, reshaped by a temperature and cut to the top k tokens or to
+the top p of the probability (Meeting 5).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import torch
 
 from .model import GPTModel
 
-__all__ = ["KVCache", "generate"]
+__all__ = ["KVCache", "generate", "next_token", "top_k_filter", "top_p_filter"]
 
 
 class KVCache:
@@ -36,6 +40,63 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
 
+def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the `k` largest logits of each row; the rest become -inf (probability 0)."""
+    _check_sampling(1.0, k, None)
+    k = min(k, logits.shape[-1])
+    kth_best = logits.topk(k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth_best, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the fewest most-likely tokens whose probabilities add up to at least `p`.
+
+    This is nucleus sampling (Holtzman et al., 2019): where the model is sure, few tokens
+    survive; where it hesitates, many do. The most likely token always survives.
+    """
+    _check_sampling(1.0, None, p)
+    if p == 1:  # keep all: in float32 the running sum can reach 1 before the last tokens
+        return logits.clone()
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    before = probs.cumsum(dim=-1) - probs  # probability of the better tokens
+    sorted_logits = sorted_logits.masked_fill(before >= p, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def next_token(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Choose one token id per row of `logits` (batch, vocab); returns shape (batch, 1).
+
+    Temperature 0 is greedy: the argmax, and top_k and top_p change nothing. Otherwise the
+    logits are divided by the temperature (below 1 sharpens, above 1 flattens), filtered by
+    top_k, then top_p, and a token is drawn from their softmax with `generator`.
+    """
+    _check_sampling(temperature, top_k, top_p)
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+
+
 @torch.inference_mode()
 def generate(
     model: GPTModel,
@@ -44,13 +105,19 @@ def generate(
     *,
     use_cache: bool = True,
     eos_id: int | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
 ) -> torch.Tensor:
-    """Append `max_new_tokens` greedy tokens (the most likely each time) to `ids` (batch, tokens).
+    """Append `max_new_tokens` tokens to `ids` (batch, tokens), each chosen by `next_token`.
 
-    With `use_cache`, prompt and new tokens must fit in the context length. Without it, the
-    model sees only the last context_length tokens, so generation can run on past it. Stops
-    early once every sequence has produced `eos_id`. The model is put in eval mode while it
-    runs (no dropout) and returned to its previous mode afterwards.
+    The defaults are greedy (temperature 0). With a temperature above 0 the tokens are
+    sampled; the same `seed` gives the same tokens (without one, torch's global generator is
+    used). With `use_cache`, prompt and new tokens must fit in the context length. Without it,
+    the model sees only the last context_length tokens, so generation can run on past it.
+    Stops early once every sequence has produced `eos_id`. The model is put in eval mode
+    while it runs (no dropout) and returned to its previous mode afterwards.
     """
     context = model.cfg.context_length
     if ids.ndim != 2:
@@ -60,6 +127,8 @@ def generate(
             f"{ids.shape[1]} prompt + {max_new_tokens} new tokens exceed the context length "
             f"{context}; shorten them, or pass use_cache=False to slide the window"
         )
+    generator = None if seed is None else torch.Generator(ids.device).manual_seed(seed)
+    _check_sampling(temperature, top_k, top_p)  # fail before any work
     was_training = model.training
     model.eval()
     cache = KVCache(model, ids.shape[0], ids.shape[1] + max_new_tokens) if use_cache else None
@@ -67,7 +136,7 @@ def generate(
     step_input = ids
     for _ in range(max_new_tokens):
         logits = model(step_input if use_cache else ids[:, -context:], cache)[:, -1]
-        next_id = logits.argmax(dim=-1, keepdim=True)
+        next_id = next_token(logits, temperature, top_k, top_p, generator)
         ids = torch.cat([ids, next_id], dim=1)
         step_input = next_id
         if eos_id is not None:

@@ -148,6 +148,9 @@ class GPTModel(nn.Module):
                 # GPT-2 scales the layers that write into the residual stream by 1/√(2·layers),
                 # so the stream's variance does not grow with depth at initialization.
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
+        for module in self.trf_blocks.modules():
+            if isinstance(module, nn.Linear):
+                module.weight = _stored_transposed(module.weight)
         if cfg.tie_embeddings:
             self.out_head.weight = self.tok_emb.weight
 
@@ -173,6 +176,18 @@ class GPTModel(nn.Module):
         if cache is not None:
             cache.length += n
         return self.out_head(self.final_norm(x))
+
+
+def _stored_transposed(weight: nn.Parameter) -> nn.Parameter:
+    """The same (out, in) matrix, laid out in memory as (in, out), the way GPT-2's files store it.
+
+    Generating a token multiplies one vector by every weight matrix, and with PyTorch's CPU
+    BLAS that runs about 20% faster from this layout (Meeting-4's notebook 03 measures it).
+    The shape, the values and `x @ weight.T` are unchanged; only the strides differ: (1, out)
+    instead of (in, 1). Optimizers, `load_state_dict` and `.to()` keep them. The embedding
+    matrix stays as it is: its lookups and training are faster row by row.
+    """
+    return nn.Parameter(weight.detach().t().contiguous().t())
 
 
 def count_parameters(model: nn.Module) -> int:

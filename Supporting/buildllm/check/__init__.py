@@ -21,6 +21,7 @@ __all__ = [
     "meeting2",
     "meeting3",
     "meeting4",
+    "meeting5",
     "verify",
 ]
 
@@ -81,4 +82,4 @@ def expect_equal(actual, expected, what: str = "result") -> None:
 
 
 # The meetings' checks import verify() from here, so they come last.
-from . import meeting0, meeting1, meeting2, meeting3, meeting4  # noqa: E402
+from . import meeting0, meeting1, meeting2, meeting3, meeting4, meeting5  # noqa: E402

@@ -1,0 +1,701 @@
+"""The pretraining command (Meeting 5): train GPTModel on your own text, resumably, on N devices.
+
+    python -m buildllm.pretrain shakespeare.txt --tokenizer char --steps 2000 --out runs/char
+    python -m buildllm.pretrain books/ --model cpu-small --dtype bf16 --out runs/books
+    python -m buildllm.pretrain --out runs/books --resume     # after a crash, or Ctrl-C
+    python -m buildllm.pretrain --config-file run.json --lr 3e-4   # flags override the file
+
+Inputs are text files, or folders whose *.txt files (recursively, sorted) are read as
+separate documents. The tokenizer is GPT-2's (`gpt2`, documents joined by <|endoftext|>),
+one token per character (`char`), or a BPE tokenizer saved in Meeting 2 (its json's path).
+The last --val-fraction of the tokens is held out for validation. `--help` lists every
+setting; a --config-file is a JSON object of the same settings (`{"lr": 3e-4, ...}`, names
+with underscores), or a previous run's run.json.
+
+Several processes, one per device, train one model together with PyTorch's
+DistributedDataParallel: each process draws its own share of the data and their gradients
+are averaged. Start them with torchrun, e.g. on a node with 8 GPUs (nccl), or on a CPU with
+2 processes (gloo):
+
+    torchrun --nproc-per-node 8 -m buildllm.pretrain books/ --model 124M --dtype bf16 --out runs/gpt
+    torchrun --nproc-per-node 2 -m buildllm.pretrain shakespeare.txt --tokenizer char --out runs/ddp
+
+--batch-size is per process and per micro-step: one optimizer step sees
+batch-size × grad-accum × processes windows. Process 0 alone prints, logs and writes files.
+
+--resume takes every setting from the checkpoint unless a flag changes it, and refuses a change
+that would alter the run (the model, the tokens, the learning rate...). The data order follows
+from the seed and the checkpoint records where each process is in it, so on a CPU a resumed run
+ends with exactly the weights it would have had without the interruption.
+
+What lands in --out:
+    log.jsonl         one JSON object per event: start, eval (step, tokens, train_loss,
+                      val_loss, lr, tokens_per_s, mfu), checkpoint, end
+    loss.png          train and validation loss, redrawn at each evaluation
+    checkpoint.pt     everything --resume needs (model, optimizer, scheduler, step, each
+                      process's random number generators and data position, the settings),
+                      replaced atomically: a run killed at any moment leaves the last one whole
+    model.safetensors the final weights (GPTModel's names; the tied out_head.weight is left out)
+    run.json          how to rebuild the model, read by `load_run`:
+                      {"format": "buildllm-run/1",
+                       "model": {GPTConfig's fields},
+                       "tokenizer": {"kind": "gpt2"} | {"kind": "char", "chars": "..."}
+                                    | {"kind": "bpe", "file": "tokenizer.json"},
+                       "weights": {"file": "model.safetensors", "dtype": "float32"},
+                       "run": {the RunConfig's fields}, "result": {final losses, tokens/s...}}
+    tokenizer.json    a copy of the BPE tokenizer, when one was used
+
+MFU (model FLOPs utilization) is the share of the hardware's peak that the model's own
+arithmetic uses: 3 × forward_flops_per_token (forward and backward) × tokens/s, over a known
+GPU's dense bf16 peak, or on a CPU over a matrix-multiply speed measured at the start.
+
+Bad input (a missing, empty or non-UTF-8 file, too little text, a checkpoint from another
+run...) stops the run with a message before anything is written.
+
+    >>> model, summary = run(RunConfig(inputs=["shakespeare.txt"], tokenizer="char", steps=50))
+    >>> model, tokenizer = load_run("runs/pretrain")
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext, suppress
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .generation import generate
+from .model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
+from .pretrain_data import (
+    InputError,
+    WindowStream,
+    encode_documents,
+    eval_batches,
+    load_tokenizer,
+    make_tokenizer,
+    read_texts,
+)
+from .training import (
+    AdamW,
+    batch_loss,
+    clip_grad_norm,
+    evaluate,
+    load_checkpoint,
+    param_groups,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    warmup_cosine,
+)
+from .utils import get_device, set_seed
+
+__all__ = ["InputError", "RunConfig", "load_run", "main", "parse_config", "run"]
+
+RUN_FORMAT = "buildllm-run/1"
+CHECKPOINT_FORMAT = "buildllm-checkpoint/1"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+# Dense bf16 tensor-core peaks (fp16 for T4 and V100) in TFLOP/s, from NVIDIA's data sheets.
+# The first name found in torch.cuda.get_device_name() wins, so "H100 PCIe" precedes "H100".
+GPU_PEAK_TFLOPS = (("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989),
+                   ("A100", 312), ("L40S", 362), ("L4", 121), ("T4", 65), ("V100", 125))
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a run; each is also a flag (`lr` is --lr, `n_layers` is --n-layers)."""
+
+    inputs: list[str] = field(default_factory=list)  # text files and folders of .txt files
+    tokenizer: str = "gpt2"  # "gpt2", "char", or the path of a Meeting-2 BPE json
+    val_fraction: float = 0.1
+    model: str = "cpu-tiny"  # a name in buildllm.model.CONFIGS; the next five override it
+    context_length: int | None = None
+    emb_dim: int | None = None
+    n_heads: int | None = None
+    n_layers: int | None = None
+    drop_rate: float | None = None
+    batch_size: int = 16  # windows per process and micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step
+    lr: float = 1e-3  # the peak learning rate, reached after warmup
+    min_lr_ratio: float = 0.1  # the cosine ends at lr × this
+    warmup_steps: int | None = None  # None: a tenth of the steps, at most 100
+    steps: int = 2000  # optimizer steps
+    weight_decay: float = 0.1
+    beta2: float = 0.95  # AdamW's second-moment decay (nanoGPT's char recipe uses 0.99)
+    clip: float = 1.0  # global gradient norm limit; 0 turns clipping off
+    eval_every: int = 200
+    eval_batches: int = 20  # batches scored per split at each evaluation
+    dtype: str = "fp32"  # "bf16" computes in bfloat16 autocast; the weights stay float32
+    device: str = "auto"  # auto, cpu, cuda or mps
+    seed: int = 123
+    out: str = "runs/pretrain"
+    resume: bool = False
+    checkpoint_every: int | None = None  # None: at every evaluation (and always at the end)
+    sample_prompt: str | None = None  # print a continuation of it at every evaluation
+    sample_tokens: int = 100
+    save_dtype: str = "fp32"  # dtype of model.safetensors: fp32 or bf16 (half the size)
+
+
+# Settings that may change when a run is resumed: they do not change what it computes.
+# (The inputs and tokenizer may too, as long as they give exactly the same tokens.)
+_FREE_ON_RESUME = {"inputs", "tokenizer", "out", "resume", "device", "eval_every", "eval_batches",
+                   "checkpoint_every", "sample_prompt", "sample_tokens", "save_dtype"}
+_MODEL_FIELDS = ("context_length", "emb_dim", "n_heads", "n_layers", "drop_rate")
+
+
+# -- checking the settings and the input, before anything is written ----------------------
+
+def _check_settings(cfg: RunConfig) -> None:
+    rules = [
+        ("model", cfg.model in CONFIGS, f"one of {', '.join(CONFIGS)}"),
+        ("val_fraction", 0 < cfg.val_fraction < 1, "between 0 and 1"),
+        ("lr", cfg.lr > 0, "above 0"),
+        ("min_lr_ratio", 0 <= cfg.min_lr_ratio <= 1, "between 0 and 1"),
+        ("weight_decay", cfg.weight_decay >= 0, "0 or more"),
+        ("beta2", 0 <= cfg.beta2 < 1, "in [0, 1)"),
+        ("clip", cfg.clip >= 0, "0 (off) or more"),
+        ("warmup_steps", 0 <= _warmup(cfg) <= cfg.steps, "between 0 and --steps"),
+        ("checkpoint_every", cfg.checkpoint_every is None or cfg.checkpoint_every >= 1,
+         "at least 1"),
+        ("dtype", cfg.dtype in DTYPES, "fp32 or bf16"),
+        ("save_dtype", cfg.save_dtype in DTYPES, "fp32 or bf16"),
+        ("device", cfg.device in ("auto", "cpu", "cuda", "mps"), "auto, cpu, cuda or mps"),
+        ("sample_prompt", cfg.sample_prompt != "", "some text (or left out)"),
+    ]
+    rules += [(name, getattr(cfg, name) >= 1, "at least 1") for name in
+              ("batch_size", "grad_accum", "steps", "eval_every", "eval_batches", "sample_tokens")]
+    for name, ok, wanted in rules:
+        if not ok:
+            raise InputError(f"--{name.replace('_', '-')} must be {wanted}, "
+                             f"got {getattr(cfg, name)!r}")
+
+
+def _warmup(cfg: RunConfig) -> int:
+    return min(100, cfg.steps // 10) if cfg.warmup_steps is None else cfg.warmup_steps
+
+
+def _model_config(cfg: RunConfig, vocab_size: int) -> GPTConfig:
+    changes = {k: getattr(cfg, k) for k in _MODEL_FIELDS if getattr(cfg, k) is not None}
+    try:
+        return replace(CONFIGS[cfg.model], vocab_size=vocab_size, **changes)
+    except ValueError as err:
+        raise InputError(f"the model settings do not fit together: {err}") from None
+
+
+@dataclass
+class _Data:
+    tokenizer: object
+    spec: dict  # the tokenizer, as run.json records it
+    train: torch.Tensor  # token ids
+    val: torch.Tensor
+    sha256: str  # of all the ids: a resumed run must see exactly the same tokens
+
+
+def _load_data(cfg: RunConfig) -> _Data:
+    texts = read_texts(cfg.inputs)
+    tokenizer, spec = make_tokenizer(cfg.tokenizer, texts)
+    ids = torch.tensor(encode_documents(tokenizer, texts), dtype=torch.long)
+    split = round(len(ids) * (1 - cfg.val_fraction))
+    data = _Data(tokenizer, spec, ids[:split], ids[split:],
+                 hashlib.sha256(ids.numpy().tobytes()).hexdigest())
+    need = (cfg.context_length or CONFIGS[cfg.model].context_length) + 1
+    for name, part, fix in (("training", data.train, "more text"),
+                            ("validation", data.val, "more text or a larger --val-fraction")):
+        if len(part) < need:
+            raise InputError(
+                f"the {name} split has {len(part):,} tokens of {len(ids):,}, fewer than one "
+                f"window of context_length + 1 = {need}: use {fix}, or a smaller --context-length"
+            )
+    return data
+
+
+def _vocab_size(tokenizer) -> int:
+    return getattr(tokenizer, "n_vocab", None) or tokenizer.vocab_size  # tiktoken's, or ours
+
+
+def _encode_prompt(tokenizer, prompt: str) -> list[int]:
+    try:
+        return tokenizer.encode(prompt)
+    except ValueError as err:
+        raise InputError(f"--sample-prompt cannot be encoded: {err}") from None
+
+
+def _check_resumable(ckpt: dict, path: Path, cfg: RunConfig, model_cfg: GPTConfig,
+                     data: _Data, world_size: int) -> None:
+    """Refuse a checkpoint that another run wrote, naming every setting that differs."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path} was not written by buildllm.pretrain")
+    diffs = [f"model {k}: {v!r} in the checkpoint, {getattr(model_cfg, k)!r} now"
+             for k, v in ckpt["model_config"].items() if getattr(model_cfg, k) != v]
+    diffs += [f"--{k.replace('_', '-')}: {v!r} in the checkpoint, {getattr(cfg, k)!r} now"
+              for k, v in ckpt["config"].items()
+              if k not in _FREE_ON_RESUME and k not in ("model", *_MODEL_FIELDS)
+              and getattr(cfg, k) != v]
+    if ckpt["data_sha256"] != data.sha256:
+        diffs.append("the tokens: the input text or the tokenizer has changed")
+    if ckpt["world_size"] != world_size:
+        diffs.append(f"processes: {ckpt['world_size']} in the checkpoint, {world_size} now")
+    if diffs:
+        raise InputError(f"{path} comes from a different run, so --resume cannot continue it:\n  "
+                         + "\n  ".join(diffs)
+                         + "\nResume with the checkpoint's settings, or choose another --out.")
+
+
+def _device(name: str, local_rank: int, world_size: int) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: PyTorch sees no CUDA GPU here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device mps: this PyTorch has no MPS (Apple GPU) support")
+    device = get_device() if name == "auto" else torch.device(name)
+    if device.type == "cuda" and world_size > 1:
+        return torch.device("cuda", local_rank)  # one GPU per process
+    if device.type == "mps" and world_size > 1:
+        raise InputError("several processes cannot share one Apple GPU: use --device cpu")
+    return device
+
+
+# -- measuring -------------------------------------------------------------------------
+
+@functools.cache
+def _cpu_peak_flops(dtype: torch.dtype) -> float:
+    """FLOP/s of the best of ten 512 × 512 matrix products: what this CPU really sustains."""
+    a = torch.full((512, 512), 0.5, dtype=dtype)  # no random numbers: the run's stay untouched
+    best = math.inf
+    for _ in range(10):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * 512**3 / best
+
+
+def _peak(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:
+    """The FLOP/s that MFU divides by, per device, and a label that says what it is."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tflops in GPU_PEAK_TFLOPS:
+            if key in name:
+                return tflops * 1e12, f"{name}: {tflops} TFLOP/s bf16 peak (data sheet)"
+        return None, f"{name}: peak unknown, no MFU"
+    if device.type == "cpu":
+        flops, threads = _cpu_peak_flops(dtype), torch.get_num_threads()
+        return flops, (f"CPU: {flops / 1e9:.0f} GFLOP/s, the {str(dtype)[6:]} matrix-multiply "
+                       f"speed measured now on {threads} thread{'s' * (threads > 1)}")
+    return None, f"{device.type}: peak unknown, no MFU"
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the GPU, so that a clock reading includes the work queued so far."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+# -- writing ---------------------------------------------------------------------------
+
+def _write_atomically(path: Path, write) -> None:
+    """write(temporary path), then rename it over `path`: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _plot(history: dict, path: Path) -> None:
+    from matplotlib.figure import Figure  # no pyplot: no window, no global state
+
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(history["tokens"], history["train_loss"], "o-", ms=3, label="train")
+    ax.plot(history["tokens"], history["val_loss"], "o-", ms=3, label="validation")
+    ax.set(xlabel="tokens seen", ylabel="loss (cross entropy)",
+           title=f"step {history['step'][-1]:,}: val loss {history['val_loss'][-1]:.3f}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
+def _save_model(model: GPTModel, path: Path, dtype: torch.dtype) -> None:
+    from safetensors.torch import save_file
+
+    state = {name: t.detach().to("cpu", dtype).contiguous()  # blocks' weights are transposed
+             for name, t in model.state_dict().items()}
+    if model.cfg.tie_embeddings:
+        del state["out_head.weight"]  # tok_emb.weight again: safetensors refuses shared tensors
+    _write_atomically(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+
+
+def _gather(obj) -> list:
+    """obj from every process, in rank order (just [obj] without torchrun)."""
+    if not dist.is_initialized():
+        return [obj]
+    objects = [None] * dist.get_world_size()
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
+# -- the run ---------------------------------------------------------------------------
+
+def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
+    """Train as `cfg` says. Returns the model (on its device, in train mode) and a summary:
+    step, tokens, train_loss and val_loss (the last evaluation's), tokens_per_s (training
+    throughput of all processes together, evaluations and checkpoints excluded), mfu,
+    seconds and the history of evaluations. Bad input raises InputError before any write.
+    """
+    _check_settings(cfg)
+    rank, world_size, local_rank = (int(os.environ.get(k, d)) for k, d in
+                                    (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    device = _device(cfg.device, local_rank, world_size)
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and not cfg.resume:
+        raise InputError(f"{out} already holds a checkpoint: add --resume to continue that run, "
+                         "or choose another --out")
+    if cfg.resume and not ckpt_path.is_file():
+        raise InputError(f"--resume: there is no checkpoint to resume from in {out}")
+    data = _load_data(cfg)
+    model_cfg = _model_config(cfg, _vocab_size(data.tokenizer))
+    prompt = _encode_prompt(data.tokenizer, cfg.sample_prompt) if cfg.sample_prompt else None
+    ckpt = None
+    if cfg.resume:
+        try:
+            ckpt = load_checkpoint(ckpt_path)
+        except Exception as err:  # a damaged or foreign file: say so, and touch nothing
+            raise InputError(f"{ckpt_path} cannot be read as a checkpoint: {err}") from None
+        _check_resumable(ckpt, ckpt_path, cfg, model_cfg, data, world_size)
+    # Everything is checked. From here on the run may write into `out`.
+
+    own_group = world_size > 1 and not dist.is_initialized()
+    if own_group:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
+def _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt):
+    out, lead = Path(cfg.out), rank == 0
+    set_seed(cfg.seed)  # every process builds the same initial weights
+    raw = GPTModel(model_cfg).to(device)
+    optimizer = AdamW(param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
+    scheduler = warmup_cosine(optimizer, _warmup(cfg), cfg.steps, cfg.min_lr_ratio)
+    context = model_cfg.context_length
+    stream = WindowStream(data.train, context, cfg.batch_size, cfg.seed, rank, world_size)
+    scored = {split: eval_batches(ids, context, cfg.batch_size, cfg.eval_batches, rank, world_size)
+              for split, ids in (("train", data.train), ("val", data.val))}
+    history = {"step": [], "tokens": [], "train_loss": [], "val_loss": []}
+    step = 0
+    if ckpt is not None:
+        raw.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        stream.load_state_dict(ckpt["data"][rank])
+        step, history = ckpt["step"], ckpt["history"]
+        set_rng_state(ckpt["rng"][rank])
+    else:
+        set_seed(cfg.seed + rank)  # each process draws its own dropout masks
+    model = raw
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(
+            raw, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    autocast = torch.autocast(device.type, DTYPES[cfg.dtype], enabled=cfg.dtype != "fp32")
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * context * world_size
+    flops_per_token = 3 * forward_flops_per_token(model_cfg)  # forward + backward (2×)
+    peak, peak_label = _peak(device, DTYPES[cfg.dtype]) if lead else (None, "")
+    checkpoint_every = cfg.checkpoint_every or cfg.eval_every
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=step, desc="pretraining", unit="step", disable=not lead)
+    log_file = None
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".checkpoint.pt.*.tmp"):  # left by a run killed while saving
+            stale.unlink()
+        log_path = out / "log.jsonl"
+        torn = log_path.exists() and not log_path.read_bytes().endswith(b"\n")  # killed mid-line
+        log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+        log_file.write("\n" if torn else "")
+
+    def log(record: dict, line: str | None = None) -> None:
+        if lead:
+            log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            log_file.flush()
+            if line:
+                bar.write(line)
+
+    def evaluate_splits() -> dict[str, float]:
+        losses = {}
+        with autocast:
+            for split, batches in scored.items():
+                total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, windows
+                for batch in batches:
+                    n = len(batch[0])
+                    total += torch.tensor([evaluate(raw, [batch]) * n, n], device=device)
+                if world_size > 1:
+                    dist.all_reduce(total)  # every process scored its own windows
+                losses[split] = (total[0] / total[1]).item()
+        return losses
+
+    def evaluation(speed: float | None) -> None:
+        losses = evaluate_splits()
+        for key, value in (("step", step), ("tokens", step * tokens_per_step),
+                           ("train_loss", losses["train"]), ("val_loss", losses["val"])):
+            history[key].append(value)
+        mfu = speed * flops_per_token / (peak * world_size) if speed and peak else None
+        record = {"event": "eval", "step": step, "tokens": step * tokens_per_step,
+                  "train_loss": losses["train"], "val_loss": losses["val"],
+                  "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": speed, "mfu": mfu}
+        line = (f"step {step:,}: train loss {losses['train']:.3f}, val loss {losses['val']:.3f}"
+                f", lr {record['lr']:.2e}")
+        if speed:
+            line += f", {speed:,.0f} tokens/s" + (f", MFU {mfu:.1%}" if mfu else "")
+        if prompt is not None and lead:
+            ids = torch.tensor([prompt[-context:]], device=device)
+            new = generate(raw, ids, cfg.sample_tokens, use_cache=False, temperature=0.8,
+                           seed=cfg.seed)  # the same seed each time: differences are learning
+            record["sample"] = data.tokenizer.decode(new[0].tolist())
+            line += f"\n{record['sample']}\n"
+        log(record, line)
+        if lead:
+            _plot(history, out / "loss.png")
+
+    def save() -> None:
+        state = {"format": CHECKPOINT_FORMAT, "model": raw.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "step": step, "data": _gather(stream.state_dict()), "rng": _gather(rng_state()),
+                 "config": asdict(cfg), "model_config": asdict(model_cfg),
+                 "tokenizer": data.spec, "data_sha256": data.sha256,
+                 "world_size": world_size, "history": history}
+        if lead:
+            save_checkpoint(out / "checkpoint.pt", **state)
+            log({"event": "checkpoint", "step": step})
+
+    name = cfg.model if all(getattr(cfg, k) is None for k in _MODEL_FIELDS) else "custom"
+    parameters = count_parameters(raw)
+    log({"event": "resume" if ckpt else "start", "step": step, "config": asdict(cfg),
+         "model": asdict(model_cfg), "parameters": parameters, "train_tokens": len(data.train),
+         "val_tokens": len(data.val), "device": str(device), "processes": world_size,
+         "mfu_peak": peak_label},
+        f"{f'Resuming at step {step:,}' if ckpt else 'Pretraining'} a {name} GPT of "
+        f"{parameters / 1e6:.2f}M parameters ({model_cfg.n_layers} layers, "
+        f"{model_cfg.emb_dim} dims, context {context}, vocabulary {model_cfg.vocab_size:,}) "
+        f"on {len(data.train):,} training and {len(data.val):,} validation tokens; "
+        f"{device}, {world_size} process{'es' * (world_size > 1)}, {cfg.dtype}, "
+        f"{tokens_per_step:,} tokens per step. MFU is against {peak_label}.")
+    if step == 0:
+        evaluation(None)
+
+    model.train()
+    session_steps, session_seconds = 0, 0.0
+    clock, steps_timed = time.perf_counter(), 0  # the clock times training only
+    shown, losses = time.perf_counter(), []
+    while step < cfg.steps:
+        optimizer.zero_grad(set_to_none=True)
+        for micro in range(cfg.grad_accum):
+            inputs, targets = stream.next_batch()
+            last = micro == cfg.grad_accum - 1
+            # DDP averages the gradients of all processes during backward. Only the last
+            # micro-step needs that: the others just add to this process's gradients.
+            with nullcontext() if last or world_size == 1 else model.no_sync():
+                with autocast:
+                    loss = batch_loss(model, inputs.to(device), targets.to(device))
+                (loss / cfg.grad_accum).backward()
+            losses.append(loss.detach())
+        if cfg.clip > 0:
+            clip_grad_norm(raw.parameters(), cfg.clip)
+        optimizer.step()
+        scheduler.step()
+        step, steps_timed = step + 1, steps_timed + 1
+        bar.update()
+        if lead and time.perf_counter() - shown > 1:  # .item() waits for a GPU: not every step
+            speed = steps_timed * tokens_per_step / (time.perf_counter() - clock)
+            bar.set_postfix(loss=f"{torch.stack(losses).mean().item():.3f}",
+                            tokens_per_s=f"{speed:,.0f}")
+            shown, losses = time.perf_counter(), []
+        evaluate_now = step % cfg.eval_every == 0 or step == cfg.steps
+        save_now = step % checkpoint_every == 0 or step == cfg.steps
+        if evaluate_now or save_now:
+            _sync(device)
+            seconds = time.perf_counter() - clock
+            session_steps, session_seconds = session_steps + steps_timed, session_seconds + seconds
+            if evaluate_now:
+                evaluation(steps_timed * tokens_per_step / seconds)
+            if save_now:
+                save()
+            clock, steps_timed = time.perf_counter(), 0
+    bar.close()
+
+    speed = session_steps * tokens_per_step / session_seconds if session_seconds else 0.0
+    summary = {"step": step, "tokens": step * tokens_per_step,
+               "train_loss": history["train_loss"][-1], "val_loss": history["val_loss"][-1],
+               "tokens_per_s": speed, "mfu": speed * flops_per_token / (peak * world_size)
+               if speed and peak else None, "seconds": session_seconds, "history": history}
+    if lead:
+        _finish(cfg, raw, model_cfg, data, summary, out)
+        log({"event": "end", **{k: v for k, v in summary.items() if k != "history"}},
+            f"Done: val loss {summary['val_loss']:.3f} after {step:,} steps. "
+            f"model.safetensors and run.json are in {out}")
+        log_file.close()
+    return raw, summary
+
+
+def _finish(cfg, model, model_cfg, data, summary, out: Path) -> None:
+    """Write model.safetensors and run.json (and tokenizer.json): what `load_run` reads."""
+    _save_model(model, out / "model.safetensors", DTYPES[cfg.save_dtype])
+    spec = data.spec
+    if spec["kind"] == "bpe":
+        shutil.copyfile(spec["file"], out / "tokenizer.json")
+        spec = {"kind": "bpe", "file": "tokenizer.json"}
+    info = {"format": RUN_FORMAT, "model": asdict(model_cfg), "tokenizer": spec,
+            "weights": {"file": "model.safetensors", "dtype": str(DTYPES[cfg.save_dtype])[6:]},
+            "run": asdict(cfg),
+            "result": {k: v for k, v in summary.items() if k != "history"}}
+    text = json.dumps(info, indent=1, ensure_ascii=False)
+    _write_atomically(out / "run.json", lambda tmp: tmp.write_text(text, "utf-8"))
+
+
+def load_run(folder: str | os.PathLike) -> tuple[GPTModel, object]:
+    """The model a run trained (float32, eval mode, on the CPU) and its tokenizer.
+
+    The tokenizer has encode(str) -> list[int] and decode(list[int]) -> str: tiktoken's GPT-2
+    encoding, a CharTokenizer, or a BPETokenizer.
+
+    >>> model, tokenizer = load_run("runs/char")
+    >>> tokenizer.decode(generate(model, torch.tensor([tokenizer.encode("ROMEO:")]), 50)[0])
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    info = json.loads((folder / "run.json").read_text("utf-8"))
+    if info.get("format") != RUN_FORMAT:
+        raise ValueError(f"{folder / 'run.json'} is not a run.json written by buildllm.pretrain")
+    model = GPTModel(GPTConfig(**info["model"]))
+    state = {k: v.float() for k, v in load_file(folder / info["weights"]["file"]).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"out_head.weight"} if model.cfg.tie_embeddings else set()
+    if unexpected or set(missing) != tied:
+        raise ValueError(f"{folder} holds weights that do not fit its model: missing "
+                         f"{sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
+    return model.eval(), load_tokenizer(info["tokenizer"], folder)
+
+
+# -- the command line ------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m buildllm.pretrain", argument_default=argparse.SUPPRESS,
+        description="Pretrain a GPT on your own text files. Any setting can also come from "
+                    "--config-file; flags given here override it.",
+    )
+    p.add_argument("inputs", nargs="*", help="text files, and folders of .txt files")
+    p.add_argument("--config-file", metavar="FILE", help="a JSON file of settings, or a run.json")
+    p.add_argument("--tokenizer", metavar="NAME",
+                   help="gpt2, char, or a Meeting-2 BPE json (default gpt2)")
+    p.add_argument("--val-fraction", type=float, metavar="F",
+                   help="held-out share of tokens (default 0.1)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=CONFIGS, help="a configuration (default cpu-tiny)")
+    for name, kind in (("context-length", int), ("emb-dim", int), ("n-heads", int),
+                       ("n-layers", int), ("drop-rate", float)):
+        g.add_argument(f"--{name}", type=kind, metavar="N" if kind is int else "P",
+                       help="overrides the configuration's value")
+    g = p.add_argument_group("optimization")
+    for name, kind, what in (
+        ("batch-size", int, "windows per process and micro-step (default 16)"),
+        ("grad-accum", int, "micro-steps per optimizer step (default 1)"),
+        ("lr", float, "peak learning rate (default 1e-3)"),
+        ("min-lr-ratio", float, "final lr / peak lr (default 0.1)"),
+        ("warmup-steps", int, "linear warmup (default: steps / 10, at most 100)"),
+        ("steps", int, "optimizer steps (default 2000)"),
+        ("weight-decay", float, "AdamW weight decay of the matrices (default 0.1)"),
+        ("beta2", float, "AdamW's beta2 (default 0.95)"),
+        ("clip", float, "gradient norm limit, 0 for none (default 1.0)"),
+        ("seed", int, "random seed (default 123)"),
+    ):
+        g.add_argument(f"--{name}", type=kind, metavar="N" if kind is int else "X", help=what)
+    g.add_argument("--dtype", choices=DTYPES, help="bf16: bfloat16 autocast (default fp32)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="(default auto)")
+    g = p.add_argument_group("evaluation and output")
+    g.add_argument("--eval-every", type=int, metavar="N",
+                   help="steps between evaluations (default 200)")
+    g.add_argument("--eval-batches", type=int, metavar="N",
+                   help="batches scored per split (default 20)")
+    g.add_argument("--sample-prompt", metavar="TEXT",
+                   help="print a sampled continuation at each evaluation")
+    g.add_argument("--sample-tokens", type=int, metavar="N", help="tokens to sample (default 100)")
+    g.add_argument("--out", metavar="DIR", help="output folder (default runs/pretrain)")
+    g.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="steps (default: at every evaluation)")
+    g.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
+    g.add_argument("--save-dtype", choices=DTYPES, help="of model.safetensors (default fp32)")
+    return p
+
+
+def _settings_from_file(path: str) -> dict:
+    try:
+        settings = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"--config-file {path} cannot be read as JSON: {err}") from None
+    if isinstance(settings, dict) and settings.get("format") == RUN_FORMAT:
+        settings = settings["run"]  # a previous run's run.json: train the same way again
+    if not isinstance(settings, dict):
+        raise InputError(f"--config-file {path} must hold a JSON object of settings")
+    settings = {k.replace("-", "_"): v for k, v in settings.items()}
+    known = {f.name for f in fields(RunConfig)}
+    if unknown := sorted(set(settings) - known):
+        raise InputError(f"--config-file {path} has unknown settings {unknown}; "
+                         f"known: {sorted(known)}")
+    # Parse the values as if they were flags, so that they are checked the same way.
+    argv, inputs = [], settings.pop("inputs", [])
+    for key, value in settings.items():
+        if value is True:
+            argv.append(f"--{key.replace('_', '-')}")
+        elif value is not None and value is not False:
+            argv.append(f"--{key.replace('_', '-')}={value}")
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    return vars(_parser().parse_args([*argv, "--", *map(str, inputs)]))
+
+
+def parse_config(argv: list[str] | None = None) -> RunConfig:
+    """A RunConfig from command-line flags. Each setting comes from the first place that has
+    it: the flags, the --config-file, the checkpoint being resumed, RunConfig's defaults."""
+    flags = vars(_parser().parse_args(argv))
+    from_file = _settings_from_file(flags.pop("config_file")) if "config_file" in flags else {}
+    given = {**from_file, **flags}
+    settings, out = {}, given.setdefault("out", RunConfig.out)
+    ckpt = Path(out) / "checkpoint.pt"
+    if given.get("resume") and ckpt.is_file():
+        with suppress(Exception):  # a damaged checkpoint: run() will say so
+            # mmap: read the settings without loading every tensor
+            settings = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["config"]
+    return RunConfig(**{**settings, **given})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """`python -m buildllm.pretrain ...`: parse the flags, run, return the summary."""
+    try:
+        return run(parse_config(argv))[1]
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("\nStopped: continue from the last checkpoint with --resume") from None
+
+
+if __name__ == "__main__":
+    main()

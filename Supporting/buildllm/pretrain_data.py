@@ -1,0 +1,211 @@
+"""Text in, batches out, for the pretraining command (Meeting 5): `buildllm.pretrain` uses it.
+
+    read_texts(["books/", "extra.txt"])  -> the documents, one string per .txt file
+    make_tokenizer("char", documents)    -> a tokenizer and its spec (what run.json records)
+    encode_documents(tokenizer, docs)    -> one long list of token ids
+    WindowStream(ids, context, ...)      -> training batches in a seeded order, resumable
+    eval_batches(ids, context, ...)      -> the fixed windows every evaluation scores
+
+Errors a user can cause (a missing or empty file, an unknown tokenizer) raise `InputError`
+with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import DistributedSampler
+
+__all__ = [
+    "CharTokenizer",
+    "InputError",
+    "WindowStream",
+    "encode_documents",
+    "eval_batches",
+    "load_tokenizer",
+    "make_tokenizer",
+    "read_texts",
+]
+
+ENDOFTEXT = "<|endoftext|>"
+
+
+class InputError(ValueError):
+    """Bad input from the user: the message says what is wrong and what to do."""
+
+
+def read_texts(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Read every named file, and every *.txt file under every named folder (sorted), as UTF-8."""
+    if not inputs:
+        raise InputError("no input: name at least one text file or folder to train on")
+    files: list[Path] = []
+    for name in map(Path, inputs):
+        if name.is_dir():
+            found = sorted(p for p in name.rglob("*.txt") if p.is_file())
+            if not found:
+                raise InputError(f"the folder {name} holds no .txt files")
+            files += found
+        elif name.exists():
+            files.append(name)
+        else:
+            raise InputError(f"{name} does not exist")
+    texts = []
+    for path in files:
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except OSError as err:
+            raise InputError(f"cannot read {path}: {err.strerror or err}") from None
+        except UnicodeDecodeError as err:
+            raise InputError(f"{path} is not UTF-8 text (byte {err.start} is not valid)") from None
+        if not text.strip():
+            raise InputError(f"{path} is empty: there is nothing to train on in it")
+        texts.append(text)
+    return texts
+
+
+class CharTokenizer:
+    """One token per character, as in nanoGPT's Shakespeare: ids are positions in `chars`.
+
+    >>> tok = CharTokenizer("abc ")
+    >>> tok.encode("cab a")
+    [2, 0, 1, 3, 0]
+    """
+
+    def __init__(self, chars: str):
+        self.chars = "".join(sorted(set(chars)))
+        self._id = {c: i for i, c in enumerate(self.chars)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self._id[c] for c in text]
+        except KeyError as err:
+            raise ValueError(f"the character {err.args[0]!r} is not in this tokenizer's "
+                             f"vocabulary of {self.vocab_size} characters") from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+
+def make_tokenizer(name: str, texts: Sequence[str]) -> tuple[object, dict]:
+    """The tokenizer `name` ("gpt2", "char" or a BPE json's path) and its spec for run.json.
+
+    "char" takes its vocabulary from `texts`. A BPE spec records the file's path; the
+    pretraining command copies the file into its output folder as tokenizer.json.
+    """
+    if name == "char":
+        tok = CharTokenizer("".join(texts))
+        return tok, {"kind": "char", "chars": tok.chars}
+    if name == "gpt2":
+        return load_tokenizer({"kind": "gpt2"}), {"kind": "gpt2"}
+    if not Path(name).is_file():
+        raise InputError(f"--tokenizer must be gpt2, char or the path of a BPE tokenizer json "
+                         f"saved in Meeting 2; {name} is none of them")
+    return load_tokenizer({"kind": "bpe", "file": name}), {"kind": "bpe", "file": name}
+
+
+def load_tokenizer(spec: dict, folder: str | os.PathLike = ".") -> object:
+    """The tokenizer a spec describes (a BPE file's path is relative to `folder`)."""
+    if spec["kind"] == "gpt2":
+        from .data import gpt2_encoding
+
+        return gpt2_encoding()
+    if spec["kind"] == "char":
+        return CharTokenizer(spec["chars"])
+    if spec["kind"] == "bpe":
+        from .tokenizers import BPETokenizer
+
+        try:
+            return BPETokenizer.load(Path(folder) / spec["file"])
+        except (OSError, ValueError) as err:
+            raise InputError(str(err)) from None
+    raise InputError(f"unknown tokenizer kind {spec['kind']!r}")
+
+
+def encode_documents(tokenizer, texts: Sequence[str]) -> list[int]:
+    """All documents as one list of ids, with <|endoftext|> between them where the tokenizer
+    has it (GPT-2's and a BPE trained with it); character tokens just follow each other.
+
+    <|endoftext|> written inside a document stays plain text, so no file can fake a boundary.
+    """
+    if isinstance(tokenizer, CharTokenizer):
+        return [i for text in texts for i in tokenizer.encode(text)]
+    specials = getattr(tokenizer, "special_tokens", None)  # our BPETokenizer
+    if isinstance(specials, dict):
+        separator = [specials[ENDOFTEXT]] if ENDOFTEXT in specials else []
+    else:  # tiktoken
+        separator = [tokenizer.eot_token]
+    ids: list[int] = []
+    for n, text in enumerate(texts):
+        ids += (separator if n else []) + tokenizer.encode_ordinary(text)
+    return ids
+
+
+def _windows_from(ids: torch.Tensor, starts: Sequence[int], context: int):
+    """(inputs, targets) for windows of `context` tokens starting at each of `starts`."""
+    chunks = ids[torch.as_tensor(starts)[:, None] + torch.arange(context + 1)]
+    return chunks[:, :-1], chunks[:, 1:]
+
+
+class WindowStream:
+    """Training batches: non-overlapping windows, reshuffled every epoch, split across ranks.
+
+    Each epoch cuts the tokens into windows at a new seeded offset (so a token does not sit at
+    the same position in every epoch), and a `DistributedSampler` deals each rank its own
+    share in a seeded order. Everything follows from (seed, epoch), so the position
+    (epoch, windows drawn in it) is all a checkpoint needs to continue the same stream.
+    """
+
+    def __init__(self, ids: torch.Tensor, context: int, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1):
+        self.ids, self.context, self.batch_size, self.seed = ids, context, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.index = 0, 0
+        self._load_epoch()
+
+    def _load_epoch(self) -> None:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        room = min(self.context, len(self.ids) - self.context)  # keep at least one window
+        offset = int(torch.randint(room, (1,), generator=g))
+        n_windows = (len(self.ids) - 1 - offset) // self.context
+        sampler = DistributedSampler(range(n_windows), num_replicas=self.world_size,
+                                     rank=self.rank, shuffle=True, seed=self.seed)
+        sampler.set_epoch(self.epoch)
+        self.starts = [offset + i * self.context for i in sampler]
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next (batch_size, context) inputs and targets; an epoch may end mid-batch."""
+        starts: list[int] = []
+        while len(starts) < self.batch_size:
+            if self.index == len(self.starts):
+                self.epoch, self.index = self.epoch + 1, 0
+                self._load_epoch()
+            take = self.starts[self.index : self.index + self.batch_size - len(starts)]
+            starts += take
+            self.index += len(take)
+        return _windows_from(self.ids, starts, self.context)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.index = state["epoch"], state["index"]
+        self._load_epoch()
+
+
+def eval_batches(ids: torch.Tensor, context: int, batch_size: int, max_batches: int,
+                 rank: int = 0, world_size: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's share of the fixed evaluation windows: up to `max_batches` batches' worth of
+    non-overlapping windows spread evenly over `ids`, the same ones at every evaluation."""
+    n_windows = (len(ids) - 1) // context
+    count = min(n_windows, max_batches * batch_size)
+    picks = torch.linspace(0, n_windows - 1, count).round().long()[rank::world_size]
+    starts = (picks * context).tolist()
+    return [_windows_from(ids, starts[i : i + batch_size], context)
+            for i in range(0, len(starts), batch_size)]

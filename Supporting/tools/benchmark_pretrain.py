@@ -1,0 +1,294 @@
+"""Does our training learn as fast as the recipe everyone knows, and does the script cost time?
+
+    BUILDLLM_MIRROR=../shared/data python Supporting/tools/benchmark_pretrain.py
+
+Prints a Markdown table for Meeting-5/README.md:
+
+- learning: nanoGPT's character-level Shakespeare recipe for a laptop CPU, as its README gives
+  it (4 layers, 4 heads, 128 dimensions, context 64, batch 12, 2,000 iterations, no dropout,
+  learning rate 1e-3 with 100 warmup steps and a cosine down to 1e-4, beta2 0.99, weight decay
+  0.1 on the matrices, gradient clipping at 1.0; it reports a validation loss of about 1.88 after
+  about 3 minutes on a laptop), rebuilt from buildllm's GPTModel, AdamW, lr_at and
+  clip_grad_norm and trained here. Then the course's tricks (by default a 3× higher learning
+  rate, which warmup and clipping keep stable) get exactly the training time the recipe took;
+- throughput: tokens/s of `buildllm.pretrain.run` against the plainest loop (batch_loss,
+  backward, AdamW step), timed in alternating rounds. Both start from the same seed and draw
+  the same batches, and the script runs at a constant learning rate without clipping, so the
+  two must end with identical weights: the script asserts it before it reports a speed.
+
+The model is our GPTModel with nanoGPT's choices where it has the switch: tied embeddings and no
+query/key/value bias. (nanoGPT's recipe also drops the other biases and LayerNorm's shift, 4,224
+parameters of our 808,320; GPTModel keeps them.) The data split is nanoGPT's: one token per
+character (65 of them), the first 90% of tinyshakespeare.txt to train, the last 10% to validate.
+Every run is scored on the same fixed validation windows, in float32 without dropout, so the
+numbers compare. Evaluation is not timed. Everything runs on the CPU with a fixed, printed thread
+count. Times depend on the machine; the loss goal (at most 1.88) and the ratio are what to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+
+import torch
+from tqdm.auto import tqdm
+
+from buildllm.data import fetch
+from buildllm.datasets import random_windows
+from buildllm.model import GPTConfig, GPTModel
+from buildllm.pretrain import RunConfig, run
+from buildllm.pretrain_data import WindowStream, encode_documents, make_tokenizer, read_texts
+from buildllm.training import (
+    AdamW,
+    batch_loss,
+    clip_grad_norm,
+    evaluate,
+    lr_at,
+    param_groups,
+)
+from buildllm.utils import set_seed
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # None: no autocast
+PUBLISHED_VAL_LOSS = 1.88  # nanoGPT's README, the CPU run of train_shakespeare_char
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train. The defaults are nanoGPT's CPU recipe for character-level Shakespeare."""
+
+    n_layers: int = 4
+    n_heads: int = 4
+    emb_dim: int = 128
+    context: int = 64
+    batch: int = 12
+    steps: int = 2000
+    warmup: int = 100
+    max_lr: float = 1e-3
+    min_lr: float = 1e-4
+    beta2: float = 0.99
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    dropout: float = 0.0
+    dtype: str = "fp32"
+
+    def model_config(self, vocab_size: int) -> GPTConfig:
+        return GPTConfig(vocab_size=vocab_size, context_length=self.context,
+                         emb_dim=self.emb_dim, n_heads=self.n_heads, n_layers=self.n_layers,
+                         drop_rate=self.dropout, qkv_bias=False, tie_embeddings=True)
+
+
+@dataclass
+class CharData:
+    train: torch.Tensor  # token ids, one per character
+    val: torch.Tensor
+    vocab_size: int
+    val_batches: list[tuple[torch.Tensor, torch.Tensor]]  # the fixed windows every run is scored on
+
+
+def char_data(text: str, context: int, val_windows: int, seed: int = 0) -> CharData:
+    """nanoGPT's split: characters as tokens, first 90% to train, last 10% to validate."""
+    chars = sorted(set(text))
+    index = {c: i for i, c in enumerate(chars)}
+    ids = torch.tensor([index[c] for c in text])
+    split = int(0.9 * len(ids))
+    train, val = ids[:split], ids[split:]
+    g = torch.Generator().manual_seed(seed)
+    batches = [random_windows(val, 12, context, g) for _ in range(math.ceil(val_windows / 12))]
+    return CharData(train, val, len(chars), batches)
+
+
+def train(recipe: Recipe, data: CharData, *, eval_every: int, budget: float | None = None,
+          seed: int = 0, label: str = "training") -> dict:
+    """Train a fresh model by `recipe`, scoring it every `eval_every` steps and at the end.
+
+    Without a `budget` the run takes `recipe.steps` steps. With one (seconds), it trains until
+    that much time is spent, and its schedule runs on the clock: after a fraction f of the
+    budget, warmup, cosine and evaluations are where the step-based run is after f · steps.
+    """
+    set_seed(seed)
+    model = GPTModel(recipe.model_config(data.vocab_size))
+    optimizer = AdamW(param_groups(model, recipe.weight_decay), lr=recipe.max_lr,
+                      betas=(0.9, recipe.beta2))
+    dtype = DTYPES[recipe.dtype]
+    g = torch.Generator().manual_seed(seed)
+    evals = [(0, evaluate(model, data.val_batches))]
+    step, seconds, position, next_eval = 0, 0.0, 0, eval_every
+    bar = tqdm(total=recipe.steps, desc=label)
+    while position < recipe.steps:
+        start = time.perf_counter()
+        lr = lr_at(position, max_lr=recipe.max_lr, warmup_steps=recipe.warmup,
+                   total_steps=recipe.steps, min_lr=recipe.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        inputs, targets = random_windows(data.train, recipe.batch, recipe.context, g)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            loss = batch_loss(model, inputs, targets)
+        loss.backward()
+        clip_grad_norm(model.parameters(), recipe.clip)
+        optimizer.step()
+        seconds += time.perf_counter() - start
+        step += 1
+        if budget is None:
+            position = step
+        else:
+            position = min(recipe.steps, int(recipe.steps * seconds / budget))
+        bar.update(position - bar.n)
+        if position >= next_eval or position == recipe.steps:
+            evals.append((step, evaluate(model, data.val_batches)))
+            bar.set_postfix(val=f"{evals[-1][1]:.3f}")
+            next_eval = (position // eval_every + 1) * eval_every
+    bar.close()
+    return {"steps": step, "seconds": seconds, "tokens": step * recipe.batch * recipe.context,
+            "evals": evals, "val_loss": evals[-1][1], "best_val_loss": min(v for _, v in evals)}
+
+
+def learning(args) -> list[tuple[str, ...]]:
+    base = Recipe(steps=args.iters, warmup=min(100, args.iters // 20))
+    tricks = replace(base, max_lr=args.trick_lr, min_lr=args.trick_lr / 10,
+                     batch=args.trick_batch, dtype=args.trick_dtype)
+    data = char_data(fetch("tinyshakespeare.txt").read_text("utf-8"), base.context,
+                     args.val_windows)
+
+    first = evaluate(GPTModel(base.model_config(data.vocab_size)), data.val_batches)
+    # An untrained model guesses about uniformly: a loss near ln(65) = 4.17 says that tokens,
+    # targets and the loss are wired up right before anything is timed.
+    assert abs(first - math.log(data.vocab_size)) < 0.1, f"untrained loss {first:.3f}"
+
+    ours = train(base, data, eval_every=args.eval_every, label="nanoGPT's recipe")
+    assert ours["steps"] == base.steps
+    fast = train(tricks, data, eval_every=args.eval_every, budget=ours["seconds"],
+                 label="course tricks")
+    assert fast["seconds"] >= ours["seconds"] and len(fast["evals"]) >= 2
+    for result in (ours, fast):
+        assert result["val_loss"] < first, f"the loss did not fall: {result['evals']}"
+
+    met = "met" if ours["val_loss"] <= PUBLISHED_VAL_LOSS else "not met"
+    what = (f"lr {tricks.max_lr:g}, batch {tricks.batch}, {tricks.dtype}"
+            f"{'' if tricks.dtype == 'fp32' else ' autocast'}")
+    return [
+        ("char Shakespeare, nanoGPT's CPU recipe, published (a laptop)",
+         f"val loss {PUBLISHED_VAL_LOSS}, about 3 min", ""),
+        (f"the same recipe, ours: {base.steps:,} steps",
+         f"val loss {ours['val_loss']:.3f} in {ours['seconds']:.0f} s "
+         f"({ours['tokens'] / ours['seconds']:,.0f} tokens/s)",
+         f"goal ≤ {PUBLISHED_VAL_LOSS}: {met}"),
+        (f"the course's tricks ({what}) in the same time",
+         f"best val loss {fast['best_val_loss']:.3f} after {fast['steps']:,} steps "
+         f"in {fast['seconds']:.0f} s",
+         f"{fast['best_val_loss'] - ours['val_loss']:+.3f} against the recipe"),
+    ]
+
+
+def plain_loop(settings: RunConfig, train_ids: torch.Tensor, model_cfg: GPTConfig):
+    """The plainest loop doing the script's arithmetic; returns (tokens/s, model).
+
+    Same seed, initial weights, batches (a WindowStream) and dropout masks as the script, and
+    a constant learning rate without clipping, so it must end with the script's weights.
+    """
+    set_seed(settings.seed)
+    model = GPTModel(model_cfg).train()
+    optimizer = AdamW(param_groups(model, settings.weight_decay), lr=settings.lr,
+                      betas=(0.9, settings.beta2))
+    stream = WindowStream(train_ids, model_cfg.context_length, settings.batch_size,
+                          settings.seed)
+    set_seed(settings.seed)  # the script reseeds (seed + rank) before its first step
+    start = time.perf_counter()
+    for _ in range(settings.steps):
+        inputs, targets = stream.next_batch()
+        optimizer.zero_grad(set_to_none=True)
+        batch_loss(model, inputs, targets).backward()
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    return settings.steps * settings.batch_size * model_cfg.context_length / seconds, model
+
+
+def throughput(args) -> list[tuple[str, ...]]:
+    path = fetch("tinyshakespeare.txt")
+    settings = RunConfig(
+        inputs=[str(path)], tokenizer=args.tp_tokenizer, model=args.tp_config,
+        context_length=args.tp_context, batch_size=args.tp_batch, steps=args.tp_steps,
+        warmup_steps=0, min_lr_ratio=1.0, clip=0.0,  # a constant lr, no clipping: plain AdamW
+        eval_every=args.tp_steps, eval_batches=1, device="cpu", seed=0,
+    )
+    texts = read_texts(settings.inputs)  # the script's tokens, split as the script splits them
+    tokenizer, _ = make_tokenizer(settings.tokenizer, texts)
+    ids = torch.tensor(encode_documents(tokenizer, texts))
+    train_ids = ids[: round(len(ids) * (1 - settings.val_fraction))]
+
+    speeds = {"plain": [], "script": []}
+    for _ in range(args.tp_rounds):  # alternate: plain loop, script, plain loop, script, ...
+        with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(sys.stderr):
+            script_model, summary = run(replace(settings, out=out))
+        tokens_per_s, plain_model = plain_loop(settings, train_ids, script_model.cfg)
+        speeds["plain"].append(tokens_per_s)
+        speeds["script"].append(summary["tokens_per_s"])
+        # Both did the same work, step for step: otherwise their speeds would not compare.
+        assert summary["step"] == settings.steps
+        for (name, p), q in zip(script_model.named_parameters(), plain_model.parameters(),
+                                strict=True):
+            assert torch.equal(p, q), f"the script and the plain loop differ in {name}"
+
+    plain, script = (statistics.median(v) for v in speeds.values())
+    label = f"throughput, {args.tp_config} ({args.tp_tokenizer} tokens)"
+    return [
+        (f"{label}, a plain loop", f"{plain:,.0f} tokens/s", ""),
+        (f"{label}, python -m buildllm.pretrain", f"{script:,.0f} tokens/s",
+         f"the script at {script / plain:.2f}× the plain loop's speed (goal ≥ 0.95×); "
+         "same weights"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=2000,
+                        help="steps of nanoGPT's recipe (warmup: 5%% of them, at most 100)")
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--val-windows", type=int, default=600,
+                        help="fixed validation windows of 64 characters every run is scored on")
+    parser.add_argument("--trick-lr", type=float, default=3e-3)
+    parser.add_argument("--trick-batch", type=int, default=12)
+    parser.add_argument("--trick-dtype", default="fp32", choices=DTYPES)
+    parser.add_argument("--tp-config", default="cpu-tiny", help="throughput: a CONFIGS name")
+    parser.add_argument("--tp-tokenizer", default="gpt2", help="throughput: gpt2 or char")
+    parser.add_argument("--tp-context", type=int, default=128)
+    parser.add_argument("--tp-batch", type=int, default=8)
+    parser.add_argument("--tp-steps", type=int, default=30, help="timed steps per round")
+    parser.add_argument("--tp-rounds", type=int, default=3)
+    parser.add_argument("--parts", default="learning,throughput")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    parts = args.parts.split(",")
+    for part in set(parts) - {"learning", "throughput"}:
+        parser.error(f"unknown part {part!r}; choose from learning, throughput")
+
+    torch.set_num_threads(args.threads)
+    rows = learning(args) if "learning" in parts else []
+    rows += throughput(args) if "throughput" in parts else []
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{args.threads} thread{'s' * (args.threads > 1)}; Python {platform.python_version()}, "
+          f"torch {torch.__version__}\n")
+    if "learning" in parts:
+        print(f"Learning: validation loss is the mean over {args.val_windows} fixed windows of "
+              "the last 10% of tinyshakespeare.txt, in float32 without dropout; evaluation is "
+              "not timed.")
+    if "throughput" in parts:
+        print(f"Throughput: batch {args.tp_batch} × {args.tp_context} tokens, AdamW at a "
+              f"constant learning rate, no clipping; the median of {args.tp_rounds} alternating "
+              f"rounds of {args.tp_steps} steps; evaluations and checkpoints are not timed.")
+    print()
+    print("| measurement | result | goal or comparison |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

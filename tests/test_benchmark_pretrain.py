@@ -1,0 +1,96 @@
+"""The pretraining benchmark still runs and measures what it says (its timings are not tested)."""
+
+import subprocess
+import sys
+
+import benchmark_pretrain
+import pytest
+import torch
+from benchmark_pretrain import Recipe, char_data, train
+from conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+TINY = Recipe(n_layers=1, n_heads=2, emb_dim=16, context=8, batch=4, steps=30, warmup=3,
+              max_lr=1e-2, min_lr=1e-3)
+
+
+def test_the_benchmark_runs_end_to_end_on_tiny_settings():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "Supporting/tools/benchmark_pretrain.py"),
+         "--iters", "20", "--eval-every", "10", "--val-windows", "24", "--trick-lr", "2e-3",
+         "--tp-config", "cpu-tiny", "--tp-tokenizer", "char", "--tp-batch", "2",
+         "--tp-context", "16", "--tp-steps", "3", "--tp-rounds", "2", "--threads", "1"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| measurement | result | goal or comparison |"
+    body = [row[2:-2].split(" | ") for row in rows[1:]]
+    assert [cells[0] for cells in body] == [
+        "char Shakespeare, nanoGPT's CPU recipe, published (a laptop)",
+        "the same recipe, ours: 20 steps",
+        "the course's tricks (lr 0.002, batch 12, fp32) in the same time",
+        "throughput, cpu-tiny (char tokens), a plain loop",
+        "throughput, cpu-tiny (char tokens), python -m buildllm.pretrain",
+    ]
+    assert body[1][1].startswith("val loss ") and "goal ≤ 1.88" in body[1][2]
+    assert body[2][1].startswith("best val loss ") and "against the recipe" in body[2][2]
+    assert all(cells[1].endswith("tokens/s") for cells in body[3:])
+    assert "the script at" in body[4][2] and body[4][2].endswith("same weights")
+    assert "1 thread;" in out
+
+
+def test_char_data_splits_like_nanogpt_and_scores_on_validation_windows_only():
+    text = "".join(chr(0x4E00 + i) for i in range(300))  # 300 distinct characters: id = position
+    data = char_data(text, context=8, val_windows=30)
+    assert data.vocab_size == 300
+    assert data.train.tolist() == list(range(270)) and data.val.tolist() == list(range(270, 300))
+    assert len(data.val_batches) == 3  # 30 windows in batches of 12, rounded up
+    for inputs, targets in data.val_batches:
+        assert inputs.shape == targets.shape == (12, 8)
+        assert (inputs >= 270).all()
+        assert torch.equal(inputs[:, 1:] - inputs[:, :-1], torch.ones(12, 7, dtype=torch.long))
+        assert torch.equal(targets, inputs + 1)
+
+
+@pytest.fixture(scope="module")
+def shakespeare():
+    from buildllm.data import fetch
+
+    return char_data(fetch("tinyshakespeare.txt").read_text("utf-8"), TINY.context, 24)
+
+
+def test_shakespeare_has_nanogpts_65_characters(shakespeare):
+    assert shakespeare.vocab_size == 65
+    assert len(shakespeare.train) == 1_003_854  # int(0.9 × 1,115,394), as nanoGPT splits
+
+
+def test_a_run_takes_the_recipes_steps_scores_at_each_interval_and_learns(shakespeare):
+    result = train(TINY, shakespeare, eval_every=12)
+    assert result["steps"] == 30 and result["tokens"] == 30 * 4 * 8
+    assert [step for step, _ in result["evals"]] == [0, 12, 24, 30]
+    assert result["val_loss"] == result["evals"][-1][1] < result["evals"][0][1] - 0.5
+    assert result["best_val_loss"] == min(loss for _, loss in result["evals"])
+
+
+def test_the_same_seed_gives_the_same_run(shakespeare):
+    assert train(TINY, shakespeare, eval_every=15)["evals"] == \
+        train(TINY, shakespeare, eval_every=15)["evals"]
+
+
+def test_a_run_on_a_budget_spends_it_and_its_schedule_follows_the_clock(shakespeare, monkeypatch):
+    positions = []
+    real_lr_at = benchmark_pretrain.lr_at
+
+    def recorded(position, **schedule):
+        positions.append(position)
+        return real_lr_at(position, **schedule)
+
+    monkeypatch.setattr(benchmark_pretrain, "lr_at", recorded)
+    result = train(TINY, shakespeare, eval_every=10, budget=0.3)
+    assert result["seconds"] >= 0.3
+    assert positions[0] == 0 and positions == sorted(positions) and positions[-1] < TINY.steps
+    assert len(positions) == result["steps"]  # one learning rate per step
+    evaluated_at = [step for step, _ in result["evals"]]
+    assert evaluated_at[0] == 0 and evaluated_at[-1] == result["steps"]
+    assert 2 <= len(evaluated_at) <= 4  # at most at positions 10, 20 and 30 of 30: by the clock
