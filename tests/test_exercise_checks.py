@@ -11,6 +11,7 @@ import answers_meeting2
 import answers_meeting3
 import answers_meeting4
 import answers_meeting5
+import answers_meeting6
 import pytest
 
 from buildllm.check import ExerciseFailed
@@ -22,6 +23,7 @@ EXERCISES = (
     + answers_meeting3.EXERCISES
     + answers_meeting4.EXERCISES
     + answers_meeting5.EXERCISES
+    + answers_meeting6.EXERCISES
 )
 RIGHT = [(ex, run, answer) for ex, run, answers, _ in EXERCISES for answer in answers]
 WRONG = [(ex, run, answer, why) for ex, run, _, wrong in EXERCISES for why, answer in wrong.items()]

@@ -22,6 +22,7 @@ __all__ = [
     "meeting3",
     "meeting4",
     "meeting5",
+    "meeting6",
     "verify",
 ]
 
@@ -82,4 +83,4 @@ def expect_equal(actual, expected, what: str = "result") -> None:
 
 
 # The meetings' checks import verify() from here, so they come last.
-from . import meeting0, meeting1, meeting2, meeting3, meeting4, meeting5  # noqa: E402
+from . import meeting0, meeting1, meeting2, meeting3, meeting4, meeting5, meeting6  # noqa: E402

@@ -1,0 +1,323 @@
+"""Instruction fine-tuning (Meeting 6): prompts, batches with masked targets, training, answers.
+
+A pretrained GPT continues text. Shown many examples written in one fixed layout, an
+instruction, maybe an input, then a response, it learns to write the response part itself.
+The layout is Stanford Alpaca's (Taori et al., 2023), as in chapter 7 of the book:
+
+    Below is an instruction that describes a task. Write a response that appropriately
+    completes the request.
+
+    ### Instruction:
+    Rewrite the sentence in the passive voice.
+
+    ### Input:
+    The chef cooked the meal.
+
+    ### Response:
+    The meal was cooked by the chef.<|endoftext|>
+
+Training is still next-token prediction. `collate` builds the targets so that padding costs
+nothing, the end-of-text token teaches the model to stop, and optionally the prompt's own
+tokens are not predicted either, so the loss measures only the answers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from functools import partial
+from itertools import chain, islice, repeat
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import fetch, gpt2_encoding
+from .generation import generate
+from .metrics import mean_score, rouge_l, token_f1
+from .training import param_groups
+
+__all__ = [
+    "END_OF_TEXT",
+    "PREAMBLE",
+    "RESPONSE_HEADER",
+    "InstructionDataset",
+    "answer_loss",
+    "collate",
+    "encode_example",
+    "evaluate_responses",
+    "finetune",
+    "format_prompt",
+    "format_response",
+    "load_instructions",
+    "prompt_ids",
+    "respond",
+]
+
+END_OF_TEXT = 50256  # GPT-2's <|endoftext|>, which also serves as its padding token
+PREAMBLE = ("Below is an instruction that describes a task. "
+            "Write a response that appropriately completes the request.")
+RESPONSE_HEADER = "\n\n### Response:\n"
+
+
+def _field(entry: dict, key: str) -> str:
+    if not isinstance(entry, dict) or key not in entry:
+        raise ValueError(f"an instruction entry needs an {key!r} field, got {entry!r}")
+    return entry[key]
+
+
+def format_prompt(entry: dict) -> str:
+    """The Alpaca-style prompt: preamble, instruction, and the input section if there is one.
+
+    >>> print(format_prompt({"instruction": "Name a colour.", "input": ""}))
+    Below is an instruction that describes a task. Write a response that appropriately completes the request.
+    <BLANKLINE>
+    ### Instruction:
+    Name a colour.
+    """  # noqa: E501
+    text = f"{PREAMBLE}\n\n### Instruction:\n{_field(entry, 'instruction')}"
+    if entry.get("input"):  # about 40% of the entries have no input; then it is left out
+        text += f"\n\n### Input:\n{entry['input']}"
+    return text
+
+
+def format_response(entry: dict) -> str:
+    """The response section that follows the prompt: a header, then the answer.
+
+    >>> format_response({"output": "Blue."})
+    '\\n\\n### Response:\\nBlue.'
+    """
+    return RESPONSE_HEADER + _field(entry, "output")
+
+
+def prompt_ids(entry: dict, enc) -> list[int]:
+    """The tokens a model is given to answer `entry`: the prompt and the response header.
+
+    Prompt and header are encoded separately, so these are exactly the first tokens of
+    `encode_example` and a model sees at answer time what it saw in training.
+    """
+    return enc.encode(format_prompt(entry)) + enc.encode(RESPONSE_HEADER)
+
+
+def encode_example(entry: dict, enc) -> tuple[list[int], int]:
+    """(token ids of prompt + header + answer, number of tokens before the answer)."""
+    given = prompt_ids(entry, enc)
+    return given + enc.encode(_field(entry, "output")), len(given)
+
+
+def load_instructions(seed: int | None = 123) -> tuple[list[dict], list[dict], list[dict]]:
+    """The book's 1,100 instruction examples, shuffled and split 85% / 5% / 10%.
+
+    Returns (train, validation, test): 935, 55 and 110 entries, the book's sizes. Each entry
+    is a dict with "instruction", "input" (often "") and "output". With `seed=None` the file
+    order is kept, which gives exactly the book's split.
+    """
+    data = json.loads(fetch("instruction-data.json").read_text(encoding="utf-8"))
+    if seed is not None:
+        random.Random(seed).shuffle(data)
+    n_train, n_test = int(0.85 * len(data)), int(0.10 * len(data))
+    train, test = data[:n_train], data[n_train:n_train + n_test]
+    val = data[n_train + n_test:]  # the book slices train, test, then validation
+    return train, val, test
+
+
+class InstructionDataset(torch.utils.data.Dataset):
+    """Instruction entries, tokenized once; item i is (token ids, prompt length).
+
+    The prompt length (preamble, instruction, input and response header) is kept so that
+    `collate(..., mask_prompt=True)` can leave exactly those tokens out of the loss.
+    """
+
+    def __init__(self, entries: Sequence[dict], enc):
+        self.entries = list(entries)
+        self.examples = [encode_example(e, enc) for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> tuple[list[int], int]:
+        return self.examples[i]
+
+
+def collate(
+    batch: Sequence[tuple[Sequence[int], int]],
+    pad_id: int = END_OF_TEXT,
+    ignore_index: int = -100,
+    max_length: int | None = None,
+    mask_prompt: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad a batch of (token ids, prompt length) pairs into inputs and targets.
+
+    Each sequence gets one `pad_id` appended (GPT-2's end-of-text), then all are padded
+    with `pad_id` to the longest. Inputs are the tokens, targets the same shifted left by
+    one. Targets past each sequence's end-of-text become `ignore_index`, which
+    `F.cross_entropy` skips, so padding adds nothing to the loss; the end-of-text itself stays
+    a target, which is how the model learns to stop. With `mask_prompt`, the targets that are
+    prompt tokens become `ignore_index` too. `max_length` then cuts both to that many tokens.
+
+    >>> inputs, targets = collate([([1, 2, 3], 2), ([4], 1)])
+    >>> inputs.tolist(), targets.tolist()
+    ([[1, 2, 3], [4, 50256, 50256]], [[2, 3, 50256], [50256, -100, -100]])
+    """
+    if not batch:
+        raise ValueError("collate needs at least one example, got an empty batch")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    width = max(len(ids) for ids, _ in batch)  # inputs: the longest sequence, eot appended, less 1
+    inputs = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(batch), width), ignore_index, dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(batch):
+        n = len(ids)
+        if n == 0:
+            raise ValueError(f"example {row} of the batch has no tokens")
+        if not 0 <= n_prompt <= n:
+            raise ValueError(f"example {row}: prompt length {n_prompt} is not within 0..{n}")
+        inputs[row, :n] = torch.as_tensor(ids)
+        targets[row, : n - 1] = inputs[row, 1:n]
+        targets[row, n - 1] = pad_id  # the end-of-text: "the answer ends here"
+        if mask_prompt:
+            targets[row, : max(n_prompt - 1, 0)] = ignore_index  # targets 0..P-2 are prompt tokens
+    if max_length is not None:
+        inputs, targets = inputs[:, :max_length], targets[:, :max_length]
+    return inputs, targets
+
+
+def answer_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                ignore_index: int = -100) -> torch.Tensor:
+    """Mean cross entropy over the targets that count, computing logits only for those.
+
+    The same number as `buildllm.training.batch_loss`, which gives `F.cross_entropy` every
+    position and lets it skip targets equal to -100. But the output layer is most of a small
+    GPT's work (GPT-2's vocabulary has 50,257 entries), and with the prompt masked about four
+    positions in five are skipped anyway. So a hook hands the output layer only the positions
+    whose targets count: (batch, tokens, emb_dim) in, (kept, emb_dim) out.
+    """
+    keep = targets != ignore_index
+    if not keep.any():
+        raise ValueError(f"every target in this batch is ignore_index ({ignore_index}): "
+                         "there is nothing to learn from it")
+    hook = model.out_head.register_forward_pre_hook(lambda _module, args: (args[0][keep],))
+    try:
+        logits = model(inputs)  # (kept, vocab)
+    finally:
+        hook.remove()
+    return F.cross_entropy(logits.float(), targets[keep])
+
+
+@torch.no_grad()
+def _mean_loss(model: nn.Module, loader, max_batches: int | None) -> float:
+    """`answer_loss` averaged over the first `max_batches` batches, in evaluation mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    losses = [answer_loss(model, inputs.to(device), targets.to(device)).item()
+              for inputs, targets in islice(loader, max_batches)]
+    model.train(was_training)
+    return sum(losses) / len(losses)
+
+
+def finetune(
+    model: nn.Module,
+    train_data: Sequence[dict],
+    val_data: Sequence[dict],
+    *,
+    epochs: float,
+    lr: float,
+    batch_size: int,
+    mask_prompt: bool,
+    enc=None,
+    weight_decay: float = 0.1,
+    eval_every: int = 20,
+    eval_batches: int | None = 5,
+    max_length: int | None = None,
+    seed: int = 123,
+) -> dict[str, list]:
+    """Fine-tune `model` on instruction entries with AdamW; returns the loss history.
+
+    The loop is Meeting 5's `train_simple` with `answer_loss` in place of `batch_loss`. Only
+    parameters with requires_grad are trained, so a model with frozen weights (LoRA, say)
+    trains just its adapters; decay follows `buildllm.training.param_groups`. Training
+    batches are shuffled with `seed`; `epochs` may be a fraction (0.5: half the batches of
+    one epoch). Every `eval_every` steps the loss is measured, in evaluation mode and with the
+    same masking as training, on the first `eval_batches` batches of each split (None: all).
+    Sequences are cut to the model's context length unless `max_length` is shorter.
+    History: "step", "epoch", "tokens" (input tokens seen, padding included), "train_loss"
+    and "val_loss".
+    """
+    from tqdm.auto import tqdm
+
+    if epochs <= 0 or lr <= 0 or batch_size < 1 or eval_every < 1:
+        raise ValueError(f"need epochs > 0, lr > 0, batch_size >= 1 and eval_every >= 1; got "
+                         f"epochs={epochs}, lr={lr}, batch_size={batch_size}, "
+                         f"eval_every={eval_every}")
+    enc = gpt2_encoding() if enc is None else enc
+    length = model.cfg.context_length if max_length is None else max_length
+    batches = partial(collate, max_length=length, mask_prompt=mask_prompt)
+    train_loader = torch.utils.data.DataLoader(
+        InstructionDataset(train_data, enc), batch_size=batch_size, shuffle=True,
+        drop_last=True, collate_fn=batches, generator=torch.Generator().manual_seed(seed))
+    val_loader = torch.utils.data.DataLoader(
+        InstructionDataset(val_data, enc), batch_size=batch_size, collate_fn=batches)
+    if len(train_loader) == 0 or len(val_loader) == 0:
+        raise ValueError(f"{len(train_data)} training entries make no full batch of "
+                         f"{batch_size}, or there are no validation entries ({len(val_data)})")
+    steps = max(1, round(epochs * len(train_loader)))
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    device = next(model.parameters()).device
+    history = {"step": [], "epoch": [], "tokens": [], "train_loss": [], "val_loss": []}
+    train_batches, tokens = chain.from_iterable(repeat(train_loader)), 0
+    model.train()
+    progress = tqdm(range(1, steps + 1), desc="fine-tuning")
+    for step in progress:
+        inputs, targets = next(train_batches)
+        optimizer.zero_grad(set_to_none=True)
+        answer_loss(model, inputs.to(device), targets.to(device)).backward()
+        optimizer.step()
+        tokens += inputs.numel()
+        if step % eval_every == 0 or step == steps:
+            history["step"].append(step)
+            history["epoch"].append(step / len(train_loader))
+            history["tokens"].append(tokens)
+            history["train_loss"].append(_mean_loss(model, train_loader, eval_batches))
+            history["val_loss"].append(_mean_loss(model, val_loader, eval_batches))
+            progress.set_postfix(train=f"{history['train_loss'][-1]:.3f}",
+                                 val=f"{history['val_loss'][-1]:.3f}")
+    return history
+
+
+def respond(model: nn.Module, enc, entry: dict, max_new_tokens: int = 64, **sampling) -> str:
+    """The model's answer to `entry`: generated after the prompt, cut at the end of the answer.
+
+    Generation stops at end-of-text (or after `max_new_tokens`), and the text is also cut
+    where a new "###" section would begin, which models that have not learned to stop write.
+    `sampling` goes to `buildllm.generation.generate` (temperature, top_k, top_p, seed);
+    the default is greedy.
+    """
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids(entry, enc)], device=device)
+    out = generate(model, ids, max_new_tokens, eos_id=END_OF_TEXT, **sampling)
+    new = out[0, ids.shape[1]:].tolist()
+    if END_OF_TEXT in new:
+        new = new[: new.index(END_OF_TEXT)]
+    return enc.decode(new).split("###")[0].strip()
+
+
+def evaluate_responses(
+    model: nn.Module, enc, entries: Sequence[dict], max_new_tokens: int = 64,
+    progress: bool = True, **sampling
+) -> dict:
+    """Answer every entry with `respond` and score the answers against the references.
+
+    Returns {"rouge_l": mean ROUGE-L F1, "token_f1": mean token F1, "responses": the answers}.
+    """
+    from tqdm.auto import tqdm
+
+    if not entries:
+        raise ValueError("no entries to evaluate")
+    responses = [respond(model, enc, e, max_new_tokens, **sampling)
+                 for e in tqdm(entries, desc="answering", disable=not progress)]
+    references = [_field(e, "output") for e in entries]
+    return {"rouge_l": mean_score(rouge_l, responses, references),
+            "token_f1": mean_score(token_f1, responses, references),
+            "responses": responses}
