@@ -18,6 +18,12 @@ so later meetings import it instead of copying it:
     pretrain     Meeting 5  the pretraining command: python -m buildllm.pretrain
     pretrain_data Meeting 5 its text files, tokenizers and resumable stream of windows
     pretrained   Meeting 5  GPT-2's weights, or the course's own model when offline
+    classify     Meeting 6  spam data, a classification head on the last real token
+    instruct     Meeting 6  Alpaca prompts, padding-and-masking collate, instruction tuning
+    metrics      Meeting 6  ROUGE-L and token F1 for generated answers
+    judge        Meeting 6  a client for any OpenAI-compatible chat endpoint, as a judge
+    lora         Meeting 6  low-rank adapters: add, count, merge
+    dpo          Meeting 6  preference pairs, sequence log-probabilities, the DPO loss
     check        all        the checks that exercise cells call
 """
 
