@@ -18,8 +18,11 @@ from buildllm.instruct import (
     format_prompt,
     format_response,
     load_instructions,
+    logits_at,
     prompt_ids,
     respond,
+    respond_all,
+    split_entries,
 )
 from buildllm.model import GPTConfig, GPTModel
 from buildllm.training import batch_loss
@@ -84,6 +87,15 @@ def test_load_instructions_seed_none_is_the_books_split():
     data = json.loads(fetch("instruction-data.json").read_text(encoding="utf-8"))
     train, val, test = load_instructions(seed=None)
     assert train == data[:935] and test == data[935:1045] and val == data[1045:]
+
+
+def test_split_entries_cuts_85_rest_10_and_leaves_its_input_alone():
+    data = list(range(100))
+    train, val, test = split_entries(data, seed=None)
+    assert (train, test, val) == (data[:85], data[85:95], data[95:])
+    shuffled = split_entries(data, seed=1)
+    assert data == list(range(100)) and sorted(sum(shuffled, [])) == data
+    assert shuffled == split_entries(data, seed=1) != (train, val, test)
 
 
 def test_load_instructions_shuffles_reproducibly(splits):
@@ -186,6 +198,25 @@ def test_answer_loss_equals_cross_entropy_over_every_position(enc):
     assert model(inputs).shape == (*inputs.shape, TINY.vocab_size)  # the hook is gone
 
 
+def test_logits_at_computes_only_the_kept_positions_and_equals_the_full_logits():
+    torch.manual_seed(0)
+    model = GPTModel(TINY).eval()
+    inputs = torch.randint(0, TINY.vocab_size, (3, 9))
+    keep = torch.rand(3, 9) < 0.4
+    seen = []
+    model.out_head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape))
+    with torch.no_grad():
+        ours, full = logits_at(model, inputs, keep), model(inputs)[keep]
+    torch.testing.assert_close(ours, full)
+    assert seen == [(int(keep.sum()), TINY.emb_dim), (3, 9, TINY.emb_dim)]
+
+
+def test_logits_at_selects_from_the_full_output_of_a_model_without_out_head():
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 5))
+    inputs, keep = torch.tensor([[1, 2, 3]]), torch.tensor([[True, False, True]])
+    torch.testing.assert_close(logits_at(model, inputs, keep), model(inputs)[0, [0, 2]])
+
+
 def test_answer_loss_refuses_a_batch_with_nothing_to_learn():
     model = GPTModel(TINY)
     with pytest.raises(ValueError, match="every target"):
@@ -281,3 +312,57 @@ def test_evaluate_responses_scores_each_answer(enc):
     # ROUGE-L: 1, 0, and "blue" against "blue i think": precision 1, recall 1/3, F1 1/2
     assert result["rouge_l"] == pytest.approx((1 + 0 + 0.5) / 3)
     assert result["token_f1"] == pytest.approx((1 + 0 + 0.5) / 3)
+
+
+class Echo(nn.Module):
+    """A stand-in model that answers each row with its instruction's first token, then stops.
+
+    Token 24 of every prompt is the instruction's first (the preamble and the instruction
+    header take 24), so the answer shows which prompt a row of the batch came from.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = GPTConfig(context_length=256, emb_dim=8, n_heads=1, n_layers=1)
+        self.anchor = nn.Parameter(torch.zeros(1))
+        self.prefills = []  # (batch size, prompt length) of each generate call
+
+    def forward(self, ids, cache=None):
+        start = 0 if cache is None else cache.length
+        if start == 0:
+            self.first, self.prompt_length = ids[:, 24], ids.shape[1]
+            self.prefills.append(tuple(ids.shape))
+        if cache is not None:
+            cache.length += ids.shape[1]
+        step = start + ids.shape[1] - self.prompt_length  # tokens generated before this one
+        logits = torch.zeros(ids.shape[0], ids.shape[1], self.cfg.vocab_size)
+        token = self.first if step == 0 else torch.full_like(self.first, E)
+        logits[torch.arange(ids.shape[0]), -1, token] = 1.0
+        return logits
+
+
+def test_respond_all_batches_prompts_of_equal_length_and_keeps_the_order(enc):
+    entries = [{"instruction": word, "input": "", "output": ""} for word in
+               ("Red", "Green", "Blue", "Magenta")]
+    model = Echo()
+    assert respond_all(model, enc, entries, max_new_tokens=5, progress=False) == [
+        "Red", "Green", "Blue", "Mag"]  # "Magenta" is two tokens, and the echo is the first
+    lengths = [len(prompt_ids(e, enc)) for e in entries]
+    assert lengths[0] == lengths[1] == lengths[2] != lengths[3]
+    assert sorted(model.prefills) == [(1, lengths[3]), (3, lengths[0])]
+    model.prefills.clear()
+    respond_all(model, enc, entries, max_new_tokens=5, batch_size=2, progress=False)
+    assert sorted(model.prefills) == [(1, lengths[0]), (1, lengths[3]), (2, lengths[0])]
+
+
+def test_respond_all_gives_the_greedy_answers_of_respond(enc, splits):
+    torch.manual_seed(0)
+    model = GPTModel(TINY)
+    entries = splits[2][:12]
+    assert respond_all(model, enc, entries, max_new_tokens=6, progress=False) == [
+        respond(model, enc, e, max_new_tokens=6) for e in entries]
+
+
+def test_respond_all_refuses_a_batch_size_below_one(enc):
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        respond_all(Echo(), enc, [NO_INPUT], batch_size=0)

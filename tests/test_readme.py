@@ -4,7 +4,9 @@ import json
 import re
 from pathlib import Path
 
-from run_notebooks import table
+import pytest
+import run_notebooks
+from run_notebooks import busy, table
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = json.loads((ROOT / "Supporting" / "buildllm" / "notebook_times.json").read_text())
@@ -31,3 +33,27 @@ def test_readme_table_is_the_one_written_from_the_measured_times():
 def test_no_notebook_takes_more_than_three_minutes_on_the_reference_cpu():
     slow = {p: s for p, s in RECORD["seconds"].items() if s > 180}
     assert slow == {}, "notebook defaults must stay small enough for a 2-core laptop"
+
+
+def test_run_notebooks_refuses_to_time_on_a_busy_machine(monkeypatch):
+    monkeypatch.setattr(run_notebooks, "busy", lambda: "90% of the CPU in use by other programs")
+    monkeypatch.setattr(run_notebooks, "run", lambda path: pytest.fail("a notebook was run"))
+    with pytest.raises(SystemExit, match="busy .90% of the CPU.*--busy-ok"):
+        run_notebooks.main(["Meeting-0/01_environment_check.ipynb"])
+
+
+def test_a_busy_ok_run_executes_but_records_nothing(monkeypatch, tmp_path):
+    times, readme = tmp_path / "times.json", tmp_path / "README.md"
+    monkeypatch.setattr(run_notebooks, "TIMES", times)
+    monkeypatch.setattr(run_notebooks, "README", readme)
+    monkeypatch.setattr(run_notebooks, "calibrate_cpu", lambda: 1.0)
+    ran = []
+    monkeypatch.setattr(run_notebooks, "run", lambda path: ran.append(path) or 1.0)
+    run_notebooks.main(["--busy-ok", "Meeting-0/01_environment_check.ipynb"])
+    assert [p.name for p in ran] == ["01_environment_check.ipynb"]
+    assert not times.exists() and not readme.exists()
+
+
+def test_busy_reads_the_cpu_share_or_says_none():
+    why = busy(seconds=0.2)
+    assert why is None or "of the CPU in use" in why or "load average" in why

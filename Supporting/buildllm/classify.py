@@ -52,10 +52,10 @@ __all__ = [
     "fit_bag_of_words",
     "last_token_index",
     "load_spam",
+    "message_words",
     "set_trainable",
     "split_frame",
     "train_classifier",
-    "words",
 ]
 
 LABELS = ("ham", "spam")  # label 0 and label 1; "ham" is the dataset's word for not spam
@@ -324,8 +324,11 @@ def train_classifier(
     return history
 
 
-def words(text: str) -> list[str]:
-    """Lowercase words and single symbols: "WIN £100!" -> ['win', '£', '100', '!']."""
+def message_words(text: str) -> list[str]:
+    """Lowercase words and single symbols: "WIN £100!" -> ['win', '£', '100', '!'].
+
+    Unlike `buildllm.metrics.words`, symbols count: "£" and "!" are among spam's best clues.
+    """
     return re.findall(r"[a-z0-9']+|[^\sa-z0-9']", text.lower())
 
 
@@ -345,7 +348,7 @@ class BagOfWords(nn.Module):
 
     def features(self, texts: Iterable[str]) -> torch.Tensor:
         """(messages, vocabulary) word counts, or 0/1 presence when `binary`."""
-        rows = [Counter(i for w in words(t) if (i := self.index.get(w)) is not None)
+        rows = [Counter(i for w in message_words(t) if (i := self.index.get(w)) is not None)
                 for t in texts]
         x = torch.zeros(len(rows), len(self.index))
         for r, counts in enumerate(rows):
@@ -379,7 +382,7 @@ def fit_bag_of_words(train_df: pd.DataFrame, *, min_count: int = 1, binary: bool
     if min_count < 1 or steps < 1 or lr <= 0:
         raise ValueError(f"need min_count >= 1, steps >= 1 and lr > 0; got min_count={min_count}, "
                          f"steps={steps}, lr={lr}")
-    counts = Counter(w for text in train_df["text"] for w in words(text))
+    counts = Counter(w for text in train_df["text"] for w in message_words(text))
     vocab = sorted(w for w, c in counts.items() if c >= min_count)
     if not vocab:
         raise ValueError(f"no word occurs {min_count} times in the training messages")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -37,8 +36,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .data import fetch
-from .instruct import prompt_ids
-from .model import GPTModel
+from .instruct import logits_at, prompt_ids, split_entries
 
 __all__ = [
     "PreferenceDataset",
@@ -66,10 +64,7 @@ def load_preferences(seed: int | None = 123) -> tuple[list[dict], list[dict], li
     nothing. That leaves 930, 55 and 109 pairs with the default seed.
     """
     data = json.loads(fetch("instruction-data-with-preference.json").read_text(encoding="utf-8"))
-    if seed is not None:
-        random.Random(seed).shuffle(data)
-    n_train, n_test = int(0.85 * len(data)), int(0.10 * len(data))
-    parts = data[:n_train], data[n_train + n_test:], data[n_train:n_train + n_test]
+    parts = split_entries(data, seed)
     return tuple([e for e in part if e["chosen"] != e["rejected"]] for part in parts)
 
 
@@ -158,23 +153,17 @@ def collate_preferences(
 def _scored_logits(model: nn.Module, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
     """The logits (n, vocab) that predict the n tokens where `scored` (batch, T - 1) is True.
 
-    Position t - 1 predicts token t. For a GPTModel the output layer runs only at those
-    positions: in a small model it is most of the work (88% of the course model's
+    Position t - 1 predicts token t. `logits_at` runs a GPTModel's output layer only at
+    those positions: in a small model it is most of the work (88% of the course model's
     multiply-adds per token, 31% of GPT-2 124M's), and DPO needs nothing from the prompt's
-    or the padding's logits. Any other model runs in full and its logits are selected.
+    or the padding's logits.
     """
     inputs = ids[:, :-1]
-    if not isinstance(model, GPTModel):
-        return model(inputs)[scored]
-    if inputs.shape[1] > model.cfg.context_length:
-        raise ValueError(f"{ids.shape[1]} tokens do not fit the context length "
-                         f"{model.cfg.context_length}: collate with max_length="
-                         f"{model.cfg.context_length}")
-    positions = torch.arange(inputs.shape[1], device=ids.device)
-    x = model.drop_emb(model.tok_emb(inputs) + model.pos_emb(positions))  # GPTModel.forward,
-    for block in model.trf_blocks:  # up to the output layer
-        x = block(x)
-    return model.out_head(model.final_norm(x[scored]))
+    context = getattr(getattr(model, "cfg", None), "context_length", None)
+    if context is not None and inputs.shape[1] > context:
+        raise ValueError(f"{ids.shape[1]} tokens do not fit the context length {context}: "
+                         f"collate with max_length={context}")
+    return logits_at(model, inputs, scored)
 
 
 def sequence_logprob(

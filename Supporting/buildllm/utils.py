@@ -65,7 +65,8 @@ def get_device(verbose: bool = False) -> torch.device:
     elif torch.backends.mps.is_available():
         device, why = torch.device("cpu"), "MPS failed its self-test, so we stay on the CPU"
     else:
-        device, why = torch.device("cpu"), f"{torch.get_num_threads()} threads"
+        threads = torch.get_num_threads()
+        device, why = torch.device("cpu"), f"{threads} thread" + ("s" if threads > 1 else "")
     if verbose:
         print(f"Using {device} ({why})")
     return device

@@ -8,12 +8,15 @@ buildllm.utils.estimate_minutes) and to the hardware table in README.md.
     python Supporting/tools/run_notebooks.py Meeting-1/02_data_loader.ipynb
 
 Run it on the 2-core reference machine, or the README's times stop being true.
+It refuses to start while other programs use more than a quarter of the CPU, since
+times taken then overstate what a learner waits; `--busy-ok` runs anyway and records nothing.
 exercises.ipynb is left to make_exercises.py, which runs it allowing the stubs' errors.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -56,7 +59,34 @@ def table(seconds: dict[str, float]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def main(paths: list[str]) -> None:
+def busy(seconds: float = 3.0) -> str | None:
+    """Why this machine is too busy to time notebooks on, or None when it is quiet enough.
+
+    Busy means more than a quarter of the CPU time in use over the next `seconds`, read from
+    /proc/stat; where that file is missing (macOS), the one-minute load average instead.
+    """
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+        return f"load average {load:.1f} on {cores} cores" if load > cores / 2 else None
+
+    def idle_and_total() -> tuple[int, int]:
+        ticks = [int(n) for n in stat.read_text().split("\n")[0].split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, everything
+
+    idle0, total0 = idle_and_total()
+    time.sleep(seconds)
+    idle1, total1 = idle_and_total()
+    used = 1 - (idle1 - idle0) / max(total1 - total0, 1)
+    return f"{used:.0%} of the CPU in use by other programs" if used > 0.25 else None
+
+
+def main(args: list[str]) -> None:
+    record_times = "--busy-ok" not in args
+    paths = [a for a in args if a != "--busy-ok"]
+    if record_times and (why := busy()):
+        sys.exit(f"The machine is busy ({why}), so the times would be wrong. Wait until it is "
+                 "quiet, or pass --busy-ok to execute the notebooks without recording times.")
     notebooks = [ROOT / p for p in paths] or sorted(
         p for p in ROOT.glob("Meeting-*/*.ipynb") if p.name != "exercises.ipynb"
     )
@@ -66,6 +96,8 @@ def main(paths: list[str]) -> None:
         seconds = run(path)
         record["seconds"][str(path.relative_to(ROOT))] = round(seconds, 1)
         print(f"{seconds:6.1f} s  {path.relative_to(ROOT)}", flush=True)
+    if not record_times:
+        return
     record["seconds"] = dict(sorted(record["seconds"].items()))
     TIMES.write_text(json.dumps(record, indent=2) + "\n")
     if README.exists():
