@@ -2,11 +2,13 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from benchmark_attention import VERSIONS, build, check
-from conftest import ROOT
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_benchmark(*args: str) -> list[str]:

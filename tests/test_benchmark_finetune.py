@@ -3,12 +3,14 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from benchmark_finetune import main, saved_activation_bytes, state_bytes
-from conftest import ROOT
 from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

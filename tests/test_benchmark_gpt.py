@@ -3,13 +3,15 @@
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from benchmark_gpt import assert_same_logits, twin_models
-from conftest import ROOT
 
 from buildllm.model import CONFIGS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = replace(CONFIGS["cpu-tiny"], n_layers=2, drop_rate=0.0)
 

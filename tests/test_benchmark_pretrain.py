@@ -2,12 +2,14 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import benchmark_pretrain
 import pytest
 import torch
 from benchmark_pretrain import Recipe, char_data, train
-from conftest import ROOT
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

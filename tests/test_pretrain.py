@@ -10,10 +10,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
 from safetensors.torch import load_file
 
 from buildllm.data import fetch
@@ -21,6 +21,8 @@ from buildllm.pretrain import load_run, main, parse_config
 from buildllm.pretrain_data import CharTokenizer, WindowStream, encode_documents, read_texts
 from buildllm.tokenizers import BPETokenizer
 from buildllm.training import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
