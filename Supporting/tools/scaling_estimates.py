@@ -1,0 +1,190 @@
+"""The cost of pretraining GPT-2 124M and 355M in FLOPs, GPU-hours and dollars, for SCALING.md.
+
+    python Supporting/tools/scaling_estimates.py           # rewrite the page's tables
+    python Supporting/tools/scaling_estimates.py --check   # exit 1 if the page is out of date
+
+The FLOPs come from the course's own counter, `buildllm.model.forward_flops_per_token`, times 3
+for training (the backward pass costs about twice the forward). The time on a GPU is those
+FLOPs over what the GPU really delivers: its data-sheet peak times an assumed MFU (model FLOPs
+utilization, the share of the peak a training run turns into the model's arithmetic). Every
+assumption is a constant below, with where it comes from; change one and rerun.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from buildllm.model import CONFIGS, GPTConfig, count_parameters, forward_flops_per_token  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "Meeting-7" / "SCALING.md"
+START, END = "<!-- scaling-estimates:start -->", "<!-- scaling-estimates:end -->"
+SECTION = re.compile(re.escape(START) + r"\n(.*?)" + re.escape(END), re.S)
+
+MODELS = ("124M", "355M")  # names in buildllm.model.CONFIGS, at GPT-2's context of 1,024
+MFU = 0.40  # assumed; SCALING.md says where 40% comes from and how to use your own
+TOKENS_PER_PARAMETER = 20  # Hoffmann et al. 2022 ("Chinchilla"): compute-optimal data size
+FIXED_BUDGETS = (
+    # (tokens, what they are)
+    (10_000_000_000, "the length of build-nanogpt's GPT-2 124M run (one pass over "
+                     "FineWeb-Edu's 10B sample)"),
+)
+BYTES_PER_PARAMETER = 16  # fp32 weights (4) + gradients (4) + AdamW's two moments (8)
+# A published run to check the estimate against: nanoGPT's GPT-2 124M reproduction,
+# 600,000 steps of 491,520 tokens on one node of 8 A100 40GB, "about 4 days" (its README).
+NANOGPT_TOKENS, NANOGPT_GPUS, NANOGPT_DAYS = 600_000 * 491_520, 8, 4.0
+
+
+@dataclass(frozen=True)
+class GPU:
+    """A GPU as the estimate sees it: the peak it can reach and an example rental price."""
+
+    name: str
+    peak_tflops: float  # dense (no sparsity), in the precision buildllm.pretrain would use
+    precision: str
+    usd_per_hour: float  # an example on-demand price for one GPU in 2026; providers vary a lot
+    spec_sheet: str  # the vendor's page the peak is read from
+
+
+GPUS = (
+    # T4 has fp16 tensor cores (65 TFLOP/s) but no bf16 ones, and buildllm.pretrain trains in
+    # fp32 or bf16 (fp16 would need loss scaling), so on a T4 it runs at the fp32 peak.
+    GPU("T4", 8.1, "fp32", 0.35, "https://www.nvidia.com/en-us/data-center/tesla-t4/"),
+    GPU("L4", 121, "bf16", 0.80, "https://www.nvidia.com/en-us/data-center/l4/"),
+    GPU("A100 40GB", 312, "bf16", 1.20, "https://www.nvidia.com/en-us/data-center/a100/"),
+    GPU("H100 SXM", 989, "bf16", 2.50, "https://www.nvidia.com/en-us/data-center/h100/"),
+)
+
+
+def parameters(cfg: GPTConfig) -> int:
+    """The parameter count of GPTModel(cfg), tied embedding counted once, without allocating
+    any weights: the model is built on PyTorch's "meta" device, which only records shapes."""
+    import torch
+
+    from buildllm.model import GPTModel
+
+    with torch.device("meta"):
+        return count_parameters(GPTModel(cfg))
+
+
+def training_flops_per_token(cfg: GPTConfig) -> int:
+    """Forward and backward FLOPs per token: 3 × the course's forward count."""
+    return 3 * forward_flops_per_token(cfg)
+
+
+def gpu_hours(flops: float, gpu: GPU, mfu: float = MFU) -> float:
+    """Hours one `gpu` needs for `flops` when a run reaches `mfu` of its peak.
+
+    >>> gpu_hours(3.6e18, GPU("x", 1000, "bf16", 1.0, ""), mfu=0.5)
+    2.0
+    """
+    if not 0 < mfu <= 1:
+        raise ValueError(f"mfu is a share of the peak, above 0 and at most 1; got {mfu}")
+    return flops / (gpu.peak_tflops * 1e12 * mfu) / 3600
+
+
+def budgets(params: int) -> list[tuple[int, str]]:
+    """The token budgets to price for a model of `params` parameters."""
+    chinchilla = TOKENS_PER_PARAMETER * params
+    return [(chinchilla, f"{TOKENS_PER_PARAMETER} tokens per parameter (Chinchilla)"),
+            *FIXED_BUDGETS]
+
+
+def _tokens(n: float) -> str:
+    return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M"
+
+
+def _flops(x: float) -> str:
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa}e{int(exponent)}"  # 2.13e18
+
+
+def _hours(h: float) -> str:
+    if h < 1:
+        return f"{h * 60:.0f} min"
+    return f"{h:.1f} h" if h < 10 else f"{h:,.0f} h"
+
+
+def _usd(x: float) -> str:
+    return f"${x:.2f}" if x < 10 else f"${x:,.0f}"
+
+
+def render() -> str:
+    """The page's generated part: models, GPUs, the cost table and the check against nanoGPT."""
+    out = [f"FLOPs per token at a context of {CONFIGS[MODELS[0]].context_length:,}, from "
+           "`buildllm.model.forward_flops_per_token`; training counts 3× the forward pass.",
+           "",
+           "| model | parameters | forward FLOPs per token | training FLOPs per token | "
+           "6 × parameters, for comparison | weights, gradients and AdamW state in fp32 |",
+           "|---|---|---|---|---|---|"]
+    sizes = {}
+    for name in MODELS:
+        cfg = CONFIGS[name]
+        sizes[name] = params = parameters(cfg)
+        out.append(f"| GPT-2 {name} | {params:,} | {forward_flops_per_token(cfg) / 1e6:,.0f}M "
+                   f"| {training_flops_per_token(cfg) / 1e6:,.0f}M | {6 * params / 1e6:,.0f}M "
+                   f"| {BYTES_PER_PARAMETER * params / 1e9:.1f} GB |")
+
+    out += ["", "| GPU | peak used | example price per GPU-hour (2026) | data sheet |",
+            "|---|---|---|---|"]
+    for gpu in GPUS:
+        out.append(f"| {gpu.name} | {gpu.peak_tflops:g} TFLOP/s {gpu.precision} | "
+                   f"{_usd(gpu.usd_per_hour)} | [NVIDIA {gpu.name.split()[0]}]({gpu.spec_sheet}) |")
+
+    out += ["", f"One GPU at {MFU:.0%} MFU: GPU-hours, and the cost at the example price.",
+            "", "| model | tokens | training FLOPs | " + " | ".join(g.name for g in GPUS) + " |",
+            "|---|---|---|" + "---|" * len(GPUS)]
+    for name in MODELS:
+        per_token = training_flops_per_token(CONFIGS[name])
+        for tokens, why in budgets(sizes[name]):
+            flops = per_token * tokens
+            cells = [f"{_hours(h)}, {_usd(h * g.usd_per_hour)}"
+                     for g in GPUS for h in [gpu_hours(flops, g)]]
+            out.append(f"| GPT-2 {name} | {_tokens(tokens)}: {why} | {_flops(flops)} | "
+                       + " | ".join(cells) + " |")
+
+    flops = training_flops_per_token(CONFIGS["124M"]) * NANOGPT_TOKENS
+    a100 = next(g for g in GPUS if g.name == "A100 40GB")
+    days = gpu_hours(flops, a100) / NANOGPT_GPUS / 24
+    implied = MFU * days / NANOGPT_DAYS
+    out += ["", "Checked against a published run: "
+                "[nanoGPT](https://github.com/karpathy/nanoGPT)'s GPT-2 124M reproduction "
+                f"trains on {_tokens(NANOGPT_TOKENS)} tokens on {NANOGPT_GPUS} A100 40GB. "
+                f"At {MFU:.0%} MFU this counter predicts {days:.1f} days; its README reports about "
+                f"{NANOGPT_DAYS:g}, an MFU of about {implied:.0%} by the same count."]
+    return "\n".join(out) + "\n"
+
+
+def page_with_estimates(page: str, table: str) -> str:
+    if not SECTION.search(page):
+        raise ValueError(f"{PAGE.name} has no {START} ... {END} markers")
+    return SECTION.sub(lambda m: f"{START}\n{table}{END}", page, count=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["--check"]):
+        print(__doc__, file=sys.stderr)
+        return 2
+    page = PAGE.read_text(encoding="utf-8")
+    updated = page_with_estimates(page, render())
+    if args == ["--check"]:
+        if updated != page:
+            print(f"{PAGE.name} is out of date: run python Supporting/tools/scaling_estimates.py",
+                  file=sys.stderr)
+            return 1
+        print(f"{PAGE.name}'s estimates are current")
+    elif updated != page:
+        PAGE.write_text(updated, encoding="utf-8")
+        print(f"{PAGE.name}'s estimates rewritten")
+    else:
+        print(f"{PAGE.name}'s estimates were already current")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
