@@ -13,6 +13,7 @@ so later meetings import it instead of copying it:
     model        Meeting 4  GPT-2: LayerNorm, GELU, feed-forward, blocks, GPTModel, configs
     generation   Meeting 4  greedy generation with a KV cache
                  Meeting 5  temperature, top-k and top-p sampling
+                 Meeting 7  stream: one token at a time, for chat
     gpt2         Meeting 4  GPT-2 weights in Hugging Face's layout, loaded into GPTModel
     training     Meeting 5  loss, evaluation, AdamW, warmup + cosine, clipping, checkpoints
     pretrain     Meeting 5  the pretraining command: python -m buildllm.pretrain
@@ -24,6 +25,11 @@ so later meetings import it instead of copying it:
     judge        Meeting 6  a client for any OpenAI-compatible chat endpoint, as a judge
     lora         Meeting 6  low-rank adapters: add, count, merge
     dpo          Meeting 6  preference pairs, sequence log-probabilities, the DPO loss
+    capstone     Meeting 7  a folder of text to a chat: tokenizer, pretraining, tuning, cached
+    chat         Meeting 7  chat sessions that fit the context; python -m buildllm.chat
+    serve        Meeting 7  an OpenAI-compatible server and chat page: python -m buildllm.serve
+    inference    Meeting 7  int8 weights, batched generation with padding masks
+    retrieval    Meeting 7  passages, embeddings and cosine search, for prompts with context
     check        all        the checks that exercise cells call
 """
 

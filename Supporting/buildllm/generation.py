@@ -7,15 +7,20 @@ tokens it has seen, so a new token is one position's worth of work: the same tok
 Greedy decoding always takes the most likely token (Meeting 4). Sampling draws it from the
 model's distribution instead, reshaped by a temperature and cut to the top k tokens or to
 the top p of the probability (Meeting 5).
+
+`stream` yields one sequence's tokens as they are chosen, for a chat that shows its reply
+while it is written (Meeting 7).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from .model import GPTModel
 
-__all__ = ["KVCache", "generate", "next_token", "top_k_filter", "top_p_filter"]
+__all__ = ["KVCache", "generate", "next_token", "stream", "top_k_filter", "top_p_filter"]
 
 
 class KVCache:
@@ -145,3 +150,59 @@ def generate(
                 break
     model.train(was_training)
     return ids
+
+
+def stream(
+    model: GPTModel,
+    ids: Sequence[int],
+    max_new_tokens: int,
+    *,
+    eos_id: int | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> Iterator[int]:
+    """Yield the new tokens of one sequence one at a time, as `generate` chooses them.
+
+    The same tokens as `generate(model, torch.tensor([ids]), max_new_tokens, ...)` with the
+    cache, `eos_id` included when it comes (and then it stops), so a chat can show each token
+    as soon as it exists instead of waiting for the whole reply. The settings are checked
+    when `stream` is called; the model runs only while the iterator is read, in eval mode,
+    and gets its previous mode back when the iterator ends or is closed.
+
+    >>> tokens = list(stream(model, ids, 20))
+    >>> tokens == generate(model, torch.tensor([ids]), 20)[0, len(ids):].tolist()
+    True
+    """
+    context = model.cfg.context_length
+    if len(ids) == 0:
+        raise ValueError("stream needs at least one prompt token to continue from")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if len(ids) + max_new_tokens > context:
+        raise ValueError(f"{len(ids)} prompt + {max_new_tokens} new tokens exceed the context "
+                         f"length {context}; shorten the prompt or ask for fewer tokens")
+    _check_sampling(temperature, top_k, top_p)
+    device = next(model.parameters()).device
+    prompt = torch.tensor([list(ids)], device=device)
+    generator = None if seed is None else torch.Generator(device).manual_seed(seed)
+    return _stream(model, prompt, max_new_tokens, eos_id, (temperature, top_k, top_p), generator)
+
+
+@torch.inference_mode()  # torch enters it each time the generator resumes
+def _stream(model, prompt, max_new_tokens, eos_id, sampling, generator) -> Iterator[int]:
+    """`stream`'s loop: `generate`'s, for one sequence with the cache, yielding each token."""
+    was_training = model.training
+    model.eval()
+    try:
+        cache = KVCache(model, 1, prompt.shape[1] + max_new_tokens)
+        step_input = prompt
+        for _ in range(max_new_tokens):
+            next_id = next_token(model(step_input, cache)[:, -1], *sampling, generator)
+            yield int(next_id)
+            if int(next_id) == eos_id:
+                return
+            step_input = next_id
+    finally:
+        model.train(was_training)

@@ -1,0 +1,346 @@
+"""Chatting with an instruction-tuned GPT (Meeting 7): a conversation as one prompt, a reply
+streamed as it is written, and a terminal chat, `python -m buildllm.chat`.
+
+Meeting 6 taught the model one layout, Alpaca's: a preamble, an instruction, a response, and
+<|endoftext|> after it. A conversation is a list of OpenAI-style messages, {"role": "system",
+"user" or "assistant", "content": text}, and it is written in that same layout, turn after
+turn, so the model sees what it was trained on:
+
+    Below is an instruction that describes a task. Write a ... request.   <- or the system message
+
+    ### Instruction:
+    What is the capital of France?
+
+    ### Response:
+    The capital of France is Paris.<|endoftext|>
+
+    ### Instruction:
+    And of Italy?
+
+    ### Response:
+                                                                          <- the model writes here
+
+A conversation of one user message is exactly `buildllm.instruct.prompt_ids`'s prompt. The
+model was tuned on single turns only, so later turns lean on what it generalises; earlier turns
+are kept so that it can refer back to them, and the oldest are dropped when prompt and reply
+would no longer fit in the context. The reply ends at <|endoftext|>, or where the model starts
+a new "###" section, as `buildllm.instruct.respond` cuts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+
+from . import generation
+from .instruct import PREAMBLE, RESPONSE_HEADER, end_of_text_id
+from .model import GPTModel
+
+__all__ = ["INSTRUCTION_HEADER", "ROLES", "ChatSession", "ContextLengthError", "Reply",
+           "visible_answer", "main"]
+
+INSTRUCTION_HEADER = "\n\n### Instruction:\n"
+ROLES = ("system", "user", "assistant")
+_SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "seed")
+_EOT = None  # marks <|endoftext|> among the text pieces of a rendered conversation
+
+
+class ContextLengthError(ValueError):
+    """The newest message (with the system prompt and room for the reply) exceeds the context."""
+
+
+def visible_answer(text: str, final: bool = False) -> tuple[str, bool]:
+    """The part of a reply being written that is sure to stay, and whether the reply has ended.
+
+    The finished answer is the text before the first "###" (a new section: the model is done
+    answering), stripped of surrounding whitespace. While tokens still arrive, hold back what
+    may yet change: a character still split across tokens (U+FFFD for now), one or two "#"
+    that may become "###", and trailing whitespace that a final strip would remove.
+
+    >>> visible_answer("  Paris.\\n\\n##")
+    ('Paris.', False)
+    >>> visible_answer(" Paris.\\n\\n### Instruction:")
+    ('Paris.', True)
+    """
+    answer, marker, _ = text.partition("###")
+    if marker or final:
+        return answer.strip(), bool(marker)
+    return answer.rstrip("\ufffd").rstrip("#").strip(), False
+
+
+class Reply(Iterator[str]):
+    """One reply's text, in pieces as the model writes it, and its token counts when done.
+
+    Iterating runs the model. Each piece is new text, whole characters only (byte-level BPE
+    can split a character across tokens), and the pieces add up to the finished answer.
+    Once the iterator is exhausted, `finish_reason` is "stop" (the model ended its answer) or
+    "length" (it ran out of tokens), and `completion_tokens` counts the tokens generated.
+    `close()` stops generation early.
+    """
+
+    def __init__(self, tokens: Iterator[int], decode: Callable[[list[int]], str], eos_id: int,
+                 prompt_tokens: int, dropped_messages: int = 0):
+        self.prompt_tokens = prompt_tokens
+        self.dropped_messages = dropped_messages  # oldest messages left out to fit the context
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+        self.text = ""  # the answer so far: the pieces yielded, joined
+        self._pieces = self._run(tokens, decode, eos_id)
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        self._pieces.close()
+
+    def _run(self, tokens, decode, eos_id) -> Iterator[str]:
+        ids: list[int] = []
+        reason = "length"  # unless the model ends its answer first
+        try:
+            for token in tokens:
+                self.completion_tokens += 1
+                if token == eos_id:
+                    reason = "stop"
+                    break
+                ids.append(token)
+                shown, ended = visible_answer(decode(ids))
+                if len(shown) > len(self.text):
+                    yield self._add(shown)
+                if ended:  # a new "###" section: the answer is over
+                    reason = "stop"
+                    break
+            self.finish_reason = reason
+            shown, _ = visible_answer(decode(ids), final=True)
+            if len(shown) > len(self.text):
+                yield self._add(shown)
+        finally:
+            if hasattr(tokens, "close"):  # generation.stream's: frees the cache, restores the mode
+                tokens.close()
+
+    def _add(self, shown: str) -> str:
+        assert shown.startswith(self.text), "visible_answer changed text it had shown"
+        piece, self.text = shown[len(self.text):], shown
+        return piece
+
+
+class ChatSession:
+    """A model and its tokenizer, ready to answer conversations; settings are per session.
+
+    `max_new_tokens` (default 128, or half the context if that is less), `temperature`,
+    `top_k`, `top_p` and `seed` are the defaults of every reply; `stream(messages,
+    temperature=0.7)` and the like override them for one reply. The default is greedy. The
+    model runs in eval mode on its own device. It is not thread-safe, so a server must answer
+    one conversation at a time (`buildllm.serve` does).
+
+    >>> chat = ChatSession.from_run("runs/instruct")
+    >>> chat.reply([{"role": "user", "content": "Name a colour."}])
+    'Blue.'
+    """
+
+    def __init__(self, model: GPTModel, tokenizer, *, max_new_tokens: int | None = None,
+                 temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                 seed: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_id = end_of_text_id(tokenizer)
+        self.context_length = model.cfg.context_length
+        if max_new_tokens is None:
+            max_new_tokens = min(128, self.context_length // 2)
+        self.defaults = {"max_new_tokens": max_new_tokens, "temperature": temperature,
+                         "top_k": top_k, "top_p": top_p, "seed": seed}
+        self._max_new_tokens(max_new_tokens)
+        generation._check_sampling(temperature, top_k, top_p)
+
+    @classmethod
+    def from_run(cls, folder: str | os.PathLike | None = None, *, device=None,
+                 **settings) -> ChatSession:
+        """A session for the model a run folder holds (run.json + model.safetensors, as written
+        by `python -m buildllm.pretrain` or the capstone), on `device` (default: the fastest
+        that works, `buildllm.utils.get_device`). The default folder is the course's model,
+        which is pretrained on Shakespeare only: it runs, but its answers mean nothing."""
+        from .pretrain import load_run
+        from .pretrained import COURSE_MODEL_DIR
+        from .utils import get_device
+
+        model, tokenizer = load_run(COURSE_MODEL_DIR if folder is None else folder)
+        return cls(model.to(get_device() if device is None else device), tokenizer, **settings)
+
+    # -- the prompt ------------------------------------------------------------------------
+
+    def format_messages(self, messages: Sequence[dict]) -> str:
+        """The conversation as the model reads it (every message, none dropped), as text."""
+        pieces = _render(*_split(messages))
+        return "".join("<|endoftext|>" if p is _EOT else p for p in pieces)
+
+    def prompt_ids(self, messages: Sequence[dict], max_new_tokens: int | None = None) -> list[int]:
+        """The tokens of the conversation, its oldest turns dropped until `max_new_tokens` more
+        fit in the context. Raises ContextLengthError if even the last message alone does not."""
+        return self._fit(messages, max_new_tokens)[0]
+
+    def _fit(self, messages: Sequence[dict], max_new_tokens: int | None) -> tuple[list[int], int]:
+        """(prompt tokens, number of messages dropped) for a reply of `max_new_tokens`."""
+        n_new = self._max_new_tokens(max_new_tokens)
+        system, turns = _split(messages)
+        room = self.context_length - n_new
+        # Drop whole turns: the conversation kept starts with a user message.
+        starts = [0] + [i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"]
+        for start in starts:
+            ids = self._encode(_render(system, turns[start:]))
+            if len(ids) <= room:
+                return ids, start
+        raise ContextLengthError(
+            f"the last message's prompt (with the system prompt and headers) is {len(ids)} "
+            f"tokens, and with {n_new} new tokens that exceeds the context length "
+            f"{self.context_length}: shorten the message or ask for fewer new tokens")
+
+    def _encode(self, pieces: list[str | None]) -> list[int]:
+        # Each piece on its own, as instruct.encode_example does, so the tokens are those of
+        # training. User text that spells "<|endoftext|>" stays plain text: only the turn ends
+        # are real end-of-text tokens.
+        encode = getattr(self.tokenizer, "encode_ordinary", self.tokenizer.encode)
+        return [i for p in pieces for i in ([self.eos_id] if p is _EOT else encode(p))]
+
+    def _max_new_tokens(self, n: int | None) -> int:
+        n = self.defaults["max_new_tokens"] if n is None else n
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n < self.context_length:
+            raise ValueError(f"max_new_tokens must be an integer from 1 to "
+                             f"{self.context_length - 1} (the context length less at least one "
+                             f"prompt token), got {n!r}")
+        return n
+
+    # -- the reply -------------------------------------------------------------------------
+
+    def stream(self, messages: Sequence[dict], **sampling) -> Reply:
+        """The reply to the conversation's last (user) message, as an iterator of text pieces.
+
+        `sampling` overrides the session's max_new_tokens, temperature, top_k, top_p or seed.
+        Everything is checked now; the model runs as the pieces are read.
+
+        >>> for piece in chat.stream(messages, temperature=0.7, seed=1):
+        ...     print(piece, end="", flush=True)
+        """
+        if unknown := sorted(set(sampling) - set(_SAMPLING)):
+            raise ValueError(f"unknown settings {unknown}; a reply takes {list(_SAMPLING)}")
+        settings = {**self.defaults, **sampling}
+        n_new = settings.pop("max_new_tokens")
+        ids, dropped = self._fit(messages, n_new)
+        tokens = generation.stream(self.model, ids, n_new, eos_id=self.eos_id, **settings)
+        return Reply(tokens, self.tokenizer.decode, self.eos_id, len(ids), dropped)
+
+    def reply(self, messages: Sequence[dict], **sampling) -> str:
+        """The whole reply to the conversation's last message, as one string (see `stream`)."""
+        return "".join(self.stream(messages, **sampling))
+
+
+def _split(messages: Sequence[dict]) -> tuple[str, list[dict]]:
+    """(system prompt, the other messages), after checking the conversation's shape."""
+    if isinstance(messages, (str, dict)) or not isinstance(messages, Sequence):
+        raise ValueError("messages must be a list of {'role': ..., 'content': ...} dicts, "
+                         f"got {type(messages).__name__}")
+    if not messages:
+        raise ValueError("messages is empty: give at least one user message to answer")
+    for n, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise ValueError(f"message {n} must be a dict with a 'role' of {', '.join(ROLES)}, "
+                             f"got {m!r}")
+        if not isinstance(m.get("content"), str):
+            raise ValueError(f"message {n} needs text 'content' (a string), got "
+                             f"{type(m.get('content')).__name__}")
+    n_system = next((n for n, m in enumerate(messages) if m["role"] != "system"), len(messages))
+    if any(m["role"] == "system" for m in messages[n_system:]):
+        raise ValueError("system messages must come first, before any user or assistant message")
+    if messages[-1]["role"] != "user":
+        raise ValueError(f"the last message must be the user's, to be answered; it is "
+                         f"{messages[-1]['role']!r}")
+    system = "\n\n".join(m["content"] for m in messages[:n_system]) if n_system else PREAMBLE
+    return system, list(messages[n_system:])
+
+
+def _render(system: str, turns: Sequence[dict]) -> list[str | None]:
+    """The conversation as text pieces, each encoded on its own, and _EOT after each answer.
+
+    One user message gives [preamble + instruction header + text, response header], which are
+    exactly the two pieces `buildllm.instruct.prompt_ids` encodes.
+    """
+    pieces: list[str | None] = []
+    head = system  # the system prompt leads the first piece, as the preamble leads format_prompt
+    for m in turns:
+        if m["role"] == "user":
+            pieces.append(head + INSTRUCTION_HEADER + m["content"])
+        else:
+            pieces += [head + RESPONSE_HEADER, m["content"], _EOT]
+        head = ""
+    return pieces + [RESPONSE_HEADER]
+
+
+# -- the terminal chat -------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m buildllm.chat",
+        description="Chat with a model in the terminal. Type a message and press Enter; "
+                    "/reset forgets the conversation, /quit or Ctrl-D leaves.")
+    p.add_argument("--checkpoint", metavar="FOLDER",
+                   help="a run folder (run.json + model.safetensors); default: the course's "
+                        "Shakespeare model, which is not instruction-tuned")
+    p.add_argument("--max-new-tokens", type=int, metavar="N",
+                   help="longest reply, in tokens (default 128, or half the context if less)")
+    p.add_argument("--temperature", type=float, default=0.0, metavar="T",
+                   help="0 for greedy, the default; around 0.7 for varied replies")
+    p.add_argument("--top-k", type=int, metavar="K", help="sample from the K likeliest tokens")
+    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling (e.g. 0.9)")
+    p.add_argument("--seed", type=int, help="seed of every reply's sampling (repeatable runs)")
+    p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m buildllm.chat`: read messages from stdin, print each reply as it is written."""
+    args = _parser().parse_args(argv)
+    try:
+        chat = ChatSession.from_run(
+            args.checkpoint, device=args.device, max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print(f"Chatting with {args.checkpoint or 'the course model'} "
+          f"(context {chat.context_length} tokens). /reset starts over; /quit or Ctrl-D leaves.")
+    history: list[dict] = []
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        if text == "/quit":
+            return
+        if text == "/reset":
+            history.clear()
+            print("(conversation cleared)")
+            continue
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        try:
+            reply = chat.stream(history)
+        except ContextLengthError as err:
+            history.pop()
+            print(f"error: {err}")
+            continue
+        if reply.dropped_messages:
+            print(f"(the oldest {reply.dropped_messages} messages no longer fit and are left out)")
+        print("bot> ", end="", flush=True)
+        try:
+            for piece in reply:
+                print(piece, end="", flush=True)
+        except KeyboardInterrupt:  # Ctrl-C stops this reply, not the chat
+            reply.close()
+            print(" [stopped]", end="")
+        print(flush=True)
+        history.append({"role": "assistant", "content": reply.text})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,463 @@
+"""Serving a model over HTTP (Meeting 7): OpenAI's chat-completions API and a chat page.
+
+    python -m buildllm.serve --checkpoint runs/instruct --port 8000
+
+Clients written for OpenAI's API then work unchanged, streaming included:
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
+    client.chat.completions.create(model="instruct", messages=[{"role": "user", ...}])
+
+and http://127.0.0.1:8000/ is a chat page that shows each reply as it is written. The server
+is FastAPI, run by uvicorn. Endpoints: POST /v1/chat/completions (a JSON reply, or with
+"stream": true Server-Sent Events of chat.completion.chunk objects ending in `data: [DONE]`),
+GET /v1/models, GET /health, GET / (the page). Bad requests get a 4xx and OpenAI's error
+shape, {"error": {"message", "type", "param", "code"}}, and the server goes on serving.
+
+A model is not thread-safe, and one reply at a time is what a laptop can do anyway, so a
+single worker thread owns it and writes the replies one after another, in the order they
+were asked for. The event loop never waits for the model: it goes on accepting connections,
+refusing bad requests and passing each piece of text on as soon as the worker has it. When
+a client hangs up, its reply stops after the token being computed.
+
+There is no authentication: the default address, 127.0.0.1, accepts connections from this
+machine only. Serve on 0.0.0.0 only on a network you trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.exceptions import HTTPException
+
+from .chat import ChatSession, ContextLengthError, Reply
+
+__all__ = ["MAX_BODY_BYTES", "APIError", "BackgroundServer", "ChatRequest", "create_app", "main"]
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: far more text than any context here holds
+
+
+class APIError(Exception):
+    """A request the server refuses, with its HTTP status and OpenAI's error fields."""
+
+    def __init__(self, status: int, message: str, param: str | None = None,
+                 code: str | None = None, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = (
+            status, message, param, code, kind)
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param,
+                          "code": self.code}}
+
+
+# -- the request -------------------------------------------------------------------------
+
+class _TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class _Message(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]  # developer: OpenAI's new "system"
+    content: str  # or a list of text parts, joined by the validator below
+    name: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _join_text_parts(cls, content):
+        if isinstance(content, list):
+            try:
+                return "\n".join(_TextPart.model_validate(part).text for part in content)
+            except ValidationError:
+                raise ValueError("content parts must be {'type': 'text', 'text': ...}: this "
+                                 "model reads text only") from None
+        if not isinstance(content, str):
+            raise ValueError("content must be a string, or a list of text parts")
+        return content
+
+    def as_chat(self) -> dict:
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": self.content}
+
+
+class _StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """The fields of a chat-completions request that this server reads.
+
+    Sampling settings left out take the server's defaults (--temperature, 0: greedy, unlike
+    OpenAI's 1). Other fields are ignored, except those it cannot honour (more than one
+    choice, stop sequences, penalties, tools, log-probabilities...), which are refused by name
+    unless they hold their do-nothing value. `top_k` is an extension, as in vLLM and llama.cpp.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[_Message]
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    seed: int | None = None
+    stream: bool | None = False
+    stream_options: _StreamOptions | None = None
+
+
+# Fields this server cannot honour, and the values that ask for nothing.
+_UNSUPPORTED = {"n": (1,), "stop": ("", []), "logprobs": (False,), "top_logprobs": (0,),
+                "frequency_penalty": (0,), "presence_penalty": (0,), "logit_bias": ({},),
+                "tools": ([],), "functions": ([],), "response_format": ({"type": "text"},)}
+
+
+def _where(loc: tuple) -> str:
+    """Pydantic's error location as a field path: ("messages", 0, "role") -> messages[0].role."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
+def _parse(body: bytes) -> ChatRequest:
+    try:
+        request = ChatRequest.model_validate_json(body)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise APIError(400, f"the request body is not valid JSON ({first['msg']})") from None
+        where, message = _where(first["loc"]), first["msg"].removeprefix("Value error, ")
+        raise APIError(400, f"{where or 'the request body'}: {message}",
+                       param=where or None) from None
+    for name, value in (request.model_extra or {}).items():
+        if name in _UNSUPPORTED and value is not None and value not in _UNSUPPORTED[name]:
+            raise APIError(400, f"{name}={json.dumps(value)} is not supported by this server",
+                           param=name, code="unsupported_parameter")
+    return request
+
+
+# -- the worker that owns the model ------------------------------------------------------
+
+_END = object()  # the last event of a job
+
+
+class _Job:
+    """One reply being written by the worker thread, read as it comes by the event loop."""
+
+    def __init__(self, reply: Reply, loop: asyncio.AbstractEventLoop):
+        self.reply, self.loop = reply, loop
+        self.events: asyncio.Queue = asyncio.Queue()  # text pieces, an exception, then _END
+        self.cancelled = False  # set by the event loop when the client has gone
+
+    def run(self) -> None:
+        """In the worker thread: generate, passing each piece to the event loop."""
+        try:
+            for piece in self.reply:
+                if self.cancelled:
+                    break
+                self._send(piece)
+        except Exception as err:  # noqa: BLE001 -- the client is told, the worker goes on
+            self._send(err)
+        finally:
+            self.reply.close()
+            self._send(_END)
+
+    def _send(self, event) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the event loop has closed: the server is stopping
+            self.cancelled = True
+
+    async def pieces(self) -> AsyncIterator[str]:
+        """In the event loop: the reply's text pieces as they are written."""
+        try:
+            while (event := await self.events.get()) is not _END:
+                if isinstance(event, Exception):
+                    raise event
+                yield event
+        finally:
+            self.cancelled = True
+
+
+class _Worker:
+    """The one thread that runs the model, one job at a time, first come first served."""
+
+    def __init__(self):
+        self.jobs: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name="buildllm-generation",
+                                       daemon=True)  # never keeps a stopping process alive
+        self.thread.start()
+
+    def submit(self, reply: Reply) -> _Job:
+        job = _Job(reply, asyncio.get_running_loop())
+        self.jobs.put(job)
+        return job
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if not job.cancelled:  # its client left while it waited
+                job.run()
+
+
+# -- the app -----------------------------------------------------------------------------
+
+def _sse(data: dict | str) -> str:
+    """One Server-Sent Event carrying JSON (or the literal [DONE])."""
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+def create_app(chat: ChatSession, model_name: str = "buildllm", *,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The FastAPI app serving `chat`'s model under `model_name`; run it with uvicorn.
+
+    >>> uvicorn.run(create_app(ChatSession.from_run("runs/instruct"), "instruct"), port=8000)
+    """
+    page = (resources.files("buildllm") / "static" / "chat.html").read_text("utf-8")
+    started = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.worker = _Worker()
+        yield
+        app.state.worker.stop()
+
+    app = FastAPI(title="buildllm", summary="An OpenAI-compatible chat server for a buildllm "
+                  "model", lifespan=lifespan)
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, err: APIError) -> JSONResponse:
+        return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(HTTPException)  # unknown paths, wrong methods
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        found = APIError(err.status_code, f"{request.method} {request.url.path}: {err.detail}")
+        return JSONResponse(found.body(), status_code=err.status_code, headers=err.headers)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, err: Exception) -> JSONResponse:
+        found = APIError(500, f"the server failed: {type(err).__name__}: {err}",
+                         kind="server_error")
+        return JSONResponse(found.body(), status_code=500)
+
+    def model_card() -> dict:
+        return {"id": model_name, "object": "model", "created": started, "owned_by": "buildllm"}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def chat_page() -> str:
+        return page
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": model_name}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict:
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{name:path}")
+    async def get_model(name: str) -> dict:
+        if name != model_name:
+            raise APIError(404, f"the model {name!r} does not exist; this server serves "
+                           f"{model_name!r}", param="model", code="model_not_found")
+        return model_card()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        req = _parse(await _read_body(request, max_body_bytes))
+        if req.model != model_name:
+            raise APIError(404, f"the model {req.model!r} does not exist; this server serves "
+                           f"{model_name!r}", param="model", code="model_not_found")
+        reply = _start_reply(chat, req)
+        job = request.app.state.worker.submit(reply)
+        reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def usage() -> dict:  # once the reply is done
+            return {"prompt_tokens": reply.prompt_tokens,
+                    "completion_tokens": reply.completion_tokens,
+                    "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+
+        if not req.stream:
+            text = "".join([piece async for piece in job.pieces()])
+            return {"id": reply_id, "object": "chat.completion", "created": created,
+                    "model": model_name, "system_fingerprint": None,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                 "finish_reason": reply.finish_reason, "logprobs": None}],
+                    "usage": usage()}
+
+        def chunk(delta: dict, finish_reason: str | None = None) -> str:
+            return _sse({"id": reply_id, "object": "chat.completion.chunk", "created": created,
+                         "model": model_name, "system_fingerprint": None,
+                         "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                      "finish_reason": finish_reason}]})
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                try:
+                    async for piece in job.pieces():
+                        yield chunk({"content": piece})
+                except Exception as err:  # noqa: BLE001 -- too late for a status: say it here
+                    yield _sse(APIError(500, f"generation failed: {type(err).__name__}: {err}",
+                                        kind="server_error").body())
+                    yield _sse("[DONE]")
+                    return
+                yield chunk({}, reply.finish_reason)
+                if req.stream_options and req.stream_options.include_usage:
+                    yield _sse({"id": reply_id, "object": "chat.completion.chunk",
+                                "created": created, "model": model_name, "choices": [],
+                                "usage": usage()})
+                yield _sse("[DONE]")
+            finally:
+                job.cancelled = True  # the client may have gone: stop generating for it
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})  # proxies: do not buffer
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 once it passes `limit` bytes (before reading it all
+    when the client says its length)."""
+    too_big = APIError(413, f"the request body is over {limit:,} bytes", code="request_too_large")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_big
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
+
+
+def _start_reply(chat: ChatSession, req: ChatRequest) -> Reply:
+    """Check the request against the model and prepare its reply (the model has not run yet)."""
+    name, n_new = next(((k, v) for k, v in (("max_completion_tokens", req.max_completion_tokens),
+                                            ("max_tokens", req.max_tokens)) if v is not None),
+                       ("max_tokens", chat.defaults["max_new_tokens"]))
+    if n_new >= chat.context_length:
+        raise APIError(400, f"{name}={n_new} leaves no room for a prompt: this model's context "
+                       f"is {chat.context_length} tokens, prompt and reply together",
+                       param=name, code="invalid_value")
+    sampling = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p),
+                                  ("top_k", req.top_k), ("seed", req.seed)) if v is not None}
+    try:
+        return chat.stream([m.as_chat() for m in req.messages], max_new_tokens=n_new, **sampling)
+    except ContextLengthError as err:
+        raise APIError(400, str(err), param="messages", code="context_length_exceeded") from None
+    except ValueError as err:
+        raise APIError(400, str(err), param="messages") from None
+
+
+class BackgroundServer:
+    """A uvicorn server for `app` in a daemon thread of this process, for notebooks and tests.
+
+    Port 0 (the default) takes a free port. The server stops with `stop()`, at the end of a
+    `with` block, or with the process (the thread never keeps Python running).
+
+    >>> with BackgroundServer(create_app(chat, "tiny")) as server:
+    ...     OpenAI(base_url=f"{server.url}/v1", api_key="unused").models.list()
+    """
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0,
+                 timeout: float = 60.0):
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((host, port))
+        self.url = f"http://{host}:{sock.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+                                                     timeout_graceful_shutdown=5))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="buildllm-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                sock.close()
+                raise RuntimeError(f"the server at {self.url} did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Finish the requests under way (for up to 5 s), then stop."""
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# -- the command line --------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m buildllm.serve",
+        description="Serve a model through OpenAI's chat-completions API, with a chat page.")
+    p.add_argument("--checkpoint", metavar="FOLDER",
+                   help="a run folder (run.json + model.safetensors); default: the course's "
+                        "Shakespeare model, which is not instruction-tuned")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="(default 8000)")
+    p.add_argument("--model-name", metavar="NAME",
+                   help="the name clients ask for (default: the folder's name)")
+    p.add_argument("--max-new-tokens", type=int, metavar="N",
+                   help="reply length when a request gives no max_tokens (default 128, or half "
+                        "the context if less)")
+    p.add_argument("--temperature", type=float, default=0.0, metavar="T",
+                   help="when a request gives none (default 0: greedy)")
+    p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
+    p.add_argument("--log-level", default="info", help="uvicorn's (default info)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m buildllm.serve`: load the model and serve it until Ctrl-C."""
+    import uvicorn
+
+    from .pretrained import COURSE_MODEL_DIR
+
+    args = _parser().parse_args(argv)
+    folder = Path(args.checkpoint or COURSE_MODEL_DIR)
+    try:
+        chat = ChatSession.from_run(folder, device=args.device,
+                                    max_new_tokens=args.max_new_tokens,
+                                    temperature=args.temperature)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    name = args.model_name or folder.resolve().name
+    print(f"Serving {name!r}: the chat page at http://{args.host}:{args.port}/ and the OpenAI "
+          f"API at http://{args.host}:{args.port}/v1", flush=True)
+    uvicorn.run(create_app(chat, name), host=args.host, port=args.port,
+                log_level=args.log_level, timeout_graceful_shutdown=5)
+
+
+if __name__ == "__main__":
+    main()
