@@ -7,7 +7,8 @@ tests and the benchmark check that they all compute the same thing:
     CausalAttention        one head: trainable projections, scaling, causal mask, dropout
     MultiHeadAttentionWrapper  several CausalAttention heads side by side, outputs concatenated
     MultiHeadAttention     all heads in one batched module, by explicit softmax or PyTorch's
-                           fused scaled_dot_product_attention; optionally with a KV cache
+                           fused scaled_dot_product_attention; optionally with a KV cache,
+                           and with a padding mask for rows of different lengths (Meeting 7)
 
 Shapes: x is (batch, tokens, d_in); queries, keys and values per head are
 (batch, heads, tokens, head_dim).
@@ -27,6 +28,7 @@ __all__ = [
     "MultiHeadAttentionWrapper",
     "attention_by_loop",
     "causal_mask",
+    "padding_causal_mask",
 ]
 
 
@@ -46,6 +48,32 @@ def causal_mask(n_queries: int, n_keys: int | None = None, device=None) -> torch
         raise ValueError(f"{n_queries} queries need at least as many keys, got {n_keys}")
     ones = torch.ones(n_queries, n_keys, dtype=torch.bool, device=device)
     return ones.tril(diagonal=n_keys - n_queries)
+
+
+def padding_causal_mask(key_mask: torch.Tensor, n_queries: int | None = None) -> torch.Tensor:
+    """Boolean (batch, 1, n_queries, n_keys) mask for rows padded to one length (Meeting 7).
+
+    `key_mask` (batch, n_keys) is True at real tokens and False at padding. As in
+    `causal_mask`, the queries are the last n_queries keys. A real token may look at the real
+    tokens at or before it, never at padding. A padding position's output is thrown away, but
+    it must still be a number: with nothing to look at, its softmax would be 0/0 = NaN, and a
+    NaN value poisons every query in the next layer (weight 0 · NaN is still NaN). So padding
+    may look at whatever the causal mask allows.
+
+    >>> padding_causal_mask(torch.tensor([[False, True, True]]))[0, 0].int()
+    tensor([[1, 0, 0],
+            [0, 1, 0],
+            [0, 1, 1]], dtype=torch.int32)
+    """
+    if key_mask.ndim != 2:
+        raise ValueError(f"key_mask must have shape (batch, keys), got {tuple(key_mask.shape)}")
+    key_mask = key_mask.bool()
+    n_keys = key_mask.shape[1]
+    n_queries = n_keys if n_queries is None else n_queries
+    causal = causal_mask(n_queries, n_keys, device=key_mask.device)  # (queries, keys)
+    query_is_padding = ~key_mask[:, n_keys - n_queries:, None]  # (batch, queries, 1)
+    allowed = causal & (key_mask[:, None, :] | query_is_padding)  # (batch, queries, keys)
+    return allowed[:, None]  # one mask for every head
 
 
 def attention_by_loop(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -111,6 +139,10 @@ class MultiHeadAttention(nn.Module):
 
     `use_sdpa=False` computes softmax(q kᵀ / √d) v step by step; True calls PyTorch's fused
     `scaled_dot_product_attention`, which is the same function, faster and leaner.
+
+    `mask`, if given, replaces the causal mask: a boolean tensor that broadcasts to (batch,
+    heads, queries, keys), True where a query may look. `padding_causal_mask` builds the one
+    that lets prompts of different lengths share a batch.
     """
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float,
@@ -136,7 +168,8 @@ class MultiHeadAttention(nn.Module):
         b, h, n, d = x.shape
         return x.transpose(1, 2).reshape(b, n, h * d)
 
-    def forward(self, x: torch.Tensor, cache=None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache=None, layer: int = 0,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         """Attend over `x`, and over the earlier tokens in `cache` (a KVCache) if given."""
         q, k, v = map(self.split_heads, self.qkv(x).chunk(3, dim=-1))
         if cache is not None:
@@ -145,14 +178,18 @@ class MultiHeadAttention(nn.Module):
         _check_length(n_k, self.context_length)
         dropout = self.dropout if self.training else 0.0
         if self.use_sdpa:
-            if n_q == n_k or n_q == 1:  # the plain causal case, or one new token sees all
+            if mask is not None:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            elif n_q == n_k or n_q == 1:  # the plain causal case, or one new token sees all
                 out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout,
                                                      is_causal=n_q > 1)
             else:
                 mask = causal_mask(n_q, n_k, device=x.device)
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:
+            if mask is None:
+                mask = causal_mask(n_q, n_k, device=x.device)
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
-            scores = scores.masked_fill(~causal_mask(n_q, n_k, device=x.device), float("-inf"))
+            scores = scores.masked_fill(~mask, float("-inf"))
             out = F.dropout(scores.softmax(dim=-1), dropout, self.training) @ v
         return self.out_proj(self.merge_heads(out))

@@ -7,7 +7,8 @@
 Names follow the book (tok_emb, trf_blocks, norm1, att, ff, final_norm, out_head), with
 GPT-2's choices: biases in the query/key/value layer, LayerNorm epsilon 1e-5, the tanh
 approximation of GELU, and an output layer that shares its weight with the token embedding.
-`buildllm.gpt2` loads OpenAI's weights into it.
+`buildllm.gpt2` loads OpenAI's weights into it. Meeting 7 adds an optional attention mask,
+so that prompts of different lengths can share a batch (`buildllm.inference`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import MultiHeadAttention
+from .attention import MultiHeadAttention, padding_causal_mask
 
 __all__ = [
     "CONFIGS",
@@ -125,8 +126,9 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(cfg)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x: torch.Tensor, cache=None, layer: int = 0) -> torch.Tensor:
-        x = x + self.drop_shortcut(self.att(self.norm1(x), cache, layer))
+    def forward(self, x: torch.Tensor, cache=None, layer: int = 0,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop_shortcut(self.att(self.norm1(x), cache, layer, mask))
         return x + self.drop_shortcut(self.ff(self.norm2(x)))
 
 
@@ -161,18 +163,38 @@ class GPTModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, ids: torch.Tensor, cache=None) -> torch.Tensor:
-        """Logits for every position. With a KVCache, `ids` continue the tokens it holds."""
+    def forward(self, ids: torch.Tensor, cache=None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for every position. With a KVCache, `ids` continue the tokens it holds.
+
+        `attention_mask` lets rows of different lengths share a batch (Meeting 7). It has shape
+        (batch, cached + new tokens), True (or 1) at real tokens and False (0) at padding, and
+        covers the cached tokens too. No token then attends to padding, and positions count
+        real tokens only: a row's first real token is at position 0, however much padding
+        comes before it. Rows padded on the left get exactly their unpadded logits (up to
+        float rounding); the logits at padding positions mean nothing.
+        """
         start = 0 if cache is None else cache.length
         n, limit = ids.shape[1], self.cfg.context_length
         if start + n > limit:
             cached = f" ({start} cached)" if start else ""
             raise ValueError(f"{start + n} tokens{cached} exceed the context length {limit}: "
                              f"crop the input, e.g. ids[:, -{limit}:]")
-        positions = torch.arange(start, start + n, device=ids.device)
+        mask = None
+        if attention_mask is None:
+            positions = torch.arange(start, start + n, device=ids.device)
+        else:
+            if attention_mask.shape != (ids.shape[0], start + n):
+                raise ValueError(
+                    f"attention_mask must have shape (batch, cached + new tokens) = "
+                    f"({ids.shape[0]}, {start + n}), got {tuple(attention_mask.shape)}")
+            real = attention_mask.bool()
+            # Each token's position is the number of real tokens before it in its row.
+            positions = (real.cumsum(dim=1) - 1).clamp(min=0)[:, start:]  # (batch, n)
+            mask = padding_causal_mask(real, n)  # (batch, 1, n, start + n)
         x = self.drop_emb(self.tok_emb(ids) + self.pos_emb(positions))
         for layer, block in enumerate(self.trf_blocks):
-            x = block(x, cache, layer)
+            x = block(x, cache, layer, mask)
         if cache is not None:
             cache.length += n
         return self.out_head(self.final_norm(x))
