@@ -3,8 +3,8 @@ the page served by `buildllm.serve`, sends them, and reads each reply as it stre
 reply must be the API's answer to the same conversation, and arrive in more than one piece.
 
 It needs Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`),
-or Google Chrome and its chromedriver as GitHub's Ubuntu runners have them. Without them the test is skipped, and says why, except in CI (the CI variable is set), where
-it fails instead: .ci/run installs them, so a skip there would hide a broken page.
+or Google Chrome and its chromedriver as GitHub's Ubuntu runners have them. Without them the
+test is skipped, and says why, except in CI (the CI variable is set), where it fails instead: .ci/run installs them, so a skip there would hide a broken page.
 """
 
 import os
