@@ -4,7 +4,8 @@ reply must be the API's answer to the same conversation, and arrive in more than
 
 It needs Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`),
 or Google Chrome and its chromedriver as GitHub's Ubuntu runners have them. Without them the
-test is skipped, and says why, except in CI (the CI variable is set), where it fails instead: .ci/run installs them, so a skip there would hide a broken page.
+test is skipped, and says why, except in CI (the CI variable is set), where it fails instead:
+.ci/run installs them, so a skip there would hide a broken page.
 """
 
 import os
