@@ -1,5 +1,6 @@
 """The pretraining benchmark still runs and measures what it says (its timings are not tested)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ def test_the_benchmark_runs_end_to_end_on_tiny_settings():
     out = subprocess.run(
         [sys.executable, str(ROOT / "Supporting/tools/benchmark_pretrain.py"),
          "--iters", "20", "--eval-every", "10", "--val-windows", "24", "--trick-lr", "2e-3",
+         "--seeds", "0,1",
          "--tp-config", "cpu-tiny", "--tp-tokenizer", "char", "--tp-batch", "2",
          "--tp-context", "16", "--tp-steps", "3", "--tp-rounds", "2", "--threads", "1"],
         capture_output=True, text=True, check=True,
@@ -30,15 +32,22 @@ def test_the_benchmark_runs_end_to_end_on_tiny_settings():
     body = [row[2:-2].split(" | ") for row in rows[1:]]
     assert [cells[0] for cells in body] == [
         "char Shakespeare, nanoGPT's CPU recipe, published (a laptop)",
-        "the same recipe, ours: 20 steps",
+        "the same recipe, ours: 20 steps, seed 0",
+        "the same recipe, seeds 0, 1",
+        "seed 0's model scored as nanoGPT scores it (20 random batches), 200 times",
         "the course's tricks (lr 0.002, batch 12, fp32) in the same time",
         "throughput, cpu-tiny (char tokens), a plain loop",
         "throughput, cpu-tiny (char tokens), python -m buildllm.pretrain",
     ]
     assert body[1][1].startswith("val loss ") and "goal ≤ 1.88" in body[1][2]
-    assert body[2][1].startswith("best val loss ") and "against the recipe" in body[2][2]
-    assert all(cells[1].endswith("tokens/s") for cells in body[3:])
-    assert "the script at" in body[4][2] and body[4][2].endswith("same weights")
+    assert "(mean of 2 seeds)" in body[1][2]
+    mean, low, high = (float(word) for word in re.findall(r"\d\.\d{3}", body[2][1]))
+    assert low <= mean <= high and low < high  # two seeds, two different losses
+    low, high = (float(word) for word in re.findall(r"\d\.\d{3}", body[3][1]))
+    assert low < high
+    assert body[4][1].startswith("best val loss ") and "against the recipe" in body[4][2]
+    assert all(cells[1].endswith("tokens/s") for cells in body[5:])
+    assert "the script at" in body[6][2] and body[6][2].endswith("same weights")
     assert "1 thread;" in out
 
 
