@@ -12,6 +12,7 @@ import answers_meeting3
 import answers_meeting4
 import answers_meeting5
 import answers_meeting6
+import answers_meeting7
 import pytest
 
 from buildllm.check import ExerciseFailed
@@ -24,6 +25,7 @@ EXERCISES = (
     + answers_meeting4.EXERCISES
     + answers_meeting5.EXERCISES
     + answers_meeting6.EXERCISES
+    + answers_meeting7.EXERCISES
 )
 RIGHT = [(ex, run, answer) for ex, run, answers, _ in EXERCISES for answer in answers]
 WRONG = [(ex, run, answer, why) for ex, run, _, wrong in EXERCISES for why, answer in wrong.items()]

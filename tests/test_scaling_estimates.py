@@ -4,9 +4,8 @@ with the same GPU peaks the pretraining command measures MFU against."""
 import re
 from pathlib import Path
 
-import pytest
 import scaling_estimates
-from scaling_estimates import GPU, GPUS, gpu_hours, parameters, render, training_flops_per_token
+from scaling_estimates import GPUS, parameters, render, training_flops_per_token
 
 from buildllm.model import CONFIGS, GPTModel, count_parameters, forward_flops_per_token
 from buildllm.pretrain import GPU_PEAK_TFLOPS
@@ -46,14 +45,6 @@ def test_training_flops_are_three_forward_passes_and_near_the_six_n_rule():
         assert training_flops_per_token(cfg) == 3 * forward_flops_per_token(cfg)
         ratio = training_flops_per_token(cfg) / (6 * parameters(cfg))
         assert 1.10 < ratio < 1.18, "SCALING.md says the counter is about 14% above 6N"
-
-
-def test_gpu_hours_divides_flops_by_the_delivered_rate():
-    gpu = GPU("test", peak_tflops=100, precision="bf16", usd_per_hour=1.0, spec_sheet="")
-    assert gpu_hours(3.6e17, gpu, mfu=0.5) == pytest.approx(2.0)
-    assert gpu_hours(3.6e17, gpu, mfu=1.0) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="share of the peak"):
-        gpu_hours(1e18, gpu, mfu=40)
 
 
 def test_bf16_peaks_agree_with_the_ones_pretrain_divides_by_for_mfu():

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .data import fetch
-from .instruct import logits_at, prompt_ids, split_entries
+from .instruct import end_of_text_id, logits_at, prompt_ids, split_entries
 
 __all__ = [
     "PreferenceDataset",
@@ -81,7 +81,7 @@ def _encode_pair(entry: dict, enc) -> dict[str, list[int]]:
         if key not in entry:
             raise ValueError(f"a preference entry needs the key {key!r}; this one has "
                              f"{sorted(entry)}")
-    eot = enc.eot_token
+    eot = end_of_text_id(enc)  # 50256 for GPT-2; a Meeting-2 BPE has its own
     return {
         "prompt": prompt_ids(entry, enc),
         "chosen": enc.encode(entry["chosen"]) + [eot],

@@ -19,6 +19,9 @@ The layout is Stanford Alpaca's (Taori et al., 2023), as in chapter 7 of the boo
 Training is still next-token prediction. `collate` builds the targets so that padding costs
 nothing, the end-of-text token teaches the model to stop, and optionally the prompt's own
 tokens are not predicted either, so the loss measures only the answers.
+
+Any tokenizer with an `<|endoftext|>` token works: GPT-2's (id 50256) or a Meeting-2
+BPETokenizer trained with it as a special token (`end_of_text_id` finds its id).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ __all__ = [
     "answer_loss",
     "collate",
     "encode_example",
+    "end_of_text_id",
     "evaluate_responses",
     "finetune",
     "format_prompt",
@@ -62,6 +66,22 @@ END_OF_TEXT = 50256  # GPT-2's <|endoftext|>, which also serves as its padding t
 PREAMBLE = ("Below is an instruction that describes a task. "
             "Write a response that appropriately completes the request.")
 RESPONSE_HEADER = "\n\n### Response:\n"
+
+
+def end_of_text_id(enc) -> int:
+    """The id of `<|endoftext|>` in `enc`: 50256 in GPT-2's tiktoken encoding, and wherever
+    a Meeting-2 BPETokenizer trained with it as a special token put it.
+
+    Answers end with this token, so a tokenizer without it cannot be instruction-tuned here.
+    """
+    try:
+        ids = enc.encode("<|endoftext|>", allowed_special={"<|endoftext|>"})
+    except (TypeError, ValueError):
+        ids = []
+    if len(ids) != 1:
+        raise ValueError(f"{type(enc).__name__} has no <|endoftext|> token; train a BPETokenizer "
+                         "with special_tokens=['<|endoftext|>'] to instruction-tune with it")
+    return ids[0]
 
 
 def _field(entry: dict, key: str) -> str:
@@ -162,12 +182,13 @@ def collate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad a batch of (token ids, prompt length) pairs into inputs and targets.
 
-    Each sequence gets one `pad_id` appended (GPT-2's end-of-text), then all are padded
-    with `pad_id` to the longest. Inputs are the tokens, targets the same shifted left by
-    one. Targets past each sequence's end-of-text become `ignore_index`, which
-    `F.cross_entropy` skips, so padding adds nothing to the loss; the end-of-text itself stays
-    a target, which is how the model learns to stop. With `mask_prompt`, the targets that are
-    prompt tokens become `ignore_index` too. `max_length` then cuts both to that many tokens.
+    Each sequence gets one `pad_id` appended (the end-of-text token: GPT-2's by default,
+    `end_of_text_id(enc)` for another tokenizer), then all are padded with it to the
+    longest. Inputs are the tokens, targets the same shifted left by one. Targets past each
+    sequence's end-of-text become `ignore_index`, which `F.cross_entropy` skips, so padding
+    adds nothing to the loss; the end-of-text itself stays a target, which is how the model
+    learns to stop. With `mask_prompt`, the targets that are prompt tokens become
+    `ignore_index` too. `max_length` then cuts both to that many tokens.
 
     >>> inputs, targets = collate([([1, 2, 3], 2), ([4], 1)])
     >>> inputs.tolist(), targets.tolist()
@@ -266,7 +287,8 @@ def finetune(
     batches are shuffled with `seed`; `epochs` may be a fraction (0.5: half the batches of
     one epoch). Every `eval_every` steps the loss is measured, in evaluation mode and with the
     same masking as training, on the first `eval_batches` batches of each split (None: all).
-    Sequences are cut to the model's context length unless `max_length` is shorter.
+    Sequences are cut to the model's context length unless `max_length` is shorter. `enc`
+    (default GPT-2's) may be any tokenizer with <|endoftext|>: answers end with its id.
     History: "step", "epoch", "tokens" (input tokens seen, padding included), "train_loss"
     and "val_loss".
     """
@@ -278,7 +300,8 @@ def finetune(
                          f"eval_every={eval_every}")
     enc = gpt2_encoding() if enc is None else enc
     length = model.cfg.context_length if max_length is None else max_length
-    batches = partial(collate, max_length=length, mask_prompt=mask_prompt)
+    batches = partial(collate, pad_id=end_of_text_id(enc), max_length=length,
+                      mask_prompt=mask_prompt)
     train_loader = torch.utils.data.DataLoader(
         InstructionDataset(train_data, enc), batch_size=batch_size, shuffle=True,
         drop_last=True, collate_fn=batches, generator=torch.Generator().manual_seed(seed))
@@ -311,25 +334,26 @@ def finetune(
     return history
 
 
-def _answer(enc, new_ids: list[int]) -> str:
-    """The text of generated ids up to the first end-of-text, cut where a "###" section begins."""
-    if END_OF_TEXT in new_ids:
-        new_ids = new_ids[: new_ids.index(END_OF_TEXT)]
+def _answer(enc, new_ids: list[int], eot: int) -> str:
+    """The text of generated ids up to the first end-of-text (`eot`), cut where a "###"
+    section begins."""
+    if eot in new_ids:
+        new_ids = new_ids[: new_ids.index(eot)]
     return enc.decode(new_ids).split("###")[0].strip()
 
 
 def respond(model: nn.Module, enc, entry: dict, max_new_tokens: int = 64, **sampling) -> str:
     """The model's answer to `entry`: generated after the prompt, cut at the end of the answer.
 
-    Generation stops at end-of-text (or after `max_new_tokens`), and the text is also cut
-    where a new "###" section would begin, which models that have not learned to stop write.
-    `sampling` goes to `buildllm.generation.generate` (temperature, top_k, top_p, seed);
-    the default is greedy.
+    Generation stops at `enc`'s end-of-text (or after `max_new_tokens`), and the text is
+    also cut where a new "###" section would begin, which models that have not learned to
+    stop write. `sampling` goes to `buildllm.generation.generate` (temperature, top_k,
+    top_p, seed); the default is greedy.
     """
-    device = next(model.parameters()).device
+    device, eot = next(model.parameters()).device, end_of_text_id(enc)
     ids = torch.tensor([prompt_ids(entry, enc)], device=device)
-    out = generate(model, ids, max_new_tokens, eos_id=END_OF_TEXT, **sampling)
-    return _answer(enc, out[0, ids.shape[1]:].tolist())
+    out = generate(model, ids, max_new_tokens, eos_id=eot, **sampling)
+    return _answer(enc, out[0, ids.shape[1]:].tolist(), eot)
 
 
 def respond_all(model: nn.Module, enc, entries: Sequence[dict], max_new_tokens: int = 64,
@@ -346,7 +370,7 @@ def respond_all(model: nn.Module, enc, entries: Sequence[dict], max_new_tokens: 
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    device = next(model.parameters()).device
+    device, eot = next(model.parameters()).device, end_of_text_id(enc)
     prompts = [prompt_ids(e, enc) for e in entries]
     groups: dict[int, list[int]] = {}
     for i, ids in enumerate(prompts):
@@ -357,9 +381,9 @@ def respond_all(model: nn.Module, enc, entries: Sequence[dict], max_new_tokens: 
             for start in range(0, len(members), batch_size):
                 chunk = members[start:start + batch_size]
                 ids = torch.tensor([prompts[i] for i in chunk], device=device)
-                out = generate(model, ids, max_new_tokens, eos_id=END_OF_TEXT, **sampling)
+                out = generate(model, ids, max_new_tokens, eos_id=eot, **sampling)
                 for row, i in enumerate(chunk):
-                    answers[i] = _answer(enc, out[row, length:].tolist())
+                    answers[i] = _answer(enc, out[row, length:].tolist(), eot)
                 bar.update(len(chunk))
     return answers
 

@@ -54,6 +54,7 @@ run...) stops the run with a message before anything is written.
 
     >>> model, summary = run(RunConfig(inputs=["shakespeare.txt"], tokenizer="char", steps=50))
     >>> model, tokenizer = load_run("runs/pretrain")
+    >>> save_run(tuned_model, {"kind": "gpt2"}, "runs/tuned")  # any GPTModel as a run folder
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ from .training import (
 )
 from .utils import get_device, set_seed
 
-__all__ = ["InputError", "RunConfig", "load_run", "main", "parse_config", "run"]
+__all__ = ["InputError", "RunConfig", "load_run", "main", "parse_config", "run", "save_run"]
 
 RUN_FORMAT = "buildllm-run/1"
 CHECKPOINT_FORMAT = "buildllm-checkpoint/1"
@@ -547,7 +548,7 @@ def _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt):
                "tokens_per_s": speed, "mfu": speed * flops_per_token / (peak * world_size)
                if speed and peak else None, "seconds": session_seconds, "history": history}
     if lead:
-        _finish(cfg, raw, model_cfg, data, summary, out)
+        _finish(cfg, raw, data, summary, out)
         log({"event": "end", **{k: v for k, v in summary.items() if k != "history"}},
             f"Done: val loss {summary['val_loss']:.3f} after {step:,} steps. "
             f"model.safetensors and run.json are in {out}")
@@ -555,19 +556,49 @@ def _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt):
     return raw, summary
 
 
-def _finish(cfg, model, model_cfg, data, summary, out: Path) -> None:
+def _finish(cfg, model, data, summary, out: Path) -> None:
     """Write model.safetensors and run.json (and tokenizer.json): what `load_run` reads."""
-    _save_model(model, out / "model.safetensors", DTYPES[cfg.save_dtype])
-    spec = data.spec
+    save_run(model, data.spec, out, run=asdict(cfg), save_dtype=cfg.save_dtype,
+             result={k: v for k, v in summary.items() if k != "history"})
+
+
+def save_run(model: GPTModel, tokenizer_spec: dict, folder: str | os.PathLike, *,
+             run: dict | None = None, result: dict | None = None,
+             save_dtype: str = "fp32") -> Path:
+    """Write `model` and its tokenizer as a run folder that `load_run` reads; returns it.
+
+    This is how the pretraining command ends, and how a model trained any other way
+    (instruction-tuned, say) becomes a run folder too. `tokenizer_spec` is what run.json
+    records: {"kind": "gpt2"}, {"kind": "char", "chars": ...} or {"kind": "bpe", "file":
+    a path}; a BPE file is copied into the folder as tokenizer.json. `run` records how the
+    model was trained (the pretraining command stores its settings), `result` its numbers.
+
+    Every file is replaced atomically, and run.json, which names the others, is removed
+    first and written last: a save killed half-way leaves no run.json, never one that
+    describes weights it did not write.
+
+    >>> save_run(model, {"kind": "gpt2"}, "runs/tuned", run={"lr": 1e-4})
+    """
+    if save_dtype not in DTYPES:
+        raise ValueError(f"save_dtype must be fp32 or bf16, got {save_dtype!r}")
+    if tokenizer_spec.get("kind") not in ("gpt2", "char", "bpe"):
+        raise ValueError(f"tokenizer_spec must be of kind gpt2, char or bpe, got {tokenizer_spec}")
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").unlink(missing_ok=True)
+    _save_model(model, out / "model.safetensors", DTYPES[save_dtype])
+    spec = tokenizer_spec
     if spec["kind"] == "bpe":
-        shutil.copyfile(spec["file"], out / "tokenizer.json")
+        source, copy = Path(spec["file"]), out / "tokenizer.json"
+        if not (copy.exists() and copy.samefile(source)):
+            _write_atomically(copy, lambda tmp: shutil.copyfile(source, tmp))
         spec = {"kind": "bpe", "file": "tokenizer.json"}
-    info = {"format": RUN_FORMAT, "model": asdict(model_cfg), "tokenizer": spec,
-            "weights": {"file": "model.safetensors", "dtype": str(DTYPES[cfg.save_dtype])[6:]},
-            "run": asdict(cfg),
-            "result": {k: v for k, v in summary.items() if k != "history"}}
+    info = {"format": RUN_FORMAT, "model": asdict(model.cfg), "tokenizer": spec,
+            "weights": {"file": "model.safetensors", "dtype": str(DTYPES[save_dtype])[6:]},
+            "run": run or {}, "result": result or {}}
     text = json.dumps(info, indent=1, ensure_ascii=False)
     _write_atomically(out / "run.json", lambda tmp: tmp.write_text(text, "utf-8"))
+    return out
 
 
 def load_run(folder: str | os.PathLike) -> tuple[GPTModel, object]:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from buildllm.capstone import GPUS, training_cost  # noqa: E402  (the capstone notebook's GPUs)
 from buildllm.model import CONFIGS, GPTConfig, count_parameters, forward_flops_per_token  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,27 +39,6 @@ BYTES_PER_PARAMETER = 16  # fp32 weights (4) + gradients (4) + AdamW's two momen
 NANOGPT_TOKENS, NANOGPT_GPUS, NANOGPT_DAYS = 600_000 * 491_520, 8, 4.0
 
 
-@dataclass(frozen=True)
-class GPU:
-    """A GPU as the estimate sees it: the peak it can reach and an example rental price."""
-
-    name: str
-    peak_tflops: float  # dense (no sparsity), in the precision buildllm.pretrain would use
-    precision: str
-    usd_per_hour: float  # an example on-demand price for one GPU in 2026; providers vary a lot
-    spec_sheet: str  # the vendor's page the peak is read from
-
-
-GPUS = (
-    # T4 has fp16 tensor cores (65 TFLOP/s) but no bf16 ones, and buildllm.pretrain trains in
-    # fp32 or bf16 (fp16 would need loss scaling), so on a T4 it runs at the fp32 peak.
-    GPU("T4", 8.1, "fp32", 0.35, "https://www.nvidia.com/en-us/data-center/tesla-t4/"),
-    GPU("L4", 121, "bf16", 0.80, "https://www.nvidia.com/en-us/data-center/l4/"),
-    GPU("A100 40GB", 312, "bf16", 1.20, "https://www.nvidia.com/en-us/data-center/a100/"),
-    GPU("H100 SXM", 989, "bf16", 2.50, "https://www.nvidia.com/en-us/data-center/h100/"),
-)
-
-
 def parameters(cfg: GPTConfig) -> int:
     """The parameter count of GPTModel(cfg), tied embedding counted once, without allocating
     any weights: the model is built on PyTorch's "meta" device, which only records shapes."""
@@ -74,17 +53,6 @@ def parameters(cfg: GPTConfig) -> int:
 def training_flops_per_token(cfg: GPTConfig) -> int:
     """Forward and backward FLOPs per token: 3 × the course's forward count."""
     return 3 * forward_flops_per_token(cfg)
-
-
-def gpu_hours(flops: float, gpu: GPU, mfu: float = MFU) -> float:
-    """Hours one `gpu` needs for `flops` when a run reaches `mfu` of its peak.
-
-    >>> gpu_hours(3.6e18, GPU("x", 1000, "bf16", 1.0, ""), mfu=0.5)
-    2.0
-    """
-    if not 0 < mfu <= 1:
-        raise ValueError(f"mfu is a share of the peak, above 0 and at most 1; got {mfu}")
-    return flops / (gpu.peak_tflops * 1e12 * mfu) / 3600
 
 
 def budgets(params: int) -> list[tuple[int, str]]:
@@ -139,17 +107,15 @@ def render() -> str:
             "", "| model | tokens | training FLOPs | " + " | ".join(g.name for g in GPUS) + " |",
             "|---|---|---|" + "---|" * len(GPUS)]
     for name in MODELS:
-        per_token = training_flops_per_token(CONFIGS[name])
         for tokens, why in budgets(sizes[name]):
-            flops = per_token * tokens
-            cells = [f"{_hours(h)}, {_usd(h * g.usd_per_hour)}"
-                     for g in GPUS for h in [gpu_hours(flops, g)]]
+            costs = [training_cost(CONFIGS[name], tokens, g, MFU) for g in GPUS]
+            flops = costs[0]["flops"]
+            cells = [f"{_hours(c['hours'])}, {_usd(c['usd'])}" for c in costs]
             out.append(f"| GPT-2 {name} | {_tokens(tokens)}: {why} | {_flops(flops)} | "
                        + " | ".join(cells) + " |")
 
-    flops = training_flops_per_token(CONFIGS["124M"]) * NANOGPT_TOKENS
     a100 = next(g for g in GPUS if g.name == "A100 40GB")
-    days = gpu_hours(flops, a100) / NANOGPT_GPUS / 24
+    days = training_cost(CONFIGS["124M"], NANOGPT_TOKENS, a100, MFU, NANOGPT_GPUS)["hours"] / 24
     implied = MFU * days / NANOGPT_DAYS
     out += ["", "Checked against a published run: "
                 "[nanoGPT](https://github.com/karpathy/nanoGPT)'s GPT-2 124M reproduction "

@@ -23,6 +23,7 @@ __all__ = [
     "meeting4",
     "meeting5",
     "meeting6",
+    "meeting7",
     "verify",
 ]
 
@@ -83,4 +84,13 @@ def expect_equal(actual, expected, what: str = "result") -> None:
 
 
 # The meetings' checks import verify() from here, so they come last.
-from . import meeting0, meeting1, meeting2, meeting3, meeting4, meeting5, meeting6  # noqa: E402
+from . import (  # noqa: E402
+    meeting0,
+    meeting1,
+    meeting2,
+    meeting3,
+    meeting4,
+    meeting5,
+    meeting6,
+    meeting7,
+)
