@@ -8,7 +8,9 @@ from pathlib import Path
 import benchmark_pretrain
 import pytest
 import torch
-from benchmark_pretrain import Recipe, char_data, train
+from benchmark_pretrain import Recipe, char_data, train, val_loss
+
+from buildllm.model import GPTModel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +23,7 @@ TINY = Recipe(n_layers=1, n_heads=2, emb_dim=16, context=8, batch=4, steps=30, w
 def test_the_benchmark_runs_end_to_end_on_tiny_settings():
     out = subprocess.run(
         [sys.executable, str(ROOT / "Supporting/tools/benchmark_pretrain.py"),
-         "--iters", "20", "--eval-every", "10", "--val-windows", "24", "--trick-lr", "2e-3",
+         "--iters", "20", "--eval-every", "10", "--trick-lr", "2e-3",
          "--seeds", "0,1",
          "--tp-config", "cpu-tiny", "--tp-tokenizer", "char", "--tp-batch", "2",
          "--tp-context", "16", "--tp-steps", "3", "--tp-rounds", "2", "--threads", "1"],
@@ -51,29 +53,39 @@ def test_the_benchmark_runs_end_to_end_on_tiny_settings():
     assert "1 thread;" in out
 
 
-def test_char_data_splits_like_nanogpt_and_scores_on_validation_windows_only():
+def test_char_data_splits_like_nanogpt_and_scores_every_validation_character_once():
     text = "".join(chr(0x4E00 + i) for i in range(300))  # 300 distinct characters: id = position
-    data = char_data(text, context=8, val_windows=30)
+    data = char_data(text, context=8, windows_per_batch=2)
     assert data.vocab_size == 300
     assert data.train.tolist() == list(range(270)) and data.val.tolist() == list(range(270, 300))
-    assert len(data.val_batches) == 3  # 30 windows in batches of 12, rounded up
-    for inputs, targets in data.val_batches:
-        assert inputs.shape == targets.shape == (12, 8)
-        assert (inputs >= 270).all()
-        assert torch.equal(inputs[:, 1:] - inputs[:, :-1], torch.ones(12, 7, dtype=torch.long))
-        assert torch.equal(targets, inputs + 1)
+    assert [len(inputs) for inputs, _ in data.val_batches] == [2, 1]  # 3 whole windows of 8
+    inputs = torch.cat([inputs for inputs, _ in data.val_batches])
+    targets = torch.cat([targets for _, targets in data.val_batches])
+    assert inputs.flatten().tolist() == list(range(270, 294))  # consecutive, no overlap
+    assert torch.equal(targets, inputs + 1)
 
 
 @pytest.fixture(scope="module")
 def shakespeare():
     from buildllm.data import fetch
 
-    return char_data(fetch("tinyshakespeare.txt").read_text("utf-8"), TINY.context, 24)
+    return char_data(fetch("tinyshakespeare.txt").read_text("utf-8"), TINY.context)
 
 
 def test_shakespeare_has_nanogpts_65_characters(shakespeare):
     assert shakespeare.vocab_size == 65
     assert len(shakespeare.train) == 1_003_854  # int(0.9 × 1,115,394), as nanoGPT splits
+
+
+def test_val_loss_is_the_mean_over_characters_not_over_batches(shakespeare):
+    model = GPTModel(TINY.model_config(shakespeare.vocab_size))
+    inputs = torch.cat([inputs for inputs, _ in shakespeare.val_batches])
+    targets = torch.cat([targets for _, targets in shakespeare.val_batches])
+    assert len({len(batch) for batch, _ in shakespeare.val_batches}) == 2  # unequal batches
+    with torch.no_grad():
+        logits = model.eval()(inputs)
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    assert val_loss(model, shakespeare) == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_a_run_takes_the_recipes_steps_scores_at_each_interval_and_learns(shakespeare):

@@ -20,9 +20,11 @@ The model is our GPTModel with nanoGPT's choices where it has the switch: tied e
 query/key/value bias. (nanoGPT's recipe also drops the other biases and LayerNorm's shift, 4,224
 parameters of our 808,320; GPTModel keeps them.) The data split is nanoGPT's: one token per
 character (65 of them), the first 90% of tinyshakespeare.txt to train, the last 10% to validate.
-Every run is scored on the same fixed validation windows, in float32 without dropout, so the
-numbers compare. Evaluation is not timed. Everything runs on the CPU with a fixed, printed thread
-count. Times depend on the machine; the loss goal (at most 1.88) and the ratio are what to quote.
+Every run is scored on the whole validation text, cut into consecutive windows of 64
+characters, in float32 without dropout: the loss nanoGPT's random validation batches estimate,
+without their sampling noise, so the numbers compare. Evaluation is not timed. Everything
+runs on the CPU with a fixed, printed thread count. Times depend on the machine; the loss goal
+(at most 1.88) and the ratio are what to quote.
 """
 
 from __future__ import annotations
@@ -90,19 +92,33 @@ class CharData:
     train: torch.Tensor  # token ids, one per character
     val: torch.Tensor
     vocab_size: int
-    val_batches: list[tuple[torch.Tensor, torch.Tensor]]  # the fixed windows every run is scored on
+    val_batches: list[tuple[torch.Tensor, torch.Tensor]]  # the windows every run is scored on
 
 
-def char_data(text: str, context: int, val_windows: int, seed: int = 0) -> CharData:
-    """nanoGPT's split: characters as tokens, first 90% to train, last 10% to validate."""
+def char_data(text: str, context: int, windows_per_batch: int = 64) -> CharData:
+    """nanoGPT's split: characters as tokens, first 90% to train, last 10% to validate.
+
+    The validation text is cut into consecutive windows, so every character is predicted once,
+    from 0 to `context - 1` characters of context: on average what a random window sees.
+    """
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
     ids = torch.tensor([index[c] for c in text])
     split = int(0.9 * len(ids))
     train, val = ids[:split], ids[split:]
-    g = torch.Generator().manual_seed(seed)
-    batches = [random_windows(val, 12, context, g) for _ in range(math.ceil(val_windows / 12))]
+    n = (len(val) - 1) // context
+    inputs = val[: n * context].view(n, context)
+    targets = val[1 : n * context + 1].view(n, context)
+    parts = math.ceil(n / windows_per_batch)
+    batches = list(zip(inputs.tensor_split(parts), targets.tensor_split(parts), strict=True))
     return CharData(train, val, len(chars), batches)
+
+
+def val_loss(model: GPTModel, data: CharData) -> float:
+    """The mean loss per validation character (`evaluate` averages batches; these differ)."""
+    sizes = [targets.numel() for _, targets in data.val_batches]
+    losses = [evaluate(model, [batch]) for batch in data.val_batches]
+    return sum(loss * size for loss, size in zip(losses, sizes, strict=True)) / sum(sizes)
 
 
 def train(recipe: Recipe, data: CharData, *, eval_every: int, budget: float | None = None,
@@ -119,7 +135,7 @@ def train(recipe: Recipe, data: CharData, *, eval_every: int, budget: float | No
                       betas=(0.9, recipe.beta2))
     dtype = DTYPES[recipe.dtype]
     g = torch.Generator().manual_seed(seed)
-    evals = [(0, evaluate(model, data.val_batches))]
+    evals = [(0, val_loss(model, data))]
     step, seconds, position, next_eval = 0, 0.0, 0, eval_every
     bar = tqdm(total=recipe.steps, desc=label)
     while position < recipe.steps:
@@ -143,7 +159,7 @@ def train(recipe: Recipe, data: CharData, *, eval_every: int, budget: float | No
             position = min(recipe.steps, int(recipe.steps * seconds / budget))
         bar.update(position - bar.n)
         if position >= next_eval or position == recipe.steps:
-            evals.append((step, evaluate(model, data.val_batches)))
+            evals.append((step, val_loss(model, data)))
             bar.set_postfix(val=f"{evals[-1][1]:.3f}")
             next_eval = (position // eval_every + 1) * eval_every
     bar.close()
@@ -166,10 +182,9 @@ def learning(args) -> list[tuple[str, ...]]:
     base = Recipe(steps=args.iters, warmup=min(100, args.iters // 20))
     tricks = replace(base, max_lr=args.trick_lr, min_lr=args.trick_lr / 10,
                      batch=args.trick_batch, dtype=args.trick_dtype)
-    data = char_data(fetch("tinyshakespeare.txt").read_text("utf-8"), base.context,
-                     args.val_windows)
+    data = char_data(fetch("tinyshakespeare.txt").read_text("utf-8"), base.context)
 
-    first = evaluate(GPTModel(base.model_config(data.vocab_size)), data.val_batches)
+    first = val_loss(GPTModel(base.model_config(data.vocab_size)), data)
     # An untrained model guesses about uniformly: a loss near ln(65) = 4.17 says that tokens,
     # targets and the loss are wired up right before anything is timed.
     assert abs(first - math.log(data.vocab_size)) < 0.1, f"untrained loss {first:.3f}"
@@ -276,8 +291,6 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=2000,
                         help="steps of nanoGPT's recipe (warmup: 5%% of them, at most 100)")
     parser.add_argument("--eval-every", type=int, default=250)
-    parser.add_argument("--val-windows", type=int, default=600,
-                        help="fixed validation windows of 64 characters every run is scored on")
     parser.add_argument("--seeds", default="0",
                         help="comma-separated seeds to train the recipe with; the goal is "
                              "judged on their mean loss, the tricks run with the first")
@@ -304,9 +317,9 @@ def main() -> None:
           f"{args.threads} thread{'s' * (args.threads > 1)}; Python {platform.python_version()}, "
           f"torch {torch.__version__}\n")
     if "learning" in parts:
-        print(f"Learning: validation loss is the mean over {args.val_windows} fixed windows of "
-              "the last 10% of tinyshakespeare.txt, in float32 without dropout; evaluation is "
-              "not timed.")
+        print("Learning: validation loss is the mean over every character of the last 10% of "
+              "tinyshakespeare.txt, in consecutive windows of 64, in float32 without dropout; "
+              "evaluation is not timed.")
     if "throughput" in parts:
         print(f"Throughput: batch {args.tp_batch} × {args.tp_context} tokens, AdamW at a "
               f"constant learning rate, no clipping; the median of {args.tp_rounds} alternating "
