@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch import nn
+from stand_ins import Scripted
 
 import buildllm.pretrain
 from buildllm.capstone import (
@@ -358,26 +358,6 @@ def test_a_failed_save_run_leaves_no_run_json_describing_other_weights(tmp_path,
 
 
 # -- instruction tuning with a BPE tokenizer ------------------------------------------------
-
-class Scripted(nn.Module):
-    """Greedy decoding writes `script`, one token per step after the prompt."""
-
-    def __init__(self, script: list[int], vocab_size: int):
-        super().__init__()
-        self.cfg = GPTConfig(vocab_size=vocab_size, context_length=512, emb_dim=8, n_heads=1,
-                             n_layers=1)
-        self.anchor = nn.Parameter(torch.zeros(1))
-        self.script = script
-
-    def forward(self, ids, cache=None):
-        start = 0 if cache is None else cache.length
-        if start == 0:
-            self.prompt_length = ids.shape[1]
-        if cache is not None:
-            cache.length += ids.shape[1]
-        logits = torch.zeros(ids.shape[0], ids.shape[1], self.cfg.vocab_size)
-        logits[:, -1, self.script[start + ids.shape[1] - self.prompt_length]] = 1.0
-        return logits
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
+from stand_ins import Scripted
 
 from buildllm import instruct
 from buildllm.chat import (
@@ -58,29 +58,6 @@ def tiny():
     return GPTModel(GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2,
                               n_layers=2)).eval()
 
-
-class Scripted(nn.Module):
-    """A stand-in GPT that writes the tokens of `script`, one per step, whatever the prompt.
-
-    It speaks the KV-cache protocol of GPTModel, so `generate`, `stream` and
-    `instruct.respond` run it like any model, and a test can choose exactly what it "writes".
-    """
-
-    def __init__(self, script: list[int], context_length: int = 1024):
-        super().__init__()
-        self.cfg = GPTConfig(vocab_size=50257, context_length=context_length, emb_dim=1,
-                             n_heads=1, n_layers=1)
-        self.anchor = nn.Parameter(torch.zeros(()))  # gives the cache a device and dtype
-        self.script = script
-
-    def forward(self, ids, cache, **_):  # (a padding mask, if given, changes nothing here)
-        if cache.length == 0:
-            self.prompt_length = ids.shape[1]
-        step = cache.length + ids.shape[1] - self.prompt_length  # the index of the next token
-        cache.length += ids.shape[1]
-        logits = torch.zeros(ids.shape[0], ids.shape[1], self.cfg.vocab_size)
-        logits[:, -1, self.script[step]] = 1.0
-        return logits
 
 
 def user(text: str) -> dict:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from stand_ins import Scripted
 from torch import nn
 
 from buildllm.data import fetch, gpt2_encoding
@@ -259,26 +260,6 @@ def test_finetune_refuses_too_little_data(enc, splits):
 
 
 # --- answers -------------------------------------------------------------------------------
-
-class Scripted(nn.Module):
-    """A stand-in model: greedy decoding writes `script`, one token per step after the prompt."""
-
-    def __init__(self, script: list[int]):
-        super().__init__()
-        self.cfg = GPTConfig(context_length=256, emb_dim=8, n_heads=1, n_layers=1)
-        self.anchor = nn.Parameter(torch.zeros(1))  # so the device can be read off a parameter
-        self.script, self.calls = script, 0
-
-    def forward(self, ids, cache=None):
-        start = 0 if cache is None else cache.length
-        if start == 0:
-            self.prompt_length = ids.shape[1]
-        if cache is not None:
-            cache.length += ids.shape[1]
-        self.calls += 1
-        logits = torch.zeros(ids.shape[0], ids.shape[1], self.cfg.vocab_size)
-        logits[:, -1, self.script[start + ids.shape[1] - self.prompt_length]] = 1.0
-        return logits
 
 
 def test_respond_stops_at_end_of_text(enc):

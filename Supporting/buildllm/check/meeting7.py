@@ -72,6 +72,13 @@ def _expect_raises(call: Callable[[], object], kind: type[Exception], why: str) 
     raise AssertionError(f"{why}; your function returned {_describe(result)}")
 
 
+def _returned_tensors(got, names: tuple[str, ...]) -> list[torch.Tensor]:
+    """An answer's tuple of tensors, checked for its length and types, as plain detached tensors."""
+    if not (isinstance(got, (tuple, list)) and len(got) == len(names)):
+        raise AssertionError(f"return a tuple ({', '.join(names)})")
+    return [expect_tensor(_plain(t), name).detach() for t, name in zip(got, names, strict=True)]
+
+
 # -- Exercise 7.1 ---------------------------------------------------------------------------
 
 
@@ -159,12 +166,7 @@ def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]
                     "your function changed the weight it was given (an in-place operation such "
                     "as div_ or w /= ...): quantizing must leave the float model as it was"
                 )
-            if not (isinstance(got, (tuple, list)) and len(got) == 2):
-                raise AssertionError("return a tuple (q, scale)")
-            q, scale = (
-                expect_tensor(_plain(t), name) for t, name in zip(got, ("q", "scale"), strict=True)
-            )
-            q, scale = q.detach(), scale.detach()
+            q, scale = _returned_tensors(got, ("q", "scale"))
             rows = weight.shape[0]
             if q.shape != weight.shape:
                 raise AssertionError(
@@ -312,12 +314,7 @@ def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]])
                     "your function changed the prompts it was given (insert or +=): build new "
                     "rows, and leave the caller's token lists as they were"
                 )
-            if not (isinstance(got, (tuple, list)) and len(got) == 3):
-                raise AssertionError("return a tuple (ids, mask, positions)")
-            ids, mask, positions = (
-                expect_tensor(_plain(t), name)
-                for t, name in zip(got, ("ids", "mask", "positions"), strict=True)
-            )
+            ids, mask, positions = _returned_tensors(got, ("ids", "mask", "positions"))
             want_ids, want_mask, want_pos = _left_padded(prompts, pad_id)
             right_ids, right_mask, _ = _left_padded(prompts, pad_id, right=True)
             for name, t in (("ids", ids), ("mask", mask), ("positions", positions)):
@@ -954,12 +951,7 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
                     "your function changed the vectors it was given (an in-place operation "
                     "such as div_ or /=): those are the index's stored vectors; normalise copies"
                 )
-            if not (isinstance(got, (tuple, list)) and len(got) == 2):
-                raise AssertionError("return a tuple (scores, ids)")
-            scores, ids = (
-                expect_tensor(_plain(t), n) for t, n in zip(got, ("scores", "ids"), strict=True)
-            )
-            scores, ids = scores.detach(), ids.detach()
+            scores, ids = _returned_tensors(got, ("scores", "ids"))
             if ids.is_floating_point() and not scores.is_floating_point():
                 raise AssertionError(
                     "scores are integers and ids floats: return (scores, ids) in that order, "
