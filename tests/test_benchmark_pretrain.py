@@ -20,11 +20,12 @@ TINY = Recipe(n_layers=1, n_heads=2, emb_dim=16, context=8, batch=4, steps=30, w
               max_lr=1e-2, min_lr=1e-3)
 
 
-def test_the_benchmark_runs_end_to_end_on_tiny_settings():
+def test_the_benchmark_runs_end_to_end_on_tiny_settings(tmp_path):
+    plot = tmp_path / "curves.png"
     out = subprocess.run(
         [sys.executable, str(ROOT / "Supporting/tools/benchmark_pretrain.py"),
          "--iters", "20", "--eval-every", "10", "--trick-lr", "2e-3",
-         "--seeds", "0,1",
+         "--seeds", "0,1", "--draws", "40", "--plot", str(plot),
          "--tp-config", "cpu-tiny", "--tp-tokenizer", "char", "--tp-batch", "2",
          "--tp-context", "16", "--tp-steps", "3", "--tp-rounds", "2", "--threads", "1"],
         capture_output=True, text=True, check=True,
@@ -34,23 +35,27 @@ def test_the_benchmark_runs_end_to_end_on_tiny_settings():
     body = [row[2:-2].split(" | ") for row in rows[1:]]
     assert [cells[0] for cells in body] == [
         "char Shakespeare, nanoGPT's CPU recipe, published (a laptop)",
+        "the same command, what nanoGPT's train.py prints at step 2,000",
         "the same recipe, ours: 20 steps, seed 0",
         "the same recipe, seeds 0, 1",
-        "seed 0's model scored as nanoGPT scores it (20 random batches), 200 times",
+        "these models scored as nanoGPT scores (20 random batches), 40 times each",
         "the course's tricks (lr 0.002, batch 12, fp32) in the same time",
         "throughput, cpu-tiny (char tokens), a plain loop",
         "throughput, cpu-tiny (char tokens), python -m buildllm.pretrain",
     ]
-    assert body[1][1].startswith("val loss ") and "goal ≤ 1.88" in body[1][2]
-    assert "(mean of 2 seeds)" in body[1][2]
-    mean, low, high = (float(word) for word in re.findall(r"\d\.\d{3}", body[2][1]))
+    assert body[1][1:] == ["train loss 1.7648, val loss 1.8857 (20 random batches each)",
+                           "+0.0057 against the published 1.88"]
+    assert body[2][1].startswith("train loss ") and "goal ≤ 1.88" in body[2][2]
+    assert "(mean of 2 seeds)" in body[2][2]
+    mean, low, high, train_mean = (float(word) for word in re.findall(r"\d\.\d{3}", body[3][1]))
     assert low <= mean <= high and low < high  # two seeds, two different losses
-    low, high = (float(word) for word in re.findall(r"\d\.\d{3}", body[3][1]))
-    assert low < high
-    assert body[4][1].startswith("best val loss ") and "against the recipe" in body[4][2]
-    assert all(cells[1].endswith("tokens/s") for cells in body[5:])
-    assert "the script at" in body[6][2] and body[6][2].endswith("same weights")
+    low, high = (float(word) for word in re.findall(r"\d\.\d{3}", body[4][1]))
+    assert low < high and re.fullmatch(r"\d+% of them at or below nanoGPT's own 1.8857", body[4][2])
+    assert body[5][1].startswith("best val loss ") and "against the recipe" in body[5][2]
+    assert all(cells[1].endswith("tokens/s") for cells in body[6:])
+    assert "the script at" in body[7][2] and body[7][2].endswith("same weights")
     assert "1 thread;" in out
+    assert plot.read_bytes().startswith(b"\x89PNG")
 
 
 def test_char_data_splits_like_nanogpt_and_scores_every_validation_character_once():
@@ -63,6 +68,9 @@ def test_char_data_splits_like_nanogpt_and_scores_every_validation_character_onc
     targets = torch.cat([targets for _, targets in data.val_batches])
     assert inputs.flatten().tolist() == list(range(270, 294))  # consecutive, no overlap
     assert torch.equal(targets, inputs + 1)
+    # Training text: 33 windows of 8 in 17 batches of 2; every 9th batch (270 / 30) is kept.
+    inputs = torch.cat([inputs for inputs, _ in data.train_batches])
+    assert inputs.tolist() == [list(range(start, start + 8)) for start in (0, 8, 144, 152)]
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +122,7 @@ def test_a_run_on_a_budget_spends_it_and_its_schedule_follows_the_clock(shakespe
     assert result["seconds"] >= 0.3
     assert positions[0] == 0 and positions == sorted(positions) and positions[-1] < TINY.steps
     assert len(positions) == result["steps"]  # one learning rate per step
-    evaluated_at = [step for step, _ in result["evals"]]
-    assert evaluated_at[0] == 0 and evaluated_at[-1] == result["steps"]
+    evaluated_at = [position for position, _ in result["evals"]]  # in the schedule, not steps
+    assert evaluated_at == sorted(evaluated_at) and evaluated_at[0] == 0
+    assert evaluated_at[-1] == TINY.steps  # the whole schedule, in however many steps it took
     assert 2 <= len(evaluated_at) <= 4  # at most at positions 10, 20 and 30 of 30: by the clock
