@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import benchmark_pretrain
@@ -102,6 +103,17 @@ def test_a_run_takes_the_recipes_steps_scores_at_each_interval_and_learns(shakes
     assert [step for step, _ in result["evals"]] == [0, 12, 24, 30]
     assert result["val_loss"] == result["evals"][-1][1] < result["evals"][0][1] - 0.5
     assert result["best_val_loss"] == min(loss for _, loss in result["evals"])
+
+
+def test_without_biases_only_biases_and_shifts_stay_at_zero(shakespeare):
+    result = train(replace(TINY, biases=False), shakespeare, eval_every=30)
+    frozen = {name: p for name, p in result["model"].named_parameters() if not p.requires_grad}
+    # 1 block: attention output, two feed-forward layers, two norms; then the final norm.
+    assert sorted(frozen) == ["final_norm.shift", "trf_blocks.0.att.out_proj.bias",
+                              "trf_blocks.0.ff.layers.0.bias", "trf_blocks.0.ff.layers.2.bias",
+                              "trf_blocks.0.norm1.shift", "trf_blocks.0.norm2.shift"]
+    assert all(not p.any() for p in frozen.values())
+    assert result["val_loss"] < result["evals"][0][1] - 0.5  # the rest still learns
 
 
 def test_the_same_seed_gives_the_same_run(shakespeare):

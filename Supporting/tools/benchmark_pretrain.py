@@ -19,16 +19,16 @@ Prints a Markdown table for Meeting-5/README.md (and, with --plot, draws the cur
   two must end with identical weights: the script asserts it before it reports a speed.
 
 The model is our GPTModel with nanoGPT's choices where it has the switch: tied embeddings and no
-query/key/value bias. (nanoGPT's recipe also drops the other biases and LayerNorm's shift, 4,224
-parameters of our 808,320; GPTModel keeps them.) The data split is nanoGPT's: one token per
-character (65 of them), the first 90% of tinyshakespeare.txt to train, the last 10% to validate.
-Every run is scored on the whole validation text, cut into consecutive windows of 64
-characters, in float32 without dropout: the loss nanoGPT's random validation batches estimate,
-without their sampling noise, so the numbers compare; at the end, as much training text, spread
-over all of it, is scored the same way. Each model is also scored nanoGPT's way, many times
-over, to show how far one printed number can stray. Evaluation is not timed. Everything runs
-on the CPU with a fixed, printed thread count. Times depend on the machine; the loss goal
-(at most 1.88) and the ratio are what to quote.
+query/key/value bias. nanoGPT's recipe also drops the other biases and LayerNorm's shift, 4,224
+parameters of our 808,320; GPTModel keeps them, and `--no-biases` holds them at 0. The data
+split is nanoGPT's: one token per character (65 of them), the first 90% of tinyshakespeare.txt
+to train, the last 10% to validate. Every run is scored on the whole validation text, cut into
+consecutive windows of 64 characters, in float32 without dropout: the loss nanoGPT's random
+validation batches estimate, without their sampling noise, so the numbers compare; at the end,
+as much training text, spread over all of it, is scored the same way. Each model is also scored
+nanoGPT's way, many times over, to show how far one printed number can stray. Evaluation is not
+timed. Everything runs on the CPU with a fixed, printed thread count. Times depend on the
+machine; the loss goal (at most 1.88) and the ratio are what to quote.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class Recipe:
     clip: float = 1.0
     dropout: float = 0.0
     dtype: str = "fp32"
+    biases: bool = True  # False: nanoGPT's bias=False, every bias and LayerNorm shift held at 0
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         return GPTConfig(vocab_size=vocab_size, context_length=self.context,
@@ -158,6 +159,8 @@ def train(recipe: Recipe, data: CharData, *, eval_every: int, budget: float | No
     """
     set_seed(seed)
     model = GPTModel(recipe.model_config(data.vocab_size))
+    if not recipe.biases:
+        hold_biases_at_zero(model)
     optimizer = AdamW(param_groups(model, recipe.weight_decay), lr=recipe.max_lr,
                       betas=(0.9, recipe.beta2))
     dtype = DTYPES[recipe.dtype]
@@ -195,6 +198,14 @@ def train(recipe: Recipe, data: CharData, *, eval_every: int, budget: float | No
             "model": model}
 
 
+def hold_biases_at_zero(model: GPTModel) -> None:
+    """nanoGPT's bias=False without a new model: biases and shifts start at 0 and, left out of
+    training (and of the optimizer, which takes trainable parameters only), stay there."""
+    for name, p in model.named_parameters():
+        if name.endswith((".bias", ".shift")):
+            p.requires_grad_(False)
+
+
 def nanogpt_estimates(model: GPTModel, data: CharData, context: int, draws: int,
                       seed: int = 0) -> list[float]:
     """`draws` repeats of nanoGPT's CPU-recipe estimate: the mean loss of 20 random batches of
@@ -206,7 +217,8 @@ def nanogpt_estimates(model: GPTModel, data: CharData, context: int, draws: int,
 
 
 def learning(args) -> list[tuple[str, ...]]:
-    base = Recipe(steps=args.iters, warmup=min(100, args.iters // 20))
+    base = Recipe(steps=args.iters, warmup=min(100, args.iters // 20),
+                  biases=not args.no_biases)
     tricks = replace(base, max_lr=args.trick_lr, min_lr=args.trick_lr / 10,
                      batch=args.trick_batch, dtype=args.trick_dtype)
     data = char_data(fetch("tinyshakespeare.txt").read_text("utf-8"), base.context)
@@ -253,7 +265,8 @@ def learning(args) -> list[tuple[str, ...]]:
         (f"the same command, what nanoGPT's train.py prints at step {max(NANOGPT_LOG):,}",
          f"train loss {nano_train}, val loss {nano_val} (20 random batches each)",
          f"{nano_val - PUBLISHED_VAL_LOSS:+.4f} against the published {PUBLISHED_VAL_LOSS}"),
-        (f"the same recipe, ours: {base.steps:,} steps, seed {seeds[0]}",
+        (f"the same recipe, ours: {base.steps:,} steps, seed {seeds[0]}"
+         + ("" if base.biases else ", biases held at 0"),
          f"train loss {train_losses[0]:.3f}, val loss {ours['val_loss']:.3f} "
          f"in {ours['seconds']:.0f} s ({ours['tokens'] / ours['seconds']:,.0f} tokens/s)",
          f"goal ≤ {PUBLISHED_VAL_LOSS}: {met}"
@@ -367,6 +380,8 @@ def main() -> None:
                              "judged on their mean loss, the tricks run with the first")
     parser.add_argument("--draws", type=int, default=200,
                         help="times each model is scored nanoGPT's way (20 random batches)")
+    parser.add_argument("--no-biases", action="store_true",
+                        help="hold every bias and LayerNorm shift at 0, as nanoGPT's bias=False")
     parser.add_argument("--plot", help="write the validation curves to this PNG file")
     parser.add_argument("--trick-lr", type=float, default=3e-3)
     parser.add_argument("--trick-batch", type=int, default=12)
