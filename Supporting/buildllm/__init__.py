@@ -5,6 +5,7 @@ so later meetings import it instead of copying it:
 
     data         Meeting 0  every download, pinned by sha256, with an offline mirror
     utils        Meeting 0  device choice, seeding, a CPU speed calibration
+    progress     Meeting 0  progress bars that a saved notebook shows where they ended
     tokenizers   Meeting 1  a regex word tokenizer
                  Meeting 2  byte-level BPE: training, encoding, GPT-2's own tokenizer
     datasets     Meeting 1  sliding-window next-token datasets and loaders
@@ -18,7 +19,8 @@ so later meetings import it instead of copying it:
     training     Meeting 5  loss, evaluation, AdamW, warmup + cosine, clipping, checkpoints
     pretrain     Meeting 5  the pretraining command: python -m buildllm.pretrain
     pretrain_data Meeting 5 its text files, tokenizers and resumable stream of windows
-    pretrained   Meeting 5  GPT-2's weights, or the course's own model when offline
+    pretrained   Meeting 5  GPT-2's weights, or the course's own model when offline;
+                            the settings made for whichever model a notebook got
     classify     Meeting 6  spam data, a classification head on the last real token
     instruct     Meeting 6  Alpaca prompts, padding-and-masking collate, instruction tuning
     metrics      Meeting 6  ROUGE-L and token F1 for generated answers

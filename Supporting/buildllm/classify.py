@@ -279,8 +279,7 @@ def train_classifier(
     seen, the `lr` of the step just taken, `train_loss`, `val_loss`, `train_acc`, `val_acc`.
     `on_eval(history)`, if given, runs after each evaluation.
     """
-    from tqdm.auto import tqdm
-
+    from .progress import tqdm
     from .training import param_groups, warmup_cosine
 
     if epochs < 1 or lr <= 0 or eval_every < 1:

@@ -347,7 +347,7 @@ def train_dpo(
     scores without it: otherwise the two differ at step 0 by dropout noise alone, and the
     rewards measure that noise as well as learning.
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     if policy is reference:
         raise ValueError("the reference must be a separate frozen copy of the policy "

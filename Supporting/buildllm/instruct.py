@@ -292,7 +292,7 @@ def finetune(
     History: "step", "epoch", "tokens" (input tokens seen, padding included), "train_loss"
     and "val_loss".
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     if epochs <= 0 or lr <= 0 or batch_size < 1 or eval_every < 1:
         raise ValueError(f"need epochs > 0, lr > 0, batch_size >= 1 and eval_every >= 1; got "
@@ -366,7 +366,7 @@ def respond_all(model: nn.Module, enc, entries: Sequence[dict], max_new_tokens: 
     this is several times faster on the test split. Greedy answers are those of `respond`;
     sampled ones differ, since each batch draws its own random numbers.
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")

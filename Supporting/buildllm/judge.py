@@ -128,7 +128,7 @@ def judge(url: str, model: str, entry: dict, response: str, *, timeout: float = 
 def judge_many(url: str, model: str, entries: Sequence[dict], responses: Sequence[str],
                **kwargs) -> list[int]:
     """`judge` for each (entry, response) pair, with a progress bar; returns the scores."""
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     if len(entries) != len(responses):
         raise ValueError(f"{len(entries)} entries but {len(responses)} responses")

@@ -420,7 +420,7 @@ def _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt):
     peak, peak_label = _peak(device, DTYPES[cfg.dtype]) if lead else (None, "")
     checkpoint_every = cfg.checkpoint_every or cfg.eval_every
 
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     bar = tqdm(total=cfg.steps, initial=step, desc="pretraining", unit="step", disable=not lead)
     log_file = None

@@ -9,11 +9,22 @@ with either model; it has just read far less, and only Shakespeare.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import torch
 
 from .model import GPTModel
 
-__all__ = ["COURSE_MODEL_DIR", "course_model", "gpt2_model", "gpt2_or_course_model"]
+__all__ = [
+    "COURSE_MODEL_DIR",
+    "SMOKE_ENV",
+    "choose_settings",
+    "course_model",
+    "gpt2_model",
+    "gpt2_or_course_model",
+    "smoke_run",
+]
 
 COURSE_MODEL_DIR = Path(__file__).parent / "weights" / "course-shakespeare"
 
@@ -52,3 +63,71 @@ def gpt2_or_course_model(size: str = "124M") -> tuple[GPTModel, str]:
         print(f"GPT-2 {size}'s weights are not available ({err.name} could not be downloaded), "
               "so this runs on the course's own small model instead.")
         return course_model(), "the course model"
+
+
+SMOKE_ENV = "BUILDLLM_SMOKE"
+
+
+def smoke_run() -> bool:
+    """True when $BUILDLLM_SMOKE is set: the tests then run a notebook with a few steps only.
+
+    A smoke run checks that every cell works with the model a notebook got, not what it
+    learns: its numbers mean nothing. No learner needs it.
+    """
+    return os.environ.get(SMOKE_ENV, "") not in ("", "0")
+
+
+def choose_settings(
+    model_name: str,
+    device: torch.device | str,
+    *,
+    course: dict,
+    gpt2_gpu: dict,
+    gpt2_cpu: dict,
+    smoke: dict | None = None,
+) -> dict:
+    """The settings made for the model a notebook got and the device it runs on.
+
+    GPT-2 (124M parameters) costs 15-30 times the course model (7M) per step, and wants a
+    learning rate about 20 times smaller, so one set of numbers cannot serve both. Each
+    choice is a dict of settings plus "why": where its numbers come from, or what a short
+    run leaves out. `model_name` is the name `gpt2_or_course_model` returned. The choice is
+    printed in one line; with $BUILDLLM_SMOKE set, `smoke` then overrides some settings.
+
+    >>> s = choose_settings("the course model", "cpu",
+    ...                     course={"lr": 1e-3, "why": "tuned on it"},
+    ...                     gpt2_gpu={"lr": 5e-5, "why": "the book's"},
+    ...                     gpt2_cpu={"lr": 5e-5, "why": "a short run"})
+    Settings for the course model: lr=0.001 (tuned on it)
+    >>> s
+    {'lr': 0.001}
+    """
+    choices = {"course": course, "gpt2_gpu": gpt2_gpu, "gpt2_cpu": gpt2_cpu}
+    names = {key: sorted(set(choice) - {"why"}) for key, choice in choices.items()}
+    missing = [key for key, choice in choices.items() if not choice.get("why")]
+    if missing:
+        raise ValueError(f"say where the settings come from: add 'why' to {', '.join(missing)}")
+    if len({tuple(n) for n in names.values()}) > 1:
+        raise ValueError(f"every choice needs the same settings, but they have {names}")
+    unknown = sorted(set(smoke or {}) - set(names["course"]))
+    if unknown:
+        raise ValueError(f"smoke overrides {unknown}, which no choice sets")
+
+    device_type = torch.device(device).type
+    if not model_name.startswith("GPT-2"):
+        key, label = "course", model_name
+    elif device_type in ("cuda", "mps"):
+        key, label = "gpt2_gpu", f"{model_name} on a GPU ({device_type})"
+    else:
+        key, label = "gpt2_cpu", f"{model_name} on a CPU, a short run"
+    chosen = {name: value for name, value in choices[key].items() if name != "why"}
+    line = f"Settings for {label}: {_listed(chosen)} ({choices[key]['why']})"
+    if smoke and smoke_run():
+        chosen.update(smoke)
+        line += f"; smoke run ({SMOKE_ENV} is set): {_listed(smoke)}"
+    print(line)
+    return chosen
+
+
+def _listed(settings: dict) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in settings.items())

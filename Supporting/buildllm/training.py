@@ -250,7 +250,7 @@ def train_simple(
     history: steps, train and val losses, and tokens seen at each evaluation. `on_eval(step)`,
     if given, runs after each evaluation (to print a sample, say).
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     device = next(model.parameters()).device
     history = {"step": [], "tokens": [], "train_loss": [], "val_loss": []}

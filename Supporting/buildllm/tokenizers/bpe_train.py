@@ -27,8 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import pairwise
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from ..progress import tqdm
 from .bpe import PreTokenizer, merge, pair_counts
 
 __all__ = ["count_words", "read_utf8", "train_bpe", "train_bpe_naive"]
