@@ -10,14 +10,13 @@ It is written at test time, never committed, into a cache folder where `gpt2_wei
 finds files placed by hand. Its sha256 is not GPT-2's, so the kernel that runs a notebook
 gets one extra cell, inserted after the setup cell, that pins the stand-in's hash instead.
 That cell exists only here: no variable or argument a learner could set gets past the pin.
-
-    python tests/gpt2_stand_in.py Meeting-6/01_spam_classification.ipynb  # time a full run
+tests/test_gpt2_notebooks.py runs the notebooks this way with $BUILDLLM_SMOKE set, and
+`Supporting/tools/run_notebooks.py --gpt2` times their full runs for the READMEs.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -118,19 +117,7 @@ def execute_on_stand_in(
                 os.environ[name] = value
 
 
-def output_text(nb: nbformat.NotebookNode) -> str:
-    """Everything the notebook printed or displayed as text, cell after cell."""
-    parts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            parts.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
-    return "\n".join(parts)
-
-
-if __name__ == "__main__":  # time full (not smoke) runs on the stand-in, for the READMEs
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        for name in sys.argv[1:] or GPT2_NOTEBOOKS:
-            _, seconds = execute_on_stand_in(ROOT / name, Path(folder), smoke=False)
-            print(f"{seconds:6.1f} s  {name}", flush=True)
+def output_texts(nb: nbformat.NotebookNode) -> list[str]:
+    """Each output the notebook printed or displayed as text, in order."""
+    return [out.get("text", "") or out.get("data", {}).get("text/plain", "")
+            for cell in nb.cells for out in cell.get("outputs", [])]

@@ -10,20 +10,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from colab_setup import badge_url, setup_cell
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(ROOT.glob("Meeting-*/*.ipynb"))
-REPO = "buildllm-study-group/llms-from-scratch"
-SETUP = """# Colab only: fetch the course and install its package. Does nothing elsewhere.
-import sys
-
-if "google.colab" in sys.modules:
-    import os
-    import subprocess
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/{repo}", "/content/course"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/course"], check=True)
-    sys.path.insert(0, "/content/course/Supporting")
-    os.chdir("/content/course/{meeting}")"""  # noqa: E501
+# A learner's own copy (README.md, "Updating the course") is theirs, not the course's.
+NOTEBOOKS = sorted(p for p in ROOT.glob("Meeting-*/*.ipynb") if not p.stem.endswith("-mine"))
 # A path on the machine that ran the notebook (a home, temp or work folder) leaks into outputs
 # through tracebacks, warnings and prints; it means nothing to anyone else.
 MACHINE_PATH = re.compile(r"/(work|tmp|root|home|Users)/[\w.-]+/")
@@ -40,12 +31,8 @@ def code_cells(nb):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=name)
 def test_opens_with_a_colab_badge_for_itself_and_the_setup_cell(path):
     nb = nbformat.read(path, as_version=4)
-    # The solutions' badge opens the exercises: in Colab a learner should start unsolved.
-    target = path.with_name("exercises.ipynb") if path.name == "solutions.ipynb" else path
-    badge = f"https://colab.research.google.com/github/{REPO}/blob/main/{name(target)}"
-    assert nb.cells[0].cell_type == "markdown" and badge in nb.cells[0].source
-    expected = SETUP.format(repo=REPO, meeting=path.parent.name)
-    assert code_cells(nb)[0].source.strip() == expected
+    assert nb.cells[0].cell_type == "markdown" and badge_url(path) in nb.cells[0].source
+    assert code_cells(nb)[0].source.strip() == setup_cell(path.parent.name)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=name)

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from buildllm.data import fetch, gpt2_encoding
-from buildllm.pretrained import COURSE_MODEL_DIR, course_model, gpt2_or_course_model
+from buildllm.pretrained import (
+    COURSE_MODEL_DIR,
+    SMOKE_ENV,
+    choose_settings,
+    course_model,
+    gpt2_or_course_model,
+)
 from buildllm.training import evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -45,3 +51,47 @@ def test_offline_the_fallback_is_the_course_model_and_says_so(cache, tmp_path, m
     assert model.cfg == course_model().cfg
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "gpt2-124M.safetensors" in out
+
+
+CHOICES = {
+    "course": {"lr": 1e-3, "steps": 300, "why": "tuned on the course model"},
+    "gpt2_gpu": {"lr": 5e-5, "steps": 2000, "why": "the book's ch. 6"},
+    "gpt2_cpu": {"lr": 5e-5, "steps": 40, "why": "a short run"},
+}
+
+
+@pytest.mark.parametrize("model_name, device, chosen, line", [
+    ("the course model", "cpu", "course", "Settings for the course model: lr=0.001, steps=300"),
+    ("the course model", "cuda", "course", "Settings for the course model:"),
+    ("GPT-2 124M", "cuda", "gpt2_gpu", "Settings for GPT-2 124M on a GPU (cuda): lr=5e-05"),
+    ("GPT-2 124M", "mps", "gpt2_gpu", "Settings for GPT-2 124M on a GPU (mps):"),
+    ("GPT-2 124M", "cpu", "gpt2_cpu", "Settings for GPT-2 124M on a CPU, a short run: lr=5e-05"),
+])
+def test_settings_follow_the_model_and_the_device_and_say_which_in_one_line(
+        model_name, device, chosen, line, capsys, monkeypatch):
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    settings = choose_settings(model_name, device, **CHOICES)
+    assert settings == {k: v for k, v in CHOICES[chosen].items() if k != "why"}
+    out = capsys.readouterr().out
+    assert out.startswith(line) and out.count("\n") == 1
+    assert f"({CHOICES[chosen]['why']})" in out
+
+
+def test_a_smoke_run_overrides_only_under_its_variable(capsys, monkeypatch):
+    monkeypatch.delenv(SMOKE_ENV, raising=False)
+    assert choose_settings("GPT-2 124M", "cpu", **CHOICES, smoke={"steps": 2})["steps"] == 40
+    monkeypatch.setenv(SMOKE_ENV, "1")
+    assert choose_settings("GPT-2 124M", "cpu", **CHOICES, smoke={"steps": 2}) == {
+        "lr": 5e-5, "steps": 2}
+    assert f"smoke run ({SMOKE_ENV} is set): steps=2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"gpt2_cpu": {"lr": 5e-5, "why": "short"}}, "every choice needs the same settings"),
+    ({"course": {"lr": 1e-3, "steps": 300}}, "add 'why' to course"),
+    ({"smoke": {"epochs": 1}}, r"smoke overrides \['epochs'\], which no choice sets"),
+])
+def test_settings_that_do_not_fit_together_are_refused_by_name(change, message, capsys):
+    with pytest.raises(ValueError, match=message):
+        choose_settings("the course model", "cpu", **(CHOICES | change))
+    assert capsys.readouterr().out == ""  # nothing chosen, nothing announced

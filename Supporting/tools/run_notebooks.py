@@ -2,10 +2,15 @@
 
 Committed notebooks carry the outputs of one clean run; this script is that run.
 It also writes the measured times to Supporting/buildllm/notebook_times.json (read by
-buildllm.utils.estimate_minutes) and to the hardware table in README.md.
+buildllm.utils.estimate_minutes), to the table in README.md and to the one in each
+meeting's kit.
 
     BUILDLLM_MIRROR=../shared/data python Supporting/tools/run_notebooks.py
     python Supporting/tools/run_notebooks.py Meeting-1/02_data_loader.ipynb
+
+`--gpt2` times the notebooks that load GPT-2 124M as a learner with internet runs them: on
+a stand-in with GPT-2's layout and random weights (tests/gpt2_stand_in.py), which costs the
+same per step. Those runs are not saved; only their times are recorded.
 
 Run it on the 2-core reference machine, or the README's times stop being true.
 It refuses to start while other programs use more than a quarter of the CPU, since
@@ -19,6 +24,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from buildllm.utils import calibrate_cpu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
 TIMES = ROOT / "Supporting" / "buildllm" / "notebook_times.json"
 README = ROOT / "README.md"
 TABLE = re.compile(r"(<!-- notebook-times:start -->\n).*?(<!-- notebook-times:end -->)", re.S)
@@ -44,19 +51,54 @@ def run(path: Path) -> float:
     return seconds
 
 
-def table(seconds: dict[str, float]) -> str:
-    """The README's hardware table: one row per meeting."""
+def _shown(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _with_gpt2(record: dict) -> dict[str, float]:
+    """Each notebook's time with GPT-2 124M: measured where it loads GPT-2, else the same."""
+    return record["seconds"] | record.get("gpt2_seconds", {})
+
+
+def table(record: dict) -> str:
+    """The README's table: one row per meeting, with the course model and with GPT-2."""
     rows = [
-        "| Meeting | Notebooks | Time to run them all on a 2-core laptop CPU |",
+        "| Meeting | Notebooks | With the course model | With GPT-2 124M |",
+        "|---|---|---|---|",
+    ]
+    gpt2 = _with_gpt2(record)
+    for meeting in sorted({p.split("/")[0] for p in record["seconds"]}):
+        mine = [p for p in record["seconds"] if p.startswith(meeting + "/")]
+        course = sum(record["seconds"][p] for p in mine)
+        rows.append(f"| [{meeting}]({meeting}/README.md) | {len(mine)} | {_shown(course)} | "
+                    f"{_shown(sum(gpt2[p] for p in mine))} |")
+    return "\n".join(rows) + "\n"
+
+
+def meeting_table(meeting: str, record: dict) -> str:
+    """A kit's table: one row per notebook of `meeting`, with both times."""
+    rows = [
+        "| Notebook | With the course model | With GPT-2 124M |",
         "|---|---|---|",
     ]
-    meetings = sorted({p.split("/")[0] for p in seconds})
-    for meeting in meetings:
-        mine = {p: s for p, s in seconds.items() if p.startswith(meeting + "/")}
-        total = sum(mine.values())
-        shown = f"{total:.0f} s" if total < 90 else f"{total / 60:.1f} min"
-        rows.append(f"| [{meeting}]({meeting}/README.md) | {len(mine)} | {shown} |")
+    gpt2 = _with_gpt2(record)
+    for path in sorted(p for p in record["seconds"] if p.startswith(meeting + "/")):
+        name = path.split("/")[1]
+        loads = "" if path in record.get("gpt2_seconds", {}) else " (no GPT-2)"
+        rows.append(f"| [{name}]({name}) | {_shown(record['seconds'][path])} | "
+                    f"{_shown(gpt2[path])}{loads} |")
     return "\n".join(rows) + "\n"
+
+
+def write_tables(record: dict) -> None:
+    """Put the measured times into README.md and every kit that has the table's markers."""
+    for readme in [README, *sorted(ROOT.glob("Meeting-*/README.md"))]:
+        if not readme.exists():
+            continue
+        text = readme.read_text("utf-8")
+        new = table(record) if readme == README else meeting_table(readme.parent.name, record)
+        readme.write_text(TABLE.sub(lambda m, new=new: m.group(1) + new + m.group(2), text),
+                          "utf-8")
 
 
 def busy(seconds: float = 3.0) -> str | None:
@@ -83,29 +125,43 @@ def busy(seconds: float = 3.0) -> str | None:
 
 def main(args: list[str]) -> None:
     record_times = "--busy-ok" not in args
-    paths = [a for a in args if a != "--busy-ok"]
+    on_gpt2 = "--gpt2" in args
+    paths = [a for a in args if a not in ("--busy-ok", "--gpt2")]
     if record_times and (why := busy()):
         sys.exit(f"The machine is busy ({why}), so the times would be wrong. Wait until it is "
                  "quiet, or pass --busy-ok to execute the notebooks without recording times.")
-    notebooks = [ROOT / p for p in paths] or sorted(
-        p for p in ROOT.glob("Meeting-*/*.ipynb") if p.name != "exercises.ipynb"
-    )
+    if on_gpt2:
+        from gpt2_stand_in import GPT2_NOTEBOOKS
+
+        notebooks = [ROOT / p for p in paths or GPT2_NOTEBOOKS]
+    else:
+        notebooks = [ROOT / p for p in paths] or sorted(
+            p for p in ROOT.glob("Meeting-*/*.ipynb")
+            if p.name != "exercises.ipynb" and not p.stem.endswith("-mine")
+        )
     record = json.loads(TIMES.read_text()) if TIMES.exists() else {"seconds": {}}
-    record["reference_seconds"] = round(calibrate_cpu(), 3)
-    for path in notebooks:
-        seconds = run(path)
-        record["seconds"][str(path.relative_to(ROOT))] = round(seconds, 1)
-        print(f"{seconds:6.1f} s  {path.relative_to(ROOT)}", flush=True)
+    times = record.setdefault("gpt2_seconds" if on_gpt2 else "seconds", {})
+    if not on_gpt2:
+        record["reference_seconds"] = round(calibrate_cpu(), 3)
+    with tempfile.TemporaryDirectory() as cache:  # the GPT-2 stand-in, written once
+        for path in notebooks:
+            seconds = run_on_gpt2(path, Path(cache)) if on_gpt2 else run(path)
+            times[str(path.relative_to(ROOT))] = round(seconds, 1)
+            print(f"{seconds:6.1f} s  {path.relative_to(ROOT)}", flush=True)
     if not record_times:
         return
-    record["seconds"] = dict(sorted(record["seconds"].items()))
+    for key in ("seconds", "gpt2_seconds"):
+        if key in record:
+            record[key] = dict(sorted(record[key].items()))
     TIMES.write_text(json.dumps(record, indent=2) + "\n")
-    if README.exists():
-        README.write_text(
-            TABLE.sub(
-                lambda m: m.group(1) + table(record["seconds"]) + m.group(2), README.read_text()
-            )
-        )
+    write_tables(record)
+
+
+def run_on_gpt2(path: Path, cache: Path) -> float:
+    """Execute one notebook on GPT-2's stand-in in `cache`, full settings, without saving it."""
+    from gpt2_stand_in import execute_on_stand_in
+
+    return execute_on_stand_in(path, cache, smoke=False)[1]
 
 
 if __name__ == "__main__":
