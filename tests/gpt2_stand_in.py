@@ -26,8 +26,9 @@ from nbclient import NotebookClient
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every notebook that calls gpt2_or_course_model("124M") outside its Scale up cell.
-GPT2_NOTEBOOKS = [
+# The notebooks that run on GPT-2 124M (gpt2_or_course_model) outside a Scale up cell, and
+# so choose their settings from the model they got.
+WITH_SETTINGS = [
     "Meeting-5/03_decoding_strategies.ipynb",
     "Meeting-5/05_gpt2_weights.ipynb",
     "Meeting-6/01_spam_classification.ipynb",
@@ -35,6 +36,13 @@ GPT2_NOTEBOOKS = [
     "Meeting-6/03_lora.ipynb",
     "Meeting-6/04_preference_tuning.ipynb",
 ]
+# Those with one section that runs GPT-2 when its weights load (a forward pass, a few
+# sentences), and skips it otherwise: fixed sizes, nothing to choose.
+WITH_A_GPT2_SECTION = [
+    "Meeting-3/03_looking_inside_attention.ipynb",
+    "Meeting-4/03_generation_kv_cache.ipynb",
+]
+GPT2_NOTEBOOKS = WITH_SETTINGS + WITH_A_GPT2_SECTION
 
 
 def gpt2_124m_state(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -10,7 +10,14 @@ import re
 
 import pytest
 import torch
-from gpt2_stand_in import GPT2_NOTEBOOKS, ROOT, execute_on_stand_in, gpt2_124m_state, output_texts
+from gpt2_stand_in import (
+    ROOT,
+    WITH_A_GPT2_SECTION,
+    WITH_SETTINGS,
+    execute_on_stand_in,
+    gpt2_124m_state,
+    output_texts,
+)
 from safetensors.torch import load_file
 
 from buildllm.gpt2 import load_hf_state_dict
@@ -46,7 +53,7 @@ def test_the_stand_in_is_the_same_every_time():
                        gpt2_124m_state()["h.3.mlp.c_fc.weight"])
 
 
-@pytest.mark.parametrize("name", GPT2_NOTEBOOKS)
+@pytest.mark.parametrize("name", WITH_SETTINGS)
 def test_notebook_runs_on_gpt2_with_the_settings_made_for_it(name, stand_in_cache):
     nb, _ = execute_on_stand_in(ROOT / name, stand_in_cache, smoke=True)
     outputs = output_texts(nb)
@@ -56,3 +63,11 @@ def test_notebook_runs_on_gpt2_with_the_settings_made_for_it(name, stand_in_cach
     # A loss printed on a line, or in a table with a loss column: none may be nan or inf.
     losses = [out for out in outputs if "loss" in out.lower()]
     assert [out for out in losses if NOT_FINITE.search(out)] == []
+
+
+@pytest.mark.parametrize("name", WITH_A_GPT2_SECTION)
+def test_the_gpt2_section_runs_when_the_weights_load(name, stand_in_cache):
+    nb, _ = execute_on_stand_in(ROOT / name, stand_in_cache, smoke=True)
+    assert "GPT-2's weights are not available" not in "\n".join(output_texts(nb))
+    (section,) = [c for c in nb.cells if 'GPTModel(CONFIGS["124M"])' in c.source]
+    assert section.outputs, "the cell that runs GPT-2 showed nothing"
