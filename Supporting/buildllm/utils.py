@@ -2,6 +2,8 @@
 
 >>> device = get_device()      # cuda > mps (if it passes a self-test) > cpu
 >>> set_seed(123)              # Python, NumPy and PyTorch all start from the same state
+>>> speed = measure_cpu_speed()  # this CPU's calibration, and whether it was busy
+>>> estimate_minutes(speed.seconds)["Meeting-5"]  # MeetingMinutes(course=..., gpt2=...)
 """
 
 from __future__ import annotations
@@ -11,11 +13,22 @@ import os
 import random
 import time
 from importlib import resources
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["calibrate_cpu", "estimate_minutes", "get_device", "mps_agrees_with_cpu", "set_seed"]
+__all__ = [
+    "CpuSpeed",
+    "MeetingMinutes",
+    "calibrate_cpu",
+    "cpu_busy",
+    "estimate_minutes",
+    "get_device",
+    "measure_cpu_speed",
+    "mps_agrees_with_cpu",
+    "set_seed",
+]
 
 
 def set_seed(seed: int) -> None:
@@ -72,36 +85,131 @@ def get_device(verbose: bool = False) -> torch.device:
     return device
 
 
+def _time_workload(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """One calibration run: 50 forward and backward passes; returns (wall, CPU) seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(50):
+        model(x).square().mean().backward()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _workload() -> tuple[torch.nn.Module, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(
+        *[m for _ in range(4) for m in (torch.nn.Linear(512, 512), torch.nn.GELU())]
+    )
+    return model, torch.randn(512, 512, generator=g)
+
+
 def calibrate_cpu(repeats: int = 3) -> float:
     """Time a small, fixed training workload on the CPU; returns the best of `repeats` runs.
 
     The workload (a 4-layer MLP on a batch of 512 vectors, forward and backward, 50 steps)
     stresses the same matrix kernels as the course's notebooks, so its time predicts theirs.
+    It does not check whether other programs slowed it down: `measure_cpu_speed` does.
     """
-    g = torch.Generator().manual_seed(0)
-    model = torch.nn.Sequential(
-        *[m for _ in range(4) for m in (torch.nn.Linear(512, 512), torch.nn.GELU())]
+    model, x = _workload()
+    return min(_time_workload(model, x)[0] for _ in range(repeats))
+
+
+def cpu_busy(
+    cpu_seconds: float,
+    wall_seconds: float,
+    threads: int,
+    load: float | None = None,
+    cores: int | None = None,
+) -> str | None:
+    """Why a timed run looks slowed down by other programs, or None when it had the CPU.
+
+    A run on `threads` threads that kept them all busy used about `threads` seconds of CPU
+    time per second of wall time (time.process_time counts every thread of the process).
+    Getting much less means it waited for cores that other programs held. A smaller shortfall
+    counts only when `load`, the one-minute load average (os.getloadavg; Windows has none),
+    says that other programs wanted more than all `cores`: the load average trails by a
+    minute, so on its own it would also flag a machine that has just become quiet.
+
+    >>> cpu_busy(cpu_seconds=1.9, wall_seconds=1.0, threads=2) is None
+    True
+    >>> cpu_busy(cpu_seconds=0.8, wall_seconds=1.0, threads=2)
+    'the calibration got 40% of the 2 threads it ran on'
+    """
+    share = cpu_seconds / (wall_seconds * threads)
+    plural = "s" if threads > 1 else ""
+    got = f"the calibration got {share:.0%} of the {threads} thread{plural} it ran on"
+    if share < 0.7:
+        return got
+    if share < 0.9 and load is not None and cores and load > cores:
+        return f"{got}, and the load average is {load:.1f} on {cores} cores"
+    return None
+
+
+class CpuSpeed(NamedTuple):
+    """A calibration: the workload's best time, and why it is unreliable (None if it is not)."""
+
+    seconds: float
+    busy: str | None
+
+
+def measure_cpu_speed(repeats: int = 3, tries: int = 3, pause: float = 2.0) -> CpuSpeed:
+    """calibrate_cpu(), checked for other programs competing for the CPU.
+
+    Keeps `repeats` runs that had the CPU to themselves (see `cpu_busy`) and returns the best.
+    A run slowed down by other programs is dropped and, after a `pause`, tried again, at most
+    `tries` times; then the result is marked busy and one line says so.
+
+    >>> speed = measure_cpu_speed()
+    >>> minutes = estimate_minutes(None if speed.busy else speed.seconds)
+    """
+    model, x = _workload()
+    threads, cores = torch.get_num_threads(), os.cpu_count()
+    quiet: list[float] = []
+    slowed: list[float] = []
+    why = None
+    while len(quiet) < repeats and len(slowed) < tries:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        wall, cpu = _time_workload(model, x)
+        why = cpu_busy(cpu, wall, threads, load, cores)
+        if why is None:
+            quiet.append(wall)
+            continue
+        slowed.append(wall)
+        if len(slowed) < tries:
+            time.sleep(pause)  # give whatever else is running a moment to finish
+    if len(quiet) == repeats:
+        return CpuSpeed(min(quiet), None)
+    print(
+        f"This CPU is busy ({why}), so its speed and the times predicted from it are "
+        "unreliable: close other programs and run this cell again."
     )
-    x = torch.randn(512, 512, generator=g)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(50):
-            model(x).square().mean().backward()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return CpuSpeed(min(quiet + slowed), why)
 
 
-def estimate_minutes(seconds: float) -> dict[str, float]:
-    """Predict each meeting's notebook time on this machine from a calibrate_cpu() result.
+class MeetingMinutes(NamedTuple):
+    """Minutes to run one meeting's notebooks, with the course's model and with GPT-2 124M."""
+
+    course: float
+    gpt2: float
+
+
+def estimate_minutes(seconds: float | None) -> dict[str, MeetingMinutes]:
+    """Predict each meeting's notebook time on this machine from its calibration `seconds`.
 
     Supporting/tools/run_notebooks.py times every notebook on the 2-core reference machine
     and runs calibrate_cpu() there too; we scale its times by how your CPU compares.
+    notebook_times.json holds them: "seconds" with the course's own model, and
+    "gpt2_seconds" for the notebooks that load GPT-2 124M when they can (a notebook missing
+    there takes the same time with either). `seconds=None` gives the reference machine's
+    own times, for a CPU too busy to measure.
+
+    >>> estimate_minutes(None)["Meeting-6"]  # MeetingMinutes(course=..., gpt2=...), minutes
     """
     record = json.loads(resources.files("buildllm").joinpath("notebook_times.json").read_text())
-    scale = seconds / record["reference_seconds"]
-    per_meeting: dict[str, float] = {}
+    scale = 1.0 if seconds is None else seconds / record["reference_seconds"]
+    gpt2_seconds = record.get("gpt2_seconds", {})
+    course: dict[str, float] = {}
+    gpt2: dict[str, float] = {}
     for path, secs in record["seconds"].items():
         meeting = path.split("/")[0]
-        per_meeting[meeting] = per_meeting.get(meeting, 0.0) + secs * scale / 60
-    return per_meeting
+        course[meeting] = course.get(meeting, 0.0) + secs * scale / 60
+        gpt2[meeting] = gpt2.get(meeting, 0.0) + gpt2_seconds.get(path, secs) * scale / 60
+    return {meeting: MeetingMinutes(course[meeting], gpt2[meeting]) for meeting in course}
