@@ -69,5 +69,5 @@ def test_notebook_runs_on_gpt2_with_the_settings_made_for_it(name, stand_in_cach
 def test_the_gpt2_section_runs_when_the_weights_load(name, stand_in_cache):
     nb, _ = execute_on_stand_in(ROOT / name, stand_in_cache, smoke=True)
     assert "GPT-2's weights are not available" not in "\n".join(output_texts(nb))
-    (section,) = [c for c in nb.cells if 'GPTModel(CONFIGS["124M"])' in c.source]
+    (section,) = [c for c in nb.cells if 'load_hf_state_dict(GPTModel(CONFIGS["124M"])' in c.source]
     assert section.outputs, "the cell that runs GPT-2 showed nothing"
