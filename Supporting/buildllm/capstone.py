@@ -22,7 +22,10 @@ matches loads its output instead of running. A stage whose own settings, or an e
 have changed runs again; so changing the instruction-tuning learning rate re-runs tuning and
 evaluation, not the tokenizer or pretraining. Each call prints one line saying which it did.
 A pretraining run that was interrupted (Ctrl-C, a closed laptop) continues from its last
-checkpoint when called again with the same settings.
+checkpoint when called again with the same settings, as long as the project folder is still
+there. In Colab that holds within one machine (after "Restart session", say) but not across
+machines: /content goes with the machine, so keep `project` on Google Drive for a run that
+spans sessions (the capstone notebook has a cell for it).
 
 Bad input (a folder that does not exist or holds no .txt files, an empty file, too little text
 for the context length, a malformed pairs file, an impossible setting) raises `InputError`
@@ -99,7 +102,7 @@ class Capstone:
     grad_accum: int = 1
     steps: int = 200
     lr: float = 2e-3
-    dtype: str = "fp32"  # bf16 on a recent GPU
+    dtype: str = "fp32"  # bf16 on a GPU; where it has no bfloat16 (a T4) pretrain uses fp16
     val_fraction: float = 0.1  # the last tenth of the tokens is held out
     eval_every: int = 40
     eval_batches: int = 5  # batches of held-out text scored, here and in stage 4
@@ -490,12 +493,13 @@ class GPU:
     spec_sheet: str  # the vendor's page the peak is read from
 
 
-_PEAKS = dict(GPU_PEAK_TFLOPS)  # the bf16 peaks buildllm.pretrain divides by for its MFU
+_PEAKS = dict(GPU_PEAK_TFLOPS)  # the 16-bit peaks buildllm.pretrain divides by for its MFU
 # The GPUs, peaks and example prices of Meeting-7/SCALING.md, which says where each comes from.
 GPUS = (
-    # A T4 has fp16 tensor cores but no bf16 ones, and buildllm.pretrain trains in fp32 or
-    # bf16 (fp16 would need loss scaling), so on a T4 it runs at the fp32 peak.
-    GPU("T4", 8.1, "fp32", 0.35, "https://www.nvidia.com/en-us/data-center/tesla-t4/"),
+    # A T4 has float16 tensor cores but no bfloat16 ones, so there buildllm.pretrain turns
+    # --dtype bf16 into float16 autocast with a gradient scaler (pretrain.autocast_dtype) and
+    # runs at the float16 peak.
+    GPU("T4", _PEAKS["T4"], "fp16", 0.35, "https://www.nvidia.com/en-us/data-center/tesla-t4/"),
     GPU("L4", _PEAKS["L4"], "bf16", 0.80, "https://www.nvidia.com/en-us/data-center/l4/"),
     GPU("A100 40GB", _PEAKS["A100"], "bf16", 1.20,
         "https://www.nvidia.com/en-us/data-center/a100/"),

@@ -1,6 +1,7 @@
 """Serving a model over HTTP (Meeting 7): OpenAI's chat-completions API and a chat page.
 
     python -m buildllm.serve --checkpoint runs/instruct --port 8000
+    python -m buildllm.serve --check    # start, answer one question through the API, stop
 
 Clients written for OpenAI's API then work unchanged, streaming included:
 
@@ -50,6 +51,7 @@ from .chat import ChatSession, ContextLengthError, Reply
 __all__ = ["MAX_BODY_BYTES", "APIError", "BackgroundServer", "ChatRequest", "create_app", "main"]
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: far more text than any context here holds
+CHECK_QUESTION = "Who wrote Hamlet?"  # what `--check` asks
 
 
 class APIError(Exception):
@@ -435,11 +437,44 @@ def _parser() -> argparse.ArgumentParser:
                    help="when a request gives none (default 0: greedy)")
     p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
     p.add_argument("--log-level", default="info", help="uvicorn's (default info)")
+    p.add_argument("--check", nargs="?", const=CHECK_QUESTION, metavar="QUESTION",
+                   help="start the server on a free port, ask it QUESTION (default: "
+                        f"{CHECK_QUESTION!r}; sampled, seeded) through the API, print the "
+                        "reply, and stop")
     return p
 
 
+def check(app: FastAPI, name: str, question: str = CHECK_QUESTION, host: str = "127.0.0.1",
+          max_tokens: int = 24) -> str:
+    """Start `app` on a free port, ask `question` through the chat-completions API as any
+    client would, and stop the server; returns a report of what came back. Raises
+    `RuntimeError` when the server does not answer as the API says it should.
+
+    The question is sampled (temperature 0.8, seed 1): greedy decoding can leave a model
+    that is only pretrained writing nothing but blank lines, which would hide whether the
+    server works."""
+    import httpx
+
+    start = time.perf_counter()
+    with BackgroundServer(app, host=host) as server:
+        page = httpx.get(f"{server.url}/", timeout=30)
+        reply = httpx.post(f"{server.url}/v1/chat/completions", timeout=300, json={
+            "model": name, "max_tokens": max_tokens, "temperature": 0.8, "seed": 1,
+            "messages": [{"role": "user", "content": question}]})
+    if page.status_code != 200 or reply.status_code != 200:
+        raise RuntimeError(f"the server answered {page.status_code} for the chat page and "
+                           f"{reply.status_code} for a chat completion: {reply.text[:300]}")
+    body = reply.json()
+    text, usage = body["choices"][0]["message"]["content"], body["usage"]
+    return (f"asked {question!r}; {name!r} answered {text!r} "
+            f"({usage['completion_tokens']} tokens, finish_reason "
+            f"{body['choices'][0]['finish_reason']!r}); the chat page loads. Started, answered "
+            f"and stopped in {time.perf_counter() - start:.1f} s.")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m buildllm.serve`: load the model and serve it until Ctrl-C."""
+    """`python -m buildllm.serve`: load the model and serve it until Ctrl-C (with `--check`:
+    answer one question and stop)."""
     import uvicorn
 
     from .pretrained import COURSE_MODEL_DIR
@@ -453,6 +488,12 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     name = args.model_name or folder.resolve().name
+    if args.check is not None:
+        try:
+            print(check(create_app(chat, name), name, args.check, host=args.host), flush=True)
+        except RuntimeError as err:
+            raise SystemExit(f"error: {err}") from None
+        return
     print(f"Serving {name!r}: the chat page at http://{args.host}:{args.port}/ and the OpenAI "
           f"API at http://{args.host}:{args.port}/v1", flush=True)
     uvicorn.run(create_app(chat, name), host=args.host, port=args.port,
