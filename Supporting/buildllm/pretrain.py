@@ -2,6 +2,7 @@
 
     python -m buildllm.pretrain shakespeare.txt --tokenizer char --steps 2000 --out runs/char
     python -m buildllm.pretrain books/ --model cpu-small --dtype bf16 --out runs/books
+    python -m buildllm.pretrain books/ --model cpu-small --dtype fp16 --out runs/t4   # a T4
     python -m buildllm.pretrain --out runs/books --resume     # after a crash, or Ctrl-C
     python -m buildllm.pretrain --config-file run.json --lr 3e-4   # flags override the file
 
@@ -45,9 +46,14 @@ What lands in --out:
                        "run": {the RunConfig's fields}, "result": {final losses, tokens/s...}}
     tokenizer.json    a copy of the BPE tokenizer, when one was used
 
+--dtype bf16 computes in bfloat16 autocast where the hardware has bfloat16 units. A GPU older
+than NVIDIA's Ampere generation (compute capability below 8.0, Colab's T4 among them) has none,
+so there it computes in float16 autocast with a gradient scaler instead, and says so;
+`autocast_dtype` makes that choice. --dtype fp16 asks for float16 directly (on a GPU).
+
 MFU (model FLOPs utilization) is the share of the hardware's peak that the model's own
 arithmetic uses: 3 × forward_flops_per_token (forward and backward) × tokens/s, over a known
-GPU's dense bf16 peak, or on a CPU over a matrix-multiply speed measured at the start.
+GPU's dense 16-bit peak, or on a CPU over a matrix-multiply speed measured at the start.
 
 Bad input (a missing, empty or non-UTF-8 file, too little text, a checkpoint from another
 run...) stops the run with a message before anything is written.
@@ -99,13 +105,16 @@ from .training import (
 )
 from .utils import get_device, set_seed
 
-__all__ = ["InputError", "RunConfig", "load_run", "main", "parse_config", "run", "save_run"]
+__all__ = ["InputError", "RunConfig", "autocast_dtype", "load_run", "main", "parse_config", "run",
+           "save_run"]
 
 RUN_FORMAT = "buildllm-run/1"
 CHECKPOINT_FORMAT = "buildllm-checkpoint/1"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # what model.safetensors may hold
+COMPUTE_DTYPES = {**DTYPES, "fp16": torch.float16}  # what --dtype may ask autocast for
 
-# Dense bf16 tensor-core peaks (fp16 for T4 and V100) in TFLOP/s, from NVIDIA's data sheets.
+# Dense 16-bit tensor-core peaks in TFLOP/s, from NVIDIA's data sheets: bf16, or fp16 for the
+# T4 and V100, which have no bf16 units.
 # The first name found in torch.cuda.get_device_name() wins, so "H100 PCIe" precedes "H100".
 GPU_PEAK_TFLOPS = (("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989),
                    ("A100", 312), ("L40S", 362), ("L4", 121), ("T4", 65), ("V100", 125))
@@ -135,7 +144,7 @@ class RunConfig:
     clip: float = 1.0  # global gradient norm limit; 0 turns clipping off
     eval_every: int = 200
     eval_batches: int = 20  # batches scored per split at each evaluation
-    dtype: str = "fp32"  # "bf16" computes in bfloat16 autocast; the weights stay float32
+    dtype: str = "fp32"  # "bf16" or "fp16" autocast (see autocast_dtype); weights stay float32
     device: str = "auto"  # auto, cpu, cuda or mps
     seed: int = 123
     out: str = "runs/pretrain"
@@ -167,7 +176,7 @@ def _check_settings(cfg: RunConfig) -> None:
         ("warmup_steps", 0 <= _warmup(cfg) <= cfg.steps, "between 0 and --steps"),
         ("checkpoint_every", cfg.checkpoint_every is None or cfg.checkpoint_every >= 1,
          "at least 1"),
-        ("dtype", cfg.dtype in DTYPES, "fp32 or bf16"),
+        ("dtype", cfg.dtype in COMPUTE_DTYPES, "fp32, bf16 or fp16"),
         ("save_dtype", cfg.save_dtype in DTYPES, "fp32 or bf16"),
         ("device", cfg.device in ("auto", "cpu", "cuda", "mps"), "auto, cpu, cuda or mps"),
         ("sample_prompt", cfg.sample_prompt != "", "some text (or left out)"),
@@ -284,13 +293,37 @@ def _peak(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:
         name = torch.cuda.get_device_name(device)
         for key, tflops in GPU_PEAK_TFLOPS:
             if key in name:
-                return tflops * 1e12, f"{name}: {tflops} TFLOP/s bf16 peak (data sheet)"
+                return tflops * 1e12, f"{name}: {tflops} TFLOP/s 16-bit peak (data sheet)"
         return None, f"{name}: peak unknown, no MFU"
     if device.type == "cpu":
         flops, threads = _cpu_peak_flops(dtype), torch.get_num_threads()
         return flops, (f"CPU: {flops / 1e9:.0f} GFLOP/s, the {str(dtype)[6:]} matrix-multiply "
                        f"speed measured now on {threads} thread{'s' * (threads > 1)}")
     return None, f"{device.type}: peak unknown, no MFU"
+
+
+def autocast_dtype(requested: str, device_type: str,
+                   capability: tuple[int, int] | None = None) -> torch.dtype:
+    """The dtype autocast computes in, for --dtype `requested` on this kind of device.
+
+    `capability` is a CUDA GPU's compute capability, `torch.cuda.get_device_capability()`.
+    bfloat16 units arrived with NVIDIA's Ampere generation, capability 8.0 (A100, A10, L4,
+    RTX 30xx and later). Older GPUs, Colab's T4 (7.5) and the V100 (7.0) among them, only
+    emulate bfloat16, slower than float32; their tensor cores do float16, which needs a
+    gradient scaler so that small gradients do not underflow to 0. So bf16 becomes float16
+    there. float16 autocast is for GPUs: on a CPU, fp16 computes in float32.
+
+    >>> autocast_dtype("bf16", "cuda", (7, 5))  # a T4
+    torch.float16
+    >>> autocast_dtype("bf16", "cuda", (8, 0))  # an A100
+    torch.bfloat16
+    """
+    if requested == "bf16" and device_type == "cuda" and capability is not None \
+            and tuple(capability) < (8, 0):
+        return torch.float16
+    if requested == "fp16" and device_type == "cpu":
+        return torch.float32
+    return COMPUTE_DTYPES[requested]
 
 
 def _sync(device: torch.device) -> None:
@@ -414,10 +447,16 @@ def _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt):
         model = DistributedDataParallel(
             raw, device_ids=[device.index] if device.type == "cuda" else None
         )
-    autocast = torch.autocast(device.type, DTYPES[cfg.dtype], enabled=cfg.dtype != "fp32")
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    compute = autocast_dtype(cfg.dtype, device.type, capability)
+    autocast = torch.autocast(device.type, compute, enabled=compute != torch.float32)
+    # float16's small range: scale the loss up so that small gradients stay above 0
+    scaler = torch.amp.GradScaler(device.type, enabled=compute == torch.float16)
+    if ckpt is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
     tokens_per_step = cfg.batch_size * cfg.grad_accum * context * world_size
     flops_per_token = 3 * forward_flops_per_token(model_cfg)  # forward + backward (2×)
-    peak, peak_label = _peak(device, DTYPES[cfg.dtype]) if lead else (None, "")
+    peak, peak_label = _peak(device, compute) if lead else (None, "")
     checkpoint_every = cfg.checkpoint_every or cfg.eval_every
 
     from .progress import tqdm
@@ -480,6 +519,7 @@ def _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt):
         state = {"format": CHECKPOINT_FORMAT, "model": raw.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "step": step, "data": _gather(stream.state_dict()), "rng": _gather(rng_state()),
+                 "scaler": scaler.state_dict(),
                  "config": asdict(cfg), "model_config": asdict(model_cfg),
                  "tokenizer": data.spec, "data_sha256": data.sha256,
                  "world_size": world_size, "history": history}
@@ -487,18 +527,27 @@ def _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt):
             save_checkpoint(out / "checkpoint.pt", **state)
             log({"event": "checkpoint", "step": step})
 
+    dtype_note = ""
+    if compute != COMPUTE_DTYPES[cfg.dtype]:
+        gpu = f"this GPU (compute capability {capability[0]}.{capability[1]})" if capability \
+            else f"this {device.type}"
+        dtype_note = (f"\n--dtype {cfg.dtype}: {gpu} has no bfloat16 units, so it computes in "
+                      "float16 autocast with a gradient scaler instead."
+                      if compute == torch.float16 else
+                      f"\n--dtype {cfg.dtype}: float16 autocast is for GPUs; this CPU computes "
+                      "in float32.")
     name = cfg.model if all(getattr(cfg, k) is None for k in _MODEL_FIELDS) else "custom"
     parameters = count_parameters(raw)
     log({"event": "resume" if ckpt else "start", "step": step, "config": asdict(cfg),
          "model": asdict(model_cfg), "parameters": parameters, "train_tokens": len(data.train),
          "val_tokens": len(data.val), "device": str(device), "processes": world_size,
-         "mfu_peak": peak_label},
+         "mfu_peak": peak_label, "autocast_dtype": str(compute)[6:]},
         f"{f'Resuming at step {step:,}' if ckpt else 'Pretraining'} a {name} GPT of "
         f"{parameters / 1e6:.2f}M parameters ({model_cfg.n_layers} layers, "
         f"{model_cfg.emb_dim} dims, context {context}, vocabulary {model_cfg.vocab_size:,}) "
         f"on {len(data.train):,} training and {len(data.val):,} validation tokens; "
         f"{device}, {world_size} process{'es' * (world_size > 1)}, {cfg.dtype}, "
-        f"{tokens_per_step:,} tokens per step. MFU is against {peak_label}.")
+        f"{tokens_per_step:,} tokens per step. MFU is against {peak_label}.{dtype_note}")
     if step == 0:
         evaluation(None)
 
@@ -516,11 +565,13 @@ def _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt):
             with nullcontext() if last or world_size == 1 else model.no_sync():
                 with autocast:
                     loss = batch_loss(model, inputs.to(device), targets.to(device))
-                (loss / cfg.grad_accum).backward()
+                scaler.scale(loss / cfg.grad_accum).backward()  # unscaled unless float16
             losses.append(loss.detach())
         if cfg.clip > 0:
+            scaler.unscale_(optimizer)  # clip the true gradients
             clip_grad_norm(raw.parameters(), cfg.clip)
-        optimizer.step()
+        scaler.step(optimizer)  # float16: skipped when a gradient overflowed
+        scaler.update()
         scheduler.step()
         step, steps_timed = step + 1, steps_timed + 1
         bar.update()
@@ -660,7 +711,9 @@ def _parser() -> argparse.ArgumentParser:
         ("seed", int, "random seed (default 123)"),
     ):
         g.add_argument(f"--{name}", type=kind, metavar="N" if kind is int else "X", help=what)
-    g.add_argument("--dtype", choices=DTYPES, help="bf16: bfloat16 autocast (default fp32)")
+    g.add_argument("--dtype", choices=COMPUTE_DTYPES,
+                   help="bf16: bfloat16 autocast, float16 on a GPU without bfloat16 units (a T4); "
+                        "fp16: float16 autocast with a gradient scaler (default fp32)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="(default auto)")
     g = p.add_argument_group("evaluation and output")
     g.add_argument("--eval-every", type=int, metavar="N",
