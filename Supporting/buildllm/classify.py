@@ -31,6 +31,7 @@ import csv
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import chain, islice, repeat
 
 import pandas as pd
 import torch
@@ -267,6 +268,7 @@ def train_classifier(
     eval_every: int = 50,
     eval_batches: int | None = 5,
     cosine: bool = False,
+    max_steps: int | None = None,
     on_eval=None,
 ) -> dict[str, list]:
     """Fine-tune the trainable parameters with AdamW on the cross entropy of `class_logits`.
@@ -275,16 +277,22 @@ def train_classifier(
     batches of each loader are recorded (all batches when None). Matrices get weight decay,
     biases and norms do not (`buildllm.training.param_groups`). With `cosine`, the learning
     rate falls along a cosine from `lr` to a tenth of it at the last step: the last updates
-    are small, so where training ends matters less. Returns the history: `step`, `examples`
-    seen, the `lr` of the step just taken, `train_loss`, `val_loss`, `train_acc`, `val_acc`.
-    `on_eval(history)`, if given, runs after each evaluation.
+    are small, so where training ends matters less. `max_steps` stops training early, after
+    that many steps (a short run; the cosine then ends there). Returns the history: `step`,
+    `examples` seen, the `lr` of the step just taken, `train_loss`, `val_loss`, `train_acc`,
+    `val_acc`, and `seconds` spent training so far, evaluations left out (on a GPU, work still
+    queued when a step returns is counted in the next evaluation). `on_eval(history)`, if
+    given, runs after each evaluation.
     """
+    import time
+
     from .progress import tqdm
     from .training import param_groups, warmup_cosine
 
-    if epochs < 1 or lr <= 0 or eval_every < 1:
-        raise ValueError(f"need epochs >= 1, lr > 0 and eval_every >= 1; got epochs={epochs}, "
-                         f"lr={lr}, eval_every={eval_every}")
+    if epochs < 1 or lr <= 0 or eval_every < 1 or (max_steps is not None and max_steps < 1):
+        raise ValueError(f"need epochs >= 1, lr > 0, eval_every >= 1 and max_steps >= 1 (or None); "
+                         f"got epochs={epochs}, lr={lr}, eval_every={eval_every}, "
+                         f"max_steps={max_steps}")
     if count_parameters(model) == 0:
         raise ValueError("the model has no trainable parameters: call set_trainable first")
     device = next(model.parameters()).device
@@ -293,32 +301,36 @@ def train_classifier(
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr,
                                   fused=device.type in ("cpu", "cuda"))
     total = epochs * len(train_loader)
+    if max_steps is not None:
+        total = min(total, max_steps)
     scheduler = warmup_cosine(optimizer, 0, total) if cosine else None
-    keys = ("step", "examples", "lr", "train_loss", "val_loss", "train_acc", "val_acc")
+    keys = ("step", "examples", "lr", "train_loss", "val_loss", "train_acc", "val_acc", "seconds")
     history: dict[str, list] = {key: [] for key in keys}
-    step, examples = 0, 0
+    step, examples, seconds = 0, 0, 0.0
     model.train()
     progress = tqdm(total=total, desc="fine-tuning")
-    for _ in range(epochs):
-        for input_ids, labels in train_loader:
-            optimizer.zero_grad(set_to_none=True)
-            logits = class_logits(model, input_ids.to(device))
-            F.cross_entropy(logits.float(), labels.to(device)).backward()
-            optimizer.step()
-            used_lr = optimizer.param_groups[0]["lr"]
-            if scheduler is not None:
-                scheduler.step()
-            step, examples = step + 1, examples + len(labels)
-            progress.update()
-            if step % eval_every == 0 or step == total:
-                train_loss, train_acc = evaluate_classifier(model, train_loader, eval_batches)
-                val_loss, val_acc = evaluate_classifier(model, val_loader, eval_batches)
-                values = (step, examples, used_lr, train_loss, val_loss, train_acc, val_acc)
-                for key, value in zip(keys, values, strict=True):
-                    history[key].append(value)
-                progress.set_postfix(train_acc=f"{train_acc:.2f}", val_acc=f"{val_acc:.2f}")
-                if on_eval is not None:
-                    on_eval(history)
+    batches = islice(chain.from_iterable(repeat(train_loader, epochs)), total)  # epoch by epoch
+    for input_ids, labels in batches:
+        started = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        logits = class_logits(model, input_ids.to(device))
+        F.cross_entropy(logits.float(), labels.to(device)).backward()
+        optimizer.step()
+        used_lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        step, examples = step + 1, examples + len(labels)
+        seconds += time.perf_counter() - started
+        progress.update()
+        if step % eval_every == 0 or step == total:
+            train_loss, train_acc = evaluate_classifier(model, train_loader, eval_batches)
+            val_loss, val_acc = evaluate_classifier(model, val_loader, eval_batches)
+            values = (step, examples, used_lr, train_loss, val_loss, train_acc, val_acc, seconds)
+            for key, value in zip(keys, values, strict=True):
+                history[key].append(value)
+            progress.set_postfix(train_acc=f"{train_acc:.2f}", val_acc=f"{val_acc:.2f}")
+            if on_eval is not None:
+                on_eval(history)
     progress.close()
     return history
 

@@ -289,9 +289,12 @@ def finetune(
     same masking as training, on the first `eval_batches` batches of each split (None: all).
     Sequences are cut to the model's context length unless `max_length` is shorter. `enc`
     (default GPT-2's) may be any tokenizer with <|endoftext|>: answers end with its id.
-    History: "step", "epoch", "tokens" (input tokens seen, padding included), "train_loss"
-    and "val_loss".
+    History: "step", "epoch", "tokens" (input tokens seen, padding included), "train_loss",
+    "val_loss", and "seconds" spent training so far, evaluations left out (on a GPU, work
+    still queued when a step returns is counted in the next evaluation).
     """
+    import time
+
     from .progress import tqdm
 
     if epochs <= 0 or lr <= 0 or batch_size < 1 or eval_every < 1:
@@ -313,22 +316,26 @@ def finetune(
     steps = max(1, round(epochs * len(train_loader)))
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
     device = next(model.parameters()).device
-    history = {"step": [], "epoch": [], "tokens": [], "train_loss": [], "val_loss": []}
-    train_batches, tokens = chain.from_iterable(repeat(train_loader)), 0
+    history = {"step": [], "epoch": [], "tokens": [], "train_loss": [], "val_loss": [],
+               "seconds": []}
+    train_batches, tokens, seconds = chain.from_iterable(repeat(train_loader)), 0, 0.0
     model.train()
     progress = tqdm(range(1, steps + 1), desc="fine-tuning")
     for step in progress:
+        started = time.perf_counter()
         inputs, targets = next(train_batches)
         optimizer.zero_grad(set_to_none=True)
         answer_loss(model, inputs.to(device), targets.to(device)).backward()
         optimizer.step()
         tokens += inputs.numel()
+        seconds += time.perf_counter() - started
         if step % eval_every == 0 or step == steps:
             history["step"].append(step)
             history["epoch"].append(step / len(train_loader))
             history["tokens"].append(tokens)
             history["train_loss"].append(_mean_loss(model, train_loader, eval_batches))
             history["val_loss"].append(_mean_loss(model, val_loader, eval_batches))
+            history["seconds"].append(seconds)
             progress.set_postfix(train=f"{history['train_loss'][-1]:.3f}",
                                  val=f"{history['val_loss'][-1]:.3f}")
     return history

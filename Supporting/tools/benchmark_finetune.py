@@ -46,7 +46,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from buildllm.classify import (
     SpamDataset,
@@ -66,6 +65,7 @@ from buildllm.instruct import (
 )
 from buildllm.lora import add_lora, trainable_parameters
 from buildllm.pretrained import course_model, gpt2_or_course_model
+from buildllm.progress import tqdm
 from buildllm.training import evaluate, param_groups
 from buildllm.utils import get_device, set_seed
 
