@@ -117,3 +117,16 @@ def test_block_weights_are_stored_as_gpt2_stores_them_and_stay_so():
     F.cross_entropy(model(ids).flatten(0, 1), ids.flatten()).backward()
     optimizer.step()
     assert stored_in_out()
+
+
+def test_with_dropout_rebuilds_the_model_with_the_same_weights():
+    from buildllm.model import with_dropout
+
+    torch.manual_seed(0)
+    model = GPTModel(CONFIGS["cpu-tiny"]).train()
+    assert with_dropout(model, model.cfg.drop_rate) is model
+    copy = with_dropout(model, 0.3)
+    assert copy.cfg.drop_rate == 0.3 and not copy.training
+    assert {m.p for m in copy.modules() if isinstance(m, torch.nn.Dropout)} == {0.3}
+    ids = torch.randint(0, copy.cfg.vocab_size, (2, 8))
+    assert torch.equal(copy(ids), model.eval()(ids))  # in eval mode dropout does nothing

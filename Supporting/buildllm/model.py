@@ -14,7 +14,7 @@ so that prompts of different lengths can share a batch (`buildllm.inference`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ __all__ = [
     "TransformerBlock",
     "count_parameters",
     "forward_flops_per_token",
+    "with_dropout",
 ]
 
 
@@ -210,6 +211,23 @@ def _stored_transposed(weight: nn.Parameter) -> nn.Parameter:
     matrix stays as it is: its lookups and training are faster row by row.
     """
     return nn.Parameter(weight.detach().t().contiguous().t())
+
+
+def with_dropout(model: GPTModel, rate: float) -> GPTModel:
+    """`model` itself if its dropout rate is `rate`, else its weights in a model built with `rate`.
+
+    GPT-2 was pretrained with dropout 0.1, and the book fine-tunes it with none (Meeting 6).
+    The rate is part of the config each layer was built from, so changing it means building
+    the model again. The copy is in eval mode, on the device the weights are on.
+
+    >>> with_dropout(GPTModel(CONFIGS["cpu-tiny"]), 0.0).cfg.drop_rate
+    0.0
+    """
+    if rate == model.cfg.drop_rate:
+        return model
+    fresh = GPTModel(replace(model.cfg, drop_rate=rate))
+    fresh.load_state_dict(model.state_dict())
+    return fresh.to(next(model.parameters()).device).eval()
 
 
 def count_parameters(model: nn.Module) -> int:
