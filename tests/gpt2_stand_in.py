@@ -98,17 +98,20 @@ def pin_cell(sha256: str) -> nbformat.NotebookNode:
 
 
 def execute_on_stand_in(
-    notebook: Path, cache: Path, *, smoke: bool, timeout: int = 900
+    notebook: Path, cache: Path, *, smoke: bool, then: str | None = None, timeout: int = 900
 ) -> tuple[nbformat.NotebookNode, float]:
     """Run a notebook top to bottom with GPT-2's stand-in; the file on disk is not changed.
 
     The kernel reads $BUILDLLM_CACHE (the stand-in's folder) and, with `smoke`,
-    $BUILDLLM_SMOKE, from this process's environment. Returns the executed notebook and
-    the seconds it took.
+    $BUILDLLM_SMOKE, from this process's environment. `then`, if given, is one more cell run
+    at the end (a probe of the kernel's state). Returns the executed notebook and the
+    seconds it took.
     """
     sha = write_stand_in(cache)
     nb = nbformat.read(notebook, as_version=4)
     nb.cells.insert(2, pin_cell(sha))  # after the title and the Colab setup cell
+    if then is not None:
+        nb.cells.append(nbformat.v4.new_code_cell(then))
     env = {"BUILDLLM_CACHE": str(cache), "BUILDLLM_SMOKE": "1" if smoke else "0"}
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)

@@ -31,7 +31,10 @@ def imported_modules(source: str) -> set[str]:
 
 
 def third_party(names: set[str]) -> set[str]:
-    return {n for n in names if n not in sys.stdlib_module_names and n != "buildllm"}
+    """Leave out the standard library, the course package, and `google.colab`, which only
+    Colab has (the Drive cells import it there)."""
+    course_or_colab = ("buildllm", "google")
+    return {n for n in names if n not in sys.stdlib_module_names and n not in course_or_colab}
 
 
 def what_notebooks_import() -> dict[str, str]:

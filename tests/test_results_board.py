@@ -50,8 +50,8 @@ def test_the_course_rows_hold_the_numbers_the_meeting_readmes_report():
     shown = {(row.metric, row.raw_value) for row in read()}
     for readme, metric, number in [("Meeting-5/README.md", "val_loss", "1.896"),
                                    ("Meeting-5/README.md", "val_loss", "1.758"),
-                                   ("Meeting-6/README.md", "rouge_l", "0.172"),
-                                   ("Meeting-6/README.md", "token_f1", "0.126")]:
+                                   ("Meeting-6/README.md", "rouge_l", "0.174"),
+                                   ("Meeting-6/README.md", "token_f1", "0.129")]:
         assert number in (ROOT / readme).read_text(encoding="utf-8")
         assert (metric, number) in shown
 
