@@ -27,6 +27,7 @@ __all__ = [
     "get_device",
     "measure_cpu_speed",
     "mps_agrees_with_cpu",
+    "seconds_with_gpt2",
     "set_seed",
 ]
 
@@ -191,6 +192,12 @@ class MeetingMinutes(NamedTuple):
     gpt2: float
 
 
+def seconds_with_gpt2(record: dict) -> dict[str, float]:
+    """Each notebook's time with GPT-2 124M, from a notebook_times.json record: measured
+    where it loads GPT-2 ("gpt2_seconds"), otherwise its time with the course model."""
+    return record["seconds"] | record.get("gpt2_seconds", {})
+
+
 def estimate_minutes(seconds: float | None) -> dict[str, MeetingMinutes]:
     """Predict each meeting's notebook time on this machine from its calibration `seconds`.
 
@@ -205,11 +212,11 @@ def estimate_minutes(seconds: float | None) -> dict[str, MeetingMinutes]:
     """
     record = json.loads(resources.files("buildllm").joinpath("notebook_times.json").read_text())
     scale = 1.0 if seconds is None else seconds / record["reference_seconds"]
-    gpt2_seconds = record.get("gpt2_seconds", {})
+    with_gpt2 = seconds_with_gpt2(record)
     course: dict[str, float] = {}
     gpt2: dict[str, float] = {}
     for path, secs in record["seconds"].items():
         meeting = path.split("/")[0]
         course[meeting] = course.get(meeting, 0.0) + secs * scale / 60
-        gpt2[meeting] = gpt2.get(meeting, 0.0) + gpt2_seconds.get(path, secs) * scale / 60
+        gpt2[meeting] = gpt2.get(meeting, 0.0) + with_gpt2[path] * scale / 60
     return {meeting: MeetingMinutes(course[meeting], gpt2[meeting]) for meeting in course}

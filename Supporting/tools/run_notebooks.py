@@ -32,7 +32,7 @@ import nbformat
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from buildllm.utils import calibrate_cpu  # noqa: E402
+from buildllm.utils import calibrate_cpu, seconds_with_gpt2  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -55,18 +55,13 @@ def _shown(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def _with_gpt2(record: dict) -> dict[str, float]:
-    """Each notebook's time with GPT-2 124M: measured where it loads GPT-2, else the same."""
-    return record["seconds"] | record.get("gpt2_seconds", {})
-
-
 def table(record: dict) -> str:
     """The README's table: one row per meeting, with the course model and with GPT-2."""
     rows = [
         "| Meeting | Notebooks | With the course model | With GPT-2 124M |",
         "|---|---|---|---|",
     ]
-    gpt2 = _with_gpt2(record)
+    gpt2 = seconds_with_gpt2(record)
     for meeting in sorted({p.split("/")[0] for p in record["seconds"]}):
         mine = [p for p in record["seconds"] if p.startswith(meeting + "/")]
         course = sum(record["seconds"][p] for p in mine)
@@ -81,7 +76,7 @@ def meeting_table(meeting: str, record: dict) -> str:
         "| Notebook | With the course model | With GPT-2 124M |",
         "|---|---|---|",
     ]
-    gpt2 = _with_gpt2(record)
+    gpt2 = seconds_with_gpt2(record)
     for path in sorted(p for p in record["seconds"] if p.startswith(meeting + "/")):
         name = path.split("/")[1]
         loads = "" if path in record.get("gpt2_seconds", {}) else " (no GPT-2)"
@@ -143,11 +138,13 @@ def main(args: list[str]) -> None:
     times = record.setdefault("gpt2_seconds" if on_gpt2 else "seconds", {})
     if not on_gpt2:
         record["reference_seconds"] = round(calibrate_cpu(), 3)
-    with tempfile.TemporaryDirectory() as cache:  # the GPT-2 stand-in, written once
-        for path in notebooks:
-            seconds = run_on_gpt2(path, Path(cache)) if on_gpt2 else run(path)
-            times[str(path.relative_to(ROOT))] = round(seconds, 1)
-            print(f"{seconds:6.1f} s  {path.relative_to(ROOT)}", flush=True)
+    cache = tempfile.TemporaryDirectory() if on_gpt2 else None  # the stand-in, written once
+    for path in notebooks:
+        seconds = run_on_gpt2(path, Path(cache.name)) if cache else run(path)
+        times[str(path.relative_to(ROOT))] = round(seconds, 1)
+        print(f"{seconds:6.1f} s  {path.relative_to(ROOT)}", flush=True)
+    if cache:
+        cache.cleanup()
     if not record_times:
         return
     for key in ("seconds", "gpt2_seconds"):
