@@ -154,3 +154,13 @@ def test_estimates_add_gpt2_times_and_course_times_for_notebooks_without_gpt2(mo
 def test_estimates_without_a_calibration_are_the_reference_times(monkeypatch):
     fake_record(monkeypatch, {"reference_seconds": 2.0, "seconds": {"Meeting-7/a.ipynb": 90}})
     assert utils.estimate_minutes(None) == {"Meeting-7": utils.MeetingMinutes(1.5, 1.5)}
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_switches_dropout_off_and_restores_the_mode_even_after_an_error(training):
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5))
+    model.train(training)
+    with pytest.raises(RuntimeError), utils.eval_mode(model) as inside:
+        assert inside is model and not model.training and not model[0].training
+        raise RuntimeError("a failed evaluation")
+    assert model.training is training and model[0].training is training

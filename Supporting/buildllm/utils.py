@@ -1,4 +1,4 @@
-"""Device choice, seeding and a CPU speed calibration (built in Meeting 0).
+"""Device choice, seeding, eval mode and a CPU speed calibration (built in Meeting 0).
 
 >>> device = get_device()      # cuda > mps (if it passes a self-test) > cpu
 >>> set_seed(123)              # Python, NumPy and PyTorch all start from the same state
@@ -12,6 +12,8 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import NamedTuple
 
@@ -24,6 +26,7 @@ __all__ = [
     "calibrate_cpu",
     "cpu_busy",
     "estimate_minutes",
+    "eval_mode",
     "get_device",
     "measure_cpu_speed",
     "mps_agrees_with_cpu",
@@ -37,6 +40,21 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run the block with `model` in eval mode (no dropout), then put back the mode it had.
+
+    Evaluation and sampling happen in the middle of training: a loop that switched to eval
+    and forgot to switch back would quietly train the rest of the run without dropout.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def mps_agrees_with_cpu(atol: float = 1e-4) -> bool:
