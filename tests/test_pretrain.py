@@ -147,7 +147,7 @@ def test_a_failed_save_leaves_the_last_checkpoint_whole_and_no_temporary_file(
         if len(saved_steps) == 1:
             return real_save(obj, f, *args, **kwargs)
         before.append(snapshot(out)["checkpoint.pt"])
-        f.write(b"the first half of a checkpoint")
+        Path(f).write_bytes(b"the first half of a checkpoint")  # the temporary path
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", save_then_fail)

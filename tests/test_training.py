@@ -4,6 +4,7 @@ import copy
 import math
 import pickle
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -368,7 +369,7 @@ def test_a_save_that_fails_half_way_leaves_the_old_checkpoint_and_no_temp_file(
     old = path.read_bytes()
 
     def broken_save(obj, f, *args, **kwargs):
-        f.write(b"half a checkpoint")
+        Path(f).write_bytes(b"half a checkpoint")  # torch.save is given the temporary path
         raise crash
 
     monkeypatch.setattr(torch, "save", broken_save)

@@ -164,3 +164,17 @@ def test_eval_mode_switches_dropout_off_and_restores_the_mode_even_after_an_erro
         assert inside is model and not model.training and not model[0].training
         raise RuntimeError("a failed evaluation")
     assert model.training is training and model[0].training is training
+
+
+def test_write_atomically_keeps_the_old_file_whole_when_the_write_fails(tmp_path):
+    path = tmp_path / "run.json"
+    utils.write_atomically(path, lambda tmp: tmp.write_text("old"))
+
+    def fails_halfway(tmp):
+        tmp.write_text("half of the new")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        utils.write_atomically(path, fails_halfway)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left

@@ -57,7 +57,7 @@ from .pretrain import run as run_pretraining
 from .pretrain_data import ENDOFTEXT, InputError, encode_documents, eval_batches, read_texts
 from .tokenizers import BPETokenizer
 from .training import evaluate as mean_loss
-from .utils import get_device, set_seed
+from .utils import get_device, set_seed, write_atomically
 
 __all__ = [
     "GPUS",
@@ -197,9 +197,8 @@ def _texts_fingerprint(texts: list[str]) -> str:
 
 def _write_json(path: Path, obj) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), "utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False),
+                                                      "utf-8"))
 
 
 def _read_json(path: Path) -> dict | None:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pooch
 
+from .utils import write_atomically
+
 __all__ = [
     "FILES",
     "GPT2_CHECKPOINTS",
@@ -297,10 +299,8 @@ def seed_tiktoken_cache() -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for name in ("encoder.json", "vocab.bpe"):
         key = hashlib.sha1(FILES[name].url.encode()).hexdigest()
-        if not (target / key).is_file():
-            tmp = target / f"{key}.tmp"
-            shutil.copyfile(fetch(name), tmp)
-            tmp.replace(target / key)  # atomic: tiktoken never sees half a file
+        if not (target / key).is_file():  # atomic: tiktoken never sees half a file
+            write_atomically(target / key, lambda tmp, name=name: shutil.copyfile(fetch(name), tmp))
     return target
 
 

@@ -103,7 +103,7 @@ from .training import (
     set_rng_state,
     warmup_cosine,
 )
-from .utils import get_device, set_seed
+from .utils import get_device, set_seed, write_atomically
 
 __all__ = ["InputError", "RunConfig", "autocast_dtype", "load_run", "main", "parse_config", "run",
            "save_run"]
@@ -336,13 +336,6 @@ def _sync(device: torch.device) -> None:
 
 # -- writing ---------------------------------------------------------------------------
 
-def _write_atomically(path: Path, write) -> None:
-    """write(temporary path), then rename it over `path`: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _plot(history: dict, path: Path) -> None:
     from matplotlib.figure import Figure  # no pyplot: no window, no global state
 
@@ -354,7 +347,7 @@ def _plot(history: dict, path: Path) -> None:
            title=f"step {history['step'][-1]:,}: val loss {history['val_loss'][-1]:.3f}")
     ax.grid(alpha=0.3)
     ax.legend()
-    _write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 def _save_model(model: GPTModel, path: Path, dtype: torch.dtype) -> None:
@@ -364,7 +357,7 @@ def _save_model(model: GPTModel, path: Path, dtype: torch.dtype) -> None:
              for name, t in model.state_dict().items()}
     if model.cfg.tie_embeddings:
         del state["out_head.weight"]  # tok_emb.weight again: safetensors refuses shared tensors
-    _write_atomically(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    write_atomically(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
 
 
 def _gather(obj) -> list:
@@ -642,13 +635,13 @@ def save_run(model: GPTModel, tokenizer_spec: dict, folder: str | os.PathLike, *
     if spec["kind"] == "bpe":
         source, copy = Path(spec["file"]), out / "tokenizer.json"
         if not (copy.exists() and copy.samefile(source)):
-            _write_atomically(copy, lambda tmp: shutil.copyfile(source, tmp))
+            write_atomically(copy, lambda tmp: shutil.copyfile(source, tmp))
         spec = {"kind": "bpe", "file": "tokenizer.json"}
     info = {"format": RUN_FORMAT, "model": asdict(model.cfg), "tokenizer": spec,
             "weights": {"file": "model.safetensors", "dtype": str(DTYPES[save_dtype])[6:]},
             "run": run or {}, "result": result or {}}
     text = json.dumps(info, indent=1, ensure_ascii=False)
-    _write_atomically(out / "run.json", lambda tmp: tmp.write_text(text, "utf-8"))
+    write_atomically(out / "run.json", lambda tmp: tmp.write_text(text, "utf-8"))
     return out
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import os
 import random
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .utils import write_atomically
 
 __all__ = [
     "AdamW",
@@ -200,23 +201,10 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(path: str | os.PathLike, **state) -> Path:
     """Write `state` (model, optimizer and scheduler state dicts, step, ...) atomically.
 
-    The file is written under a temporary name in the same folder, flushed to disk, then
-    renamed over `path`. A rename is atomic, so a run killed at any moment leaves either the
-    old checkpoint or the new one, never half of one.
+    A run killed at any moment leaves either the old checkpoint or the new one, never half
+    of one (see `buildllm.utils.write_atomically`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -12,9 +12,11 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +34,7 @@ __all__ = [
     "mps_agrees_with_cpu",
     "seconds_with_gpt2",
     "set_seed",
+    "write_atomically",
 ]
 
 
@@ -40,6 +43,30 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call write(temporary path) beside `path`, flush it to disk, then rename it over `path`.
+
+    A rename within a folder is atomic, so a run killed at any moment, or a full disk, leaves
+    either the old file or the new one, never half of one. The temporary name is unique, so
+    two writers never delete each other's work; a failed write removes its own and re-raises.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 @contextmanager

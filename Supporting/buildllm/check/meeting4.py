@@ -24,11 +24,11 @@ from functools import cache
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..generation import generate
 from ..model import CONFIGS, GPTConfig, GPTModel, LayerNorm, TransformerBlock, count_parameters
 from . import expect_tensor, verify
+from ._support import Refuses, expect_close, plain, randomize, seeded
 
 __all__ = [
     "block_forward",
@@ -40,73 +40,10 @@ __all__ = [
 ]
 
 
-@contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Run the block with the global RNG seeded, and leave the caller's RNG as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def _randomize(module: nn.Module, std: float) -> nn.Module:
-    """Every parameter drawn from N(0, std²): biases and norms too, so none hides a mistake."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, std)
-    return module
-
-
-def _expect_close(
-    got, want: torch.Tensor, what: str, mistakes=(), x=None, atol: float = 1e-5, rtol: float = 1e-4
-) -> None:
-    """Compare tensors; on a difference, name the known mistake that gives `got`, if one does.
-
-    `mistakes` holds (hint, tensor) pairs; `x`, the input, is shown next to a wrong entry.
-    """
-    got = expect_tensor(got, what).detach()
-    if got.shape != want.shape:
-        raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
-    got, want = got.float(), want.float()
-    bad = ~torch.isclose(got, want, atol=atol, rtol=rtol)
-    if not bad.any():
-        return
-    for hint, wrong in mistakes:
-        if torch.allclose(got, wrong.float(), atol=atol, rtol=rtol):
-            raise AssertionError(f"{what} is wrong: {hint}")
-    i = tuple(int(k) for k in bad.nonzero()[0])
-    at = f" (input {x[i].item():.6g})" if x is not None and x.shape == got.shape else ""
-    if not torch.isfinite(got[i]):
-        raise AssertionError(
-            f"{what}[{', '.join(map(str, i))}]{at} is {got[i].item()}: a step overflowed (exp "
-            "of a large number is inf) or divided by zero"
-        )
-    raise AssertionError(
-        f"{what}[{', '.join(map(str, i))}]{at} is {got[i].item():.6g}, expected "
-        f"{want[i].item():.6g}; the largest difference is {(got - want).abs().max().item():.3g}"
-    )
-
-
-class _Refuses(torch.Tensor):
-    """An input tensor that fails the check when a built-in version of the exercise sees it."""
-
-    banned: frozenset = frozenset()
-    advice = ""
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        if func in cls.banned:
-            raise AssertionError(f"your function called {func.__name__}: {cls.advice}")
-        return super().__torch_function__(func, types, args, kwargs or {})
-
-
-def _plain(value):
-    return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else value
-
-
 # -- Exercise 4.1 ---------------------------------------------------------------------------
 
 
-class _NoLayerNorm(_Refuses):
+class _NoLayerNorm(Refuses):
     banned = frozenset({F.layer_norm, torch.layer_norm})  # nn.LayerNorm calls F.layer_norm
     advice = "this exercise asks you to write layer norm out, with mean and var"
 
@@ -181,33 +118,33 @@ def layer_norm(fn: Callable[..., torch.Tensor]) -> None:
         x: torch.Tensor | None = None,
     ) -> Callable[[], None]:
         def test() -> None:
-            with _seeded(seed):
+            with seeded(seed):
                 given = spread * (torch.randn(shape) + 2.0) if x is None else x.clone()
                 d = given.shape[-1]
                 scale = 1 + 0.5 * torch.randn(d) if learned else torch.ones(d)
                 shift = torch.randn(d) if learned else torch.zeros(d)
             want = F.layer_norm(given, (d,), scale, shift, eps)
-            got = _plain(fn(given.clone().as_subclass(_NoLayerNorm), scale, shift, eps))
+            got = plain(fn(given.clone().as_subclass(_NoLayerNorm), scale, shift, eps))
             if isinstance(got, torch.Tensor) and torch.isnan(got).any():
                 raise AssertionError(
                     "the result holds NaN: a constant vector has variance 0, and eps, added to "
                     "the variance under the square root, is what keeps that from dividing by 0"
                 )
-            _expect_close(got, want, "the result", _layer_norm_mistakes(given, scale, shift, eps))
+            expect_close(got, want, "the result", _layer_norm_mistakes(given, scale, shift, eps))
 
         return test
 
     def gpt2_width() -> None:
-        with _seeded(6):
-            module = _randomize(LayerNorm(768), 1.0)
+        with seeded(6):
+            module = randomize(LayerNorm(768), 1.0)
             x = torch.randn(2, 4, 768)
         with torch.no_grad():
             want = module(x)
-            got = _plain(
+            got = plain(
                 fn(x.clone().as_subclass(_NoLayerNorm), module.scale, module.shift, module.eps)
             )
             mistakes = _layer_norm_mistakes(x, module.scale, module.shift, module.eps)
-        _expect_close(got, want, "the result", mistakes)
+        expect_close(got, want, "the result", mistakes)
 
     verify(
         "Exercise 4.1",
@@ -231,7 +168,7 @@ def layer_norm(fn: Callable[..., torch.Tensor]) -> None:
 # -- Exercise 4.2 ---------------------------------------------------------------------------
 
 
-class _NoGelu(_Refuses):
+class _NoGelu(Refuses):
     banned = frozenset({F.gelu})  # nn.GELU and buildllm's GELU call F.gelu
     advice = "this exercise asks you to write the tanh formula out"
 
@@ -275,13 +212,13 @@ def gelu(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
 
     def case(x: torch.Tensor) -> Callable[[], None]:
         def test() -> None:
-            got = _plain(fn(x.clone().as_subclass(_NoGelu)))
+            got = plain(fn(x.clone().as_subclass(_NoGelu)))
             want = F.gelu(x, approximate="tanh")
-            _expect_close(got, want, "gelu(x)", _gelu_mistakes(x), x=x, atol=1e-6, rtol=1e-5)
+            expect_close(got, want, "gelu(x)", _gelu_mistakes(x), x=x, atol=1e-6, rtol=1e-5)
 
         return test
 
-    with _seeded(7):
+    with seeded(7):
         batch = 3 * torch.randn(2, 3, 4)
     verify(
         "Exercise 4.2",
@@ -303,7 +240,7 @@ def gelu(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
 @cache
 def _parameters_of(cfg: GPTConfig) -> int:
     """The reference count: build the model on the meta device (shapes, no memory) and count."""
-    with _seeded(0), torch.device("meta"):
+    with seeded(0), torch.device("meta"):
         return count_parameters(GPTModel(cfg))
 
 
@@ -441,14 +378,14 @@ def block_forward(fn: Callable[[TransformerBlock, torch.Tensor], torch.Tensor]) 
         cfg: GPTConfig, shape: tuple[int, int], seed: int, std: float, training: bool = False
     ) -> Callable[[], None]:
         def test() -> None:
-            with _seeded(seed):
-                block = _randomize(TransformerBlock(cfg), std).train(training)
+            with seeded(seed):
+                block = randomize(TransformerBlock(cfg), std).train(training)
                 x = torch.randn(*shape, cfg.emb_dim)
             given = x.clone()
             with torch.no_grad():
-                with _seeded(seed + 1):
+                with seeded(seed + 1):
                     want = block(x)
-                with _seeded(seed + 1):
+                with seeded(seed + 1):
                     got = fn(block, given)
                 mistakes = () if training else _block_mistakes(block, x)
             if not torch.equal(given, x):
@@ -468,7 +405,7 @@ def block_forward(fn: Callable[[TransformerBlock, torch.Tensor], torch.Tensor]) 
                     "the shortcut, calling the modules in order (norm1, att, drop_shortcut, "
                     "then norm2, ff, drop_shortcut)"
                 )
-            _expect_close(got, want, "the block's output", mistakes)
+            expect_close(got, want, "the block's output", mistakes)
 
         return test
 
@@ -504,8 +441,8 @@ def _random_model(
         drop_rate=drop_rate,
         tie_embeddings=False,
     )
-    with _seeded(seed):
-        return _randomize(GPTModel(cfg), 0.3).eval()
+    with seeded(seed):
+        return randomize(GPTModel(cfg), 0.3).eval()
 
 
 def _prompt(seed: int, batch: int, length: int) -> torch.Tensor:
@@ -548,7 +485,7 @@ def greedy_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor])
             want = generate(model, ids, n_new, use_cache=False)
             model.train(training)
             try:
-                with _seeded(seed):
+                with seeded(seed):
                     got = fn(model, ids.clone(), n_new)
             except ValueError as err:
                 if "exceed the context length" not in str(err):

@@ -29,10 +29,10 @@ from .. import training
 from ..generation import top_k_filter, top_p_filter
 from ..model import GPTConfig, GPTModel
 from . import expect_tensor, verify
+from ._support import Refuses, expect_close, matching, plain, randn, seeded
 
 # The helpers Meeting 4's checks introduced: a seeded block, a comparison that names known
 # mistakes, and input tensors that refuse the built-in version of an exercise.
-from .meeting4 import _expect_close, _plain, _Refuses, _seeded
 
 __all__ = [
     "adamw_step",
@@ -45,19 +45,6 @@ __all__ = [
 ]
 
 NEG_INF = float("-inf")
-
-
-def _randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
-    return scale * torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _matching(got: torch.Tensor, mistakes) -> str | None:
-    """The hint of the first known mistake whose result equals `got` (infinities included)."""
-    for hint, wrong in mistakes:
-        same_shape = wrong.shape == got.shape
-        if same_shape and torch.allclose(got.float(), wrong.float(), rtol=1e-4, atol=1e-5):
-            return hint
-    return None
 
 
 def _expect_unchanged(given: torch.Tensor, original: torch.Tensor, name: str = "logits") -> None:
@@ -92,7 +79,7 @@ def _refusing(owners: list[tuple[object, str]], advice: str) -> Iterator[None]:
 # -- Exercise 5.1 ---------------------------------------------------------------------------
 
 
-class _NoCrossEntropy(_Refuses):
+class _NoCrossEntropy(Refuses):
     banned = frozenset({F.cross_entropy, F.nll_loss})  # nn.CrossEntropyLoss calls F.cross_entropy
     advice = (
         "this exercise asks you to write cross entropy out: log-probabilities, then each "
@@ -157,7 +144,7 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
                     f"the result is a Python {type(got).__name__}; return a tensor (no .item()), "
                     "so that loss.backward() can compute gradients"
                 )
-            loss = _plain(expect_tensor(got, "the loss"))
+            loss = plain(expect_tensor(got, "the loss"))
             value = loss.detach().float()
             if value.shape == targets.shape:
                 raise AssertionError(
@@ -177,7 +164,7 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
                     "softmax: logits - logits.logsumexp(dim=-1, keepdim=True), or log_softmax"
                 )
             if not torch.isclose(value, want.detach(), atol=1e-5, rtol=1e-4):
-                hint = _matching(value, _cross_entropy_mistakes(logits, targets))
+                hint = matching(value, _cross_entropy_mistakes(logits, targets))
                 raise AssertionError(
                     f"the loss is wrong: {hint}"
                     if hint
@@ -193,12 +180,12 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
                     )
                 loss.sum().backward()
                 want.backward()
-                _expect_close(given.grad, reference.grad, "the gradient of the loss")
+                expect_close(given.grad, reference.grad, "the gradient of the loss")
 
         return test
 
     by_hand = torch.tensor([[2.0, 1.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 3.0, 2.0, 0.0]])
-    large = _randn(3, 4, 6, scale=100.0)
+    large = randn(3, 4, 6, scale=100.0)
     gen = torch.Generator().manual_seed(5)
     verify(
         "Exercise 5.1",
@@ -209,19 +196,19 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
             ),
             (
                 "a batch: logits (2, 5, 10), targets (2, 5)",
-                case(_randn(1, 2, 5, 10, scale=2.0), torch.randint(0, 10, (2, 5), generator=gen)),
+                case(randn(1, 2, 5, 10, scale=2.0), torch.randint(0, 10, (2, 5), generator=gen)),
             ),
             ("logits in the hundreds, each target the least likely", case(large, large.argmin(-1))),
             (
                 "GPT-2's vocabulary: logits (2, 8, 50257) near 0, a loss near ln 50257 = 10.8",
                 case(
-                    _randn(2, 2, 8, 50257, scale=0.02),
+                    randn(2, 2, 8, 50257, scale=0.02),
                     torch.randint(0, 50257, (2, 8), generator=gen),
                 ),
             ),
             (
                 "the gradient: loss.backward() gives F.cross_entropy's",
-                case(_randn(4, 3, 7), torch.randint(0, 7, (3,), generator=gen), grad=True),
+                case(randn(4, 3, 7), torch.randint(0, 7, (3,), generator=gen), grad=True),
             ),
         ],
     )
@@ -289,14 +276,14 @@ def softmax_with_temperature(fn: Callable[[torch.Tensor, float], torch.Tensor]) 
                     "torch.softmax"
                 )
             mistakes = [] if t == 0 else _softmax_t_mistakes(logits, t)
-            if got.shape == want.shape and _matching(got, mistakes) is None:
+            if got.shape == want.shape and matching(got, mistakes) is None:
                 sums = got.float().sum(-1)
                 if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
                     raise AssertionError(
                         f"each row should sum to 1, a probability distribution, but one sums to "
                         f"{sums.flatten()[(sums - 1).abs().flatten().argmax()].item():.4g}"
                     )
-            _expect_close(got, want, "the result", mistakes, atol=1e-6)
+            expect_close(got, want, "the result", mistakes, atol=1e-6)
 
         return test
 
@@ -307,16 +294,16 @@ def softmax_with_temperature(fn: Callable[[torch.Tensor, float], torch.Tensor]) 
                 "logits [1, 2, 3] at T = 1: a plain softmax",
                 case(torch.tensor([1.0, 2.0, 3.0]), 1.0),
             ),
-            ("two rows at T = 0.5: sharper", case(_randn(11, 2, 6, scale=2.0), 0.5)),
-            ("two rows at T = 2: flatter", case(_randn(12, 2, 6, scale=2.0), 2.0)),
-            ("logits up to 60 at T = 0.1", case(_randn(13, 3, 8, scale=30.0), 0.1)),
+            ("two rows at T = 0.5: sharper", case(randn(11, 2, 6, scale=2.0), 0.5)),
+            ("two rows at T = 2: flatter", case(randn(12, 2, 6, scale=2.0), 2.0)),
+            ("logits up to 60 at T = 0.1", case(randn(13, 3, 8, scale=30.0), 0.1)),
             (
                 "T = 0: greedy, all the probability on the largest logit",
-                case(_randn(14, 3, 6), 0.0),
+                case(randn(14, 3, 6), 0.0),
             ),
             (
                 "a (2, 3, 50257) batch at T = 0.8: one distribution per position",
-                case(_randn(15, 2, 3, 50257, scale=3.0), 0.8),
+                case(randn(15, 2, 3, 50257, scale=3.0), 0.8),
             ),
         ],
     )
@@ -342,7 +329,7 @@ def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[
         )
     if torch.allclose(got.float(), want):  # equal infinities count as close
         return
-    hint = _matching(got, mistakes)
+    hint = matching(got, mistakes)
     if hint is not None:
         raise AssertionError(f"the result is wrong: {hint}")
     if torch.isnan(got).any():
@@ -466,11 +453,11 @@ def top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
                 "one row [1, 3, 0.5, 2, -1], k = 2: tokens 1 and 3 stay",
                 case(torch.tensor([1.0, 3.0, 0.5, 2.0, -1.0]), 2),
             ),
-            ("three rows of 10, k = 3: each row its own top 3", case(_randn(21, 3, 10), 3)),
-            ("k = 1: only the largest logit stays", case(_randn(22, 2, 8), 1)),
-            ("k = 10 of 10 tokens: nothing is filtered", case(_randn(23, 2, 10), 10)),
-            ("k = 100 of 10 tokens: keep them all, no error", case(_randn(24, 2, 10), 100)),
-            ("GPT-2's vocabulary, (2, 50257), k = 50", case(_randn(25, 2, 50257, scale=3.0), 50)),
+            ("three rows of 10, k = 3: each row its own top 3", case(randn(21, 3, 10), 3)),
+            ("k = 1: only the largest logit stays", case(randn(22, 2, 8), 1)),
+            ("k = 10 of 10 tokens: nothing is filtered", case(randn(23, 2, 10), 10)),
+            ("k = 100 of 10 tokens: keep them all, no error", case(randn(24, 2, 10), 100)),
+            ("GPT-2's vocabulary, (2, 50257), k = 50", case(randn(25, 2, 50257, scale=3.0), 50)),
         ],
     )
 
@@ -573,7 +560,7 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
         return test
 
     by_hand = torch.tensor([0.15, 0.5, 0.05, 0.3]).log()
-    sharp_to_flat = _randn(31, 3, 12) * torch.tensor([[4.0], [1.5], [0.3]])
+    sharp_to_flat = randn(31, 3, 12) * torch.tensor([[4.0], [1.5], [0.3]])
     verify(
         "Exercise 5.4",
         [
@@ -590,10 +577,10 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
                 "three rows, sharp to flat, p = 0.8: each row its own nucleus",
                 case(sharp_to_flat, 0.8),
             ),
-            ("p = 1: every token stays", case(_randn(32, 2, 8), 1.0)),
+            ("p = 1: every token stays", case(randn(32, 2, 8), 1.0)),
             (
                 "GPT-2's vocabulary, (2, 50257), p = 0.95: nuclei of 18 and 11 tokens",
-                case(_randn(39, 2, 50257, scale=8.0), 0.95),
+                case(randn(39, 2, 50257, scale=8.0), 0.95),
             ),
         ],
     )
@@ -760,7 +747,7 @@ def _model_gradients(seed: int) -> GPTModel:
     cfg = GPTConfig(
         vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0
     )
-    with _seeded(seed):
+    with seeded(seed):
         model = GPTModel(cfg)
         ids = torch.randint(0, 50, (2, 9))
     training.batch_loss(model, ids[:, :-1], ids[:, 1:]).backward()

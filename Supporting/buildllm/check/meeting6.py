@@ -35,8 +35,7 @@ from torch import nn
 from .. import dpo, instruct, lora, metrics
 from ..model import GPTConfig, GPTModel
 from . import expect_tensor, verify
-from .meeting4 import _expect_close, _plain, _randomize, _seeded
-from .meeting5 import _matching
+from ._support import expect_close, matching, plain, randn, randomize, seeded
 
 __all__ = [
     "collate",
@@ -48,10 +47,6 @@ __all__ = [
 ]
 
 END_OF_TEXT = 50256
-
-
-def _randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
-    return scale * torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 def _padded(lengths: list[int], width: int, pad_id: int, seed: int, vocab: int = 50000):
@@ -143,7 +138,7 @@ def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
                     "drop the tokens dimension (squeeze(1)), one row of class logits per message"
                 )
             mistakes = _last_token_mistakes(logits, ids, pad_id, last)
-            _expect_close(got, expected, "the result", mistakes)
+            expect_close(got, expected, "the result", mistakes)
 
         return test
 
@@ -151,8 +146,8 @@ def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
         cfg = GPTConfig(
             vocab_size=50257, context_length=16, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0
         )
-        with _seeded(61):
-            model = add_classification_head(_randomize(GPTModel(cfg), 0.2)).eval()
+        with seeded(61):
+            model = add_classification_head(randomize(GPTModel(cfg), 0.2)).eval()
         ids = _padded([4, 12, 7], 15, END_OF_TEXT, seed=62)  # class_logits cuts 3 columns
         with torch.no_grad():
             logits, want = model(ids), class_logits(model, ids)
@@ -163,19 +158,19 @@ def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
         [
             (
                 "two rows of 4 tokens, no padding: the last position",
-                case(_randn(1, 2, 4, 2), _padded([4, 4], 4, END_OF_TEXT, 1), END_OF_TEXT),
+                case(randn(1, 2, 4, 2), _padded([4, 4], 4, END_OF_TEXT, 1), END_OF_TEXT),
             ),
             (
                 "three rows with 5, 3 and 1 real tokens, padded to 5 with 50256",
-                case(_randn(2, 3, 5, 2), _padded([5, 3, 1], 5, END_OF_TEXT, 2), END_OF_TEXT),
+                case(randn(2, 3, 5, 2), _padded([5, 3, 1], 5, END_OF_TEXT, 2), END_OF_TEXT),
             ),
             (
                 "padding id 0: rows with 2, 6 and 4 real tokens",
-                case(_randn(3, 3, 6, 2), _padded([2, 6, 4], 6, 0, 3), 0),
+                case(randn(3, 3, 6, 2), _padded([2, 6, 4], 6, 0, 3), 0),
             ),
             (
                 "a (4, 9, 3) batch: three classes, rows of 9, 1, 8 and 5 tokens",
-                case(_randn(4, 4, 9, 3), _padded([9, 1, 8, 5], 9, END_OF_TEXT, 4), END_OF_TEXT),
+                case(randn(4, 4, 9, 3), _padded([9, 1, 8, 5], 9, END_OF_TEXT, 4), END_OF_TEXT),
             ),
             (
                 "a small GPT with a two-class head, messages of 4, 12 and 7 tokens padded to 15: "
@@ -489,7 +484,7 @@ def rouge_l(fn: Callable[[str, str], float]) -> None:
         def test() -> None:
             want = metrics.rouge_l(candidate, reference)
             try:
-                got = _plain(fn(candidate, reference))
+                got = plain(fn(candidate, reference))
             except ZeroDivisionError:
                 raise AssertionError(
                     "division by zero: a text without words has no precision or recall. Return "
@@ -626,14 +621,14 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
     """
 
     def build(base: nn.Linear, rank: int, alpha: float, seed: int):
-        with _seeded(seed):
+        with seeded(seed):
             layer = cls(base, rank, alpha)
         _expect_lora_parts(layer, base, rank)
         return layer
 
     def set_ab(layer, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        a = _randn(seed, *layer.A.shape, scale=0.5)
-        b = _randn(seed + 1, *layer.B.shape, scale=0.5)
+        a = randn(seed, *layer.A.shape, scale=0.5)
+        b = randn(seed + 1, *layer.B.shape, scale=0.5)
         with torch.no_grad():
             layer.A.copy_(a)
             layer.B.copy_(b)
@@ -647,7 +642,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
         return ref
 
     def make_base(d_in: int, d_out: int, seed: int, bias: bool = True) -> nn.Linear:
-        with _seeded(seed):
+        with seeded(seed):
             return nn.Linear(d_in, d_out, bias=bias)
 
     def starts_as_base() -> None:
@@ -668,14 +663,14 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
             raise AssertionError(
                 "A should start random (and B at zero): with A zero, B's gradient is zero too"
             )
-        x = _randn(66, 3, 6)
+        x = randn(66, 3, 6)
         with torch.no_grad():
             scaled = (
                 "it matches base(x) · alpha / rank; the scale belongs to the update alone: "
                 "base(x) + (alpha / rank) · x @ A.T @ B.T",
                 base(x) * 2,
             )
-            _expect_close(layer(x), base(x), "the output of the fresh layer", [scaled])
+            expect_close(layer(x), base(x), "the output of the fresh layer", [scaled])
 
     def output(d_in, d_out, rank, alpha, shape, seed, bias=True, base=None):
         def test() -> None:
@@ -683,7 +678,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
             layer = build(given, rank, alpha, seed + 1)
             a, b = set_ab(layer, seed + 2)
             ref = reference(given, rank, alpha, a, b)
-            x = _randn(seed + 4, *shape)
+            x = randn(seed + 4, *shape)
             with torch.no_grad():
                 want = ref(x)
                 try:
@@ -696,7 +691,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
                         f"with {err}: call self.base(x), which handles both kinds"
                     ) from None
                 base_out = ref.base(x)
-            _expect_close(got, want, "the output", _lora_mistakes(base_out, x, a, b, rank, alpha))
+            expect_close(got, want, "the output", _lora_mistakes(base_out, x, a, b, rank, alpha))
 
         return test
 
@@ -704,7 +699,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
         cfg = GPTConfig(
             vocab_size=64, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0
         )
-        with _seeded(67):
+        with seeded(67):
             return GPTModel(cfg).trf_blocks[0].att.qkv
 
     def gradients() -> None:
@@ -712,7 +707,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
         layer = build(base, 3, 6, 69)
         a, b = set_ab(layer, 70)
         ref = reference(base, 3, 6, a, b)
-        x, weights = _randn(72, 4, 10), _randn(73, 4, 7)
+        x, weights = randn(72, 4, 10), randn(73, 4, 7)
         out = layer(x)
         if not out.requires_grad:
             raise AssertionError(
@@ -731,7 +726,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
                     f"{name} got no gradient: compute the update from self.{name} itself in "
                     "forward (no .detach(), .data or torch.no_grad())"
                 )
-            _expect_close(grad, getattr(ref, name).grad, f"the gradient of {name}")
+            expect_close(grad, getattr(ref, name).grad, f"the gradient of {name}")
 
     verify(
         "Exercise 6.4",
@@ -775,8 +770,8 @@ def _scoring_model(seed: int) -> GPTModel:
         drop_rate=0.0,
         tie_embeddings=False,
     )
-    with _seeded(seed):
-        return _randomize(GPTModel(cfg), 0.3).eval()
+    with seeded(seed):
+        return randomize(GPTModel(cfg), 0.3).eval()
 
 
 def _pairs(prompts: list[int], answers: list[int], seed: int, pad_id: int = 0):
@@ -842,7 +837,7 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
     def compare(model: GPTModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             want = dpo.sequence_logprob(model, ids, mask)
-        got = expect_tensor(_plain(fn(model, ids.clone(), mask.clone())), "the result")
+        got = expect_tensor(plain(fn(model, ids.clone(), mask.clone())), "the result")
         if got.shape != want.shape and got.numel() == 1:
             raise AssertionError(
                 f"the result has shape {tuple(got.shape)}, one number for the whole batch; "
@@ -854,7 +849,7 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
                 "0 and log(0) = -inf. Add log-probabilities (log_softmax) instead of "
                 "multiplying probabilities"
             )
-        _expect_close(
+        expect_close(
             got,
             want,
             "the result",
@@ -887,7 +882,7 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
         for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
             want = q.grad if q.grad is not None else torch.zeros_like(q)
             grad = p.grad if p.grad is not None else torch.zeros_like(p)
-            _expect_close(grad, want, f"the gradient of {name}", atol=1e-4, rtol=1e-4)
+            expect_close(grad, want, f"the gradient of {name}", atol=1e-4, rtol=1e-4)
 
     verify(
         "Exercise 6.5",
@@ -966,7 +961,7 @@ def dpo_loss(fn: Callable[..., tuple]) -> None:
                 )
             if not (isinstance(got, (tuple, list)) and len(got) == 3):
                 raise AssertionError("return a tuple (loss, chosen_reward, rejected_reward)")
-            loss, chosen, rejected = (_plain(t) for t in got)
+            loss, chosen, rejected = (plain(t) for t in got)
             loss = expect_tensor(loss, "the loss")
             if loss.numel() != 1:
                 raise AssertionError(
@@ -981,7 +976,7 @@ def dpo_loss(fn: Callable[..., tuple]) -> None:
                 )
             value = loss.detach().reshape(())
             if not torch.isclose(value, want, atol=1e-6, rtol=1e-5):
-                hint = _matching(value, _dpo_mistakes(pi_c, pi_r, ref_c, ref_r, beta))
+                hint = matching(value, _dpo_mistakes(pi_c, pi_r, ref_c, ref_r, beta))
                 raise AssertionError(
                     f"the loss is wrong: {hint}"
                     if hint
@@ -1000,8 +995,8 @@ def dpo_loss(fn: Callable[..., tuple]) -> None:
                     ),
                 ]
 
-            _expect_close(chosen, want_c, "chosen_reward", reward_mistakes(pi_c, ref_c))
-            _expect_close(rejected, want_r, "rejected_reward", reward_mistakes(pi_r, ref_r))
+            expect_close(chosen, want_c, "chosen_reward", reward_mistakes(pi_c, ref_c))
+            expect_close(rejected, want_r, "rejected_reward", reward_mistakes(pi_r, ref_r))
             if grad:
                 if not loss.requires_grad:
                     raise AssertionError(
@@ -1014,13 +1009,13 @@ def dpo_loss(fn: Callable[..., tuple]) -> None:
                 for name, g, r in zip(
                     ("pi_chosen", "pi_rejected"), given[:2], ref_given, strict=True
                 ):
-                    _expect_close(g.grad, r.grad, f"the gradient of the loss for {name}")
+                    expect_close(g.grad, r.grad, f"the gradient of the loss for {name}")
 
         return test
 
-    same = _randn(90, 3, scale=10.0) - 40
-    batch = [_randn(91 + i, 4, scale=5.0) - 30 for i in range(4)]
-    eight = [_randn(95 + i, 8, scale=3.0) - 20 for i in range(4)]
+    same = randn(90, 3, scale=10.0) - 40
+    batch = [randn(91 + i, 4, scale=5.0) - 30 for i in range(4)]
+    eight = [randn(95 + i, 8, scale=3.0) - 20 for i in range(4)]
     t = torch.tensor
     verify(
         "Exercise 6.6",

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
 from . import expect_tensor, verify
-from .meeting4 import _expect_close, _plain, _Refuses, _seeded
+from ._support import Refuses, expect_close, plain, randn, seeded
 
 __all__ = [
     "cosine_top_k",
@@ -43,10 +43,6 @@ __all__ = [
     "read_stream",
     "training_cost",
 ]
-
-
-def _randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
-    return scale * torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 def _describe(value) -> str:
@@ -76,7 +72,7 @@ def _returned_tensors(got, names: tuple[str, ...]) -> list[torch.Tensor]:
     """An answer's tuple of tensors, checked for its length and types, as plain detached tensors."""
     if not (isinstance(got, (tuple, list)) and len(got) == len(names)):
         raise AssertionError(f"return a tuple ({', '.join(names)})")
-    return [expect_tensor(_plain(t), name).detach() for t, name in zip(got, names, strict=True)]
+    return [expect_tensor(plain(t), name).detach() for t, name in zip(got, names, strict=True)]
 
 
 # -- Exercise 7.1 ---------------------------------------------------------------------------
@@ -242,11 +238,11 @@ def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]
         return test
 
     def linear_weight() -> torch.Tensor:
-        with _seeded(71):
+        with seeded(71):
             return torch.nn.Linear(48, 32).weight.detach().clone()
 
-    sizes = _randn(72, 3, 5) * torch.tensor([[1e-3], [1.0], [1e3]])
-    square = _randn(73, 6, 6) * torch.tensor([[0.1], [1.0], [3.0], [0.01], [10.0], [0.5]])
+    sizes = randn(72, 3, 5) * torch.tensor([[1e-3], [1.0], [1e3]])
+    square = randn(73, 6, 6) * torch.tensor([[0.1], [1.0], [3.0], [0.01], [10.0], [0.5]])
     verify(
         "Exercise 7.1",
         [
@@ -840,7 +836,7 @@ def read_stream(fn: Callable[..., tuple[str, str | None]]) -> None:
         from ..data import gpt2_encoding
         from ..serve import create_app
 
-        with _seeded(75):
+        with seeded(75):
             model = GPTModel(
                 GPTConfig(vocab_size=50257, context_length=64, emb_dim=16, n_heads=2, n_layers=1)
             ).eval()
@@ -916,7 +912,7 @@ def read_stream(fn: Callable[..., tuple[str, str | None]]) -> None:
 # -- Exercise 7.5 ---------------------------------------------------------------------------
 
 
-class _NoCosine(_Refuses):
+class _NoCosine(Refuses):
     banned = frozenset({F.cosine_similarity, torch.cosine_similarity})
     advice = (
         "this exercise asks for all the cosines as one matrix product of unit vectors "
@@ -1007,7 +1003,7 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
                     .values,
                 ),
             ]
-            _expect_close(scores, want, "scores", mistakes)
+            expect_close(scores, want, "scores", mistakes)
             if ids.min() < 0 or ids.max() >= keys.shape[0]:
                 raise AssertionError(
                     f"ids hold {ids.min().item()} to {ids.max().item()}, "
@@ -1027,10 +1023,10 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
         return test
 
     def bad_k() -> None:
-        keys = _randn(76, 4, 3)
+        keys = randn(76, 4, 3)
         for k in (5, 0):
             _expect_raises(
-                lambda k=k: fn(_randn(77, 2, 3), keys, k),
+                lambda k=k: fn(randn(77, 2, 3), keys, k),
                 ValueError,
                 f"k = {k} with 4 keys should raise ValueError saying that k must be between 1 "
                 "and the number of keys",
@@ -1048,11 +1044,11 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
             ),
             (
                 "queries of lengths 10 and 0.1: scores are cosines, at most 1",
-                case(t([[10.0, 0.0, 0.0], [0.0, 0.1, 0.05]]), _randn(78, 6, 3), 3),
+                case(t([[10.0, 0.0, 0.0], [0.0, 0.1, 0.05]]), randn(78, 6, 3), 3),
             ),
             (
                 "k equal to the number of keys: all of them, in order",
-                case(_randn(79, 3, 4), _randn(80, 5, 4), 5),
+                case(randn(79, 3, 4), randn(80, 5, 4), 5),
             ),
             (
                 "a zero query and a zero key: cosine 0, not NaN",
@@ -1068,7 +1064,7 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
             ),
             (
                 "5 queries, 300 keys of 32 dimensions, k 4",
-                case(_randn(81, 5, 32), _randn(82, 300, 32), 4),
+                case(randn(81, 5, 32), randn(82, 300, 32), 4),
             ),
             ("k of 5 with 4 keys, and k of 0: ValueError", bad_k),
         ],
@@ -1128,7 +1124,7 @@ def _flops_mistakes(cfg: GPTConfig, tokens: float):
 
 
 def _number(value, what: str) -> float:
-    value = _plain(value)
+    value = plain(value)
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -32,6 +32,8 @@ from typing import Literal
 
 import regex
 
+from ..utils import write_atomically
+
 __all__ = [
     "GPT2_SPLIT_PATTERN",
     "BPETokenizer",
@@ -401,11 +403,8 @@ class BPETokenizer:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the tokenizer as readable JSON, atomically (a crash leaves no half file)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_printable(), ensure_ascii=False, indent=1), "utf-8")
-        tmp.replace(path)
-        return path
+        text = json.dumps(self.to_printable(), ensure_ascii=False, indent=1)
+        return write_atomically(path, lambda tmp: tmp.write_text(text, "utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:

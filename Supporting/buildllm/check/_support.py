@@ -1,0 +1,101 @@
+"""What the exercise checks share: seeded inputs, comparisons that name a known mistake,
+and tensors that refuse the built-in a learner was asked to write out.
+
+Private to buildllm.check: the meetings' modules import from here, never from each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from . import expect_tensor
+
+
+def randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
+    """A tensor of N(0, scale²) numbers from its own generator: the same for every learner."""
+    return scale * torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+# -- added while rewriting the checks of meetings 0-3 (helper C1 adds below this line only)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with the global RNG seeded, and leave the caller's RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def randomize(module: nn.Module, std: float) -> nn.Module:
+    """Every parameter drawn from N(0, std²): biases and norms too, so none hides a mistake."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, std)
+    return module
+
+
+def expect_close(
+    got, want: torch.Tensor, what: str, mistakes=(), x=None, atol: float = 1e-5, rtol: float = 1e-4
+) -> None:
+    """Compare tensors; on a difference, name the known mistake that gives `got`, if one does.
+
+    `mistakes` holds (hint, tensor) pairs; `x`, the input, is shown next to a wrong entry.
+    """
+    got = expect_tensor(got, what).detach()
+    if got.shape != want.shape:
+        raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    got, want = got.float(), want.float()
+    bad = ~torch.isclose(got, want, atol=atol, rtol=rtol)
+    if not bad.any():
+        return
+    for hint, wrong in mistakes:
+        if torch.allclose(got, wrong.float(), atol=atol, rtol=rtol):
+            raise AssertionError(f"{what} is wrong: {hint}")
+    i = tuple(int(k) for k in bad.nonzero()[0])
+    at = f" (input {x[i].item():.6g})" if x is not None and x.shape == got.shape else ""
+    if not torch.isfinite(got[i]):
+        raise AssertionError(
+            f"{what}[{', '.join(map(str, i))}]{at} is {got[i].item()}: a step overflowed (exp "
+            "of a large number is inf) or divided by zero"
+        )
+    raise AssertionError(
+        f"{what}[{', '.join(map(str, i))}]{at} is {got[i].item():.6g}, expected "
+        f"{want[i].item():.6g}; the largest difference is {(got - want).abs().max().item():.3g}"
+    )
+
+
+# -- added while rewriting the checks of meetings 4-5 (helper C2 adds below this line only)
+
+
+class Refuses(torch.Tensor):
+    """An input tensor that fails the check when a built-in version of the exercise sees it."""
+
+    banned: frozenset = frozenset()
+    advice = ""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in cls.banned:
+            raise AssertionError(f"your function called {func.__name__}: {cls.advice}")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def plain(value):
+    return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else value
+
+
+def matching(got: torch.Tensor, mistakes) -> str | None:
+    """The hint of the first known mistake whose result equals `got` (infinities included)."""
+    for hint, wrong in mistakes:
+        same_shape = wrong.shape == got.shape
+        if same_shape and torch.allclose(got.float(), wrong.float(), rtol=1e-4, atol=1e-5):
+            return hint
+    return None
+
+
+# -- added while rewriting the checks of meetings 6-7 (helper C3 adds below this line only)
