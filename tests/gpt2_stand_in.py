@@ -17,6 +17,7 @@ tests/test_gpt2_notebooks.py runs the notebooks this way with $BUILDLLM_SMOKE se
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -107,18 +108,26 @@ def execute_on_stand_in(
     at the end (a probe of the kernel's state). Returns the executed notebook and the
     seconds it took.
     """
-    sha = write_stand_in(cache)
     nb = nbformat.read(notebook, as_version=4)
-    nb.cells.insert(2, pin_cell(sha))  # after the title and the Colab setup cell
+    nb.cells.insert(2, pin_cell(write_stand_in(cache)))  # after the title and the setup cell
+    env = {"BUILDLLM_CACHE": str(cache), "BUILDLLM_SMOKE": "1" if smoke else "0"}
+    return execute(nb, notebook.parent, env, then=then, timeout=timeout)
+
+
+def execute(
+    nb: nbformat.NotebookNode, folder: Path, env: dict[str, str], *,
+    then: str | None = None, timeout: int = 900,
+) -> tuple[nbformat.NotebookNode, float]:
+    """Run `nb` in place in a kernel started in `folder`, with `env` added to the environment;
+    `then`, if given, is one more cell run at the end. Returns nb and the seconds it took."""
     if then is not None:
         nb.cells.append(nbformat.v4.new_code_cell(then))
-    env = {"BUILDLLM_CACHE": str(cache), "BUILDLLM_SMOKE": "1" if smoke else "0"}
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
         start = time.perf_counter()
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(notebook.parent)}}).execute()
+                       resources={"metadata": {"path": str(folder)}}).execute()
         return nb, time.perf_counter() - start
     finally:
         for name, value in saved.items():
@@ -126,6 +135,13 @@ def execute_on_stand_in(
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def loss_outputs(nb: nbformat.NotebookNode) -> tuple[list[str], list[str]]:
+    """The outputs that print a loss (on a line, or in a table with a loss column), and
+    those of them that hold a nan or an inf."""
+    losses = [out for out in output_texts(nb) if "loss" in out.lower()]
+    return losses, [out for out in losses if re.search(r"\b(nan|inf)\b", out, re.I)]
 
 
 def output_texts(nb: nbformat.NotebookNode) -> list[str]:

@@ -6,7 +6,6 @@ $BUILDLLM_SMOKE set, which cuts steps and evaluation sizes: the run checks that 
 works with GPT-2's shapes and settings, not what it learns.
 """
 
-import re
 
 import pytest
 import torch
@@ -16,14 +15,13 @@ from gpt2_stand_in import (
     WITH_SETTINGS,
     execute_on_stand_in,
     gpt2_124m_state,
+    loss_outputs,
     output_texts,
 )
 from safetensors.torch import load_file
 
 from buildllm.gpt2 import load_hf_state_dict
 from buildllm.model import CONFIGS, GPTModel
-
-NOT_FINITE = re.compile(r"\b(nan|inf)\b", re.I)
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +58,8 @@ def test_notebook_runs_on_gpt2_with_the_settings_made_for_it(name, stand_in_cach
     text = "\n".join(outputs)
     assert "the course's own small model instead" not in text  # it did get GPT-2
     assert "Settings for GPT-2 124M on a CPU, a short run" in text
-    # A loss printed on a line, or in a table with a loss column: none may be nan or inf.
-    losses = [out for out in outputs if "loss" in out.lower()]
-    assert [out for out in losses if NOT_FINITE.search(out)] == []
+    losses, not_finite = loss_outputs(nb)
+    assert losses and not_finite == []
 
 
 @pytest.mark.parametrize("name", WITH_A_GPT2_SECTION)

@@ -23,6 +23,7 @@ __all__ = [
     "course_model",
     "gpt2_model",
     "gpt2_or_course_model",
+    "load_base",
     "smoke_run",
 ]
 
@@ -63,6 +64,31 @@ def gpt2_or_course_model(size: str = "124M") -> tuple[GPTModel, str]:
         print(f"GPT-2 {size}'s weights are not available ({err.name} could not be downloaded), "
               "so this runs on the course's own small model instead.")
         return course_model(), "the course model"
+
+
+def load_base(name: str = "gpt2") -> tuple[GPTModel, str]:
+    """The model a fine-tuning notebook starts from, and how to call it.
+
+    `name` is the one line a learner changes: "gpt2" (GPT-2 124M, or the course's model where
+    GPT-2 cannot be downloaded), "course", or the folder of your own Meeting-5 run of
+    `python -m buildllm.pretrain`. Meeting 6 reads its data with GPT-2's tokenizer, so a run
+    must have been trained with it (`--tokenizer gpt2`, the default).
+    """
+    if name == "gpt2":
+        return gpt2_or_course_model("124M")
+    if name == "course":
+        return course_model(), "the course model"
+    from .pretrain import load_run
+
+    folder = Path(name).expanduser()
+    if not (folder / "run.json").is_file():
+        raise ValueError(f'MODEL = {name!r} is not "gpt2", "course" or a run folder (it has '
+                         "no run.json): give the --out folder of python -m buildllm.pretrain")
+    model, tokenizer = load_run(folder)
+    if getattr(tokenizer, "name", None) != "gpt2":  # tiktoken's GPT-2 encoding is named so
+        raise ValueError(f"{folder} was trained with its own tokenizer, but these notebooks "
+                         "read GPT-2's tokens: pretrain again with --tokenizer gpt2")
+    return model, f"your model from {folder}"
 
 
 SMOKE_ENV = "BUILDLLM_SMOKE"
