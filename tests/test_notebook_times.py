@@ -8,6 +8,7 @@ import pytest
 import run_notebooks
 from colab_setup import repository_url
 from gpt2_stand_in import GPT2_NOTEBOOKS
+from markdown_section import section
 from run_notebooks import busy, meeting_table, table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,19 +26,14 @@ def test_every_notebook_has_a_measured_time():
 
 def test_readme_table_is_the_one_written_from_the_measured_times():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    shown = re.search(
-        r"<!-- notebook-times:start -->\n(.*?)<!-- notebook-times:end -->", readme, re.S
-    )
-    assert shown is not None, "README.md lost its notebook-times markers"
-    assert shown.group(1) == table(RECORD)
+    assert section(readme, "notebook-times", "README.md") == table(RECORD)
 
 
 @pytest.mark.parametrize("meeting", sorted({p.split("/")[0] for p in RECORD["seconds"]}))
 def test_each_kit_shows_its_notebooks_times_with_both_models(meeting):
     kit = (ROOT / meeting / "README.md").read_text(encoding="utf-8")
-    shown = re.search(r"<!-- notebook-times:start -->\n(.*?)<!-- notebook-times:end -->", kit, re.S)
-    assert shown is not None, f"{meeting}/README.md has no notebook-times markers"
-    assert shown.group(1) == meeting_table(meeting, RECORD)
+    shown = section(kit, "notebook-times", f"{meeting}/README.md")
+    assert shown == meeting_table(meeting, RECORD)
 
 
 def test_every_notebook_that_loads_gpt2_has_its_gpt2_time():
