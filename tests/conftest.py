@@ -1,9 +1,11 @@
-"""Shared fixtures: an empty cache per test, and the repository root."""
+"""Shared fixtures: an empty cache per test, the repository root, GPT-2's tokenizer, and tiny
+random models (see stand_ins.py) for the tests that need a model but not a particular one."""
 
 import sys
 from pathlib import Path
 
 import pytest
+from stand_ins import READS_GPT2, tiny_gpt
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "Supporting" / "tools"))  # make_exercises, run_notebooks
@@ -28,3 +30,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def enc(tmp_path_factory):
+    """GPT-2's tokenizer (tiktoken), from the mirror through a cache of the session's own,
+    so that no test depends on what the user's cache holds."""
+    from buildllm.data import gpt2_encoding
+
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BUILDLLM_CACHE", str(folder))
+        mp.setenv("TIKTOKEN_CACHE_DIR", str(folder / "tiktoken"))
+        return gpt2_encoding()
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A tiny random GPT with a 97-token vocabulary (stand_ins.TINY, seed 0, eval mode)."""
+    return tiny_gpt()
+
+
+@pytest.fixture(scope="module")
+def chat(enc):
+    """A chat session over a tiny random GPT that reads GPT-2's tokens (context 128)."""
+    from buildllm.chat import ChatSession
+
+    return ChatSession(tiny_gpt(**READS_GPT2), enc, max_new_tokens=16)

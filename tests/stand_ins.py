@@ -1,9 +1,22 @@
-"""A stand-in model for tests that must know exactly what a model will write."""
+"""Stand-in models: a tiny random GPT, and a scripted one for tests that must know exactly
+what a model will write."""
+
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from buildllm.model import GPTConfig
+from buildllm.model import GPTConfig, GPTModel
+
+TINY = GPTConfig(vocab_size=97, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
+READS_GPT2 = {"vocab_size": 50257, "context_length": 128, "n_heads": 2}  # TINY's changes
+
+
+def tiny_gpt(seed: int = 0, **changes) -> GPTModel:
+    """A random GPT of TINY's size (with `changes`), in eval mode: nonsense, but the same
+    nonsense for the same seed. `tiny_gpt(**READS_GPT2)` reads GPT-2's tokens."""
+    torch.manual_seed(seed)
+    return GPTModel(replace(TINY, **changes)).eval()
 
 
 class Scripted(nn.Module):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stand_ins import Scripted
+from stand_ins import READS_GPT2, Scripted, tiny_gpt
 
 from buildllm import instruct
 from buildllm.chat import (
@@ -23,9 +23,7 @@ from buildllm.chat import (
     visible_answer,
 )
 from buildllm.chat import main as chat_main
-from buildllm.data import gpt2_encoding
 from buildllm.generation import generate, stream
-from buildllm.model import GPTConfig, GPTModel
 from buildllm.pretrained import COURSE_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,28 +33,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
-def enc(tmp_path_factory):
-    """GPT-2's tokenizer, from the mirror through a cache of this module's own."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BUILDLLM_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.delenv("TIKTOKEN_CACHE_DIR", raising=False)
-        yield gpt2_encoding()
-
-
-@pytest.fixture(scope="module")
 def small():
     """A random GPT with a 97-token vocabulary, for the token streamer."""
-    torch.manual_seed(0)
-    return GPTModel(GPTConfig(vocab_size=97, context_length=32, emb_dim=32, n_heads=4,
-                              n_layers=2)).eval()
+    return tiny_gpt()
 
 
 @pytest.fixture(scope="module")
 def tiny():
     """A random GPT that reads GPT-2's tokens: nonsense, but deterministic nonsense."""
-    torch.manual_seed(0)
-    return GPTModel(GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2,
-                              n_layers=2)).eval()
+    return tiny_gpt(**READS_GPT2)
 
 
 

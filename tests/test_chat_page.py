@@ -12,12 +12,8 @@ import os
 import shutil
 
 import pytest
-import torch
 from openai import OpenAI
 
-from buildllm.chat import ChatSession
-from buildllm.data import gpt2_encoding
-from buildllm.model import GPTConfig, GPTModel
 from buildllm.serve import BackgroundServer, create_app
 
 MODEL = "tiny"
@@ -59,15 +55,8 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BUILDLLM_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.delenv("TIKTOKEN_CACHE_DIR", raising=False)
-        enc = gpt2_encoding()
-    torch.manual_seed(0)
-    model = GPTModel(GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2,
-                               n_layers=2)).eval()
-    with BackgroundServer(create_app(ChatSession(model, enc, max_new_tokens=16), MODEL)) as up:
+def server(chat):  # conftest's chat session over a tiny random GPT
+    with BackgroundServer(create_app(chat, MODEL)) as up:
         yield up
 
 

@@ -20,7 +20,6 @@ from buildllm.classify import (
     split_frame,
     train_classifier,
 )
-from buildllm.data import gpt2_encoding
 from buildllm.model import GPTConfig, GPTModel
 from buildllm.training import lr_at
 
@@ -28,11 +27,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 EOT = 50256
 TINY = GPTConfig(context_length=32, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
-
-
-@pytest.fixture(scope="module")
-def enc():
-    return gpt2_encoding()
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,8 @@ import pytest
 import torch
 
 from buildllm.generation import KVCache, generate
-from buildllm.model import GPTConfig, GPTModel
 
-CFG = GPTConfig(vocab_size=97, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return GPTModel(CFG).eval()
+# `model`: conftest's tiny random GPT (97 tokens, context 32)
 
 
 @torch.no_grad()

@@ -7,18 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_bpe import STRESS
 
-from buildllm.data import fetch, gpt2_encoding
+from buildllm.data import fetch
 from buildllm.tokenizers import ENDOFTEXT, gpt2_tokenizer, load_gpt2_files, show_tokens
 
 
 @pytest.fixture(scope="module")
 def ours():
     return gpt2_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def tiktoken_gpt2():
-    return gpt2_encoding()
 
 
 def test_the_plain_data_matches_the_files(ours):
@@ -29,16 +24,16 @@ def test_the_plain_data_matches_the_files(ours):
 
 
 @pytest.mark.parametrize("name", ["tinyshakespeare.txt", "the-verdict.txt"])
-def test_whole_files_encode_exactly_like_tiktoken(ours, tiktoken_gpt2, name):
+def test_whole_files_encode_exactly_like_tiktoken(ours, enc, name):
     text = fetch(name).read_text("utf-8")
     ids = ours.encode(text)
-    assert ids == tiktoken_gpt2.encode(text)
+    assert ids == enc.encode(text)
     assert ours.decode(ids) == text
 
 
 @pytest.mark.parametrize("line", STRESS.split("\n"), ids=lambda line: line[:12])
-def test_the_stress_set_encodes_exactly_like_tiktoken(ours, tiktoken_gpt2, line):
-    assert ours.encode(line, allowed_special="all") == tiktoken_gpt2.encode(
+def test_the_stress_set_encodes_exactly_like_tiktoken(ours, enc, line):
+    assert ours.encode(line, allowed_special="all") == enc.encode(
         line, allowed_special="all"
     )
 
@@ -56,25 +51,25 @@ def test_the_stress_set_encodes_exactly_like_tiktoken(ours, tiktoken_gpt2, line)
         "<|endoftext|",
     ],
 )
-def test_special_tokens_in_odd_places_match_tiktoken(ours, tiktoken_gpt2, text):
-    assert ours.encode(text, allowed_special="all") == tiktoken_gpt2.encode(
+def test_special_tokens_in_odd_places_match_tiktoken(ours, enc, text):
+    assert ours.encode(text, allowed_special="all") == enc.encode(
         text, allowed_special="all"
     )
-    assert ours.encode_ordinary(text) == tiktoken_gpt2.encode_ordinary(text)
+    assert ours.encode_ordinary(text) == enc.encode_ordinary(text)
 
 
-def test_a_special_token_is_refused_by_default_like_tiktoken(ours, tiktoken_gpt2):
+def test_a_special_token_is_refused_by_default_like_tiktoken(ours, enc):
     with pytest.raises(ValueError):
-        tiktoken_gpt2.encode(f"a{ENDOFTEXT}")
+        enc.encode(f"a{ENDOFTEXT}")
     with pytest.raises(ValueError, match="encode_ordinary"):
         ours.encode(f"a{ENDOFTEXT}")
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text())
-def test_any_string_encodes_like_tiktoken_and_round_trips(ours, tiktoken_gpt2, text):
+def test_any_string_encodes_like_tiktoken_and_round_trips(ours, enc, text):
     ids = ours.encode_ordinary(text)
-    assert ids == tiktoken_gpt2.encode_ordinary(text)
+    assert ids == enc.encode_ordinary(text)
     assert ours.decode(ids) == text
 
 

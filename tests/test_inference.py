@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from stand_ins import tiny_gpt
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -28,22 +29,20 @@ from buildllm.inference import (
     quantize_rows,
 )
 from buildllm.lora import add_lora
-from buildllm.model import GPTConfig, GPTModel
+from buildllm.model import GPTModel
 from buildllm.pretrained import course_model
 from buildllm.training import batch_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
-TINY = GPTConfig(vocab_size=97, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
-# Prompts of many lengths, from 1 token to 20; token ids below TINY's vocabulary.
+# Prompts of many lengths, from 1 token to 20; token ids below stand_ins.TINY's 97.
 PROMPTS = [[5], [17, 3, 44, 9, 61], [2, 2], list(range(30, 50)), [90, 1, 7, 7, 13, 56, 8, 70]]
 
 
 def tiny_model(seed: int = 0, spread: float = 5.0, **changes) -> GPTModel:
     """A random GPTModel; `spread` scales GPT-2's initial weights, so that logits differ enough
     for greedy choices to be clear (at 1, nearly every logit is about 0)."""
-    torch.manual_seed(seed)
-    model = GPTModel(GPTConfig(**{**TINY.__dict__, **changes})).eval()
+    model = tiny_gpt(seed, **changes)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(spread)

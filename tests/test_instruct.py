@@ -7,7 +7,7 @@ import torch
 from stand_ins import Scripted
 from torch import nn
 
-from buildllm.data import fetch, gpt2_encoding
+from buildllm.data import fetch
 from buildllm.instruct import (
     END_OF_TEXT,
     InstructionDataset,
@@ -35,11 +35,6 @@ TINY = GPTConfig(context_length=128, emb_dim=16, n_heads=2, n_layers=1, drop_rat
 WITH_INPUT = {"instruction": "Rewrite in the passive voice.", "input": "The chef cooked the meal.",
               "output": "The meal was cooked by the chef."}
 NO_INPUT = {"instruction": "Name a primary colour.", "input": "", "output": "Blue."}
-
-
-@pytest.fixture(scope="module")
-def enc():
-    return gpt2_encoding()
 
 
 @pytest.fixture(scope="module")

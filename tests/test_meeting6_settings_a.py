@@ -7,7 +7,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from buildllm.classify import SpamDataset, add_classification_head, set_trainable, train_classifier
-from buildllm.data import gpt2_encoding
 from buildllm.instruct import finetune
 from buildllm.model import GPTConfig, GPTModel
 
@@ -16,11 +15,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = GPTConfig(context_length=64, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
 MESSAGES = ["Win a prize now", "See you at lunch", "Free ringtones, txt STOP", "Ok, later",
             "Claim your cash", "Running late, sorry"]
-
-
-@pytest.fixture(scope="module")
-def enc():
-    return gpt2_encoding()
 
 
 def spam_loader(enc, batch_size: int = 2) -> DataLoader:

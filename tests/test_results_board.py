@@ -2,11 +2,11 @@
 the best rows are the right ones, and the README shows exactly what the script renders."""
 
 import datetime
-import re
 from pathlib import Path
 
 import pytest
 import results_board
+from markdown_section import section
 from results_board import BoardError, best, leaders, parse, read, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,11 +57,8 @@ def test_the_course_rows_hold_the_numbers_the_meeting_readmes_report():
 
 
 def test_the_readme_board_is_exactly_what_render_writes():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    shown = re.search(r"<!-- results-board:start -->\n(.*?)<!-- results-board:end -->",
-                      readme, re.S)
-    assert shown is not None, "README.md lost its results-board markers"
-    assert shown.group(1) == render(read()), "run python Supporting/tools/results_board.py"
+    shown = section((ROOT / "README.md").read_text(encoding="utf-8"), "results-board", "README.md")
+    assert shown == render(read()), "run python Supporting/tools/results_board.py"
 
 
 def test_check_mode_fails_on_a_stale_readme_and_passes_once_rendered(tmp_path, monkeypatch):

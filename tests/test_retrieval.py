@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from buildllm.data import fetch, gpt2_encoding
+from buildllm.data import fetch
 from buildllm.instruct import format_prompt, prompt_ids
 from buildllm.model import GPTConfig, GPTModel
 from buildllm.retrieval import (
@@ -43,11 +43,6 @@ QUESTIONS = [  # (question, the passage that answers it), in words the passages 
     ("What is the highest mountain?", 4),
     ("What do bees collect from flowers?", 5),
 ]
-
-
-@pytest.fixture(scope="module")
-def enc():
-    return gpt2_encoding()
 
 
 @pytest.fixture(scope="module")

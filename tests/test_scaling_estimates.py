@@ -1,10 +1,10 @@
 """The cost estimates on Meeting-7/SCALING.md: written by the script, from the course's own counter,
 with the same GPU peaks the pretraining command measures MFU against."""
 
-import re
 from pathlib import Path
 
 import scaling_estimates
+from markdown_section import section
 from scaling_estimates import GPUS, parameters, render, training_flops_per_token
 
 from buildllm.model import CONFIGS, GPTModel, count_parameters, forward_flops_per_token
@@ -15,10 +15,8 @@ PAGE = ROOT / "Meeting-7" / "SCALING.md"
 
 
 def test_the_page_shows_exactly_what_the_script_renders():
-    shown = re.search(r"<!-- scaling-estimates:start -->\n(.*?)<!-- scaling-estimates:end -->",
-                      PAGE.read_text(encoding="utf-8"), re.S)
-    assert shown is not None, "SCALING.md lost its scaling-estimates markers"
-    assert shown.group(1) == render(), "run python Supporting/tools/scaling_estimates.py"
+    shown = section(PAGE.read_text(encoding="utf-8"), "scaling-estimates", "SCALING.md")
+    assert shown == render(), "run python Supporting/tools/scaling_estimates.py"
 
 
 def test_check_mode_fails_on_a_stale_page_and_never_writes(tmp_path, monkeypatch):

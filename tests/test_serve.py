@@ -14,13 +14,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import torch
 from openai import OpenAI
 
 from buildllm import judge
 from buildllm.chat import ChatSession
-from buildllm.data import gpt2_encoding
-from buildllm.model import GPTConfig, GPTModel
 from buildllm.pretrained import COURSE_MODEL_DIR
 from buildllm.serve import BackgroundServer, create_app
 
@@ -31,20 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
-def chat(tmp_path_factory):
-    """A random GPT that reads GPT-2's tokens (context 128): nonsense, but repeatable."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BUILDLLM_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.delenv("TIKTOKEN_CACHE_DIR", raising=False)
-        enc = gpt2_encoding()
-    torch.manual_seed(0)
-    model = GPTModel(GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2,
-                               n_layers=2)).eval()
-    return ChatSession(model, enc, max_new_tokens=16)
-
-
-@pytest.fixture(scope="module")
-def server(chat):
+def server(chat):  # conftest's chat session over a tiny random GPT
     with BackgroundServer(create_app(chat, MODEL)) as running:
         yield running
 

@@ -19,11 +19,11 @@ depend on the machine and its load; the ratios to sdpa, measured together, are w
 """
 
 import argparse
-import os
 import platform
 import time
 
 import torch
+from benchmark_report import machine, markdown_table
 from torch import nn
 
 from buildllm.attention import MultiHeadAttention, MultiHeadAttentionWrapper, attention_by_loop
@@ -138,15 +138,12 @@ def main() -> None:
                      else f"skipped (> {args.loop_max:,} tokens)" for k in VERSIONS[:-1]]
             rows.append([f"{n:,}", label, *cells, show(times["sdpa"])])
 
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, PyTorch {torch.__version__}; "
+    print(f"{machine()}, Python {platform.python_version()}, PyTorch {torch.__version__}; "
           f"torch.set_num_threads({args.threads}); width {args.width}, {args.heads} heads of "
           f"{args.width // args.heads}, batch 1, float32; best of {args.repeats} runs, or of "
           f"{args.budget} s of runs\n")
-    print("| tokens | pass | " + " | ".join(VERSIONS) + " |")
-    print("|---:|---|---:|---:|---:|---:|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print(markdown_table(["tokens", "pass", *VERSIONS], rows,
+                         ["---:", "---", *["---:"] * len(VERSIONS)]))
     print("\nTimes, and in brackets the ratio to sdpa's time. All four versions gave the same "
           "outputs and input gradients (to 1e-4) at every length they were timed.")
 

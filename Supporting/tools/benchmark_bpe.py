@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmark_report import machine, markdown_table
+
 from buildllm.data import fetch, gpt2_encoding
 from buildllm.tokenizers import ENDOFTEXT, gpt2_tokenizer, train_bpe, train_bpe_naive
 
@@ -135,11 +137,8 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = training(args.vocab_size, naive=not args.no_naive) + encoding() + memory(args.megabytes)
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}; one thread everywhere\n")
-    print("| measurement | result | ratio |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print(f"{machine()}, Python {platform.python_version()}; one thread everywhere\n")
+    print(markdown_table(["measurement", "result", "ratio"], rows))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Absolute numbers depend on the machine; ratios measured together are what to quo
 """
 
 import argparse
-import os
 import platform
 import statistics
 import time
@@ -28,6 +27,7 @@ from importlib.metadata import version
 
 import torch
 import torch.nn.functional as F
+from benchmark_report import machine, markdown_table
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from buildllm.data import fetch, gpt2_encoding
@@ -182,15 +182,13 @@ def main() -> None:
             rows += training(name, dtype_name, tokens, args)
     rows += generation(args.gen_config, args.new_tokens, args.gen_repeats)
 
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{args.threads} thread{'s' * (args.threads > 1)}; Python {platform.python_version()}, "
+    print(f"{machine()}, {args.threads} thread{'s' * (args.threads > 1)}; "
+          f"Python {platform.python_version()}, "
           f"torch {torch.__version__}, transformers {version('transformers')}\n")
     print(f"Training: batch {args.batch} × {args.seq_len} tokens (at most the context length), "
           f"AdamW, cross entropy, dropout off; median of {args.steps} steps after {args.warmup} "
           f"untimed. Generation: greedy, batch 1, median of {args.gen_repeats} runs.\n")
-    print("| measurement | result | ratio |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print(markdown_table(["measurement", "result", "ratio"], rows))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import platform
 import statistics
 import sys
@@ -45,6 +44,7 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
+from benchmark_report import machine, markdown_table
 from tqdm.auto import tqdm
 
 from buildllm.data import fetch
@@ -402,8 +402,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = learning(args) if "learning" in parts else []
     rows += throughput(args) if "throughput" in parts else []
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{args.threads} thread{'s' * (args.threads > 1)}; Python {platform.python_version()}, "
+    print(f"{machine()}, {args.threads} thread{'s' * (args.threads > 1)}; "
+          f"Python {platform.python_version()}, "
           f"torch {torch.__version__}\n")
     if "learning" in parts:
         print("Learning: validation loss is the mean over every character of the last 10% of "
@@ -414,9 +414,7 @@ def main() -> None:
               f"constant learning rate, no clipping; the median of {args.tp_rounds} alternating "
               f"rounds of {args.tp_steps} steps; evaluations and checkpoints are not timed.")
     print()
-    print("| measurement | result | goal or comparison |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print(markdown_table(["measurement", "result", "goal or comparison"], rows))
 
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from markdown_section import update_section
+
 ROOT = Path(__file__).resolve().parents[2]
 BOARD = ROOT / "Supporting" / "results" / "board.csv"
 README = ROOT / "README.md"
-START, END = "<!-- results-board:start -->", "<!-- results-board:end -->"
-SECTION = re.compile(re.escape(START) + r"\n(.*?)" + re.escape(END), re.S)
 
 # Every column, in the order the CSV's header must list them, and what a value must be.
 COLUMNS = {
@@ -323,14 +323,6 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_with_board(readme: str, board: str) -> str:
-    """`readme` with the text between the results-board markers replaced by `board`."""
-    if not SECTION.search(readme):
-        raise ValueError(f"README.md has no results board: add a line {START} and a line {END} "
-                         "where the board should go")
-    return SECTION.sub(lambda m: f"{START}\n{board}{END}", readme, count=1)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status (0 when all is well)."""
     args = sys.argv[1:] if argv is None else argv
@@ -356,24 +348,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{_shown(BOARD)}: {len(rows)} rows, all valid")
     if args == ["check"]:
         return 0
-    readme = README.read_text(encoding="utf-8")
-    try:
-        updated = readme_with_board(readme, render(rows))
+    try:  # between README.md's <!-- results-board:start --> and <!-- results-board:end -->
+        stale = update_section(README, "results-board", render(rows), write="--check" not in args)
     except ValueError as err:
         print(err, file=sys.stderr)
         return 1
     if "--check" in args:
-        if updated != readme:
+        if stale:
             print("README.md's results board is out of date: run "
                   "python Supporting/tools/results_board.py", file=sys.stderr)
             return 1
         print("README.md's results board is current")
-        return 0
-    if updated != readme:
-        README.write_text(updated, encoding="utf-8")
-        print("README.md's results board rewritten")
     else:
-        print("README.md's results board was already current")
+        print(f"README.md's results board {'rewritten' if stale else 'was already current'}")
     return 0
 
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import nbformat
+from markdown_section import update_section
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 TIMES = ROOT / "Supporting" / "buildllm" / "notebook_times.json"
 README = ROOT / "README.md"
-TABLE = re.compile(r"(<!-- notebook-times:start -->\n).*?(<!-- notebook-times:end -->)", re.S)
 
 
 def run(path: Path) -> float:
@@ -86,14 +85,12 @@ def meeting_table(meeting: str, record: dict) -> str:
 
 
 def write_tables(record: dict) -> None:
-    """Put the measured times into README.md and every kit that has the table's markers."""
-    for readme in [README, *sorted(ROOT.glob("Meeting-*/README.md"))]:
-        if not readme.exists():
-            continue
-        text = readme.read_text("utf-8")
-        new = table(record) if readme == README else meeting_table(readme.parent.name, record)
-        readme.write_text(TABLE.sub(lambda m, new=new: m.group(1) + new + m.group(2), text),
-                          "utf-8")
+    """Put the measured times between the notebook-times markers of README.md and of the
+    README of every meeting that has notebooks."""
+    update_section(README, "notebook-times", table(record))
+    for meeting in sorted({path.split("/")[0] for path in record["seconds"]}):
+        update_section(ROOT / meeting / "README.md", "notebook-times",
+                       meeting_table(meeting, record))
 
 
 def busy(seconds: float = 3.0) -> str | None:

@@ -12,9 +12,10 @@ assumption is a constant below, with where it comes from; change one and rerun.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
+
+from markdown_section import update_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from buildllm.capstone import GPUS, training_cost  # noqa: E402  (the capstone notebook's GPUs)
@@ -22,8 +23,6 @@ from buildllm.model import CONFIGS, GPTConfig, count_parameters, forward_flops_p
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "Meeting-7" / "SCALING.md"
-START, END = "<!-- scaling-estimates:start -->", "<!-- scaling-estimates:end -->"
-SECTION = re.compile(re.escape(START) + r"\n(.*?)" + re.escape(END), re.S)
 
 MODELS = ("124M", "355M")  # names in buildllm.model.CONFIGS, at GPT-2's context of 1,024
 MFU = 0.40  # assumed; SCALING.md says where 40% comes from and how to use your own
@@ -125,30 +124,24 @@ def render() -> str:
     return "\n".join(out) + "\n"
 
 
-def page_with_estimates(page: str, table: str) -> str:
-    if not SECTION.search(page):
-        raise ValueError(f"{PAGE.name} has no {START} ... {END} markers")
-    return SECTION.sub(lambda m: f"{START}\n{table}{END}", page, count=1)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args not in ([], ["--check"]):
         print(__doc__, file=sys.stderr)
         return 2
-    page = PAGE.read_text(encoding="utf-8")
-    updated = page_with_estimates(page, render())
+    try:  # between the page's <!-- scaling-estimates:start --> and <!-- scaling-estimates:end -->
+        stale = update_section(PAGE, "scaling-estimates", render(), write=args == [])
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 1
     if args == ["--check"]:
-        if updated != page:
+        if stale:
             print(f"{PAGE.name} is out of date: run python Supporting/tools/scaling_estimates.py",
                   file=sys.stderr)
             return 1
         print(f"{PAGE.name}'s estimates are current")
-    elif updated != page:
-        PAGE.write_text(updated, encoding="utf-8")
-        print(f"{PAGE.name}'s estimates rewritten")
     else:
-        print(f"{PAGE.name}'s estimates were already current")
+        print(f"{PAGE.name}'s estimates {'rewritten' if stale else 'were already current'}")
     return 0
 
 

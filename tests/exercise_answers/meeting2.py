@@ -278,7 +278,7 @@ def encode_with_bytes(text, vocab, merges):
     return out
 
 
-def encode_choosing(text, vocab, merges, split=None, choose=None, byte_ids=None):
+def encode_choosing(text, vocab, merges, split=None, choose=None, byte_ids=None, new_id=None):
     """Like encode_with_ranks, with switches for the usual mistakes."""
     ids_of = {token: i for i, token in vocab.items()}
     rank = {(ids_of[a], ids_of[b]): r for r, (a, b) in enumerate(merges)}
@@ -293,22 +293,8 @@ def encode_choosing(text, vocab, merges, split=None, choose=None, byte_ids=None)
             if not found:
                 break
             pair = min(found, key=rank.get) if choose is None else choose(found, rank)
-            ids = merge_with_while(ids, pair, merged[pair])
-        out += ids
-    return out
-
-
-def encode_assuming_ids_in_merge_order(text, vocab, merges):
-    ids_of = {token: i for i, token in vocab.items()}
-    rank = {(ids_of[a], ids_of[b]): r for r, (a, b) in enumerate(merges)}
-    out = []
-    for piece in regex.findall(GPT2_SPLIT_PATTERN, text):
-        ids = [ids_of[bytes([b])] for b in piece.encode("utf-8")]
-        while len(ids) > 1:
-            pair = min(pairwise(ids), key=lambda p: rank.get(p, float("inf")))
-            if pair not in rank:
-                break
-            ids = merge_with_while(ids, pair, 256 + rank[pair])
+            merged_id = merged[pair] if new_id is None else new_id(pair, rank)
+            ids = merge_with_while(ids, pair, merged_id)
         out += ids
     return out
 
@@ -331,14 +317,17 @@ WRONG_ENCODE = {
     "the latest merge first": lambda t, v, m: encode_choosing(
         t, v, m, choose=lambda found, rank: max(found, key=rank.get)
     ),
-    "merged ids taken to be 256 + rank": encode_assuming_ids_in_merge_order,
+    "merged ids taken to be 256 + rank": lambda t, v, m: encode_choosing(
+        t, v, m, new_id=lambda pair, rank: 256 + rank[pair]
+    ),
 }
 
 
 # -- Exercise 2.6: fast training ------------------------------------------------------------
 
 
-def train_fast_with_max(text, vocab_size):
+def index_pairs(text):
+    """Each distinct piece's bytes and count, each pair's count, and the pieces it occurs in."""
     freqs = Counter(regex.findall(GPT2_SPLIT_PATTERN, text))
     words = [list(w.encode("utf-8")) for w in freqs]
     weights = list(freqs.values())
@@ -347,6 +336,11 @@ def train_fast_with_max(text, vocab_size):
         for pair in pairwise(word):
             counts[pair] += n
             where[pair].add(w)
+    return words, weights, counts, where
+
+
+def train_fast_with_max(text, vocab_size):
+    words, weights, counts, where = index_pairs(text)
     vocab = {i: bytes([i]) for i in range(256)}
     merges = []
     for new_id in range(256, vocab_size):
@@ -381,14 +375,7 @@ class Reversed:
 
 
 def train_fast_with_heap(text, vocab_size):
-    freqs = Counter(regex.findall(GPT2_SPLIT_PATTERN, text))
-    words = {w: list(word.encode()) for w, word in enumerate(freqs)}
-    weights = list(freqs.values())
-    counts, where = defaultdict(int), defaultdict(set)
-    for w, word in words.items():
-        for pair in pairwise(word):
-            counts[pair] += weights[w]
-            where[pair].add(w)
+    words, weights, counts, where = index_pairs(text)
     vocab = {i: bytes([i]) for i in range(256)}
     heap = [(-c, Reversed((vocab[a], vocab[b])), (a, b)) for (a, b), c in counts.items()]
     heapq.heapify(heap)
@@ -420,14 +407,7 @@ def train_fast_with_heap(text, vocab_size):
 
 def train_fast_forgetting_old_pairs(text, vocab_size):
     """Adds the pairs a merge creates but never subtracts the ones it destroys."""
-    freqs = Counter(regex.findall(GPT2_SPLIT_PATTERN, text))
-    words = [list(w.encode("utf-8")) for w in freqs]
-    weights = list(freqs.values())
-    counts, where = Counter(), defaultdict(set)
-    for w, (word, n) in enumerate(zip(words, weights, strict=True)):
-        for pair in pairwise(word):
-            counts[pair] += n
-            where[pair].add(w)
+    words, weights, counts, where = index_pairs(text)
     vocab = {i: bytes([i]) for i in range(256)}
     merges = []
     for new_id in range(256, vocab_size):

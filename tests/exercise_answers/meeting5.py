@@ -506,7 +506,10 @@ def adamw_choosing(
         t = s["t"]
         if mistake == "L2 in the gradient":
             g = g + weight_decay * p
-        s["m"] = beta1 * s["m"] + (1 - beta1) * g
+        if mistake == "betas swapped in m":
+            s["m"] = beta1 * g + (1 - beta1) * s["m"]
+        else:
+            s["m"] = beta1 * s["m"] + (1 - beta1) * g
         s["v"] = beta2 * s["v"] + (1 - beta2) * (g.abs() if mistake == "v from |g|" else g * g)
         if mistake == "no bias correction":
             m_hat, v_hat = s["m"], s["v"]
@@ -541,22 +544,6 @@ def adamw_default_betas(params, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_
     adamw_written_out(params, state, lr, weight_decay=weight_decay)
 
 
-@torch.no_grad()
-def adamw_betas_swapped_in_m(params, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-    beta1, beta2 = betas
-    for i, p in enumerate(params):
-        if p.grad is None:
-            continue
-        s = state.setdefault(i, {"t": 0, "m": torch.zeros_like(p), "v": torch.zeros_like(p)})
-        s["t"] += 1
-        s["m"] = beta1 * p.grad + (1 - beta1) * s["m"]
-        s["v"] = beta2 * s["v"] + (1 - beta2) * p.grad**2
-        p.mul_(1 - lr * weight_decay)
-        p.sub_(
-            lr * (s["m"] / (1 - beta1 ** s["t"])) / ((s["v"] / (1 - beta2 ** s["t"])).sqrt() + eps)
-        )
-
-
 _GLOBAL_STATE = {}
 
 
@@ -580,16 +567,8 @@ def adamw_rebinding(params, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_deca
 
 
 def adamw_without_no_grad(params, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-    beta1, beta2 = betas
-    for i, p in enumerate(params):
-        if p.grad is None:
-            continue
-        s = state.setdefault(i, {"t": 0, "m": torch.zeros_like(p), "v": torch.zeros_like(p)})
-        s["t"] += 1
-        s["m"] = beta1 * s["m"] + (1 - beta1) * p.grad
-        s["v"] = beta2 * s["v"] + (1 - beta2) * p.grad**2
-        p -= lr * weight_decay * p
-        p -= lr * (s["m"] / (1 - beta1 ** s["t"])) / ((s["v"] / (1 - beta2 ** s["t"])).sqrt() + eps)
+    """adamw_written_out without its @torch.no_grad() line (__wrapped__ is the bare function)."""
+    adamw_written_out.__wrapped__(params, state, lr, betas, eps, weight_decay)
 
 
 def adamw_with_torch(params, state, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
@@ -609,7 +588,7 @@ WRONG_ADAMW = {
     "eps inside the square root": adamw_with("eps inside the square root"),
     "v from |g|": adamw_with("v from |g|"),
     "a missing gradient taken as zeros": adamw_with("zeros for a missing gradient"),
-    "betas swapped in m": adamw_betas_swapped_in_m,
+    "betas swapped in m": adamw_with("betas swapped in m"),
     "fresh state every call": adamw_fresh_state,
     "default betas and eps": adamw_default_betas,
     "state in a global": adamw_global_state,

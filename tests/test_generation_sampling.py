@@ -5,17 +5,9 @@ import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from buildllm.generation import generate, next_token, top_k_filter, top_p_filter
-from buildllm.model import GPTConfig, GPTModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-CFG = GPTConfig(vocab_size=97, context_length=32, emb_dim=32, n_heads=4, n_layers=2)
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return GPTModel(CFG).eval()
+# `model`: conftest's tiny random GPT (97 tokens, context 32)
 
 
 def random_logits(rows: int, vocab: int, seed: int) -> torch.Tensor:

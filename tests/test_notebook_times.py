@@ -1,13 +1,13 @@
-"""The README shows how to get the course, and the times measured for the notebooks in it."""
+"""The measured time of every notebook (run_notebooks.py): the record, and the tables of it in
+README.md and in each meeting's kit."""
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import run_notebooks
-from colab_setup import repository_url
 from gpt2_stand_in import GPT2_NOTEBOOKS
+from markdown_section import section
 from run_notebooks import busy, meeting_table, table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,19 +25,14 @@ def test_every_notebook_has_a_measured_time():
 
 def test_readme_table_is_the_one_written_from_the_measured_times():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    shown = re.search(
-        r"<!-- notebook-times:start -->\n(.*?)<!-- notebook-times:end -->", readme, re.S
-    )
-    assert shown is not None, "README.md lost its notebook-times markers"
-    assert shown.group(1) == table(RECORD)
+    assert section(readme, "notebook-times", "README.md") == table(RECORD)
 
 
 @pytest.mark.parametrize("meeting", sorted({p.split("/")[0] for p in RECORD["seconds"]}))
 def test_each_kit_shows_its_notebooks_times_with_both_models(meeting):
     kit = (ROOT / meeting / "README.md").read_text(encoding="utf-8")
-    shown = re.search(r"<!-- notebook-times:start -->\n(.*?)<!-- notebook-times:end -->", kit, re.S)
-    assert shown is not None, f"{meeting}/README.md has no notebook-times markers"
-    assert shown.group(1) == meeting_table(meeting, RECORD)
+    shown = section(kit, "notebook-times", f"{meeting}/README.md")
+    assert shown == meeting_table(meeting, RECORD)
 
 
 def test_every_notebook_that_loads_gpt2_has_its_gpt2_time():
@@ -52,20 +47,6 @@ def test_no_notebook_takes_more_than_three_minutes_on_the_reference_cpu():
 def test_with_gpt2_on_a_cpu_no_notebook_takes_more_than_about_five_minutes():
     slow = {p: s for p, s in RECORD["gpt2_seconds"].items() if s > 330}
     assert slow == {}, "GPT-2's CPU settings must be a short run"
-
-
-def test_the_clone_command_names_the_repository_of_pyproject():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert f"git clone {repository_url()}.git\n" in readme
-
-
-def test_the_readme_gives_the_cpu_torch_line_before_the_install_that_needs_it():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    pinned = re.search(r"^torch==\S+", (ROOT / "requirements.txt").read_text(), re.M).group()
-    cpu_torch = readme.index(f"pip install {pinned} --index-url https://download.pytorch.org/whl/cpu")
-    assert readme.index("git clone") < cpu_torch < readme.index("pip install -r requirements.txt")
-    assert "pip install -r requirements.txt && jupyter lab" in readme
-    assert "pip install -r requirements-dev.txt && pytest" in readme
 
 
 def test_run_notebooks_refuses_to_time_on_a_busy_machine(monkeypatch):
