@@ -13,7 +13,9 @@ import torch
 from safetensors.torch import load_file
 from stand_ins import Scripted
 
+import buildllm.costs
 import buildllm.pretrain
+import buildllm.runs
 from buildllm.capstone import (
     GPU,
     GPUS,
@@ -30,7 +32,7 @@ from buildllm.capstone import (
 from buildllm.data import fetch
 from buildllm.instruct import end_of_text_id, finetune, load_instructions, respond
 from buildllm.model import CONFIGS, GPTConfig, GPTModel
-from buildllm.pretrain import load_run, save_run
+from buildllm.runs import load_run, save_run
 from buildllm.tokenizers import BPETokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -349,7 +351,7 @@ def test_a_failed_save_run_leaves_no_run_json_describing_other_weights(tmp_path,
     def full_disk(*args):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(buildllm.pretrain, "_save_model", full_disk)
+    monkeypatch.setattr(buildllm.runs, "_save_model", full_disk)
     with pytest.raises(OSError, match="No space"):
         save_run(model, {"kind": "gpt2"}, folder)
     assert not (folder / "run.json").exists()
@@ -403,7 +405,7 @@ def test_training_cost_is_three_forward_passes_per_token_at_the_given_utilizatio
     assert cost["hours"] == pytest.approx(3 * forward * 1e9 / (100e12 * 0.5 * 4) / 3600)
     assert cost["usd"] == pytest.approx(cost["hours"] * 4 * 2.0)
     h100 = next(g for g in GPUS if g.name.startswith("H100"))
-    assert h100.peak_tflops == dict(buildllm.pretrain.GPU_PEAK_TFLOPS)["H100"]
+    assert h100.peak_tflops == dict(buildllm.costs.GPU_PEAK_TFLOPS)["H100"]
     with pytest.raises(ValueError, match="mfu"):
         training_cost(cfg, 1e9, gpu, mfu=1.5)
 
