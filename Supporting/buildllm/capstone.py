@@ -31,8 +31,7 @@ Bad input (a folder that does not exist or holds no .txt files, an empty file, t
 for the context length, a malformed pairs file, an impossible setting) raises `InputError`
 before anything is written.
 
-`training_cost` (from `buildllm.costs`) turns a model and a token budget into hours and dollars
-on a GPU, from the model's FLOPs per token, the GPU's peak and an assumed utilization.
+What a bigger run would cost: `training_cost` and `GPUS`, from `buildllm.costs`.
 """
 
 from __future__ import annotations
@@ -56,27 +55,14 @@ from .model import GPTConfig
 from .pretrain import RunConfig, check_settings
 from .pretrain import run as run_pretraining
 from .pretrain_data import ENDOFTEXT, InputError, encode_documents, eval_batches, read_texts
-from .runs import load_run, save_run
+from .runs import load_run, save_run, write_json
 from .tokenizers import BPETokenizer
 from .training import evaluate as mean_loss
-from .utils import get_device, set_seed, write_atomically
+from .utils import get_device, set_seed
 
-__all__ = [
-    "GPUS",
-    "STAGES",
-    "GPU",
-    "Capstone",
-    "InputError",
-    "Stage",
-    "chat",
-    "evaluate",
-    "instruction_tune",
-    "pretrain",
-    "run_all",
-    "sample_texts",
-    "train_tokenizer",
-    "training_cost",
-]
+__all__ = ["GPU", "GPUS", "STAGES", "Capstone", "InputError", "Stage", "chat", "evaluate",
+           "instruction_tune", "pretrain", "run_all", "sample_texts", "train_tokenizer",
+           "training_cost"]
 
 STAGES = ("1-tokenizer", "2-pretrain", "3-instruct", "4-evaluate")  # folders under `project`
 SAMPLE_TEXTS = ("tinyshakespeare.txt", "the-verdict.txt")  # public domain, in the mirror
@@ -184,12 +170,6 @@ def _texts_fingerprint(texts: list[str]) -> str:
     return hashlib.sha256(digests).hexdigest()[:16]
 
 
-def _write_json(path: Path, obj) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False),
-                                                      "utf-8"))
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text("utf-8"))
@@ -230,7 +210,7 @@ class _Record:
     def done(self, info: dict, output) -> Stage:
         """Write stage.json, last: from now on the stage's output counts as made."""
         info = {**info, "seconds": round(time.perf_counter() - self.start, 1)}
-        _write_json(self.folder / "stage.json", {"stage": self.name, "key": self.key,
+        write_json(self.folder / "stage.json", {"stage": self.name, "key": self.key,
                                                  "previous": self.previous,
                                                  "settings": self.settings, "info": info})
         print(f"{self.name}: ran in {info['seconds']:.1f} s ({self.why()}); "
@@ -353,7 +333,7 @@ def pretrain(cfg: Capstone, tokenizer: Stage) -> Stage:
         resume = pending.get("key") == record.key and checkpoint.is_file()
         if not resume:
             record.fresh_folder()
-        _write_json(folder / "pending.json", {"key": record.key})
+        write_json(folder / "pending.json", {"key": record.key})
         _, summary = run_pretraining(cfg.run_config(
             inputs=[str(cfg.text_folder)], tokenizer=str(tokenizer.folder / "tokenizer.json"),
             out=str(folder), resume=resume))
@@ -444,7 +424,7 @@ def evaluate(cfg: Capstone, pretrained: Stage, tuned: Stage) -> Stage:
                      for i, e in enumerate(entries)],
     }
     record.fresh_folder()
-    _write_json(record.folder / "scores.json", scores)
+    write_json(record.folder / "scores.json", scores)
     return record.done({"test_examples": len(entries)}, scores)
 
 

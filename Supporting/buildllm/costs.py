@@ -1,14 +1,10 @@
 """What training costs (Meetings 5 and 7): FLOPs, the hardware's peak, MFU, hours and dollars.
 
-A GPT's arithmetic per token is `buildllm.model.forward_flops_per_token` (Meeting 4 counts
-it). Training costs three forward passes per token, as the backward pass is twice the
-forward: the "6 × parameters per token" rule, plus attention.
-
-MFU (model FLOPs utilization) is the share of the hardware's peak that this arithmetic uses:
-3 × forward FLOPs per token × tokens/s over the peak. The pretraining command prints it,
-against a known GPU's dense 16-bit peak (`GPU_PEAK_TFLOPS`) or, on a CPU, a matrix-multiply
-speed measured at the start (`peak_flops`). `training_cost` does the sum the other way round:
-from a model, a token budget, a GPU and an assumed MFU to hours and dollars.
+Training a GPT costs three forward passes per token (the backward pass is twice the forward),
+so 3 × `buildllm.model.forward_flops_per_token` per token. MFU (model FLOPs utilization) is the
+share of the hardware's peak that this arithmetic uses: the pretraining command prints it,
+against `peak_flops`. `training_cost` goes the other way: from a model, a token budget, a GPU
+and an assumed MFU to hours and dollars.
 """
 
 from __future__ import annotations
@@ -44,11 +40,8 @@ def _cpu_peak_flops(dtype: torch.dtype) -> float:
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:
-    """The FLOP/s that MFU divides by, per device, and a label that says what it is.
-
-    >>> peak_flops(torch.device("cuda"), torch.bfloat16)  # on an H100 SXM
-    (989000000000000.0, 'NVIDIA H100 80GB HBM3: 989 TFLOP/s 16-bit peak (data sheet)')
-    """
+    """The FLOP/s that MFU divides by, and a label that says what it is: a known GPU's dense
+    16-bit peak from its data sheet, or on a CPU the matrix-multiply speed measured now."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for key, tflops in GPU_PEAK_TFLOPS:
@@ -90,11 +83,8 @@ GPUS = (
 
 def training_cost(cfg: GPTConfig, tokens: float, gpu: GPU, mfu: float = 0.4,
                   n_gpus: int = 1) -> dict:
-    """Time and price of training `cfg` on `tokens` tokens with `n_gpus` of `gpu`.
-
-    Training costs 3 × forward_flops_per_token × tokens FLOPs. The GPUs deliver their peak ×
-    `mfu` (30-50% is usual for a well-fed GPT of this size; buildllm.pretrain prints the MFU
-    it reaches).
+    """Time and price of training `cfg` on `tokens` tokens with `n_gpus` of `gpu`, which deliver
+    their peak × `mfu` (30-50% is usual for a well-fed GPT of this size).
 
     >>> training_cost(CONFIGS["124M"], 2.5e9, GPUS[3])["hours"]  # an H100: about 1.5 hours
     """

@@ -1,26 +1,21 @@
-"""The run folder and the resume checkpoint (Meetings 5 to 7): how a trained model is kept.
+"""The run folder and the resume checkpoint (Meetings 5 to 7): where a trained model is kept.
 
-A run folder is what `python -m buildllm.pretrain` leaves, and what the capstone, the chat,
-the server and `buildllm.pretrained` load:
+A run folder is what `python -m buildllm.pretrain` leaves and what the capstone, the chat, the
+server and `buildllm.pretrained` load: model.safetensors (the weights, without the tied
+out_head.weight), tokenizer.json (a BPE tokenizer's copy, if one was used) and run.json, written
+last, which says how to rebuild the model:
 
-    run.json          how to rebuild the model, written last (so it never names missing files):
-                      {"format": "buildllm-run/1",
-                       "model": {GPTConfig's fields},
-                       "tokenizer": {"kind": "gpt2"} | {"kind": "char", "chars": "..."}
-                                    | {"kind": "bpe", "file": "tokenizer.json"},
-                       "weights": {"file": "model.safetensors", "dtype": "float32"},
-                       "run": {how it was trained}, "result": {final losses, tokens/s...}}
-    model.safetensors the weights (GPTModel's names; the tied out_head.weight is left out)
-    tokenizer.json    a copy of the BPE tokenizer, when one was used
-
-`load_run` gives back everything `save_run` writes, so copying a run is one line:
+    {"format": "buildllm-run/1", "model": {GPTConfig's fields},
+     "tokenizer": {"kind": "gpt2"} | {"kind": "char", "chars": "..."}
+                  | {"kind": "bpe", "file": "tokenizer.json"},
+     "weights": {"file": "model.safetensors", "dtype": "float32"},
+     "run": {how it was trained}, "result": {final losses, tokens/s...}}
 
     >>> model, tokenizer = load_run("runs/char")   # a Run unpacks as (model, tokenizer)
-    >>> load_run("runs/char").save("runs/copy")
+    >>> load_run("runs/char").save("runs/copy")     # everything save_run needs: one line
 
-checkpoint.pt, beside them while a run trains, is the resume checkpoint: everything --resume
-needs (`buildllm.training.save_checkpoint` writes it). `read_checkpoint` reads one and refuses
-it when another run wrote it.
+checkpoint.pt, beside them while a run trains, is the resume checkpoint that --resume reads
+(`read_checkpoint`), refusing one that another run wrote.
 """
 
 from __future__ import annotations
@@ -30,6 +25,7 @@ import json
 import os
 import shutil
 import sys
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,7 +37,7 @@ from .training import load_checkpoint
 from .utils import write_atomically
 
 __all__ = ["CHECKPOINT_FORMAT", "DTYPES", "RUN_FORMAT", "Run", "add_run_flag", "load_run",
-           "read_checkpoint", "save_run"]
+           "read_checkpoint", "save_run", "write_json"]
 
 RUN_FORMAT = "buildllm-run/1"
 CHECKPOINT_FORMAT = "buildllm-checkpoint/1"
@@ -116,27 +112,27 @@ def save_run(model: GPTModel, tokenizer_spec: dict, folder: str | os.PathLike, *
     info = {"format": RUN_FORMAT, "model": asdict(model.cfg), "tokenizer": spec,
             "weights": {"file": "model.safetensors", "dtype": str(DTYPES[save_dtype])[6:]},
             "run": run or {}, "result": result or {}}
-    text = json.dumps(info, indent=1, ensure_ascii=False)
-    write_atomically(out / "run.json", lambda tmp: tmp.write_text(text, "utf-8"))
+    write_json(out / "run.json", info)
     return out
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    text = json.dumps(obj, indent=1, ensure_ascii=False)
+    write_atomically(path, lambda tmp: tmp.write_text(text, "utf-8"))
 
 
 def _read_info(folder: Path) -> dict:
     """run.json, or an InputError that says why this folder is no run folder."""
-    path = folder / "run.json"
+    path, info = folder / "run.json", None
     if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder: give a run folder (run.json and "
-                         "model.safetensors), such as the --out of python -m buildllm.pretrain")
-    try:
+        raise InputError(f"{folder} is not a folder: give a run folder, such as the --out of "
+                         "python -m buildllm.pretrain")
+    with suppress(OSError, ValueError):
         info = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{folder} holds no run.json: it is no finished run folder (a run "
-                         "saves it last); finish or save the run, or give another folder") from None
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path} cannot be read as JSON ({err}): save the run again") from None
     if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
-        raise InputError(f"{path} is not a run.json written by buildllm (its format should be "
-                         f"{RUN_FORMAT!r}): give a folder that buildllm.pretrain or save_run wrote")
+        raise InputError(f"{path} is missing or not a run.json of format {RUN_FORMAT!r}: give a "
+                         "folder that buildllm.pretrain or save_run finished writing")
     return info
 
 
