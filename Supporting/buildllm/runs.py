@@ -140,9 +140,6 @@ def load_run(folder: str | os.PathLike) -> Run:
     """The model a run folder holds (float32, eval mode, on the CPU), its tokenizer, and how it
     was made. A missing, foreign or damaged folder raises InputError, saying what to do.
 
-    The tokenizer has encode(str) -> list[int] and decode(list[int]) -> str: tiktoken's GPT-2
-    encoding, a CharTokenizer, or a BPETokenizer.
-
     >>> model, tokenizer = load_run("runs/char")
     >>> tokenizer.decode(generate(model, torch.tensor([tokenizer.encode("ROMEO:")]), 50)[0])
     """
