@@ -272,21 +272,13 @@ def create_app(chat: ChatSession, model_name: str = "buildllm", *,
     async def chat_completions(request: Request):
         req = _parse(await _read_body(request, max_body_bytes))
         _check_model(req.model, model_name)
-        reply = _start_reply(chat, req)
-        completion = _Completion(model_name, reply, request.app.state.worker.submit(reply))
-        if not req.stream:
-            return await completion.whole()
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(completion.events(include_usage),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache",
-                                          "X-Accel-Buffering": "no"})  # proxies: do not buffer
+        return await _complete(chat, req, model_name, request.app.state.worker)
 
     return app
 
 
 def _answer_errors_as_openai_does(app: FastAPI) -> None:
-    """Every error, ours or the framework's, as OpenAI's error shape with its status."""
+    """Every error, the server's own or the framework's, in OpenAI's shape with its status."""
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, err: APIError) -> JSONResponse:
@@ -310,51 +302,54 @@ def _check_model(name: str, served: str) -> None:
                        f"{served!r}", param="model", code="model_not_found")
 
 
-class _Completion:
-    """One chat completion as the API sends it: whole, or as Server-Sent Events."""
+async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, worker: _Worker):
+    """The reply to a chat-completions request: one JSON body, or a stream of events."""
+    reply = _start_reply(chat, req)
+    job = worker.submit(reply)
+    reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
-    def __init__(self, model_name: str, reply: Reply, job: _Job):
-        self.model, self.reply, self.job = model_name, reply, job
-        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    def usage() -> dict:  # once the reply is done
+        return {"prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "total_tokens": reply.prompt_tokens + reply.completion_tokens}
 
-    def usage(self) -> dict:  # once the reply is done
-        return {"prompt_tokens": self.reply.prompt_tokens,
-                "completion_tokens": self.reply.completion_tokens,
-                "total_tokens": self.reply.prompt_tokens + self.reply.completion_tokens}
-
-    def _head(self, kind: str) -> dict:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
-
-    async def whole(self) -> dict:
-        text = "".join([piece async for piece in self.job.pieces()])
-        return {**self._head("chat.completion"), "system_fingerprint": None,
+    if not req.stream:
+        text = "".join([piece async for piece in job.pieces()])
+        return {"id": reply_id, "object": "chat.completion", "created": created,
+                "model": model_name, "system_fingerprint": None,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": self.reply.finish_reason, "logprobs": None}],
-                "usage": self.usage()}
+                             "finish_reason": reply.finish_reason, "logprobs": None}],
+                "usage": usage()}
 
-    def _chunk(self, delta: dict, finish_reason: str | None = None) -> str:
-        return _sse({**self._head("chat.completion.chunk"), "system_fingerprint": None,
+    def chunk(delta: dict, finish_reason: str | None = None) -> str:
+        return _sse({"id": reply_id, "object": "chat.completion.chunk", "created": created,
+                     "model": model_name, "system_fingerprint": None,
                      "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                   "finish_reason": finish_reason}]})
 
-    async def events(self, include_usage: bool) -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[str]:
         try:
-            yield self._chunk({"role": "assistant", "content": ""})
+            yield chunk({"role": "assistant", "content": ""})
             try:
-                async for piece in self.job.pieces():
-                    yield self._chunk({"content": piece})
+                async for piece in job.pieces():
+                    yield chunk({"content": piece})
             except Exception as err:  # noqa: BLE001 -- too late for a status: say it here
                 yield _sse(APIError(500, f"generation failed: {type(err).__name__}: {err}",
                                     kind="server_error").body())
                 yield _sse("[DONE]")
                 return
-            yield self._chunk({}, self.reply.finish_reason)
-            if include_usage:
-                yield _sse({**self._head("chat.completion.chunk"), "choices": [],
-                            "usage": self.usage()})
+            yield chunk({}, reply.finish_reason)
+            if req.stream_options and req.stream_options.include_usage:
+                yield _sse({"id": reply_id, "object": "chat.completion.chunk",
+                            "created": created, "model": model_name, "choices": [],
+                            "usage": usage()})
             yield _sse("[DONE]")
         finally:
-            self.job.cancelled = True  # the client may have gone: stop generating for it
+            job.cancelled = True  # the client may have gone: stop generating for it
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache",
+                                      "X-Accel-Buffering": "no"})  # proxies: do not buffer
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
