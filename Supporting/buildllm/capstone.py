@@ -72,7 +72,8 @@ SAMPLE_TEXTS = ("tinyshakespeare.txt", "the-verdict.txt")  # public domain, in t
 class Capstone:
     """Every setting of the pipeline, grouped by stage. The defaults take minutes on a CPU.
 
-    Pretraining's settings have the names and meanings of `buildllm.pretrain.RunConfig`'s.
+    Pretraining's settings are `buildllm.pretrain.RunConfig`'s, with its rules and other
+    defaults: `run_config()` is the RunConfig they make.
     `device` is the only setting no stage records: moving to a GPU re-runs nothing.
     """
 
