@@ -52,7 +52,7 @@ from .costs import GPU, GPUS, training_cost
 from .data import fetch
 from .instruct import encode_example, evaluate_responses, finetune, load_instructions, prompt_ids
 from .model import GPTConfig
-from .pretrain import RunConfig, check_settings
+from .pretrain import RunConfig, check_settings, whole_numbers
 from .pretrain import run as run_pretraining
 from .pretrain_data import ENDOFTEXT, InputError, encode_documents, eval_batches, read_texts
 from .runs import load_run, save_run, write_json
@@ -111,10 +111,8 @@ class Capstone:
 
     def __post_init__(self):
         self.run_config().check(flags=False)  # pretraining's settings, by pretraining's rules
-        whole = (lambda v: isinstance(v, int) and v >= 1, "a whole number, at least 1")
         check_settings(self, [
-            *((name, *whole) for name in ("vocab_size", "tune_batch_size", "test_examples",
-                                          "max_new_tokens")),
+            *whole_numbers("vocab_size", "tune_batch_size", "test_examples", "max_new_tokens"),
             ("vocab_size", lambda v: v >= 257, "at least 257 (256 bytes and <|endoftext|>)"),
             ("tune_lr", lambda v: v > 0, "above 0"),
             ("tune_epochs", lambda v: v > 0, "above 0"),

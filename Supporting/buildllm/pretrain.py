@@ -171,10 +171,15 @@ def check_settings(obj, rules: list, flags: bool = True) -> None:
             raise InputError(f"{shown} must be {wanted}, got {value!r}")
 
 
+def whole_numbers(*names: str) -> list:
+    """The rules that each of `names` is a whole number, at least 1."""
+    return [(name, lambda v: isinstance(v, int) and v >= 1, "a whole number, at least 1")
+            for name in names]
+
+
 def _rules(cfg: RunConfig) -> list:
-    whole = (lambda v: isinstance(v, int) and v >= 1, "a whole number, at least 1")
-    return [(name, *whole) for name in ("batch_size", "grad_accum", "steps", "eval_every",
-                                        "eval_batches", "sample_tokens")] + [
+    return whole_numbers("batch_size", "grad_accum", "steps", "eval_every", "eval_batches",
+                         "sample_tokens") + [
         ("model", lambda v: v in CONFIGS, f"one of {', '.join(CONFIGS)}"),
         ("val_fraction", lambda v: 0 < v < 1, "between 0 and 1"),
         ("lr", lambda v: v > 0, "above 0"),
