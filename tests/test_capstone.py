@@ -1,7 +1,7 @@
 """The capstone pipeline: every stage makes its output, a rerun loads it, a changed setting
 re-runs that stage and the later ones only, an interrupted pretraining resumes exactly, and bad
-input stops it before anything is written. Also `save_run`, `training_cost`, and instruction
-tuning with a course-trained BPE tokenizer, whose <|endoftext|> is not GPT-2's 50256."""
+input stops it before anything is written. Also `training_cost`, and instruction tuning with a
+course-trained BPE tokenizer, whose <|endoftext|> is not GPT-2's 50256."""
 
 import json
 import shutil
@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from stand_ins import Scripted
 
+import buildllm.costs
 import buildllm.pretrain
 from buildllm.capstone import (
     GPU,
@@ -30,7 +31,6 @@ from buildllm.capstone import (
 from buildllm.data import fetch
 from buildllm.instruct import end_of_text_id, finetune, load_instructions, respond
 from buildllm.model import CONFIGS, GPTConfig, GPTModel
-from buildllm.pretrain import load_run, save_run
 from buildllm.tokenizers import BPETokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -320,43 +320,6 @@ def test_your_own_pairs_join_the_training_data(built, tmp_path):
     assert stages["instruct"].info["examples"] + stages["instruct"].info["too_long"] == 20
 
 
-# -- save_run --------------------------------------------------------------------------------
-
-def test_save_run_writes_a_folder_load_run_reads_with_its_bpe_tokenizer(tmp_path):
-    bpe = BPETokenizer.train("to be or not to be " * 50, 264, ["<|endoftext|>"])
-    bpe.save(tmp_path / "bpe.json")
-    torch.manual_seed(0)
-    model = GPTModel(GPTConfig(vocab_size=264, context_length=16, emb_dim=8, n_heads=2,
-                               n_layers=1))
-    folder = save_run(model, {"kind": "bpe", "file": str(tmp_path / "bpe.json")},
-                      tmp_path / "run", run={"lr": 0.1}, result={"val_loss": 1.5})
-    loaded, tokenizer = load_run(folder)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                 loaded.state_dict().values(), strict=True))
-    assert tokenizer.to_printable() == bpe.to_printable()
-    info = json.loads((folder / "run.json").read_text("utf-8"))
-    assert info["tokenizer"] == {"kind": "bpe", "file": "tokenizer.json"}
-    assert (info["run"], info["result"]) == ({"lr": 0.1}, {"val_loss": 1.5})
-    save_run(loaded, {"kind": "bpe", "file": str(folder / "tokenizer.json")}, folder)  # itself
-    assert load_run(folder)[1].to_printable() == bpe.to_printable()
-
-
-def test_a_failed_save_run_leaves_no_run_json_describing_other_weights(tmp_path, monkeypatch):
-    model = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=8, n_heads=2,
-                               n_layers=1))
-    folder = save_run(model, {"kind": "gpt2"}, tmp_path / "run")
-
-    def full_disk(*args):
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(buildllm.pretrain, "_save_model", full_disk)
-    with pytest.raises(OSError, match="No space"):
-        save_run(model, {"kind": "gpt2"}, folder)
-    assert not (folder / "run.json").exists()
-    with pytest.raises(ValueError, match="tokenizer_spec must be"):
-        save_run(model, {"kind": "sentencepiece"}, folder)
-
-
 # -- instruction tuning with a BPE tokenizer ------------------------------------------------
 
 
@@ -403,7 +366,7 @@ def test_training_cost_is_three_forward_passes_per_token_at_the_given_utilizatio
     assert cost["hours"] == pytest.approx(3 * forward * 1e9 / (100e12 * 0.5 * 4) / 3600)
     assert cost["usd"] == pytest.approx(cost["hours"] * 4 * 2.0)
     h100 = next(g for g in GPUS if g.name.startswith("H100"))
-    assert h100.peak_tflops == dict(buildllm.pretrain.GPU_PEAK_TFLOPS)["H100"]
+    assert h100.peak_tflops == dict(buildllm.costs.GPU_PEAK_TFLOPS)["H100"]
     with pytest.raises(ValueError, match="mfu"):
         training_cost(cfg, 1e9, gpu, mfu=1.5)
 

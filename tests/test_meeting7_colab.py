@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from buildllm.capstone import GPUS
-from buildllm.pretrain import GPU_PEAK_TFLOPS, autocast_dtype
+from buildllm.costs import GPU_PEAK_TFLOPS
+from buildllm.pretrain import autocast_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPSTONE = ROOT / "Meeting-7" / "01_capstone.ipynb"

@@ -17,8 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from buildllm.data import fetch
-from buildllm.pretrain import load_run, main, parse_config
+from buildllm.pretrain import main, parse_config
 from buildllm.pretrain_data import CharTokenizer, WindowStream, encode_documents, read_texts
+from buildllm.runs import load_run
 from buildllm.tokenizers import BPETokenizer
 from buildllm.training import load_checkpoint
 

@@ -7,8 +7,8 @@ import scaling_estimates
 from markdown_section import section
 from scaling_estimates import GPUS, parameters, render, training_flops_per_token
 
+from buildllm.costs import GPU_PEAK_TFLOPS
 from buildllm.model import CONFIGS, GPTModel, count_parameters, forward_flops_per_token
-from buildllm.pretrain import GPU_PEAK_TFLOPS
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "Meeting-7" / "SCALING.md"

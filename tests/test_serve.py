@@ -252,7 +252,7 @@ def test_the_server_command_serves_a_run_folder(tmp_path):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BUILDLLM_DEVICE": "cpu",
            "BUILDLLM_CACHE": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "buildllm.serve", "--checkpoint", str(COURSE_MODEL_DIR),
+    command = [sys.executable, "-m", "buildllm.serve", "--run", str(COURSE_MODEL_DIR),
                "--port", str(port), "--model-name", "shakespeare", "--log-level", "warning"]
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)

@@ -31,8 +31,7 @@ Bad input (a folder that does not exist or holds no .txt files, an empty file, t
 for the context length, a malformed pairs file, an impossible setting) raises `InputError`
 before anything is written.
 
-`training_cost` turns a model and a token budget into hours and dollars on a GPU, from the
-model's FLOPs per token, the GPU's peak and an assumed utilization.
+What a bigger run would cost: `training_cost` and `GPUS`, from `buildllm.costs`.
 """
 
 from __future__ import annotations
@@ -43,38 +42,27 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .costs import GPU, GPUS, training_cost
 from .data import fetch
 from .instruct import encode_example, evaluate_responses, finetune, load_instructions, prompt_ids
-from .model import CONFIGS, GPTConfig, forward_flops_per_token
-from .pretrain import GPU_PEAK_TFLOPS, RunConfig, load_run, save_run
+from .model import GPTConfig
+from .pretrain import RunConfig, check_settings, whole_numbers
 from .pretrain import run as run_pretraining
 from .pretrain_data import ENDOFTEXT, InputError, encode_documents, eval_batches, read_texts
+from .runs import load_run, save_run, write_json
 from .tokenizers import BPETokenizer
 from .training import evaluate as mean_loss
-from .utils import get_device, set_seed, write_atomically
+from .utils import get_device, set_seed
 
-__all__ = [
-    "GPUS",
-    "STAGES",
-    "GPU",
-    "Capstone",
-    "InputError",
-    "Stage",
-    "chat",
-    "evaluate",
-    "instruction_tune",
-    "pretrain",
-    "run_all",
-    "sample_texts",
-    "train_tokenizer",
-    "training_cost",
-]
+__all__ = ["GPU", "GPUS", "STAGES", "Capstone", "InputError", "Stage", "chat", "evaluate",
+           "instruction_tune", "pretrain", "run_all", "sample_texts", "train_tokenizer",
+           "training_cost"]
 
 STAGES = ("1-tokenizer", "2-pretrain", "3-instruct", "4-evaluate")  # folders under `project`
 SAMPLE_TEXTS = ("tinyshakespeare.txt", "the-verdict.txt")  # public domain, in the mirror
@@ -84,7 +72,8 @@ SAMPLE_TEXTS = ("tinyshakespeare.txt", "the-verdict.txt")  # public domain, in t
 class Capstone:
     """Every setting of the pipeline, grouped by stage. The defaults take minutes on a CPU.
 
-    Pretraining's settings have the names and meanings of `buildllm.pretrain.RunConfig`'s.
+    Pretraining's settings are `buildllm.pretrain.RunConfig`'s, with its rules and other
+    defaults: `run_config()` is the RunConfig they make.
     `device` is the only setting no stage records: moving to a GPU re-runs nothing.
     """
 
@@ -121,45 +110,30 @@ class Capstone:
     device: str = "auto"  # auto, cpu, cuda or mps
 
     def __post_init__(self):
-        positive = ("vocab_size", "batch_size", "grad_accum", "steps", "eval_every",
-                    "eval_batches", "tune_batch_size", "test_examples", "max_new_tokens")
-        rules = [(name, lambda v: isinstance(v, int) and v >= 1, "a whole number, at least 1")
-                 for name in positive]
-        rules += [
+        self.run_config().check(flags=False)  # pretraining's settings, by pretraining's rules
+        check_settings(self, [
+            *whole_numbers("vocab_size", "tune_batch_size", "test_examples", "max_new_tokens"),
             ("vocab_size", lambda v: v >= 257, "at least 257 (256 bytes and <|endoftext|>)"),
-            ("model", lambda v: v in CONFIGS, f"one of {', '.join(CONFIGS)}"),
-            ("lr", lambda v: v > 0, "above 0"),
             ("tune_lr", lambda v: v > 0, "above 0"),
             ("tune_epochs", lambda v: v > 0, "above 0"),
-            ("val_fraction", lambda v: 0 < v < 1, "between 0 and 1"),
-            ("dtype", lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
-            ("device", lambda v: v in ("auto", "cpu", "cuda", "mps"), "auto, cpu, cuda or mps"),
             ("instructions", lambda v: v is None or (isinstance(v, int) and v >= 0),
              "None (all of them) or a whole number"),
-        ]
-        for name, ok, wanted in rules:
-            value = getattr(self, name)
-            try:
-                good = ok(value)
-            except TypeError:  # a string where a number belongs, say
-                good = False
-            if not good:
-                raise InputError(f"{name} must be {wanted}, got {value!r}")
-        try:
-            cfg = self.model_config()
-        except ValueError as err:
-            raise InputError(f"the model settings do not fit together: {err}") from None
+        ], flags=False)
+        cfg = self.model_config()
         if self.instructions == 0 and self.own_pairs is None:
             raise InputError("instructions=0 and no own_pairs: there is nothing to tune on")
         if self.max_new_tokens >= cfg.context_length:
             raise InputError(f"max_new_tokens ({self.max_new_tokens}) must be below the "
                              f"context length ({cfg.context_length}): a prompt needs room too")
 
+    def run_config(self, **settings) -> RunConfig:
+        """Pretraining's settings as `buildllm.pretrain` takes them, with `settings` added."""
+        return RunConfig(device=self.device, **{k: getattr(self, k) for k in _PRETRAIN},
+                         **settings)
+
     def model_config(self) -> GPTConfig:
         """The GPTConfig that pretraining builds: the named model with the overrides."""
-        changes = {k: getattr(self, k) for k in ("context_length", "emb_dim", "n_heads", "n_layers")
-                   if getattr(self, k) is not None}
-        return replace(CONFIGS[self.model], vocab_size=self.vocab_size, **changes)
+        return self.run_config().model_config(self.vocab_size)
 
 
 # The settings each stage records. A stage also records the fingerprint of the stage before it.
@@ -193,12 +167,6 @@ def _fingerprint(obj) -> str:
 def _texts_fingerprint(texts: list[str]) -> str:
     digests = b"".join(hashlib.sha256(t.encode()).digest() for t in texts)
     return hashlib.sha256(digests).hexdigest()[:16]
-
-
-def _write_json(path: Path, obj) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False),
-                                                      "utf-8"))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -241,7 +209,7 @@ class _Record:
     def done(self, info: dict, output) -> Stage:
         """Write stage.json, last: from now on the stage's output counts as made."""
         info = {**info, "seconds": round(time.perf_counter() - self.start, 1)}
-        _write_json(self.folder / "stage.json", {"stage": self.name, "key": self.key,
+        write_json(self.folder / "stage.json", {"stage": self.name, "key": self.key,
                                                  "previous": self.previous,
                                                  "settings": self.settings, "info": info})
         print(f"{self.name}: ran in {info['seconds']:.1f} s ({self.why()}); "
@@ -364,10 +332,10 @@ def pretrain(cfg: Capstone, tokenizer: Stage) -> Stage:
         resume = pending.get("key") == record.key and checkpoint.is_file()
         if not resume:
             record.fresh_folder()
-        _write_json(folder / "pending.json", {"key": record.key})
-        _, summary = run_pretraining(RunConfig(
+        write_json(folder / "pending.json", {"key": record.key})
+        _, summary = run_pretraining(cfg.run_config(
             inputs=[str(cfg.text_folder)], tokenizer=str(tokenizer.folder / "tokenizer.json"),
-            out=str(folder), resume=resume, device=cfg.device, **settings))
+            out=str(folder), resume=resume))
         checkpoint.unlink()  # only --resume needs it, and this run is over
         (folder / "pending.json").unlink()
         info = {k: summary[k] for k in ("train_loss", "val_loss", "tokens", "tokens_per_s")}
@@ -384,14 +352,15 @@ def instruction_tune(cfg: Capstone, pretrained: Stage) -> Stage:
     """Stage 3: instruction-tune the pretrained model (Meeting 6's `finetune`) on the first
     `instructions` of the course's training examples and your own pairs. Examples longer
     than the context are left out (and counted). Output: (model, tokenizer), from the run
-    folder 3-instruct, which `buildllm.pretrain.load_run` reads.
+    folder 3-instruct, which `buildllm.runs.load_run` reads.
     """
     own = _own_pairs(cfg)
     settings = {**{k: getattr(cfg, k) for k in _TUNE}, "own_pairs": _fingerprint(own)}
     record = _Record(cfg, "3-instruct", settings, previous=pretrained.key)
     if record.cached:
         return record.loaded(load_run(record.folder))
-    model, tokenizer = load_run(pretrained.folder)
+    base = load_run(pretrained.folder)
+    model, tokenizer = base
     context = model.cfg.context_length
     train, val, _ = load_instructions()  # the course's split: its test part stays unseen
     train = (train if cfg.instructions is None else train[:cfg.instructions]) + own
@@ -407,11 +376,8 @@ def instruction_tune(cfg: Capstone, pretrained: Stage) -> Stage:
                        lr=cfg.tune_lr, batch_size=cfg.tune_batch_size,
                        mask_prompt=cfg.mask_prompt, enc=tokenizer,
                        eval_every=max(1, steps // 10), eval_batches=4, seed=cfg.seed)
-    spec = _read_json(pretrained.folder / "run.json")["tokenizer"]
-    if spec["kind"] == "bpe":
-        spec = {"kind": "bpe", "file": str(pretrained.folder / spec["file"])}
     record.fresh_folder()
-    save_run(model, spec, record.folder, run={"instruction_tuned": settings},
+    save_run(model, base.tokenizer_spec, record.folder, run={"instruction_tuned": settings},
              result={"train_loss": history["train_loss"][-1],
                      "val_loss": history["val_loss"][-1]})
     info = {"examples": len(kept), "too_long": len(train) - len(kept), "own_pairs": len(own),
@@ -457,7 +423,7 @@ def evaluate(cfg: Capstone, pretrained: Stage, tuned: Stage) -> Stage:
                      for i, e in enumerate(entries)],
     }
     record.fresh_folder()
-    _write_json(record.folder / "scores.json", scores)
+    write_json(record.folder / "scores.json", scores)
     return record.done({"test_examples": len(entries)}, scores)
 
 
@@ -477,52 +443,3 @@ def run_all(cfg: Capstone) -> dict[str, Stage]:
     tuned = instruction_tune(cfg, base)
     return {"tokenizer": tokenizer, "pretrain": base, "instruct": tuned,
             "evaluate": evaluate(cfg, base, tuned)}
-
-
-# -- what a bigger run costs -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class GPU:
-    """A GPU as a cost estimate sees it: the peak it can reach and an example rental price."""
-
-    name: str
-    peak_tflops: float  # dense (no sparsity), in the precision buildllm.pretrain would use
-    precision: str
-    usd_per_hour: float  # an example on-demand price for one GPU in 2026; providers vary a lot
-    spec_sheet: str  # the vendor's page the peak is read from
-
-
-_PEAKS = dict(GPU_PEAK_TFLOPS)  # the 16-bit peaks buildllm.pretrain divides by for its MFU
-# The GPUs, peaks and example prices of Meeting-7/SCALING.md, which says where each comes from.
-GPUS = (
-    # A T4 has float16 tensor cores but no bfloat16 ones, so there buildllm.pretrain turns
-    # --dtype bf16 into float16 autocast with a gradient scaler (pretrain.autocast_dtype) and
-    # runs at the float16 peak.
-    GPU("T4", _PEAKS["T4"], "fp16", 0.35, "https://www.nvidia.com/en-us/data-center/tesla-t4/"),
-    GPU("L4", _PEAKS["L4"], "bf16", 0.80, "https://www.nvidia.com/en-us/data-center/l4/"),
-    GPU("A100 40GB", _PEAKS["A100"], "bf16", 1.20,
-        "https://www.nvidia.com/en-us/data-center/a100/"),
-    GPU("H100 SXM", _PEAKS["H100"], "bf16", 2.50,
-        "https://www.nvidia.com/en-us/data-center/h100/"),
-)
-
-
-def training_cost(cfg: GPTConfig, tokens: float, gpu: GPU, mfu: float = 0.4,
-                  n_gpus: int = 1) -> dict:
-    """Time and price of training `cfg` on `tokens` tokens with `n_gpus` of `gpu`.
-
-    Training costs 3 forward passes per token (the backward pass is twice the forward), so
-    3 × forward_flops_per_token × tokens FLOPs: the "6 × parameters per token" rule, plus
-    attention. The GPUs deliver their peak × `mfu` (model FLOPs utilization: 30-50% is usual
-    for a well-fed GPT of this size; buildllm.pretrain prints the MFU it reaches).
-
-    >>> training_cost(CONFIGS["124M"], 2.5e9, GPUS[3])["hours"]  # an H100: about 1.5 hours
-    """
-    if tokens <= 0 or not 0 < mfu <= 1 or n_gpus < 1:
-        raise ValueError(f"need tokens > 0, 0 < mfu <= 1 and n_gpus >= 1; got tokens={tokens}, "
-                         f"mfu={mfu}, n_gpus={n_gpus}")
-    flops = 3 * forward_flops_per_token(cfg) * tokens
-    hours = flops / (gpu.peak_tflops * 1e12 * mfu * n_gpus) / 3600
-    return {"gpu": gpu.name, "gpus": n_gpus, "precision": gpu.precision, "tokens": tokens,
-            "flops": flops, "hours": hours, "usd": hours * n_gpus * gpu.usd_per_hour}
-

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from . import generation
 from .instruct import PREAMBLE, RESPONSE_HEADER, end_of_text_id
 from .model import GPTModel
+from .runs import add_run_flag, load_run
 
 __all__ = ["INSTRUCTION_HEADER", "ROLES", "ChatSession", "ContextLengthError", "Reply",
            "visible_answer", "main"]
@@ -160,7 +161,6 @@ class ChatSession:
         by `python -m buildllm.pretrain` or the capstone), on `device` (default: the fastest
         that works, `buildllm.utils.get_device`). The default folder is the course's model,
         which is pretrained on Shakespeare only: it runs, but its answers mean nothing."""
-        from .pretrain import load_run
         from .pretrained import COURSE_MODEL_DIR
         from .utils import get_device
 
@@ -282,9 +282,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m buildllm.chat",
         description="Chat with a model in the terminal. Type a message and press Enter; "
                     "/reset forgets the conversation, /quit or Ctrl-D leaves.")
-    p.add_argument("--checkpoint", metavar="FOLDER",
-                   help="a run folder (run.json + model.safetensors); default: the course's "
-                        "Shakespeare model, which is not instruction-tuned")
+    add_run_flag(p)
     p.add_argument("--max-new-tokens", type=int, metavar="N",
                    help="longest reply, in tokens (default 128, or half the context if less)")
     p.add_argument("--temperature", type=float, default=0.0, metavar="T",
@@ -301,11 +299,11 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         chat = ChatSession.from_run(
-            args.checkpoint, device=args.device, max_new_tokens=args.max_new_tokens,
+            args.run, device=args.device, max_new_tokens=args.max_new_tokens,
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
-    print(f"Chatting with {args.checkpoint or 'the course model'} "
+    print(f"Chatting with {args.run or 'the course model'} "
           f"(context {chat.context_length} tokens). /reset starts over; /quit or Ctrl-D leaves.")
     history: list[dict] = []
     while True:

@@ -36,15 +36,8 @@ What lands in --out:
     checkpoint.pt     everything --resume needs (model, optimizer, scheduler, step, each
                       process's random number generators and data position, the settings),
                       replaced atomically: a run killed at any moment leaves the last one whole
-    model.safetensors the final weights (GPTModel's names; the tied out_head.weight is left out)
-    run.json          how to rebuild the model, read by `load_run`:
-                      {"format": "buildllm-run/1",
-                       "model": {GPTConfig's fields},
-                       "tokenizer": {"kind": "gpt2"} | {"kind": "char", "chars": "..."}
-                                    | {"kind": "bpe", "file": "tokenizer.json"},
-                       "weights": {"file": "model.safetensors", "dtype": "float32"},
-                       "run": {the RunConfig's fields}, "result": {final losses, tokens/s...}}
-    tokenizer.json    a copy of the BPE tokenizer, when one was used
+    model.safetensors, run.json (and tokenizer.json, for a BPE tokenizer): the final model
+                      as a run folder, which `load_run` reads (see `buildllm.runs`)
 
 --dtype bf16 computes in bfloat16 autocast where the hardware has bfloat16 units. A GPU older
 than NVIDIA's Ampere generation (compute capability below 8.0, Colab's T4 among them) has none,
@@ -52,26 +45,21 @@ so there it computes in float16 autocast with a gradient scaler instead, and say
 `autocast_dtype` makes that choice. --dtype fp16 asks for float16 directly (on a GPU).
 
 MFU (model FLOPs utilization) is the share of the hardware's peak that the model's own
-arithmetic uses: 3 × forward_flops_per_token (forward and backward) × tokens/s, over a known
-GPU's dense 16-bit peak, or on a CPU over a matrix-multiply speed measured at the start.
+arithmetic uses; `buildllm.costs` says how it is counted.
 
 Bad input (a missing, empty or non-UTF-8 file, too little text, a checkpoint from another
 run...) stops the run with a message before anything is written.
 
     >>> model, summary = run(RunConfig(inputs=["shakespeare.txt"], tokenizer="char", steps=50))
     >>> model, tokenizer = load_run("runs/pretrain")
-    >>> save_run(tuned_model, {"kind": "gpt2"}, "runs/tuned")  # any GPTModel as a run folder
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
-import math
 import os
-import shutil
 import time
 from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -80,6 +68,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .costs import peak_flops as _peak  # the name _train calls it by
 from .generation import generate
 from .model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
 from .pretrain_data import (
@@ -87,16 +76,15 @@ from .pretrain_data import (
     WindowStream,
     encode_documents,
     eval_batches,
-    load_tokenizer,
     make_tokenizer,
     read_texts,
 )
+from .runs import CHECKPOINT_FORMAT, DTYPES, RUN_FORMAT, load_run, read_checkpoint, save_run
 from .training import (
     AdamW,
     batch_loss,
     clip_grad_norm,
     evaluate,
-    load_checkpoint,
     param_groups,
     rng_state,
     save_checkpoint,
@@ -108,16 +96,7 @@ from .utils import get_device, set_seed, write_atomically
 __all__ = ["InputError", "RunConfig", "autocast_dtype", "load_run", "main", "parse_config", "run",
            "save_run"]
 
-RUN_FORMAT = "buildllm-run/1"
-CHECKPOINT_FORMAT = "buildllm-checkpoint/1"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # what model.safetensors may hold
 COMPUTE_DTYPES = {**DTYPES, "fp16": torch.float16}  # what --dtype may ask autocast for
-
-# Dense 16-bit tensor-core peaks in TFLOP/s, from NVIDIA's data sheets: bf16, or fp16 for the
-# T4 and V100, which have no bf16 units.
-# The first name found in torch.cuda.get_device_name() wins, so "H100 PCIe" precedes "H100".
-GPU_PEAK_TFLOPS = (("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989),
-                   ("A100", 312), ("L40S", 362), ("L4", 121), ("T4", 65), ("V100", 125))
 
 
 @dataclass
@@ -154,6 +133,19 @@ class RunConfig:
     sample_tokens: int = 100
     save_dtype: str = "fp32"  # dtype of model.safetensors: fp32 or bf16 (half the size)
 
+    def check(self, flags: bool = True) -> None:
+        """Refuse a setting that cannot work (InputError), named as a flag or, with
+        flags=False, as a Python name (the capstone's)."""
+        check_settings(self, _rules(self), flags)
+
+    def model_config(self, vocab_size: int) -> GPTConfig:
+        """The GPTConfig this run builds: the named model with the settings that override it."""
+        changes = {k: getattr(self, k) for k in _MODEL_FIELDS if getattr(self, k) is not None}
+        try:
+            return replace(CONFIGS[self.model], vocab_size=vocab_size, **changes)
+        except ValueError as err:
+            raise InputError(f"the model settings do not fit together: {err}") from None
+
 
 # Settings that may change when a run is resumed: they do not change what it computes.
 # (The inputs and tokenizer may too, as long as they give exactly the same tokens.)
@@ -164,41 +156,48 @@ _MODEL_FIELDS = ("context_length", "emb_dim", "n_heads", "n_layers", "drop_rate"
 
 # -- checking the settings and the input, before anything is written ----------------------
 
-def _check_settings(cfg: RunConfig) -> None:
-    rules = [
-        ("model", cfg.model in CONFIGS, f"one of {', '.join(CONFIGS)}"),
-        ("val_fraction", 0 < cfg.val_fraction < 1, "between 0 and 1"),
-        ("lr", cfg.lr > 0, "above 0"),
-        ("min_lr_ratio", 0 <= cfg.min_lr_ratio <= 1, "between 0 and 1"),
-        ("weight_decay", cfg.weight_decay >= 0, "0 or more"),
-        ("beta2", 0 <= cfg.beta2 < 1, "in [0, 1)"),
-        ("clip", cfg.clip >= 0, "0 (off) or more"),
-        ("warmup_steps", 0 <= _warmup(cfg) <= cfg.steps, "between 0 and --steps"),
-        ("checkpoint_every", cfg.checkpoint_every is None or cfg.checkpoint_every >= 1,
-         "at least 1"),
-        ("dtype", cfg.dtype in COMPUTE_DTYPES, "fp32, bf16 or fp16"),
-        ("save_dtype", cfg.save_dtype in DTYPES, "fp32 or bf16"),
-        ("device", cfg.device in ("auto", "cpu", "cuda", "mps"), "auto, cpu, cuda or mps"),
-        ("sample_prompt", cfg.sample_prompt != "", "some text (or left out)"),
-    ]
-    rules += [(name, getattr(cfg, name) >= 1, "at least 1") for name in
-              ("batch_size", "grad_accum", "steps", "eval_every", "eval_batches", "sample_tokens")]
+def check_settings(obj, rules: list, flags: bool = True) -> None:
+    """Raise InputError for the first (name, ok, wanted) rule that `obj`'s setting `name`
+    breaks, naming the setting as a flag (--val-fraction) or, with flags=False, as Python
+    does (val_fraction). A value of the wrong type breaks its rule too."""
     for name, ok, wanted in rules:
-        if not ok:
-            raise InputError(f"--{name.replace('_', '-')} must be {wanted}, "
-                             f"got {getattr(cfg, name)!r}")
+        value = getattr(obj, name)
+        try:
+            good = ok(value)
+        except TypeError:  # a string where a number belongs, say
+            good = False
+        if not good:
+            shown = f"--{name.replace('_', '-')}" if flags else name
+            raise InputError(f"{shown} must be {wanted}, got {value!r}")
+
+
+def whole_numbers(*names: str) -> list:
+    """The rules that each of `names` is a whole number, at least 1."""
+    return [(name, lambda v: isinstance(v, int) and v >= 1, "a whole number, at least 1")
+            for name in names]
+
+
+def _rules(cfg: RunConfig) -> list:
+    return whole_numbers("batch_size", "grad_accum", "steps", "eval_every", "eval_batches",
+                         "sample_tokens") + [
+        ("model", lambda v: v in CONFIGS, f"one of {', '.join(CONFIGS)}"),
+        ("val_fraction", lambda v: 0 < v < 1, "between 0 and 1"),
+        ("lr", lambda v: v > 0, "above 0"),
+        ("min_lr_ratio", lambda v: 0 <= v <= 1, "between 0 and 1"),
+        ("weight_decay", lambda v: v >= 0, "0 or more"),
+        ("beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("clip", lambda v: v >= 0, "0 (off) or more"),
+        ("warmup_steps", lambda v: 0 <= _warmup(cfg) <= cfg.steps, "between 0 and --steps"),
+        ("checkpoint_every", lambda v: v is None or v >= 1, "at least 1"),
+        ("dtype", lambda v: v in COMPUTE_DTYPES, "fp32, bf16 or fp16"),
+        ("save_dtype", lambda v: v in DTYPES, "fp32 or bf16"),
+        ("device", lambda v: v in ("auto", "cpu", "cuda", "mps"), "auto, cpu, cuda or mps"),
+        ("sample_prompt", lambda v: v != "", "some text (or left out)"),
+    ]
 
 
 def _warmup(cfg: RunConfig) -> int:
     return min(100, cfg.steps // 10) if cfg.warmup_steps is None else cfg.warmup_steps
-
-
-def _model_config(cfg: RunConfig, vocab_size: int) -> GPTConfig:
-    changes = {k: getattr(cfg, k) for k in _MODEL_FIELDS if getattr(cfg, k) is not None}
-    try:
-        return replace(CONFIGS[cfg.model], vocab_size=vocab_size, **changes)
-    except ValueError as err:
-        raise InputError(f"the model settings do not fit together: {err}") from None
 
 
 @dataclass
@@ -239,27 +238,6 @@ def _encode_prompt(tokenizer, prompt: str) -> list[int]:
         raise InputError(f"--sample-prompt cannot be encoded: {err}") from None
 
 
-def _check_resumable(ckpt: dict, path: Path, cfg: RunConfig, model_cfg: GPTConfig,
-                     data: _Data, world_size: int) -> None:
-    """Refuse a checkpoint that another run wrote, naming every setting that differs."""
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path} was not written by buildllm.pretrain")
-    diffs = [f"model {k}: {v!r} in the checkpoint, {getattr(model_cfg, k)!r} now"
-             for k, v in ckpt["model_config"].items() if getattr(model_cfg, k) != v]
-    diffs += [f"--{k.replace('_', '-')}: {v!r} in the checkpoint, {getattr(cfg, k)!r} now"
-              for k, v in ckpt["config"].items()
-              if k not in _FREE_ON_RESUME and k not in ("model", *_MODEL_FIELDS)
-              and getattr(cfg, k) != v]
-    if ckpt["data_sha256"] != data.sha256:
-        diffs.append("the tokens: the input text or the tokenizer has changed")
-    if ckpt["world_size"] != world_size:
-        diffs.append(f"processes: {ckpt['world_size']} in the checkpoint, {world_size} now")
-    if diffs:
-        raise InputError(f"{path} comes from a different run, so --resume cannot continue it:\n  "
-                         + "\n  ".join(diffs)
-                         + "\nResume with the checkpoint's settings, or choose another --out.")
-
-
 def _device(name: str, local_rank: int, world_size: int) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: PyTorch sees no CUDA GPU here")
@@ -273,34 +251,7 @@ def _device(name: str, local_rank: int, world_size: int) -> torch.device:
     return device
 
 
-# -- measuring -------------------------------------------------------------------------
-
-@functools.cache
-def _cpu_peak_flops(dtype: torch.dtype) -> float:
-    """FLOP/s of the best of ten 512 × 512 matrix products: what this CPU really sustains."""
-    a = torch.full((512, 512), 0.5, dtype=dtype)  # no random numbers: the run's stay untouched
-    best = math.inf
-    for _ in range(10):
-        start = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - start)
-    return 2 * 512**3 / best
-
-
-def _peak(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:
-    """The FLOP/s that MFU divides by, per device, and a label that says what it is."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, tflops in GPU_PEAK_TFLOPS:
-            if key in name:
-                return tflops * 1e12, f"{name}: {tflops} TFLOP/s 16-bit peak (data sheet)"
-        return None, f"{name}: peak unknown, no MFU"
-    if device.type == "cpu":
-        flops, threads = _cpu_peak_flops(dtype), torch.get_num_threads()
-        return flops, (f"CPU: {flops / 1e9:.0f} GFLOP/s, the {str(dtype)[6:]} matrix-multiply "
-                       f"speed measured now on {threads} thread{'s' * (threads > 1)}")
-    return None, f"{device.type}: peak unknown, no MFU"
-
+# -- the device ------------------------------------------------------------------------
 
 def autocast_dtype(requested: str, device_type: str,
                    capability: tuple[int, int] | None = None) -> torch.dtype:
@@ -350,16 +301,6 @@ def _plot(history: dict, path: Path) -> None:
     write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
-def _save_model(model: GPTModel, path: Path, dtype: torch.dtype) -> None:
-    from safetensors.torch import save_file
-
-    state = {name: t.detach().to("cpu", dtype).contiguous()  # blocks' weights are transposed
-             for name, t in model.state_dict().items()}
-    if model.cfg.tie_embeddings:
-        del state["out_head.weight"]  # tok_emb.weight again: safetensors refuses shared tensors
-    write_atomically(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-
-
 def _gather(obj) -> list:
     """obj from every process, in rank order (just [obj] without torchrun)."""
     if not dist.is_initialized():
@@ -377,7 +318,7 @@ def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
     throughput of all processes together, evaluations and checkpoints excluded), mfu,
     seconds and the history of evaluations. Bad input raises InputError before any write.
     """
-    _check_settings(cfg)
+    cfg.check()
     rank, world_size, local_rank = (int(os.environ.get(k, d)) for k, d in
                                     (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
     device = _device(cfg.device, local_rank, world_size)
@@ -389,15 +330,13 @@ def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
     if cfg.resume and not ckpt_path.is_file():
         raise InputError(f"--resume: there is no checkpoint to resume from in {out}")
     data = _load_data(cfg)
-    model_cfg = _model_config(cfg, _vocab_size(data.tokenizer))
+    model_cfg = cfg.model_config(_vocab_size(data.tokenizer))
     prompt = _encode_prompt(data.tokenizer, cfg.sample_prompt) if cfg.sample_prompt else None
     ckpt = None
     if cfg.resume:
-        try:
-            ckpt = load_checkpoint(ckpt_path)
-        except Exception as err:  # a damaged or foreign file: say so, and touch nothing
-            raise InputError(f"{ckpt_path} cannot be read as a checkpoint: {err}") from None
-        _check_resumable(ckpt, ckpt_path, cfg, model_cfg, data, world_size)
+        fixed = {k: v for k, v in asdict(cfg).items()
+                 if k not in _FREE_ON_RESUME and k not in ("model", *_MODEL_FIELDS)}
+        ckpt = read_checkpoint(ckpt_path, model_cfg, fixed, data.sha256, world_size)
     # Everything is checked. From here on the run may write into `out`.
 
     own_group = world_size > 1 and not dist.is_initialized()
@@ -604,70 +543,6 @@ def _finish(cfg, model, data, summary, out: Path) -> None:
     """Write model.safetensors and run.json (and tokenizer.json): what `load_run` reads."""
     save_run(model, data.spec, out, run=asdict(cfg), save_dtype=cfg.save_dtype,
              result={k: v for k, v in summary.items() if k != "history"})
-
-
-def save_run(model: GPTModel, tokenizer_spec: dict, folder: str | os.PathLike, *,
-             run: dict | None = None, result: dict | None = None,
-             save_dtype: str = "fp32") -> Path:
-    """Write `model` and its tokenizer as a run folder that `load_run` reads; returns it.
-
-    This is how the pretraining command ends, and how a model trained any other way
-    (instruction-tuned, say) becomes a run folder too. `tokenizer_spec` is what run.json
-    records: {"kind": "gpt2"}, {"kind": "char", "chars": ...} or {"kind": "bpe", "file":
-    a path}; a BPE file is copied into the folder as tokenizer.json. `run` records how the
-    model was trained (the pretraining command stores its settings), `result` its numbers.
-
-    Every file is replaced atomically, and run.json, which names the others, is removed
-    first and written last: a save killed half-way leaves no run.json, never one that
-    describes weights it did not write.
-
-    >>> save_run(model, {"kind": "gpt2"}, "runs/tuned", run={"lr": 1e-4})
-    """
-    if save_dtype not in DTYPES:
-        raise ValueError(f"save_dtype must be fp32 or bf16, got {save_dtype!r}")
-    if tokenizer_spec.get("kind") not in ("gpt2", "char", "bpe"):
-        raise ValueError(f"tokenizer_spec must be of kind gpt2, char or bpe, got {tokenizer_spec}")
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").unlink(missing_ok=True)
-    _save_model(model, out / "model.safetensors", DTYPES[save_dtype])
-    spec = tokenizer_spec
-    if spec["kind"] == "bpe":
-        source, copy = Path(spec["file"]), out / "tokenizer.json"
-        if not (copy.exists() and copy.samefile(source)):
-            write_atomically(copy, lambda tmp: shutil.copyfile(source, tmp))
-        spec = {"kind": "bpe", "file": "tokenizer.json"}
-    info = {"format": RUN_FORMAT, "model": asdict(model.cfg), "tokenizer": spec,
-            "weights": {"file": "model.safetensors", "dtype": str(DTYPES[save_dtype])[6:]},
-            "run": run or {}, "result": result or {}}
-    text = json.dumps(info, indent=1, ensure_ascii=False)
-    write_atomically(out / "run.json", lambda tmp: tmp.write_text(text, "utf-8"))
-    return out
-
-
-def load_run(folder: str | os.PathLike) -> tuple[GPTModel, object]:
-    """The model a run trained (float32, eval mode, on the CPU) and its tokenizer.
-
-    The tokenizer has encode(str) -> list[int] and decode(list[int]) -> str: tiktoken's GPT-2
-    encoding, a CharTokenizer, or a BPETokenizer.
-
-    >>> model, tokenizer = load_run("runs/char")
-    >>> tokenizer.decode(generate(model, torch.tensor([tokenizer.encode("ROMEO:")]), 50)[0])
-    """
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    info = json.loads((folder / "run.json").read_text("utf-8"))
-    if info.get("format") != RUN_FORMAT:
-        raise ValueError(f"{folder / 'run.json'} is not a run.json written by buildllm.pretrain")
-    model = GPTModel(GPTConfig(**info["model"]))
-    state = {k: v.float() for k, v in load_file(folder / info["weights"]["file"]).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"out_head.weight"} if model.cfg.tie_embeddings else set()
-    if unexpected or set(missing) != tied:
-        raise ValueError(f"{folder} holds weights that do not fit its model: missing "
-                         f"{sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
-    return model.eval(), load_tokenizer(info["tokenizer"], folder)
 
 
 # -- the command line ------------------------------------------------------------------

@@ -32,7 +32,7 @@ COURSE_MODEL_DIR = Path(__file__).parent / "weights" / "course-shakespeare"
 
 def course_model() -> GPTModel:
     """The course's own small GPT, pretrained on tinyshakespeare.txt, in eval mode (float32)."""
-    from .pretrain import load_run
+    from .runs import load_run
 
     model, _tokenizer = load_run(COURSE_MODEL_DIR)
     return model

@@ -1,6 +1,6 @@
 """Serving a model over HTTP (Meeting 7): OpenAI's chat-completions API and a chat page.
 
-    python -m buildllm.serve --checkpoint runs/instruct --port 8000
+    python -m buildllm.serve --run runs/instruct --port 8000
     python -m buildllm.serve --check    # start, answer one question through the API, stop
 
 Clients written for OpenAI's API then work unchanged, streaming included:
@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException
 
 from .chat import ChatSession, ContextLengthError, Reply
+from .runs import add_run_flag
 
 __all__ = ["MAX_BODY_BYTES", "APIError", "BackgroundServer", "ChatRequest", "create_app", "main"]
 
@@ -237,7 +238,8 @@ def create_app(chat: ChatSession, model_name: str = "buildllm", *,
     >>> uvicorn.run(create_app(ChatSession.from_run("runs/instruct"), "instruct"), port=8000)
     """
     page = (resources.files("buildllm") / "static" / "chat.html").read_text("utf-8")
-    started = int(time.time())
+    card = {"id": model_name, "object": "model", "created": int(time.time()),
+            "owned_by": "buildllm"}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -247,6 +249,36 @@ def create_app(chat: ChatSession, model_name: str = "buildllm", *,
 
     app = FastAPI(title="buildllm", summary="An OpenAI-compatible chat server for a buildllm "
                   "model", lifespan=lifespan)
+    _answer_errors_as_openai_does(app)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def chat_page() -> str:
+        return page
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": model_name}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict:
+        return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{name:path}")
+    async def get_model(name: str) -> dict:
+        _check_model(name, model_name)
+        return card
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        req = _parse(await _read_body(request, max_body_bytes))
+        _check_model(req.model, model_name)
+        return await _complete(chat, req, model_name, request.app.state.worker)
+
+    return app
+
+
+def _answer_errors_as_openai_does(app: FastAPI) -> None:
+    """Every error, the server's own or the framework's, in OpenAI's shape with its status."""
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, err: APIError) -> JSONResponse:
@@ -263,82 +295,61 @@ def create_app(chat: ChatSession, model_name: str = "buildllm", *,
                          kind="server_error")
         return JSONResponse(found.body(), status_code=500)
 
-    def model_card() -> dict:
-        return {"id": model_name, "object": "model", "created": started, "owned_by": "buildllm"}
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def chat_page() -> str:
-        return page
+def _check_model(name: str, served: str) -> None:
+    if name != served:
+        raise APIError(404, f"the model {name!r} does not exist; this server serves "
+                       f"{served!r}", param="model", code="model_not_found")
 
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "model": model_name}
 
-    @app.get("/v1/models")
-    async def list_models() -> dict:
-        return {"object": "list", "data": [model_card()]}
+async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, worker: _Worker):
+    """The reply to a chat-completions request: one JSON body, or a stream of events."""
+    reply = _start_reply(chat, req)
+    job = worker.submit(reply)
+    reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
-    @app.get("/v1/models/{name:path}")
-    async def get_model(name: str) -> dict:
-        if name != model_name:
-            raise APIError(404, f"the model {name!r} does not exist; this server serves "
-                           f"{model_name!r}", param="model", code="model_not_found")
-        return model_card()
+    def usage() -> dict:  # once the reply is done
+        return {"prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "total_tokens": reply.prompt_tokens + reply.completion_tokens}
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        req = _parse(await _read_body(request, max_body_bytes))
-        if req.model != model_name:
-            raise APIError(404, f"the model {req.model!r} does not exist; this server serves "
-                           f"{model_name!r}", param="model", code="model_not_found")
-        reply = _start_reply(chat, req)
-        job = request.app.state.worker.submit(reply)
-        reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if not req.stream:
+        text = "".join([piece async for piece in job.pieces()])
+        return {"id": reply_id, "object": "chat.completion", "created": created,
+                "model": model_name, "system_fingerprint": None,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": reply.finish_reason, "logprobs": None}],
+                "usage": usage()}
 
-        def usage() -> dict:  # once the reply is done
-            return {"prompt_tokens": reply.prompt_tokens,
-                    "completion_tokens": reply.completion_tokens,
-                    "total_tokens": reply.prompt_tokens + reply.completion_tokens}
+    def chunk(delta: dict, finish_reason: str | None = None) -> str:
+        return _sse({"id": reply_id, "object": "chat.completion.chunk", "created": created,
+                     "model": model_name, "system_fingerprint": None,
+                     "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                  "finish_reason": finish_reason}]})
 
-        if not req.stream:
-            text = "".join([piece async for piece in job.pieces()])
-            return {"id": reply_id, "object": "chat.completion", "created": created,
-                    "model": model_name, "system_fingerprint": None,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": reply.finish_reason, "logprobs": None}],
-                    "usage": usage()}
-
-        def chunk(delta: dict, finish_reason: str | None = None) -> str:
-            return _sse({"id": reply_id, "object": "chat.completion.chunk", "created": created,
-                         "model": model_name, "system_fingerprint": None,
-                         "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                      "finish_reason": finish_reason}]})
-
-        async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield chunk({"role": "assistant", "content": ""})
             try:
-                yield chunk({"role": "assistant", "content": ""})
-                try:
-                    async for piece in job.pieces():
-                        yield chunk({"content": piece})
-                except Exception as err:  # noqa: BLE001 -- too late for a status: say it here
-                    yield _sse(APIError(500, f"generation failed: {type(err).__name__}: {err}",
-                                        kind="server_error").body())
-                    yield _sse("[DONE]")
-                    return
-                yield chunk({}, reply.finish_reason)
-                if req.stream_options and req.stream_options.include_usage:
-                    yield _sse({"id": reply_id, "object": "chat.completion.chunk",
-                                "created": created, "model": model_name, "choices": [],
-                                "usage": usage()})
+                async for piece in job.pieces():
+                    yield chunk({"content": piece})
+            except Exception as err:  # noqa: BLE001 -- too late for a status: say it here
+                yield _sse(APIError(500, f"generation failed: {type(err).__name__}: {err}",
+                                    kind="server_error").body())
                 yield _sse("[DONE]")
-            finally:
-                job.cancelled = True  # the client may have gone: stop generating for it
+                return
+            yield chunk({}, reply.finish_reason)
+            if req.stream_options and req.stream_options.include_usage:
+                yield _sse({"id": reply_id, "object": "chat.completion.chunk",
+                            "created": created, "model": model_name, "choices": [],
+                            "usage": usage()})
+            yield _sse("[DONE]")
+        finally:
+            job.cancelled = True  # the client may have gone: stop generating for it
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache",
-                                          "X-Accel-Buffering": "no"})  # proxies: do not buffer
-
-    return app
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache",
+                                      "X-Accel-Buffering": "no"})  # proxies: do not buffer
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -422,9 +433,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m buildllm.serve",
         description="Serve a model through OpenAI's chat-completions API, with a chat page.")
-    p.add_argument("--checkpoint", metavar="FOLDER",
-                   help="a run folder (run.json + model.safetensors); default: the course's "
-                        "Shakespeare model, which is not instruction-tuned")
+    add_run_flag(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="(default 8000)")
@@ -480,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
     from .pretrained import COURSE_MODEL_DIR
 
     args = _parser().parse_args(argv)
-    folder = Path(args.checkpoint or COURSE_MODEL_DIR)
+    folder = Path(args.run or COURSE_MODEL_DIR)
     try:
         chat = ChatSession.from_run(folder, device=args.device,
                                     max_new_tokens=args.max_new_tokens,
