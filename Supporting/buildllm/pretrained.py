@@ -78,17 +78,17 @@ def load_base(name: str = "gpt2") -> tuple[GPTModel, str]:
         return gpt2_or_course_model("124M")
     if name == "course":
         return course_model(), "the course model"
-    from .pretrain import load_run
+    from .runs import load_run
 
     folder = Path(name).expanduser()
     if not (folder / "run.json").is_file():
         raise ValueError(f'MODEL = {name!r} is not "gpt2", "course" or a run folder (it has '
                          "no run.json): give the --out folder of python -m buildllm.pretrain")
-    model, tokenizer = load_run(folder)
-    if getattr(tokenizer, "name", None) != "gpt2":  # tiktoken's GPT-2 encoding is named so
+    run = load_run(folder)
+    if run.tokenizer_spec["kind"] != "gpt2":
         raise ValueError(f"{folder} was trained with its own tokenizer, but these notebooks "
                          "read GPT-2's tokens: pretrain again with --tokenizer gpt2")
-    return model, f"your model from {folder}"
+    return run.model, f"your model from {folder}"
 
 
 SMOKE_ENV = "BUILDLLM_SMOKE"
