@@ -30,19 +30,11 @@ from ..model import CONFIGS, GPTConfig, GPTModel, LayerNorm, TransformerBlock, c
 from . import expect_tensor, verify
 from ._support import Refuses, expect_close, plain, random_gpt, randomize, seeded
 
-__all__ = [
-    "block_forward",
-    "cached_generation",
-    "gelu",
-    "greedy_generation",
-    "layer_norm",
-    "parameter_count",
-]
+__all__ = ["block_forward", "cached_generation", "gelu", "greedy_generation", "layer_norm",
+           "parameter_count"]
 
 
 # -- Exercise 4.1 ---------------------------------------------------------------------------
-
-
 class _NoLayerNorm(Refuses):
     banned = frozenset({F.layer_norm, torch.layer_norm})  # nn.LayerNorm calls F.layer_norm
     advice = "this exercise asks you to write layer norm out, with mean and var"
@@ -127,8 +119,6 @@ def layer_norm(fn: Callable[..., torch.Tensor]) -> None:
 
 
 # -- Exercise 4.2 ---------------------------------------------------------------------------
-
-
 class _NoGelu(Refuses):
     banned = frozenset({F.gelu})  # nn.GELU and buildllm's GELU call F.gelu
     advice = "this exercise asks you to write the tanh formula out"
@@ -177,8 +167,6 @@ def gelu(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
 
 
 # -- Exercise 4.3 ---------------------------------------------------------------------------
-
-
 @cache
 def _parameters_of(cfg: GPTConfig) -> int:
     """The reference count: build the model on the meta device (shapes, no memory) and count."""
@@ -248,8 +236,6 @@ def parameter_count(fn: Callable[[GPTConfig], int]) -> None:
 
 
 # -- Exercise 4.4 ---------------------------------------------------------------------------
-
-
 def _block_mistakes(block: TransformerBlock, x: torch.Tensor):
     """What a block computes when written the usual wrong ways (in eval mode, no dropout)."""
     n1, att, n2, ff = block.norm1, block.att, block.norm2, block.ff
@@ -314,8 +300,6 @@ def block_forward(fn: Callable[[TransformerBlock, torch.Tensor], torch.Tensor]) 
 
 
 # -- Exercises 4.5 and 4.6 ------------------------------------------------------------------
-
-
 def _prompt(seed: int, batch: int, length: int) -> torch.Tensor:
     return torch.randint(0, 64, (batch, length), generator=torch.Generator().manual_seed(seed))
 
