@@ -85,6 +85,13 @@ def random_gpt(seed: int, vocab_size: int = 64, context_length: int = 8, **setti
         return randomize(GPTModel(cfg), 0.3).eval()
 
 
+def first_broken(rules) -> None:
+    """Fail with the message of the first rule broken; `rules` holds (broken, message) pairs."""
+    for broken, message in rules:
+        if broken:
+            raise AssertionError(message)
+
+
 class Refuses(torch.Tensor):
     """An input tensor that fails the check when a built-in version of the exercise sees it."""
 

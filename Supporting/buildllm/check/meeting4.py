@@ -1,24 +1,16 @@
 """Checks for the Meeting 4 exercises: GPT-2's pieces, its size, and generating text with it.
 
-Each check runs the learner's function on a few cases against the reference in
-`buildllm.model` and `buildllm.generation`; where a wrong answer matches a mistake learners
-often make (the unbiased variance, post-norm, a window that is not cropped...), the message
-names it:
-
-    >>> from buildllm import check
-    >>> check.meeting4.layer_norm(layer_norm)
-    ✓ Exercise 4.1: all 6 cases pass.
-
-Every case draws its model and inputs inside `seeded()`, so the cases are the same in every
-run and the rest of a learner's notebook draws the same numbers.
+Each check compares the learner's function with the reference in buildllm.model and
+buildllm.generation on a few cases, and names the mistake a wrong answer matches (the unbiased
+variance, post-norm, a window that is not cropped...). Every case draws its model and inputs
+inside seeded(): the same cases in every run, and the learner's own RNG left as it was.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from functools import cache, partial
 
@@ -28,7 +20,7 @@ import torch.nn.functional as F
 from ..generation import generate
 from ..model import CONFIGS, GPTConfig, GPTModel, LayerNorm, TransformerBlock, count_parameters
 from . import expect_tensor, verify
-from ._support import Refuses, expect_close, plain, random_gpt, randomize, seeded
+from ._support import Refuses, expect_close, first_broken, plain, random_gpt, randomize, seeded
 
 __all__ = ["block_forward", "cached_generation", "gelu", "greedy_generation", "layer_norm",
            "parameter_count"]
@@ -73,11 +65,8 @@ def _layer_norm_mistakes(x, scale, shift, eps):
 def layer_norm(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 4.1: fn(x, scale, shift, eps) must equal F.layer_norm over the last dim.
 
-    Cases: one vector to check by hand (the unbiased variance fails here), a batch of tokens
-    with learned scale and shift (normalize each token, not the batch), tokens whose variance
-    is far below eps (where eps goes matters), a constant vector (variance 0: not NaN), an eps
-    of 0.1 (which must be used), and GPT-2's width against buildllm's LayerNorm. x refuses
-    F.layer_norm, so calling the built-in does not pass.
+    A vector checked by hand catches the unbiased variance, tokens with a variance far below
+    eps where eps goes, a constant vector a NaN. x refuses F.layer_norm.
     """
 
     @torch.no_grad()
@@ -145,10 +134,8 @@ def _gelu_mistakes(x):
 def gelu(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Exercise 4.2: fn(x) must equal F.gelu(x, approximate="tanh"), to within 1e-6.
 
-    Cases: a few values to check by hand, 1,001 points from -6 to 6 (the exact erf GELU differs
-    from the tanh one by up to 5e-4 near ±2.7, so it fails here), large inputs where tanh
-    saturates (a tanh built from exp overflows into NaN), and a batch whose shape must be kept.
-    x refuses F.gelu, so calling the built-in does not pass.
+    The exact erf GELU differs from the tanh one by up to 5e-4 near ±2.7, so the points from
+    -6 to 6 catch it; ±1e4 catches a tanh built from exp (NaN). x refuses F.gelu.
     """
 
     def case(x: torch.Tensor) -> None:
@@ -207,8 +194,6 @@ def _count_hint(diff: int, cfg: GPTConfig) -> str:
 def parameter_count(fn: Callable[[GPTConfig], int]) -> None:
     """Exercise 4.3: fn(cfg) must equal count_parameters(GPTModel(cfg)), for any GPTConfig.
 
-    Cases: cpu-tiny; GPT-2 small (124,439,808 with the tied output head); the same untied (the
-    book's 163M); no query/key/value biases; an odd vocabulary and width, untied; and GPT-2 XL.
     The references are counted on the meta device, so the check takes no memory. When the
     count is off by exactly one part of the model, the message names the part.
     """
@@ -258,11 +243,8 @@ def _block_mistakes(block: TransformerBlock, x: torch.Tensor):
 def block_forward(fn: Callable[[TransformerBlock, torch.Tensor], torch.Tensor]) -> None:
     """Exercise 4.4: fn(block, x) must equal block(x), a pre-norm TransformerBlock.
 
-    Cases in eval mode: 2 sequences of 5 tokens, a single token, and GPT-2 small's width;
-    then one in training mode, where both must draw the same dropout masks from the same seed
-    (dropout after each sub-block, before its shortcut is added). Every parameter, biases and
-    norms included, is random, so no mistake hides behind a zero. The x passed in must come
-    back unchanged.
+    Every parameter, biases and norms included, is random, so no mistake hides behind a zero.
+    In training mode both draw dropout masks from the same seed. x must come back unchanged.
     """
 
     @torch.no_grad()
@@ -325,10 +307,8 @@ def _expect_same_tokens(got, want: torch.Tensor, n_prompt: int, hint: Callable[[
 def greedy_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor]) -> None:
     """Exercise 4.5: fn(model, ids, max_new_tokens) must equal generate(..., use_cache=False).
 
-    The model has a context of 8 tokens. Cases: a short prompt, a batch, generation that runs
-    past the context (crop to the last 8 tokens), a prompt longer than the context, no new
-    tokens, and a model left in training mode with dropout (switch it off while generating,
-    and leave the model in the mode it was in).
+    The model has a context of 8 tokens, so longer sequences must be cropped; a model in
+    training mode must be generated from in eval mode and left in training mode.
     """
 
     def case(seed: int, batch: int, n_prompt: int, n_new: int, training: bool = False) -> None:
@@ -375,9 +355,8 @@ def greedy_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor])
     ])
 
 
-@contextmanager
-def _recorded_calls(model: GPTModel) -> Iterator[list[tuple[int, int | None]]]:
-    """Record (tokens passed, cache.length or None) for every call of the model."""
+def _recorded_calls(model: GPTModel) -> list[tuple[int, int | None]]:
+    """From now on, record (tokens passed, cache.length or None) for every call of the model."""
     calls: list[tuple[int, int | None]] = []
 
     def hook(module, args, kwargs):
@@ -385,11 +364,8 @@ def _recorded_calls(model: GPTModel) -> Iterator[list[tuple[int, int | None]]]:
         cache = args[1] if len(args) > 1 else kwargs.get("cache")
         calls.append((ids.shape[-1], None if cache is None else cache.length))
 
-    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield calls
-    finally:
-        handle.remove()
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+    return calls
 
 
 def _expect_cached_calls(calls: list[tuple[int, int | None]], n_prompt: int, n_new: int) -> None:
@@ -397,25 +373,21 @@ def _expect_cached_calls(calls: list[tuple[int, int | None]], n_prompt: int, n_n
     if n_new and not calls:
         raise AssertionError("your function never called the model: call model(ids, cache)")
     for k, (n, length) in enumerate(calls):
-        if length is None:
-            raise AssertionError(f"call {k + 1} of the model passed no cache: model(ids, cache)")
-        if k == 0 and n != n_prompt:
-            raise AssertionError(
-                f"the first call passed {n} token{'s' * (n != 1)}: pass the whole prompt "
-                f"({n_prompt} tokens) at once, so one call fills the cache with every prompt "
-                "token's keys and values")
-        if k == 0 and length != 0:
-            raise AssertionError(
-                f"the first call found {length} tokens in the cache: start with a new, empty one")
-        if k > 0 and n != 1:
-            raise AssertionError(
-                f"call {k + 1} of the model passed {n} tokens: after the prompt pass only the "
-                "newest token, shape (batch, 1); the cache holds the keys and values of the rest")
-        if k > 0 and length != n_prompt + k - 1:
-            raise AssertionError(
-                f"call {k + 1} of the model started at position {length}, but "
-                f"{n_prompt + k - 1} tokens came before it: the model advances cache.length "
-                "itself at the end of each call; neither your loop nor your cache should")
+        first_broken([
+            (length is None, f"call {k + 1} of the model passed no cache: model(ids, cache)"),
+            (k == 0 and n != n_prompt, f"the first call passed {n} token{'s' * (n != 1)}: pass "
+             f"the whole prompt ({n_prompt} tokens) at once, so one call fills the cache with "
+             "every prompt token's keys and values"),
+            (k == 0 and length != 0, f"the first call found {length} tokens in the cache: start "
+             "with a new, empty one"),
+            (k > 0 and n != 1, f"call {k + 1} of the model passed {n} tokens: after the prompt "
+             "pass only the newest token, shape (batch, 1); the cache holds the keys and values "
+             "of the rest"),
+            (k > 0 and length != n_prompt + k - 1, f"call {k + 1} of the model started at "
+             f"position {length}, but {n_prompt + k - 1} tokens came before it: the model "
+             "advances cache.length itself at the end of each call; neither your loop nor your "
+             "cache should"),
+        ])
     if len(calls) > n_new + 1:
         raise AssertionError(
             f"your function called the model {len(calls)} times for {n_new} new tokens; once "
@@ -426,23 +398,21 @@ def cached_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor])
     """Exercise 4.6: fn(model, ids, max_new_tokens) must give generate(..., use_cache=False)'s
     tokens, calling the model once with the whole prompt and then once per token, with 1 token.
 
-    A hook on the model records each call's input length and cache.length: that tells a real
-    cached loop from one that recomputes everything (same tokens, all the work). Cases: a short
-    prompt, a prompt of one token, a batch of 3, prompt and new tokens that fill the context
-    exactly, a deeper model, and no new tokens at all.
+    A hook records each call's input length and cache.length: that tells a real cached loop
+    from one that recomputes everything (same tokens, all the work).
     """
 
     def case(seed: int, batch: int, n_prompt: int, n_new: int, n_layers: int = 2) -> None:
         model = random_gpt(seed, context_length=16, n_layers=n_layers)
         ids = _prompt(seed, batch, n_prompt)
         want = generate(model, ids, n_new, use_cache=False)
-        with _recorded_calls(model) as calls:
-            try:
-                got = fn(model, ids.clone(), n_new)
-            except Exception as err:
-                if calls and not isinstance(err, NotImplementedError):
-                    _expect_cached_calls(calls, n_prompt, n_new)  # may say why it crashed
-                raise
+        calls = _recorded_calls(model)
+        try:
+            got = fn(model, ids.clone(), n_new)
+        except Exception as err:
+            if calls and not isinstance(err, NotImplementedError):
+                _expect_cached_calls(calls, n_prompt, n_new)  # may say why it crashed
+            raise
         _expect_cached_calls(calls, n_prompt, n_new)
         _expect_same_tokens(got, want, n_prompt, lambda k: (
             "every layer must see the keys and values of all tokens so far (update returns the "
