@@ -68,7 +68,6 @@ def layer_norm(fn: Callable[..., torch.Tensor]) -> None:
     A vector checked by hand catches the unbiased variance, tokens with a variance far below
     eps where eps goes, a constant vector a NaN. x refuses F.layer_norm.
     """
-
     @torch.no_grad()
     def compare(x, scale, shift, eps, want):
         got = plain(fn(x.clone().as_subclass(_NoLayerNorm), scale, shift, eps))
@@ -137,7 +136,6 @@ def gelu(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     The exact erf GELU differs from the tanh one by up to 5e-4 near ±2.7, so the points from
     -6 to 6 catch it; ±1e4 catches a tanh built from exp (NaN). x refuses F.gelu.
     """
-
     def case(x: torch.Tensor) -> None:
         got, want = plain(fn(x.clone().as_subclass(_NoGelu))), F.gelu(x, approximate="tanh")
         expect_close(got, want, "gelu(x)", _gelu_mistakes(x), x=x, atol=1e-6, rtol=1e-5)
@@ -197,7 +195,6 @@ def parameter_count(fn: Callable[[GPTConfig], int]) -> None:
     The references are counted on the meta device, so the check takes no memory. When the
     count is off by exactly one part of the model, the message names the part.
     """
-
     def case(cfg: GPTConfig) -> None:
         got, want = fn(cfg), _parameters_of(cfg)
         if not isinstance(got, numbers.Real) or isinstance(got, bool):
@@ -246,7 +243,6 @@ def block_forward(fn: Callable[[TransformerBlock, torch.Tensor], torch.Tensor]) 
     Every parameter, biases and norms included, is random, so no mistake hides behind a zero.
     In training mode both draw dropout masks from the same seed. x must come back unchanged.
     """
-
     @torch.no_grad()
     def case(cfg: GPTConfig, shape, seed: int, std: float, training: bool = False) -> None:
         with seeded(seed):
@@ -310,7 +306,6 @@ def greedy_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor])
     The model has a context of 8 tokens, so longer sequences must be cropped; a model in
     training mode must be generated from in eval mode and left in training mode.
     """
-
     def case(seed: int, batch: int, n_prompt: int, n_new: int, training: bool = False) -> None:
         model = random_gpt(seed, context_length=8, drop_rate=0.1 if training else 0.0)
         ids = _prompt(seed, batch, n_prompt)
@@ -401,7 +396,6 @@ def cached_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor])
     A hook records each call's input length and cache.length: that tells a real cached loop
     from one that recomputes everything (same tokens, all the work).
     """
-
     def case(seed: int, batch: int, n_prompt: int, n_new: int, n_layers: int = 2) -> None:
         model = random_gpt(seed, context_length=16, n_layers=n_layers)
         ids = _prompt(seed, batch, n_prompt)

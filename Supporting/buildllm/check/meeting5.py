@@ -84,7 +84,6 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
     log of a softmax give inf; the last case compares the gradient too. The logits refuse
     F.cross_entropy and F.nll_loss.
     """
-
     def case(logits: torch.Tensor, targets: torch.Tensor, grad: bool = False) -> None:
         reference = logits.clone().requires_grad_(grad)
         want = F.cross_entropy(reference.flatten(0, -2), targets.flatten())
@@ -166,7 +165,6 @@ def softmax_with_temperature(fn: Callable[[torch.Tensor, float], torch.Tensor]) 
     Logits up to 60 at T = 0.1 overflow a softmax written with exp and no max subtracted. The
     logits passed in must come back unchanged.
     """
-
     def case(logits: torch.Tensor, t: float) -> None:
         if t == 0:
             want, mistakes = F.one_hot(logits.argmax(-1), logits.shape[-1]).float(), []
@@ -283,7 +281,6 @@ def top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     k may be larger than the vocabulary (nothing filtered, no error). The logits passed in
     must come back unchanged.
     """
-
     def case(logits: torch.Tensor, k: int) -> None:
         given, vocab = logits.clone(), logits.shape[-1]
         try:
@@ -354,7 +351,6 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     least 1e-3 away from p, so sums taken in another order or precision agree. The logits
     passed in must come back unchanged.
     """
-
     def case(logits: torch.Tensor, p: float) -> None:
         want, given = top_p_filter(logits, p), logits.clone()
         rows = logits.reshape(-1, logits.shape[-1])
@@ -386,10 +382,6 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
 
 
 # -- Exercise 5.5 ---------------------------------------------------------------------------
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
-
-
 def _cosine(s, m, w, t, lo, span=None):
     """The cosine part of lr_at, at step s, with progress over `span` steps if given."""
     progress = (s - w) / (t - w if span is None else span)
@@ -436,9 +428,9 @@ _WHY_AT = {
 def lr_schedule(fn: Callable[..., float]) -> None:
     """Exercise 5.5: fn(step, max_lr=, warmup_steps=, total_steps=, min_lr=) must equal
     buildllm.training.lr_at at every step from 0 to a few past total_steps."""
-
     def case(m: float, w: int, t: int, lo: float, every: int = 1) -> None:
         settings = dict(max_lr=m, warmup_steps=w, total_steps=t, min_lr=lo)
+        close = partial(math.isclose, rel_tol=1e-6, abs_tol=1e-12)
         steps = range(0, t + 4 * every, every)
         phase = {s: "warmup" if s < w else "decay" if s < t else "after" for s in steps}
         want = [training.lr_at(s, **settings) for s in steps]
@@ -450,13 +442,13 @@ def lr_schedule(fn: Callable[..., float]) -> None:
             except (TypeError, ValueError):
                 raise AssertionError(
                     f"at step {s} the result is {value!r}; return a number") from None
-        bad = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if not _close(a, b)]
+        bad = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if not close(a, b)]
         if not bad:
             return
         for hint, part, wrong in _SCHEDULE_MISTAKES:
             theirs = [wrong(s, m, w, t, lo) if phase[s] == part else r
                       for s, r in zip(steps, want, strict=True)]
-            if all(_close(a, b) for a, b in zip(got, theirs, strict=True)):
+            if all(close(a, b) for a, b in zip(got, theirs, strict=True)):
                 raise AssertionError(f"the schedule is wrong: {hint}")
         s = steps[bad[0]]
         raise AssertionError(f"at step {s} the rate is {got[bad[0]]:.6g}, expected "
@@ -572,7 +564,6 @@ def clip_grad_norm(fn: Callable[..., object]) -> None:
     The last case passes model.parameters(), a generator that runs out after one pass. The
     parameters themselves must not change, and clip_grad_norm_ refuses to be called.
     """
-
     def case(make: Callable[[], list[torch.Tensor]], max_norm: float, generator=False) -> None:
         reference, params = make(), make()
         if generator:  # make() built a model
@@ -724,7 +715,6 @@ def adamw_step(fn: Callable[..., object]) -> None:
     step, to within 1e-6; a large lr and decay show where the decay goes, gradients and eps
     near 1e-4 where eps goes. torch's Adam and AdamW, and buildllm's, refuse to step.
     """
-
     def case(shapes, steps: int, lr: float, weight_decay: float, betas=(0.9, 0.999),
              eps: float = 1e-8, scale: float = 1.0, frozen=(), seed: int = 0) -> None:
         gen = torch.Generator().manual_seed(seed)
