@@ -170,21 +170,22 @@ def _count_hint(diff: int, cfg: GPTConfig) -> str:
                 "a weight of its own")
     if diff == 3 * d * n and not cfg.qkv_bias:
         return "exactly the query/key/value biases, but this config has qkv_bias=False"
-    parts = {  # size: what; the first of equal sizes wins, so they are listed last-first
-        v: "a bias of vocab_size in the output head, which has no bias",
-        (6 * d + 3) * d * n: "a quarter of the feed-forward layer: its hidden layer is "
-                             "4 × emb_dim wide",
-        (2 * n + 1) * d: "one vector of each LayerNorm: each has a scale and a shift",
-        (9 if cfg.qkv_bias else 6) * d * n: "the biases of the linear layers in the blocks",
-        5 * d * n: "the feed-forward biases, 4 × emb_dim + emb_dim per block",
-        d * n: "the attention output layer's bias, emb_dim per block",
-        3 * d * n: "the query/key/value biases, 3 × emb_dim per block (with qkv_bias)",
-        4 * d * n: "the LayerNorms inside the blocks: two per block, 2 × emb_dim each",
-        2 * d: "the final LayerNorm, a scale and a shift of emb_dim each",
-        cfg.context_length * d: "the position embedding, context_length × emb_dim",
-    }
-    if abs(diff) in parts:
-        return f"{'too many' if diff > 0 else 'missing'}: exactly {parts[abs(diff)]}"
+    parts = [
+        (cfg.context_length * d, "the position embedding, context_length × emb_dim"),
+        (2 * d, "the final LayerNorm, a scale and a shift of emb_dim each"),
+        (4 * d * n, "the LayerNorms inside the blocks: two per block, 2 × emb_dim each"),
+        (3 * d * n, "the query/key/value biases, 3 × emb_dim per block (with qkv_bias)"),
+        (d * n, "the attention output layer's bias, emb_dim per block"),
+        (5 * d * n, "the feed-forward biases, 4 × emb_dim + emb_dim per block"),
+        ((9 if cfg.qkv_bias else 6) * d * n, "the biases of the linear layers in the blocks"),
+        ((2 * n + 1) * d, "one vector of each LayerNorm: each has a scale and a shift"),
+        ((6 * d + 3) * d * n, "a quarter of the feed-forward layer: its hidden layer is "
+                              "4 × emb_dim wide"),
+        (v, "a bias of vocab_size in the output head, which has no bias"),
+    ]
+    part = next((what for size, what in parts if size == abs(diff)), None)
+    if part:
+        return f"{'too many' if diff > 0 else 'missing'}: exactly {part}"
     per_block = f" ({abs(diff) // n:,} per block)" if diff % n == 0 else ""
     return f"{abs(diff):,} {'too many' if diff > 0 else 'too few'}{per_block}"
 
