@@ -254,17 +254,16 @@ def block_forward(fn: Callable[[TransformerBlock, torch.Tensor], torch.Tensor]) 
             want = block(x)
         with seeded(seed + 1):
             got = fn(block, given)
-        if not torch.equal(given, x):
-            raise AssertionError(
-                "your function changed the x it was given (an in-place x += ...?); write "
-                "x = x + ... so the caller's tensor stays as it was")
-        if (training and isinstance(got, torch.Tensor) and got.shape == want.shape
-                and not torch.allclose(got, want, atol=1e-5, rtol=1e-4)):
-            raise AssertionError(
-                "in training mode the result differs from the block's with the same seed: pass "
-                "each sub-block's output through block.drop_shortcut before adding the shortcut, "
-                "calling the modules in order (norm1, att, drop_shortcut, then norm2, ff, "
-                "drop_shortcut)")
+        first_broken([
+            (not torch.equal(given, x), "your function changed the x it was given (an in-place "
+             "x += ...?); write x = x + ... so the caller's tensor stays as it was"),
+            (training and isinstance(got, torch.Tensor) and got.shape == want.shape
+             and not torch.allclose(got, want, atol=1e-5, rtol=1e-4),
+             "in training mode the result differs from the block's with the same seed: pass "
+             "each sub-block's output through block.drop_shortcut before adding the shortcut, "
+             "calling the modules in order (norm1, att, drop_shortcut, then norm2, ff, "
+             "drop_shortcut)"),
+        ])
         mistakes = () if training else _block_mistakes(block, x)
         expect_close(got, want, "the block's output", mistakes)
 

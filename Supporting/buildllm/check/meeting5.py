@@ -23,7 +23,7 @@ from .. import training
 from ..generation import top_k_filter, top_p_filter
 from ..model import GPTConfig, GPTModel
 from . import expect_tensor, verify
-from ._support import Refuses, expect_close, matching, plain, randn, seeded
+from ._support import Refuses, expect_close, first_broken, matching, plain, randn, seeded
 
 __all__ = ["adamw_step", "clip_grad_norm", "cross_entropy", "lr_schedule",
            "softmax_with_temperature", "top_k", "top_p"]
@@ -95,12 +95,12 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
                 "that loss.backward() can compute gradients")
         loss = plain(expect_tensor(got, "the loss"))
         value = loss.detach().float()
-        if value.shape == targets.shape:
-            raise AssertionError(f"the result has shape {tuple(value.shape)}, one loss per token: "
-                                 "return their mean, a single number")
-        if value.numel() != 1:
-            raise AssertionError(f"the result has shape {tuple(value.shape)}; the loss is a "
-                                 "single number, the mean over every position")
+        first_broken([
+            (value.shape == targets.shape, f"the result has shape {tuple(value.shape)}, one loss "
+             "per token: return their mean, a single number"),
+            (value.numel() != 1, f"the result has shape {tuple(value.shape)}; the loss is a single "
+             "number, the mean over every position"),
+        ])
         value = value.reshape(())
         if not torch.isfinite(value):
             raise AssertionError(
@@ -668,14 +668,13 @@ def _call_adamw(fn, params: list[torch.Tensor], state: dict, settings: dict) -> 
         raise AssertionError(
             "an in-place change to a parameter that requires grad: make the updates under "
             "torch.no_grad() (the @torch.no_grad() line above the function)") from None
-    if all(torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True)):
-        raise AssertionError(
-            "the parameters did not change: update them in place (p.add_, p.mul_, p.copy_ or "
-            "p -= ...); p = p - ... only gives the name p a new tensor")
-    if not state:
-        raise AssertionError(
-            "after the first call `state` is still empty: keep m, v and the step count in it "
-            "(not in global variables), so that each optimizer has its own")
+    first_broken([
+        (all(torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True)),
+         "the parameters did not change: update them in place (p.add_, p.mul_, p.copy_ or "
+         "p -= ...); p = p - ... only gives the name p a new tensor"),
+        (not state, "after the first call `state` is still empty: keep m, v and the step count "
+         "in it (not in global variables), so that each optimizer has its own"),
+    ])
 
 
 def _expect_adamw(params, reference, start, grads, settings: dict, frozen) -> None:
@@ -685,14 +684,12 @@ def _expect_adamw(params, reference, start, grads, settings: dict, frozen) -> No
         got, want = p.detach(), q.detach()
         if torch.allclose(got, want, **close):
             continue
-        if i in frozen:
-            raise AssertionError(
-                f"parameter {i}, whose .grad is None, changed at step {t}; skip parameters "
-                "without a gradient (PyTorch's optimizers do)")
-        if not torch.isfinite(got).all():
-            raise AssertionError(
-                f"after step {t}, parameter {i} holds NaN or inf: in the bias correction "
-                "1 - β^t, t counts steps from 1, so it is never 0")
+        first_broken([
+            (i in frozen, f"parameter {i}, whose .grad is None, changed at step {t}; skip "
+             "parameters without a gradient (PyTorch's optimizers do)"),
+            (not torch.isfinite(got).all(), f"after step {t}, parameter {i} holds NaN or inf: in "
+             "the bias correction 1 - β^t, t counts steps from 1, so it is never 0"),
+        ])
         for mistake, hint in _ADAMW_MISTAKES.items():
             options = settings | (dict(betas=(0.9, 0.999), eps=1e-8) if mistake == "defaults"
                                   else dict(mistake=mistake))
