@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ..model import GPTConfig, GPTModel
 from . import expect_tensor
 
 
@@ -70,6 +71,25 @@ def expect_close(
 
 
 # -- added while rewriting the checks of meetings 4-5 (helper C2 adds below this line only)
+
+
+def random_gpt(seed: int, vocab_size: int = 64, context_length: int = 8, **settings) -> GPTModel:
+    """A small untied GPT in eval mode with large random weights, so its greedy tokens vary.
+
+    (With GPT-2's initialization an untrained model soon repeats one token forever, and many
+    wrong loops would give the same tokens as right ones.) `settings` go to GPTConfig.
+    """
+    settings = dict(emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0) | settings
+    cfg = GPTConfig(vocab_size, context_length, tie_embeddings=False, **settings)
+    with seeded(seed):
+        return randomize(GPTModel(cfg), 0.3).eval()
+
+
+def first_broken(rules) -> None:
+    """Fail with the message of the first rule broken; `rules` holds (broken, message) pairs."""
+    for broken, message in rules:
+        if broken:
+            raise AssertionError(message)
 
 
 class Refuses(torch.Tensor):

@@ -1,18 +1,10 @@
 """Checks for the Meeting 5 exercises: the loss, sampling's filters, and a training step's parts.
 
-Each check runs the learner's function on a few cases and compares it with the reference:
-F.cross_entropy, `buildllm.generation` (top_k_filter, top_p_filter), `buildllm.training`
-(lr_at, clip_grad_norm) and torch.optim.AdamW. Where a wrong answer matches a mistake learners
-often make (the log of a softmax, the temperature applied after the softmax, a top-p that drops
-the token crossing p, clipping each gradient on its own, Adam's L2 penalty in place of decoupled
-weight decay...), the message names it:
-
-    >>> from buildllm import check
-    >>> check.meeting5.cross_entropy(cross_entropy)
-    ✓ Exercise 5.1: all 5 cases pass.
-
-Inputs come from private generators with fixed seeds, so every run checks the same cases and
-the rest of a learner's notebook draws the same random numbers.
+Each check compares the learner's function with the reference (F.cross_entropy, buildllm's
+top_k_filter, top_p_filter, lr_at and clip_grad_norm, torch.optim.AdamW) on a few cases, and
+names the mistake a wrong answer matches (the log of a softmax, a top-p that drops the token
+crossing p, Adam's L2 penalty in place of decoupled weight decay...). Inputs come from their
+own seeded generators: the same cases in every run, and no draw from the learner's RNG.
 """
 
 from __future__ import annotations
@@ -20,7 +12,9 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from functools import partial
+from unittest.mock import patch
 
 import torch
 import torch.nn.functional as F
@@ -29,62 +23,36 @@ from .. import training
 from ..generation import top_k_filter, top_p_filter
 from ..model import GPTConfig, GPTModel
 from . import expect_tensor, verify
-from ._support import Refuses, expect_close, matching, plain, randn, seeded
+from ._support import Refuses, expect_close, first_broken, matching, plain, randn, seeded
 
-# The helpers Meeting 4's checks introduced: a seeded block, a comparison that names known
-# mistakes, and input tensors that refuse the built-in version of an exercise.
-
-__all__ = [
-    "adamw_step",
-    "clip_grad_norm",
-    "cross_entropy",
-    "lr_schedule",
-    "softmax_with_temperature",
-    "top_k",
-    "top_p",
-]
+__all__ = ["adamw_step", "clip_grad_norm", "cross_entropy", "lr_schedule",
+           "softmax_with_temperature", "top_k", "top_p"]
 
 NEG_INF = float("-inf")
 
 
-def _expect_unchanged(given: torch.Tensor, original: torch.Tensor, name: str = "logits") -> None:
+def _expect_unchanged(given: torch.Tensor, original: torch.Tensor) -> None:
     if not torch.equal(given, original):
         raise AssertionError(
-            f"your function changed the {name} it was given (an in-place operation such as "
-            "div_, masked_fill_ or [...] = ?); work on a copy, or use the operations that "
-            "return a new tensor, so the caller's stay as they were"
-        )
+            "your function changed the logits it was given (an in-place operation such as "
+            "div_, masked_fill_ or [...] = ?); work on a copy, or use the operations that return "
+            "a new tensor, so the caller's stay as they were")
 
 
 @contextmanager
 def _refusing(owners: list[tuple[object, str]], advice: str) -> Iterator[None]:
     """While the block runs, calling any of these methods or functions fails the check."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(advice)
-
-    saved = [(owner, name, owner.__dict__.get(name)) for owner, name in owners]
-    for owner, name in owners:
-        setattr(owner, name, refuse)
-    try:
+    with ExitStack() as stack:
+        for owner, name in owners:
+            stack.enter_context(patch.object(owner, name, side_effect=AssertionError(advice)))
         yield
-    finally:
-        for owner, name, original in saved:
-            if original is None:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
 
 
 # -- Exercise 5.1 ---------------------------------------------------------------------------
-
-
 class _NoCrossEntropy(Refuses):
     banned = frozenset({F.cross_entropy, F.nll_loss})  # nn.CrossEntropyLoss calls F.cross_entropy
-    advice = (
-        "this exercise asks you to write cross entropy out: log-probabilities, then each "
-        "target's entry, then the mean"
-    )
+    advice = ("this exercise asks you to write cross entropy out: log-probabilities, then each "
+              "target's entry, then the mean")
 
 
 def _cross_entropy_mistakes(logits: torch.Tensor, targets: torch.Tensor):
@@ -92,158 +60,101 @@ def _cross_entropy_mistakes(logits: torch.Tensor, targets: torch.Tensor):
     picked = rows.log_softmax(-1).gather(-1, t).squeeze(-1)  # log p(target), one per token
     mistakes = [
         ("it matches the sum over tokens; the loss is their mean", -picked.sum()),
-        (
-            "it matches the loss without its minus sign; the loss is -log p(target), a "
-            "positive number that falls as the model improves",
-            picked.mean(),
-        ),
-        (
-            "it matches -logit(target) with no softmax: turn the logits into log-probabilities "
-            "first, logits - logits.logsumexp(dim=-1, keepdim=True)",
-            -rows.gather(-1, t).mean(),
-        ),
-        (
-            "it matches the log in base 2 (the loss in bits); PyTorch's losses use the natural "
-            "log, torch.log",
-            -picked.mean() / math.log(2),
-        ),
-        (
-            "it matches -log of the average probability; average each token's -log p instead",
-            -picked.exp().mean().log(),
-        ),
+        ("it matches the loss without its minus sign; the loss is -log p(target), a positive "
+         "number that falls as the model improves", picked.mean()),
+        ("it matches -logit(target) with no softmax: turn the logits into log-probabilities "
+         "first, logits - logits.logsumexp(dim=-1, keepdim=True)", -rows.gather(-1, t).mean()),
+        ("it matches the log in base 2 (the loss in bits); PyTorch's losses use the natural log, "
+         "torch.log", -picked.mean() / math.log(2)),
+        ("it matches -log of the average probability; average each token's -log p instead",
+         -picked.exp().mean().log()),
     ]
     if logits.ndim > 1:
         over = logits.log_softmax(0 if logits.ndim == 2 else 1)
-        mistakes.append(
-            (
-                "it matches a softmax over the wrong dim; each position's distribution is over "
-                "the vocabulary, the last dim: dim=-1",
-                -over.gather(-1, targets[..., None]).mean(),
-            )
-        )
+        mistakes.append(("it matches a softmax over the wrong dim; each position's distribution "
+                         "is over the vocabulary, the last dim: dim=-1",
+                         -over.gather(-1, targets[..., None]).mean()))
     return mistakes
 
 
 def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Exercise 5.1: fn(logits, targets) must equal F.cross_entropy over every position.
 
-    logits have shape (..., vocab) and targets the same shape without vocab. Cases: three rows
-    to check by hand, a (batch, tokens, vocab) batch, logits in the hundreds (where the log of
-    a softmax gives inf), GPT-2's vocabulary (a loss near ln 50257), and the gradient, which
-    must match F.cross_entropy's. The logits refuse F.cross_entropy and F.nll_loss.
+    logits are (..., vocab), targets the same without vocab. Logits in the hundreds make the
+    log of a softmax give inf; the last case compares the gradient too. The logits refuse
+    F.cross_entropy and F.nll_loss.
     """
-
-    def case(logits: torch.Tensor, targets: torch.Tensor, grad: bool = False):
-        def test() -> None:
-            reference = logits.clone().requires_grad_(grad)
-            want = F.cross_entropy(reference.flatten(0, -2), targets.flatten())
-            given = torch.Tensor._make_subclass(_NoCrossEntropy, logits.clone(), grad)
-            got = fn(given, targets.clone())
-            if isinstance(got, numbers.Number):
+    def case(logits: torch.Tensor, targets: torch.Tensor, grad: bool = False) -> None:
+        reference = logits.clone().requires_grad_(grad)
+        want = F.cross_entropy(reference.flatten(0, -2), targets.flatten())
+        given = torch.Tensor._make_subclass(_NoCrossEntropy, logits.clone(), grad)
+        got = fn(given, targets.clone())
+        if isinstance(got, numbers.Number):
+            raise AssertionError(
+                f"the result is a Python {type(got).__name__}; return a tensor (no .item()), so "
+                "that loss.backward() can compute gradients")
+        loss = plain(expect_tensor(got, "the loss"))
+        value = loss.detach().float()
+        first_broken([
+            (value.shape == targets.shape, f"the result has shape {tuple(value.shape)}, one loss "
+             "per token: return their mean, a single number"),
+            (value.numel() != 1, f"the result has shape {tuple(value.shape)}; the loss is a single "
+             "number, the mean over every position"),
+        ])
+        value = value.reshape(())
+        if not torch.isfinite(value):
+            raise AssertionError(
+                f"the loss is {value.item()}: a target's probability underflowed to 0 and "
+                "log(0) = -inf. Subtract the logsumexp instead of taking the log of a softmax: "
+                "logits - logits.logsumexp(dim=-1, keepdim=True), or log_softmax")
+        if not torch.isclose(value, want.detach(), atol=1e-5, rtol=1e-4):
+            hint = matching(value, _cross_entropy_mistakes(logits, targets))
+            raise AssertionError(
+                f"the loss is wrong: {hint}" if hint else
+                f"the loss is {value.item():.6g}, expected {want.item():.6g}: the mean over "
+                "every position of -log p(target), with p from a softmax over the vocabulary")
+        if grad:
+            if not loss.requires_grad:
                 raise AssertionError(
-                    f"the result is a Python {type(got).__name__}; return a tensor (no .item()), "
-                    "so that loss.backward() can compute gradients"
-                )
-            loss = plain(expect_tensor(got, "the loss"))
-            value = loss.detach().float()
-            if value.shape == targets.shape:
-                raise AssertionError(
-                    f"the result has shape {tuple(value.shape)}, one loss per token: return "
-                    "their mean, a single number"
-                )
-            if value.numel() != 1:
-                raise AssertionError(
-                    f"the result has shape {tuple(value.shape)}; the loss is a single number, "
-                    "the mean over every position"
-                )
-            value = value.reshape(())
-            if not torch.isfinite(value):
-                raise AssertionError(
-                    f"the loss is {value.item()}: a target's probability underflowed to 0 and "
-                    "log(0) = -inf. Subtract the logsumexp instead of taking the log of a "
-                    "softmax: logits - logits.logsumexp(dim=-1, keepdim=True), or log_softmax"
-                )
-            if not torch.isclose(value, want.detach(), atol=1e-5, rtol=1e-4):
-                hint = matching(value, _cross_entropy_mistakes(logits, targets))
-                raise AssertionError(
-                    f"the loss is wrong: {hint}"
-                    if hint
-                    else f"the loss is {value.item():.6g}, expected {want.item():.6g}: the mean "
-                    "over every position of -log p(target), with p from a softmax over the "
-                    "vocabulary"
-                )
-            if grad:
-                if not loss.requires_grad:
-                    raise AssertionError(
-                        "the loss carries no gradient: keep every step in torch (no .item(), "
-                        ".detach(), numpy or torch.no_grad()) so loss.backward() works"
-                    )
-                loss.sum().backward()
-                want.backward()
-                expect_close(given.grad, reference.grad, "the gradient of the loss")
-
-        return test
+                    "the loss carries no gradient: keep every step in torch (no .item(), "
+                    ".detach(), numpy or torch.no_grad()) so loss.backward() works")
+            loss.sum().backward()
+            want.backward()
+            expect_close(given.grad, reference.grad, "the gradient of the loss")
 
     by_hand = torch.tensor([[2.0, 1.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 3.0, 2.0, 0.0]])
     large = randn(3, 4, 6, scale=100.0)
     gen = torch.Generator().manual_seed(5)
-    verify(
-        "Exercise 5.1",
-        [
-            (
-                "3 rows of logits over 4 tokens, targets [0, 2, 1]",
-                case(by_hand, torch.tensor([0, 2, 1])),
-            ),
-            (
-                "a batch: logits (2, 5, 10), targets (2, 5)",
-                case(randn(1, 2, 5, 10, scale=2.0), torch.randint(0, 10, (2, 5), generator=gen)),
-            ),
-            ("logits in the hundreds, each target the least likely", case(large, large.argmin(-1))),
-            (
-                "GPT-2's vocabulary: logits (2, 8, 50257) near 0, a loss near ln 50257 = 10.8",
-                case(
-                    randn(2, 2, 8, 50257, scale=0.02),
-                    torch.randint(0, 50257, (2, 8), generator=gen),
-                ),
-            ),
-            (
-                "the gradient: loss.backward() gives F.cross_entropy's",
-                case(randn(4, 3, 7), torch.randint(0, 7, (3,), generator=gen), grad=True),
-            ),
-        ],
-    )
+    verify("Exercise 5.1", [
+        ("3 rows of logits over 4 tokens, targets [0, 2, 1]",
+         partial(case, by_hand, torch.tensor([0, 2, 1]))),
+        ("a batch: logits (2, 5, 10), targets (2, 5)", partial(
+            case, randn(1, 2, 5, 10, scale=2.0), torch.randint(0, 10, (2, 5), generator=gen))),
+        ("logits in the hundreds, each target the least likely",
+         partial(case, large, large.argmin(-1))),
+        ("GPT-2's vocabulary: logits (2, 8, 50257) near 0, a loss near ln 50257 = 10.8",
+         partial(case, randn(2, 2, 8, 50257, scale=0.02),
+                 torch.randint(0, 50257, (2, 8), generator=gen))),
+        ("the gradient: loss.backward() gives F.cross_entropy's",
+         partial(case, randn(4, 3, 7), torch.randint(0, 7, (3,), generator=gen), grad=True)),
+    ])
 
 
 # -- Exercise 5.2 ---------------------------------------------------------------------------
-
-
 def _softmax_t_mistakes(logits: torch.Tensor, t: float):
     probs = logits.softmax(-1)
     mistakes = [
-        (
-            "it matches the logits multiplied by the temperature; divide them: logits / T, "
-            "so that T below 1 sharpens and T above 1 flattens",
-            (logits * t).softmax(-1),
-        ),
-        (
-            "it matches the probabilities divided by T after the softmax; then they no longer "
-            "sum to 1. Divide the logits, then take the softmax",
-            probs / t,
-        ),
-        (
-            "it matches a softmax of the probabilities; scale the logits, then take one softmax",
-            (probs / t).softmax(-1),
-        ),
+        ("it matches the logits multiplied by the temperature; divide them: logits / T, so that "
+         "T below 1 sharpens and T above 1 flattens", (logits * t).softmax(-1)),
+        ("it matches the probabilities divided by T after the softmax; then they no longer sum "
+         "to 1. Divide the logits, then take the softmax", probs / t),
+        ("it matches a softmax of the probabilities; scale the logits, then take one softmax",
+         (probs / t).softmax(-1)),
         ("it matches a plain softmax: the temperature is missing", probs),
     ]
     if logits.ndim > 1:
-        mistakes.append(
-            (
-                "it matches a softmax over dim 0; each row is one distribution over the "
-                "vocabulary: softmax(dim=-1)",
-                (logits / t).softmax(0),
-            )
-        )
+        mistakes.append(("it matches a softmax over dim 0; each row is one distribution over "
+                         "the vocabulary: softmax(dim=-1)", (logits / t).softmax(0)))
     return mistakes
 
 
@@ -251,72 +162,55 @@ def softmax_with_temperature(fn: Callable[[torch.Tensor, float], torch.Tensor]) 
     """Exercise 5.2: fn(logits, T) must equal softmax(logits / T) over the last dim; T = 0 gives
     probability 1 to the largest logit (greedy decoding).
 
-    Cases: [1, 2, 3] at T = 1, two rows at T = 0.5 and at T = 2, logits up to 60 at T = 0.1
-    (a softmax written with exp and no max subtracted overflows), T = 0, and a batch of
-    (2, 3, 50257). The logits passed in must come back unchanged.
+    Logits up to 60 at T = 0.1 overflow a softmax written with exp and no max subtracted. The
+    logits passed in must come back unchanged.
     """
-
-    def case(logits: torch.Tensor, t: float):
-        def test() -> None:
-            if t == 0:
-                want = F.one_hot(logits.argmax(-1), logits.shape[-1]).float()
-            else:
-                want = (logits / t).softmax(-1)
-            given = logits.clone()
-            got = expect_tensor(fn(given, t), "the result")
-            _expect_unchanged(given, logits)
-            if got.shape == want.shape and not torch.isfinite(got).all():
+    def case(logits: torch.Tensor, t: float) -> None:
+        if t == 0:
+            want, mistakes = F.one_hot(logits.argmax(-1), logits.shape[-1]).float(), []
+        else:
+            want, mistakes = (logits / t).softmax(-1), _softmax_t_mistakes(logits, t)
+        given = logits.clone()
+        got = expect_tensor(fn(given, t), "the result")
+        _expect_unchanged(given, logits)
+        if got.shape == want.shape and not torch.isfinite(got).all():
+            raise AssertionError(
+                "the result holds NaN or inf: at temperature 0, handle T = 0 on its own, with "
+                "probability 1 on the largest logit (F.one_hot(logits.argmax(-1), vocab))"
+                if t == 0 else
+                "the result holds NaN or inf: exp of a large logit / T overflows. Subtract each "
+                "row's largest logit before exp (softmax does), or use torch.softmax")
+        if got.shape == want.shape and matching(got, mistakes) is None:
+            sums = got.float().sum(-1)
+            if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
                 raise AssertionError(
-                    "the result holds NaN or inf: at temperature 0, handle T = 0 on its own, "
-                    "with probability 1 on the largest logit (F.one_hot(logits.argmax(-1), "
-                    "vocab))"
-                    if t == 0
-                    else "the result holds NaN or inf: exp of a large logit / T overflows. "
-                    "Subtract each row's largest logit before exp (softmax does), or use "
-                    "torch.softmax"
-                )
-            mistakes = [] if t == 0 else _softmax_t_mistakes(logits, t)
-            if got.shape == want.shape and matching(got, mistakes) is None:
-                sums = got.float().sum(-1)
-                if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-                    raise AssertionError(
-                        f"each row should sum to 1, a probability distribution, but one sums to "
-                        f"{sums.flatten()[(sums - 1).abs().flatten().argmax()].item():.4g}"
-                    )
-            expect_close(got, want, "the result", mistakes, atol=1e-6)
+                    f"each row should sum to 1, a probability distribution, but one sums to "
+                    f"{sums.flatten()[(sums - 1).abs().flatten().argmax()].item():.4g}")
+        expect_close(got, want, "the result", mistakes, atol=1e-6)
 
-        return test
-
-    verify(
-        "Exercise 5.2",
-        [
-            (
-                "logits [1, 2, 3] at T = 1: a plain softmax",
-                case(torch.tensor([1.0, 2.0, 3.0]), 1.0),
-            ),
-            ("two rows at T = 0.5: sharper", case(randn(11, 2, 6, scale=2.0), 0.5)),
-            ("two rows at T = 2: flatter", case(randn(12, 2, 6, scale=2.0), 2.0)),
-            ("logits up to 60 at T = 0.1", case(randn(13, 3, 8, scale=30.0), 0.1)),
-            (
-                "T = 0: greedy, all the probability on the largest logit",
-                case(randn(14, 3, 6), 0.0),
-            ),
-            (
-                "a (2, 3, 50257) batch at T = 0.8: one distribution per position",
-                case(randn(15, 2, 3, 50257, scale=3.0), 0.8),
-            ),
-        ],
-    )
+    verify("Exercise 5.2", [
+        ("logits [1, 2, 3] at T = 1: a plain softmax",
+         partial(case, torch.tensor([1.0, 2.0, 3.0]), 1.0)),
+        ("two rows at T = 0.5: sharper", partial(case, randn(11, 2, 6, scale=2.0), 0.5)),
+        ("two rows at T = 2: flatter", partial(case, randn(12, 2, 6, scale=2.0), 2.0)),
+        ("logits up to 60 at T = 0.1", partial(case, randn(13, 3, 8, scale=30.0), 0.1)),
+        ("T = 0: greedy, all the probability on the largest logit",
+         partial(case, randn(14, 3, 6), 0.0)),
+        ("a (2, 3, 50257) batch at T = 0.8: one distribution per position",
+         partial(case, randn(15, 2, 3, 50257, scale=3.0), 0.8)),
+    ])
 
 
 # -- Exercises 5.3 and 5.4 ------------------------------------------------------------------
+def _unsorted(sorted_logits: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Sorted logits put back at their token ids (the rest of the row -inf)."""
+    return torch.full_like(sorted_logits, NEG_INF).scatter(-1, order, sorted_logits)
 
 
 def _keep_first(sorted_logits: torch.Tensor, order: torch.Tensor, n: torch.Tensor):
     """Keep the first n[row] of each row of sorted logits, put back in token order."""
     rank = torch.arange(sorted_logits.shape[-1])
-    kept = sorted_logits.masked_fill(rank >= n[..., None], NEG_INF)
-    return torch.full_like(sorted_logits, NEG_INF).scatter(-1, order, kept)
+    return _unsorted(sorted_logits.masked_fill(rank >= n[..., None], NEG_INF), order)
 
 
 def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[int], str]):
@@ -325,8 +219,7 @@ def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[
     if got.shape != want.shape:
         raise AssertionError(
             f"the result has shape {tuple(got.shape)}, expected {tuple(want.shape)}: the logits' "
-            "own shape, with -inf for every token filtered out"
-        )
+            "own shape, with -inf for every token filtered out")
     if torch.allclose(got.float(), want):  # equal infinities count as close
         return
     hint = matching(got, mistakes)
@@ -335,131 +228,83 @@ def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[
     if torch.isnan(got).any():
         raise AssertionError("the result holds NaN")
     keep, kept = torch.isfinite(want), torch.isfinite(got)
-    if not torch.equal(keep, kept):
-        if kept.all():
-            raise AssertionError(
-                "no logit is -inf: the tokens filtered out must become float('-inf'), which "
-                "softmax turns into a probability of exactly 0"
-            )
-        rows_want, rows_got = keep.reshape(-1, keep.shape[-1]), kept.reshape(-1, kept.shape[-1])
-        r = int((rows_want != rows_got).any(-1).nonzero()[0])
-        ids_got, ids_want = rows_got[r].nonzero().flatten(), rows_want[r].nonzero().flatten()
-        row = f"row {r} " if keep.ndim > 1 else ""
-        shown = (
-            f" (tokens {ids_got.tolist()}, expected {ids_want.tolist()})"
-            if max(len(ids_got), len(ids_want)) <= 12
-            else ""
-        )
-        raise AssertionError(
-            f"{row}keeps {len(ids_got)} tokens, expected {len(ids_want)}{shown}: {what_to_keep(r)}"
-        )
-    if not torch.allclose(got[keep], want[keep]):
-        raise AssertionError(
-            "the right tokens survive, but their logits changed: return them as they were; "
-            "only the filtered ones become -inf"
-        )
+    if torch.equal(keep, kept):
+        if not torch.allclose(got[keep], want[keep]):
+            raise AssertionError("the right tokens survive, but their logits changed: return them "
+                                 "as they were; only the filtered ones become -inf")
+        return
+    if kept.all():
+        raise AssertionError("no logit is -inf: the tokens filtered out must become "
+                             "float('-inf'), which softmax turns into a probability of exactly 0")
+    rows_want, rows_got = keep.reshape(-1, keep.shape[-1]), kept.reshape(-1, kept.shape[-1])
+    r = int((rows_want != rows_got).any(-1).nonzero()[0])
+    ids_got, ids_want = rows_got[r].nonzero().flatten(), rows_want[r].nonzero().flatten()
+    row = f"row {r} " if keep.ndim > 1 else ""
+    shown = (f" (tokens {ids_got.tolist()}, expected {ids_want.tolist()})"
+             if max(len(ids_got), len(ids_want)) <= 12 else "")
+    raise AssertionError(
+        f"{row}keeps {len(ids_got)} tokens, expected {len(ids_want)}{shown}: {what_to_keep(r)}")
 
 
 def _top_k_mistakes(logits: torch.Tensor, k: int):
-    vocab = logits.shape[-1]
-    k = min(k, vocab)
+    vocab, k = logits.shape[-1], min(k, logits.shape[-1])
     sorted_logits, order = logits.sort(dim=-1, descending=True)
-    kth = sorted_logits[..., k - 1 : k]
+    kth, n = sorted_logits[..., k - 1 : k], torch.full(logits.shape[:-1], k)
     mistakes = [
-        (
-            "it matches the other logits set to 0; a logit of 0 can still be a likely token. "
-            "Set them to float('-inf'), which softmax turns into a probability of 0",
-            logits.masked_fill(logits < kth, 0.0),
-        ),
-        (
-            "it matches the k largest logits removed and the rest kept: keep the k largest",
-            logits.masked_fill(logits >= kth, NEG_INF),
-        ),
-        (
-            "it matches the kept logits in sorted order, at the front; keep each logit at its "
-            "own position, which is its token id",
-            sorted_logits.masked_fill(torch.arange(vocab) >= k, NEG_INF),
-        ),
-        (
-            "it matches probabilities; return logits, with -inf for the tokens filtered out "
-            "(sampling takes the softmax afterwards)",
-            top_k_filter(logits, k).softmax(-1),
-        ),
+        ("it matches the other logits set to 0; a logit of 0 can still be a likely token. Set "
+         "them to float('-inf'), which softmax turns into a probability of 0",
+         logits.masked_fill(logits < kth, 0.0)),
+        ("it matches the k largest logits removed and the rest kept: keep the k largest",
+         logits.masked_fill(logits >= kth, NEG_INF)),
+        ("it matches the kept logits in sorted order, at the front; keep each logit at its own "
+         "position, which is its token id",
+         sorted_logits.masked_fill(torch.arange(vocab) >= k, NEG_INF)),
+        ("it matches probabilities; return logits, with -inf for the tokens filtered out "
+         "(sampling takes the softmax afterwards)", top_k_filter(logits, k).softmax(-1)),
+        ("it keeps k - 1 tokens: the k-th largest logit itself stays (filter what is below it, "
+         "< not <=)", _keep_first(sorted_logits, order, n - 1) if k > 1 else None),
+        ("it keeps k + 1 tokens: counting from 0, the k-th largest value is at index k - 1, "
+         "topk(k).values[..., -1]",
+         _keep_first(sorted_logits, order, n + 1) if k < vocab else None),
     ]
-    n = torch.full(logits.shape[:-1], k)
-    if k > 1:
-        mistakes.append(
-            (
-                "it keeps k - 1 tokens: the k-th largest logit itself stays (filter what is "
-                "below it, < not <=)",
-                _keep_first(sorted_logits, order, n - 1),
-            )
-        )
-    if k < vocab:
-        mistakes.append(
-            (
-                "it keeps k + 1 tokens: counting from 0, the k-th largest value is at index "
-                "k - 1, topk(k).values[..., -1]",
-                _keep_first(sorted_logits, order, n + 1),
-            )
-        )
     if logits.ndim > 1 and logits.shape[0] > 1:
         best = logits.flatten().topk(k).values[-1]
-        mistakes.append(
-            (
-                "it matches the top k of the whole batch at once; each row (each sequence's "
-                "next token) keeps its own k largest: topk along dim=-1",
-                logits.masked_fill(logits < best, NEG_INF),
-            )
-        )
-    return mistakes
+        mistakes.append(("it matches the top k of the whole batch at once; each row (each "
+                         "sequence's next token) keeps its own k largest: topk along dim=-1",
+                         logits.masked_fill(logits < best, NEG_INF)))
+    return [(hint, wrong) for hint, wrong in mistakes if wrong is not None]
 
 
 def top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     """Exercise 5.3: fn(logits, k) must equal buildllm.generation.top_k_filter(logits, k).
 
-    Cases: one row to check by hand, three rows with their own top 3, k = 1, k equal to the
-    vocabulary, k larger than it (nothing filtered, no error), and GPT-2's vocabulary with
-    k = 50. The logits passed in must come back unchanged.
+    k may be larger than the vocabulary (nothing filtered, no error). The logits passed in
+    must come back unchanged.
     """
+    def case(logits: torch.Tensor, k: int) -> None:
+        given, vocab = logits.clone(), logits.shape[-1]
+        try:
+            got = fn(given, k)
+        except RuntimeError as err:
+            if k > vocab and "out of range" in str(err):
+                raise AssertionError(
+                    f"k = {k} is more than the {vocab} tokens there are, and torch.topk refuses "
+                    "that: use min(k, logits.shape[-1]), and keep them all") from None
+            raise
+        _expect_unchanged(given, logits)
+        _expect_filtered(got, top_k_filter(logits, k), _top_k_mistakes(logits, k),
+                         lambda r: f"the {min(k, vocab)} largest logits of each row stay")
 
-    def case(logits: torch.Tensor, k: int):
-        def test() -> None:
-            want = top_k_filter(logits, k)
-            given = logits.clone()
-            try:
-                got = fn(given, k)
-            except RuntimeError as err:
-                if k > logits.shape[-1] and "out of range" in str(err):
-                    raise AssertionError(
-                        f"k = {k} is more than the {logits.shape[-1]} tokens there are, and "
-                        "torch.topk refuses that: use min(k, logits.shape[-1]), and keep them all"
-                    ) from None
-                raise
-            _expect_unchanged(given, logits)
-            _expect_filtered(
-                got,
-                want,
-                _top_k_mistakes(logits, k),
-                lambda r: f"the {min(k, logits.shape[-1])} largest logits of each row stay",
-            )
-
-        return test
-
-    verify(
-        "Exercise 5.3",
-        [
-            (
-                "one row [1, 3, 0.5, 2, -1], k = 2: tokens 1 and 3 stay",
-                case(torch.tensor([1.0, 3.0, 0.5, 2.0, -1.0]), 2),
-            ),
-            ("three rows of 10, k = 3: each row its own top 3", case(randn(21, 3, 10), 3)),
-            ("k = 1: only the largest logit stays", case(randn(22, 2, 8), 1)),
-            ("k = 10 of 10 tokens: nothing is filtered", case(randn(23, 2, 10), 10)),
-            ("k = 100 of 10 tokens: keep them all, no error", case(randn(24, 2, 10), 100)),
-            ("GPT-2's vocabulary, (2, 50257), k = 50", case(randn(25, 2, 50257, scale=3.0), 50)),
-        ],
-    )
+    verify("Exercise 5.3", [
+        ("one row [1, 3, 0.5, 2, -1], k = 2: tokens 1 and 3 stay",
+         partial(case, torch.tensor([1.0, 3.0, 0.5, 2.0, -1.0]), 2)),
+        ("three rows of 10, k = 3: each row its own top 3", partial(case, randn(21, 3, 10), 3)),
+        ("k = 1: only the largest logit stays", partial(case, randn(22, 2, 8), 1)),
+        ("k = 10 of 10 tokens: nothing is filtered", partial(case, randn(23, 2, 10), 10)),
+        ("k = 100 of 10 tokens: keep them all, no error", partial(case, randn(24, 2, 10), 100)),
+        ("GPT-2's vocabulary, (2, 50257), k = 50",
+         partial(case, randn(25, 2, 50257, scale=3.0), 50)),
+    ])
 
 
 def _top_p_mistakes(logits: torch.Tensor, p: float):
@@ -467,286 +312,175 @@ def _top_p_mistakes(logits: torch.Tensor, p: float):
     probs = sorted_logits.softmax(-1)
     total = probs.cumsum(-1)
     n = ((total - probs) < p).sum(-1)  # the nucleus: tokens whose better ones sum to < p
-
-    def unsorted(values: torch.Tensor) -> torch.Tensor:
-        return torch.full_like(values, NEG_INF).scatter(-1, order, values)
-
     vocab_probs = logits.softmax(-1)
     up_logits, up_order = logits.sort(dim=-1)
     up_probs = up_logits.softmax(-1)
-    up = torch.full_like(logits, NEG_INF).scatter(
-        -1, up_order, up_logits.masked_fill(up_probs.cumsum(-1) - up_probs >= p, NEG_INF)
-    )
+    up = _unsorted(up_logits.masked_fill(up_probs.cumsum(-1) - up_probs >= p, NEG_INF), up_order)
+    nucleus = ("the nucleus is the fewest most likely tokens whose probabilities add up to at "
+               "least p")
     mistakes = [
-        (
-            "it matches dropping the token whose probability takes the sum past p; keep it: "
-            "the nucleus is the fewest most likely tokens whose probabilities add up to at "
-            "least p",
-            unsorted(sorted_logits.masked_fill(total > p, NEG_INF)),
-        ),
-        (
-            "it matches dropping the token that takes the sum to p or past it; keep it: the "
-            "nucleus is the fewest most likely tokens whose probabilities add up to at least p",
-            unsorted(sorted_logits.masked_fill(total >= p, NEG_INF)),
-        ),
-        (
-            "it keeps one token too many: stop at the first token that takes the sum to p or "
-            "past it",
-            _keep_first(sorted_logits, order, n + 1),
-        ),
-        (
-            "it matches a running sum in token-id order; sort the probabilities from most to "
-            "least likely first",
-            logits.masked_fill(vocab_probs.cumsum(-1) - vocab_probs >= p, NEG_INF),
-        ),
-        (
-            "it matches a sort from the least likely up; sort with descending=True",
-            up,
-        ),
-        (
-            "it matches the result left in sorted order; put each logit back at its token id, "
-            "scattering with the indices that sort returned",
-            sorted_logits.masked_fill(total - probs >= p, NEG_INF),
-        ),
-        (
-            "it matches the other logits set to 0; set them to float('-inf'), which softmax "
-            "turns into a probability of 0",
-            unsorted(sorted_logits.masked_fill(total - probs >= p, 0.0)),
-        ),
-        (
-            "it matches probabilities; return logits, with -inf for the tokens filtered out",
-            top_p_filter(logits, p).softmax(-1),
-        ),
+        (f"it matches dropping the token whose probability takes the sum past p; keep it: "
+         f"{nucleus}", _unsorted(sorted_logits.masked_fill(total > p, NEG_INF), order)),
+        (f"it matches dropping the token that takes the sum to p or past it; keep it: {nucleus}",
+         _unsorted(sorted_logits.masked_fill(total >= p, NEG_INF), order)),
+        ("it keeps one token too many: stop at the first token that takes the sum to p or past "
+         "it", _keep_first(sorted_logits, order, n + 1)),
+        ("it matches a running sum in token-id order; sort the probabilities from most to least "
+         "likely first", logits.masked_fill(vocab_probs.cumsum(-1) - vocab_probs >= p, NEG_INF)),
+        ("it matches a sort from the least likely up; sort with descending=True", up),
+        ("it matches the result left in sorted order; put each logit back at its token id, "
+         "scattering with the indices that sort returned",
+         sorted_logits.masked_fill(total - probs >= p, NEG_INF)),
+        ("it matches the other logits set to 0; set them to float('-inf'), which softmax turns "
+         "into a probability of 0",
+         _unsorted(sorted_logits.masked_fill(total - probs >= p, 0.0), order)),
+        ("it matches probabilities; return logits, with -inf for the tokens filtered out",
+         top_p_filter(logits, p).softmax(-1)),
     ]
     if logits.ndim > 1 and logits.shape[0] > 1:
-        mistakes.append(
-            (
-                "it matches one nucleus for the whole batch; each row gets its own: softmax, "
-                "sort and cumsum along dim=-1",
-                top_p_filter(logits.flatten(), p).reshape(logits.shape),
-            )
-        )
+        mistakes.append(("it matches one nucleus for the whole batch; each row gets its own: "
+                         "softmax, sort and cumsum along dim=-1",
+                         top_p_filter(logits.flatten(), p).reshape(logits.shape)))
     return mistakes
 
 
 def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     """Exercise 5.4: fn(logits, p) must equal buildllm.generation.top_p_filter(logits, p).
 
-    Cases: probabilities [0.15, 0.5, 0.05, 0.3] with p = 0.7 and 0.9 (the token that crosses p
-    stays), a sure model whose top token alone holds more than p, three rows from sharp to
-    flat, p = 1, and GPT-2's vocabulary. In every case the probability before each token is at
+    The token that crosses p stays. In every case the probability before each token is at
     least 1e-3 away from p, so sums taken in another order or precision agree. The logits
     passed in must come back unchanged.
     """
+    def case(logits: torch.Tensor, p: float) -> None:
+        want, given = top_p_filter(logits, p), logits.clone()
+        rows = logits.reshape(-1, logits.shape[-1])
+        got = fn(given, p)
+        _expect_unchanged(given, logits)
 
-    def case(logits: torch.Tensor, p: float):
-        def test() -> None:
-            want = top_p_filter(logits, p)
-            given = logits.clone()
-            got = fn(given, p)
-            _expect_unchanged(given, logits)
+        def what_to_keep(r: int) -> str:
+            n = int(torch.isfinite(want.reshape(rows.shape)[r]).sum())
+            held = rows[r].softmax(-1).sort(descending=True).values[:n].sum().item()
+            return (f"the nucleus is the fewest most likely tokens whose probabilities add up to "
+                    f"at least p = {p}: here the top {n}, which hold {held:.3f}")
 
-            def what_to_keep(r: int) -> str:
-                probs = logits.reshape(-1, logits.shape[-1])[r].softmax(-1).sort(descending=True)
-                n = int(torch.isfinite(want.reshape(-1, logits.shape[-1])[r]).sum())
-                return (
-                    f"the nucleus is the fewest most likely tokens whose probabilities add up "
-                    f"to at least p = {p}: here the top {n}, which hold "
-                    f"{probs.values[:n].sum().item():.3f}"
-                )
-
-            _expect_filtered(got, want, _top_p_mistakes(logits, p), what_to_keep)
-
-        return test
+        _expect_filtered(got, want, _top_p_mistakes(logits, p), what_to_keep)
 
     by_hand = torch.tensor([0.15, 0.5, 0.05, 0.3]).log()
     sharp_to_flat = randn(31, 3, 12) * torch.tensor([[4.0], [1.5], [0.3]])
-    verify(
-        "Exercise 5.4",
-        [
-            (
-                "probabilities [0.15, 0.5, 0.05, 0.3], p = 0.7: tokens 1 and 3 (0.8)",
-                case(by_hand, 0.7),
-            ),
-            ("the same, p = 0.9: tokens 1, 3 and 0 (0.95)", case(by_hand, 0.9)),
-            (
-                "a sure model: [0.01, 0.97, 0.02], p = 0.9: its top token alone",
-                case(torch.tensor([0.01, 0.97, 0.02]).log(), 0.9),
-            ),
-            (
-                "three rows, sharp to flat, p = 0.8: each row its own nucleus",
-                case(sharp_to_flat, 0.8),
-            ),
-            ("p = 1: every token stays", case(randn(32, 2, 8), 1.0)),
-            (
-                "GPT-2's vocabulary, (2, 50257), p = 0.95: nuclei of 18 and 11 tokens",
-                case(randn(39, 2, 50257, scale=8.0), 0.95),
-            ),
-        ],
-    )
+    verify("Exercise 5.4", [
+        ("probabilities [0.15, 0.5, 0.05, 0.3], p = 0.7: tokens 1 and 3 (0.8)",
+         partial(case, by_hand, 0.7)),
+        ("the same, p = 0.9: tokens 1, 3 and 0 (0.95)", partial(case, by_hand, 0.9)),
+        ("a sure model: [0.01, 0.97, 0.02], p = 0.9: its top token alone",
+         partial(case, torch.tensor([0.01, 0.97, 0.02]).log(), 0.9)),
+        ("three rows, sharp to flat, p = 0.8: each row its own nucleus",
+         partial(case, sharp_to_flat, 0.8)),
+        ("p = 1: every token stays", partial(case, randn(32, 2, 8), 1.0)),
+        ("GPT-2's vocabulary, (2, 50257), p = 0.95: nuclei of 18 and 11 tokens",
+         partial(case, randn(39, 2, 50257, scale=8.0), 0.95)),
+    ])
 
 
 # -- Exercise 5.5 ---------------------------------------------------------------------------
+def _cosine(s, m, w, t, lo, span=None):
+    """The cosine part of lr_at, at step s, with progress over `span` steps if given."""
+    progress = (s - w) / (t - w if span is None else span)
+    return lo + 0.5 * (m - lo) * (1 + math.cos(math.pi * progress))
 
 
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
-
-
-def _cosine(step, max_lr, warmup, total, min_lr, span=None):
-    progress = (step - warmup) / (total - warmup if span is None else span)
-    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def _schedule(warm=None, decay=None, clamp=True):
-    """lr_at with its warmup or its decay swapped for a wrong one, or no floor after the end."""
-
-    def lr(step, max_lr, warmup, total, min_lr):
-        if step < warmup:
-            return max_lr * (step + 1) / warmup if warm is None else warm(step, max_lr, warmup)
-        if step >= total and clamp:
-            return min_lr
-        if decay is None:
-            return _cosine(step, max_lr, warmup, total, min_lr)
-        return decay(step, max_lr, warmup, total, min_lr)
-
-    return lr
-
-
+# Each mistake replaces lr_at in one phase: "warmup" (step < warmup_steps), "decay" (up to
+# total_steps) or "after"; lr_at gives every other step.
 _SCHEDULE_MISTAKES = [
-    (
-        "it matches a warmup of max_lr · step / warmup_steps, which gives a rate of 0 at "
-        "step 0: count steps from 0 and use (step + 1) / warmup_steps, so the first step "
-        "already learns and step warmup_steps - 1 reaches max_lr",
-        _schedule(warm=lambda s, m, w: m * s / w),
-    ),
-    ("it matches no warmup at all: max_lr from step 0", _schedule(warm=lambda s, m, w: m)),
-    (
-        "it matches a cosine whose progress is step / total_steps; the decay starts after "
-        "warmup: progress = (step - warmup_steps) / (total_steps - warmup_steps)",
-        _schedule(decay=lambda s, m, w, t, lo: _cosine(s, m, 0, t, lo)),
-    ),
-    (
-        "it matches progress = (step - warmup_steps) / total_steps, which never reaches 1; "
-        "divide by the length of the decay, total_steps - warmup_steps",
-        _schedule(decay=lambda s, m, w, t, lo: _cosine(s, m, w, t, lo, span=t)),
-    ),
-    (
-        "it matches a cosine down to 0 instead of min_lr",
-        _schedule(decay=lambda s, m, w, t, lo: _cosine(s, m, w, t, 0.0)),
-    ),
-    (
-        "it matches min_lr added to a cosine from max_lr down to 0; the cosine should go "
-        "from max_lr to min_lr: min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))",
-        _schedule(decay=lambda s, m, w, t, lo: lo + _cosine(s, m, w, t, 0.0)),
-    ),
-    (
-        "it matches a straight line from max_lr to min_lr; the decay follows half a cosine: "
-        "min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))",
-        _schedule(decay=lambda s, m, w, t, lo: m - (m - lo) * (s - w) / (t - w)),
-    ),
-    (
-        "it matches cos(π · progress) without 0.5 · (1 + ...), which goes below min_lr; "
-        "use min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))",
-        _schedule(
-            decay=lambda s, m, w, t, lo: lo + (m - lo) * math.cos(math.pi * (s - w) / (t - w))
-        ),
-    ),
-    (
-        "it matches a cosine that rises again after total_steps; from total_steps on the rate "
-        "stays at min_lr",
-        _schedule(clamp=False),
-    ),
+    ("it matches a warmup of max_lr · step / warmup_steps, which gives a rate of 0 at step 0: "
+     "count steps from 0 and use (step + 1) / warmup_steps, so the first step already learns "
+     "and step warmup_steps - 1 reaches max_lr", "warmup", lambda s, m, w, t, lo: m * s / w),
+    ("it matches no warmup at all: max_lr from step 0", "warmup", lambda s, m, w, t, lo: m),
+    ("it matches a cosine whose progress is step / total_steps; the decay starts after warmup: "
+     "progress = (step - warmup_steps) / (total_steps - warmup_steps)", "decay",
+     lambda s, m, w, t, lo: _cosine(s, m, 0, t, lo)),
+    ("it matches progress = (step - warmup_steps) / total_steps, which never reaches 1; divide "
+     "by the length of the decay, total_steps - warmup_steps", "decay",
+     lambda s, m, w, t, lo: _cosine(s, m, w, t, lo, span=t)),
+    ("it matches a cosine down to 0 instead of min_lr", "decay",
+     lambda s, m, w, t, lo: _cosine(s, m, w, t, 0.0)),
+    ("it matches min_lr added to a cosine from max_lr down to 0; the cosine should go from "
+     "max_lr to min_lr: min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))", "decay",
+     lambda s, m, w, t, lo: lo + _cosine(s, m, w, t, 0.0)),
+    ("it matches a straight line from max_lr to min_lr; the decay follows half a cosine: "
+     "min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))", "decay",
+     lambda s, m, w, t, lo: m - (m - lo) * (s - w) / (t - w)),
+    ("it matches cos(π · progress) without 0.5 · (1 + ...), which goes below min_lr; use "
+     "min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))", "decay",
+     lambda s, m, w, t, lo: lo + (m - lo) * math.cos(math.pi * (s - w) / (t - w))),
+    ("it matches a cosine that rises again after total_steps; from total_steps on the rate "
+     "stays at min_lr", "after", _cosine),
 ]
+_WHY_AT = {
+    "warmup": "during warmup (steps 0 to warmup_steps - 1) the rate rises in a straight line, "
+              "max_lr · (step + 1) / warmup_steps",
+    "decay": "from warmup_steps to total_steps the rate follows half a cosine, min_lr + 0.5 · "
+             "(max_lr - min_lr) · (1 + cos(π · progress)), with progress = (step - "
+             "warmup_steps) / (total_steps - warmup_steps)",
+    "after": "from total_steps on the rate stays at min_lr",
+}
 
 
 def lr_schedule(fn: Callable[..., float]) -> None:
     """Exercise 5.5: fn(step, max_lr=, warmup_steps=, total_steps=, min_lr=) must equal
-    buildllm.training.lr_at at every step from 0 to a few past total_steps.
+    buildllm.training.lr_at at every step from 0 to a few past total_steps."""
+    def case(m: float, w: int, t: int, lo: float, every: int = 1) -> None:
+        settings = dict(max_lr=m, warmup_steps=w, total_steps=t, min_lr=lo)
+        close = partial(math.isclose, rel_tol=1e-6, abs_tol=1e-12)
+        steps = range(0, t + 4 * every, every)
+        phase = {s: "warmup" if s < w else "decay" if s < t else "after" for s in steps}
+        want = [training.lr_at(s, **settings) for s in steps]
+        got = []
+        for s in steps:
+            value = fn(s, **settings)
+            try:
+                got.append(float(value))
+            except (TypeError, ValueError):
+                raise AssertionError(
+                    f"at step {s} the result is {value!r}; return a number") from None
+        bad = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if not close(a, b)]
+        if not bad:
+            return
+        for hint, part, wrong in _SCHEDULE_MISTAKES:
+            theirs = [wrong(s, m, w, t, lo) if phase[s] == part else r
+                      for s, r in zip(steps, want, strict=True)]
+            if all(close(a, b) for a, b in zip(got, theirs, strict=True)):
+                raise AssertionError(f"the schedule is wrong: {hint}")
+        s = steps[bad[0]]
+        raise AssertionError(f"at step {s} the rate is {got[bad[0]]:.6g}, expected "
+                             f"{want[bad[0]]:.6g}: {_WHY_AT[phase[s]]}")
 
-    Cases: 10 warmup steps of 100 from 1 down to 0, GPT-3's shape (a floor of a tenth of the
-    peak), no warmup, a warmup of one step, and a long run sampled every 250th step.
-    """
-
-    def case(max_lr: float, warmup: int, total: int, min_lr: float, every: int = 1):
-        def test() -> None:
-            settings = dict(max_lr=max_lr, warmup_steps=warmup, total_steps=total, min_lr=min_lr)
-            steps = list(range(0, total + 4 * every, every))
-            want = [training.lr_at(s, **settings) for s in steps]
-            got = []
-            for s in steps:
-                value = fn(s, **settings)
-                try:
-                    got.append(float(value))
-                except (TypeError, ValueError):
-                    raise AssertionError(
-                        f"at step {s} the result is {value!r}; return a number"
-                    ) from None
-            bad = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if not _close(a, b)]
-            if not bad:
-                return
-            for hint, wrong in _SCHEDULE_MISTAKES:
-                try:
-                    theirs = [wrong(s, max_lr, warmup, total, min_lr) for s in steps]
-                except ZeroDivisionError:
-                    continue
-                if all(_close(a, b) for a, b in zip(got, theirs, strict=True)):
-                    raise AssertionError(f"the schedule is wrong: {hint}")
-            s = steps[bad[0]]
-            if s < warmup:
-                why = (
-                    "during warmup (steps 0 to warmup_steps - 1) the rate rises in a straight "
-                    "line, max_lr · (step + 1) / warmup_steps"
-                )
-            elif s < total:
-                why = (
-                    "from warmup_steps to total_steps the rate follows half a cosine, "
-                    "min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress)), with "
-                    "progress = (step - warmup_steps) / (total_steps - warmup_steps)"
-                )
-            else:
-                why = "from total_steps on the rate stays at min_lr"
-            raise AssertionError(
-                f"at step {s} the rate is {got[bad[0]]:.6g}, expected {want[bad[0]]:.6g}: {why}"
-            )
-
-        return test
-
-    verify(
-        "Exercise 5.5",
-        [
-            ("max_lr 1, 10 warmup steps of 100, down to 0", case(1.0, 10, 100, 0.0)),
-            ("GPT-3's shape: 6e-4 down to 6e-5, 20 warmup steps of 200", case(6e-4, 20, 200, 6e-5)),
-            ("no warmup: warmup_steps = 0", case(3e-3, 0, 50, 3e-4)),
-            ("warmup_steps = 1: step 0 is already at max_lr", case(1e-3, 1, 30, 0.0)),
-            (
-                "a long run: 2,000 warmup steps of 60,000, every 250th step",
-                case(6e-4, 2000, 60000, 6e-5, every=250),
-            ),
-        ],
-    )
+    verify("Exercise 5.5", [
+        ("max_lr 1, 10 warmup steps of 100, down to 0", partial(case, 1.0, 10, 100, 0.0)),
+        ("GPT-3's shape: 6e-4 down to 6e-5, 20 warmup steps of 200",
+         partial(case, 6e-4, 20, 200, 6e-5)),
+        ("no warmup: warmup_steps = 0", partial(case, 3e-3, 0, 50, 3e-4)),
+        ("warmup_steps = 1: step 0 is already at max_lr", partial(case, 1e-3, 1, 30, 0.0)),
+        ("a long run: 2,000 warmup steps of 60,000, every 250th step",
+         partial(case, 6e-4, 2000, 60000, 6e-5, every=250)),
+    ])
 
 
 # -- Exercise 5.6 ---------------------------------------------------------------------------
-
-
 def _gradients(seed: int, shapes, scale: float, without_grad=()) -> list[torch.Tensor]:
     """Parameters with random gradients (none for the indices in `without_grad`)."""
     gen = torch.Generator().manual_seed(seed)
     params = []
     for i, shape in enumerate(shapes):
-        p = torch.randn(shape, generator=gen).requires_grad_()
+        params.append(torch.randn(shape, generator=gen).requires_grad_())
         if i not in without_grad:
-            p.grad = scale * torch.randn(shape, generator=gen)
-        params.append(p)
+            params[-1].grad = scale * torch.randn(shape, generator=gen)
     return params
 
 
 def _model_gradients(seed: int) -> GPTModel:
     """A small GPT's parameters after one backward pass on random tokens."""
-    cfg = GPTConfig(
-        vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0
-    )
+    cfg = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2,
+                    drop_rate=0.0)
     with seeded(seed):
         model = GPTModel(cfg)
         ids = torch.randint(0, 50, (2, 9))
@@ -759,32 +493,21 @@ def _all_close(xs, ys) -> bool:
 
 
 def _clip_mistakes(grads: list[torch.Tensor], max_norm: float, total: float):
-    norms = torch.stack([g.norm() for g in grads])
+    summed = torch.stack([g.norm() for g in grads]).sum().item()
     return [
-        (
-            "each gradient was clipped to max_norm on its own; clip them together, by the norm "
-            "of all gradients as one long vector, so the update keeps its direction",
-            [g * min(1.0, max_norm / (g.norm().item() + 1e-6)) for g in grads],
-        ),
-        (
-            "they were scaled to a norm of max_norm although their norm was already below it; "
-            "scale only when the norm is above max_norm, by max_norm / norm",
-            [g * max_norm / (total + 1e-6) for g in grads],
-        ),
-        (
-            "they were divided by their norm, giving a norm of 1; multiply by max_norm / norm",
-            [g / total for g in grads],
-        ),
-        (
-            "each number was clamped to ±max_norm (clipping by value); scale every gradient by "
-            "one factor, max_norm / norm",
-            [g.clamp(-max_norm, max_norm) for g in grads],
-        ),
-        (
-            "they were scaled using the sum of the gradients' own norms; the global norm is the "
-            "square root of the sum of every gradient's squares",
-            [g * min(1.0, max_norm / (norms.sum().item() + 1e-6)) for g in grads],
-        ),
+        ("each gradient was clipped to max_norm on its own; clip them together, by the norm of "
+         "all gradients as one long vector, so the update keeps its direction",
+         [g * min(1.0, max_norm / (g.norm().item() + 1e-6)) for g in grads]),
+        ("they were scaled to a norm of max_norm although their norm was already below it; "
+         "scale only when the norm is above max_norm, by max_norm / norm",
+         [g * max_norm / (total + 1e-6) for g in grads]),
+        ("they were divided by their norm, giving a norm of 1; multiply by max_norm / norm",
+         [g / total for g in grads]),
+        ("each number was clamped to ±max_norm (clipping by value); scale every gradient by one "
+         "factor, max_norm / norm", [g.clamp(-max_norm, max_norm) for g in grads]),
+        ("they were scaled using the sum of the gradients' own norms; the global norm is the "
+         "square root of the sum of every gradient's squares",
+         [g * min(1.0, max_norm / (summed + 1e-6)) for g in grads]),
     ]
 
 
@@ -792,10 +515,8 @@ def _expect_norm(got, want: float, max_norm: float, grads: list[torch.Tensor]) -
     try:
         got = float(got)
     except (TypeError, ValueError):
-        raise AssertionError(
-            f"it returned {got!r}; return the global norm of the gradients before clipping, "
-            "a number or a 0-dim tensor"
-        ) from None
+        raise AssertionError(f"it returned {got!r}; return the global norm of the gradients "
+                             "before clipping, a number or a 0-dim tensor") from None
     if math.isclose(got, want, rel_tol=1e-5):
         return
     why = {
@@ -805,76 +526,60 @@ def _expect_norm(got, want: float, max_norm: float, grads: list[torch.Tensor]) -
     }
     hint = next((h for value, h in why.items() if math.isclose(got, value, rel_tol=1e-5)), None)
     raise AssertionError(
-        f"it returned a norm of {got:.6g}, expected {want:.6g}: {hint + '; ' if hint else ''}"
-        "the global norm is the square root of the sum of the squares of every number in every "
-        "gradient"
-    )
+        f"it returned a norm of {got:.6g}, expected {want:.6g}: {hint + '; ' if hint else ''}the "
+        "global norm is the square root of the sum of the squares of every number in every "
+        "gradient")
+
+
+def _expect_clipped(params, reference, before, want_norm, max_norm, generator):
+    """Compare the gradients after clipping with the reference's; name the mistake that fits."""
+    for i, (p, q) in enumerate(zip(params, reference, strict=True)):
+        if (p.grad is None) != (q.grad is None):
+            raise AssertionError(
+                f"parameter {i} had no gradient (.grad is None) and now has one; skip the "
+                "parameters whose .grad is None" if q.grad is None
+                else f"parameter {i}'s gradient is gone: scale the gradients, keep them")
+    got = [p.grad.detach() for p in params if p.grad is not None]
+    if _all_close(got, [q.grad for q in reference if q.grad is not None]):
+        return
+    scale = min(1.0, max_norm / (want_norm + 1e-6))
+    if scale < 1 and all(torch.equal(a, b) for a, b in zip(got, before, strict=True)):
+        raise AssertionError(
+            "the gradients were not scaled: scale each p.grad in place, with p.grad.mul_(scale) "
+            "or p.grad *= scale (g = g * scale only makes a new tensor)"
+            + (". And parameters may be a generator, like model.parameters(), which runs out "
+               "after one pass: make a list of it first" if generator else ""))
+    for hint, wrong in _clip_mistakes(before, max_norm, want_norm):
+        if _all_close(got, wrong):
+            raise AssertionError(f"the gradients are wrong: {hint}")
+    raise AssertionError(
+        f"the gradients are wrong: with a norm of {want_norm:.4g} and max_norm {max_norm}, "
+        f"every gradient should be multiplied by {scale:.4g}")
 
 
 def clip_grad_norm(fn: Callable[..., object]) -> None:
     """Exercise 5.6: fn(parameters, max_norm) must scale the gradients in place as
     buildllm.training.clip_grad_norm does, and return the global norm before clipping.
 
-    Cases: [3, 4] and [0, 12] (a norm of 13) with max_norm 1 and 20, five tensors of different
-    shapes, a parameter whose .grad is None, and a small GPT's gradients passed as
-    model.parameters(), a generator that runs out after one pass. The parameters themselves
-    must not change, and neither may clip_grad_norm_ be called.
+    The last case passes model.parameters(), a generator that runs out after one pass. The
+    parameters themselves must not change, and clip_grad_norm_ refuses to be called.
     """
-
-    def case(make: Callable[[], list[torch.Tensor]], max_norm: float, generator: bool = False):
-        def test() -> None:
-            reference, params = make(), make()
-            if generator:  # make() built a model
-                reference, model = list(reference.parameters()), params
-                params = list(model.parameters())
-            want_norm = float(training.clip_grad_norm(reference, max_norm))
-            weights = [p.detach().clone() for p in params]
-            before = [p.grad.clone() for p in params if p.grad is not None]
-            with _refusing(
-                [(torch.nn.utils, "clip_grad_norm_"), (training, "clip_grad_norm")],
-                "this exercise asks you to write gradient clipping out",
-            ):
-                got_norm = fn(model.parameters() if generator else params, max_norm)
-            if any(not torch.equal(p.detach(), w) for p, w in zip(params, weights, strict=True)):
-                raise AssertionError(
-                    "your function changed the parameters themselves; it should scale their "
-                    "gradients, p.grad"
-                )
-            _expect_norm(got_norm, want_norm, max_norm, before)
-            for i, (p, q) in enumerate(zip(params, reference, strict=True)):
-                if (p.grad is None) != (q.grad is None):
-                    raise AssertionError(
-                        f"parameter {i} had no gradient (.grad is None) and now has one; skip "
-                        "the parameters whose .grad is None"
-                        if q.grad is None
-                        else f"parameter {i}'s gradient is gone: scale the gradients, keep them"
-                    )
-            got = [p.grad.detach() for p in params if p.grad is not None]
-            want = [q.grad for q in reference if q.grad is not None]
-            if _all_close(got, want):
-                return
-            scale = min(1.0, max_norm / (want_norm + 1e-6))
-            if scale < 1 and all(torch.equal(a, b) for a, b in zip(got, before, strict=True)):
-                raise AssertionError(
-                    "the gradients were not scaled: scale each p.grad in place, with "
-                    "p.grad.mul_(scale) or p.grad *= scale (g = g * scale only makes a new "
-                    "tensor)"
-                    + (
-                        ". And parameters may be a generator, like model.parameters(), which "
-                        "runs out after one pass: make a list of it first"
-                        if generator
-                        else ""
-                    )
-                )
-            for hint, wrong in _clip_mistakes(before, max_norm, want_norm):
-                if _all_close(got, wrong):
-                    raise AssertionError(f"the gradients are wrong: {hint}")
-            raise AssertionError(
-                f"the gradients are wrong: with a norm of {want_norm:.4g} and max_norm "
-                f"{max_norm}, every gradient should be multiplied by {scale:.4g}"
-            )
-
-        return test
+    def case(make: Callable[[], list[torch.Tensor]], max_norm: float, generator=False) -> None:
+        reference, params = make(), make()
+        if generator:  # make() built a model
+            model, reference = params, list(reference.parameters())
+            params = list(model.parameters())
+        want_norm = float(training.clip_grad_norm(reference, max_norm))
+        weights = [p.detach().clone() for p in params]
+        before = [p.grad.clone() for p in params if p.grad is not None]
+        with _refusing([(torch.nn.utils, "clip_grad_norm_"), (training, "clip_grad_norm")],
+                       "this exercise asks you to write gradient clipping out"):
+            got_norm = fn(model.parameters() if generator else params, max_norm)
+        if any(not torch.equal(p.detach(), w) for p, w in zip(params, weights, strict=True)):
+            raise AssertionError("your function changed the parameters themselves; it should "
+                                 "scale their gradients, p.grad")
+        _expect_norm(got_norm, want_norm, max_norm, before)
+        _expect_clipped(params, reference, before, want_norm, max_norm, generator)
 
     def two() -> list[torch.Tensor]:
         a, b = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
@@ -882,42 +587,25 @@ def clip_grad_norm(fn: Callable[..., object]) -> None:
         return [a, b]
 
     shapes = [(4, 3), (3,), (2, 2, 2), (1,), (5, 1)]
-    verify(
-        "Exercise 5.6",
-        [
-            (
-                "gradients [3, 4] and [0, 12], max_norm 1: the norm is 13, so scale by 1/13",
-                case(two, 1.0),
-            ),
-            (
-                "the same, max_norm 20: the norm, 13, is below it, so nothing changes",
-                case(two, 20.0),
-            ),
-            (
-                "five tensors of different shapes, max_norm 0.5",
-                case(lambda: _gradients(41, shapes, 1.0), 0.5),
-            ),
-            (
-                "a parameter whose .grad is None is skipped",
-                case(lambda: _gradients(42, shapes[:3], 2.0, without_grad={1}), 1.0),
-            ),
-            (
-                "a small GPT's gradients, passed as model.parameters(), max_norm 0.1",
-                case(lambda: _model_gradients(43), 0.1, generator=True),
-            ),
-        ],
-    )
+    verify("Exercise 5.6", [
+        ("gradients [3, 4] and [0, 12], max_norm 1: the norm is 13, so scale by 1/13",
+         partial(case, two, 1.0)),
+        ("the same, max_norm 20: the norm, 13, is below it, so nothing changes",
+         partial(case, two, 20.0)),
+        ("five tensors of different shapes, max_norm 0.5",
+         partial(case, partial(_gradients, 41, shapes, 1.0), 0.5)),
+        ("a parameter whose .grad is None is skipped",
+         partial(case, partial(_gradients, 42, shapes[:3], 2.0, without_grad={1}), 1.0)),
+        ("a small GPT's gradients, passed as model.parameters(), max_norm 0.1",
+         partial(case, partial(_model_gradients, 43), 0.1, generator=True)),
+    ])
 
 
 # -- Exercise 5.7 ---------------------------------------------------------------------------
-
-
-def _adamw_variant(params, grads, lr, betas, eps, weight_decay, mistake=None):
+def _adamw(params, grads, lr, betas, eps, weight_decay, mistake=""):
     """The parameters after AdamW's steps written out, or with one of the usual mistakes."""
-    beta1, beta2 = betas
-    params = [p.detach().clone() for p in params]
-    m = [torch.zeros_like(p) for p in params]
-    v = [torch.zeros_like(p) for p in params]
+    (beta1, beta2), params = betas, [p.detach().clone() for p in params]
+    m, v = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
     for t, step_grads in enumerate(grads, 1):
         for i, (p, g) in enumerate(zip(params, step_grads, strict=True)):
             if g is None:
@@ -926,18 +614,15 @@ def _adamw_variant(params, grads, lr, betas, eps, weight_decay, mistake=None):
                 t, m[i], v[i] = 1, torch.zeros_like(p), torch.zeros_like(p)
             if mistake == "coupled":
                 g = g + weight_decay * p
-            elif mistake == "decay without lr":
-                p.mul_(1 - weight_decay)
             elif mistake != "decay after":
-                p.mul_(1 - lr * weight_decay)
+                p.mul_(1 - (1 if mistake == "decay without lr" else lr) * weight_decay)
             if mistake == "betas swapped in m":
                 m[i] = beta1 * g + (1 - beta1) * m[i]
             else:
                 m[i] = beta1 * m[i] + (1 - beta1) * g
             v[i] = beta2 * v[i] + (1 - beta2) * (g.abs() if mistake == "abs" else g * g)
-            if mistake == "no bias correction":
-                m_hat, v_hat = m[i], v[i]
-            else:
+            m_hat, v_hat = m[i], v[i]
+            if mistake != "no bias correction":
                 m_hat, v_hat = m[i] / (1 - beta1**t), v[i] / (1 - beta2**t)
             if mistake == "eps inside":
                 p.sub_(lr * m_hat / (v_hat + eps).sqrt())
@@ -971,139 +656,90 @@ _ADAMW_MISTAKES = {
 
 def _call_adamw(fn, params: list[torch.Tensor], state: dict, settings: dict) -> None:
     """fn's step, with PyTorch's and buildllm's optimizers refusing to step meanwhile."""
-    optimizers = [torch.optim.Adam, torch.optim.AdamW, training.AdamW]
     before = [p.detach().clone() for p in params]
     try:
-        with _refusing(
-            [(cls, "step") for cls in optimizers],
-            "this exercise asks you to write AdamW's step out",
-        ):
+        with _refusing([(cls, "step") for cls in (torch.optim.Adam, torch.optim.AdamW,
+                                                  training.AdamW)],
+                       "this exercise asks you to write AdamW's step out"):
             fn(params, state, **settings)
     except RuntimeError as err:
         if "leaf Variable" not in str(err):
             raise
         raise AssertionError(
             "an in-place change to a parameter that requires grad: make the updates under "
-            "torch.no_grad() (the @torch.no_grad() line above the function)"
-        ) from None
-    if all(torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True)):
-        raise AssertionError(
-            "the parameters did not change: update them in place (p.add_, p.mul_, p.copy_ or "
-            "p -= ...); p = p - ... only gives the name p a new tensor"
-        )
-    if not state:
-        raise AssertionError(
-            "after the first call `state` is still empty: keep m, v and the step count in it "
-            "(not in global variables), so that each optimizer has its own"
-        )
+            "torch.no_grad() (the @torch.no_grad() line above the function)") from None
+    first_broken([
+        (all(torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True)),
+         "the parameters did not change: update them in place (p.add_, p.mul_, p.copy_ or "
+         "p -= ...); p = p - ... only gives the name p a new tensor"),
+        (not state, "after the first call `state` is still empty: keep m, v and the step count "
+         "in it (not in global variables), so that each optimizer has its own"),
+    ])
 
 
 def _expect_adamw(params, reference, start, grads, settings: dict, frozen) -> None:
     """Compare with torch.optim.AdamW after len(grads) steps; name the mistake if one fits."""
-    t = len(grads)
-    close = dict(atol=1e-6, rtol=1e-6)
+    t, close = len(grads), dict(atol=1e-6, rtol=1e-6)
     for i, (p, q) in enumerate(zip(params, reference, strict=True)):
         got, want = p.detach(), q.detach()
         if torch.allclose(got, want, **close):
             continue
-        if i in frozen:
-            raise AssertionError(
-                f"parameter {i}, whose .grad is None, changed at step {t}; skip parameters "
-                "without a gradient (PyTorch's optimizers do)"
-            )
-        if not torch.isfinite(got).all():
-            raise AssertionError(
-                f"after step {t}, parameter {i} holds NaN or inf: in the bias correction "
-                "1 - β^t, t counts steps from 1, so it is never 0"
-            )
+        first_broken([
+            (i in frozen, f"parameter {i}, whose .grad is None, changed at step {t}; skip "
+             "parameters without a gradient (PyTorch's optimizers do)"),
+            (not torch.isfinite(got).all(), f"after step {t}, parameter {i} holds NaN or inf: in "
+             "the bias correction 1 - β^t, t counts steps from 1, so it is never 0"),
+        ])
         for mistake, hint in _ADAMW_MISTAKES.items():
-            options = dict(settings)
-            if mistake == "defaults":
-                options.update(betas=(0.9, 0.999), eps=1e-8)
-            theirs = _adamw_variant(start, grads, mistake=mistake, **options)
-            if all(
-                torch.allclose(a.detach(), b, **close) for a, b in zip(params, theirs, strict=True)
-            ):
+            options = settings | (dict(betas=(0.9, 0.999), eps=1e-8) if mistake == "defaults"
+                                  else dict(mistake=mistake))
+            theirs = _adamw(start, grads, **options)
+            if all(torch.allclose(a.detach(), b, **close)
+                   for a, b in zip(params, theirs, strict=True)):
                 raise AssertionError(f"after step {t}: {hint}")
         k = int((~torch.isclose(got, want, **close)).flatten().nonzero()[0])
         raise AssertionError(
             f"after step {t}, parameter {i} is off from torch.optim.AdamW's by up to "
             f"{(got - want).abs().max().item():.3g} (entry {k} of its flattened values: "
-            f"{got.flatten()[k].item():.6g}, expected {want.flatten()[k].item():.6g})"
-        )
+            f"{got.flatten()[k].item():.6g}, expected {want.flatten()[k].item():.6g})")
 
 
 def adamw_step(fn: Callable[..., object]) -> None:
     """Exercise 5.7: fn(params, state, lr=, betas=, eps=, weight_decay=) must update params in
     place as torch.optim.AdamW's step does, keeping m, v and the step count in `state`.
 
-    Each case starts from a fresh, empty state dict and runs several steps with new gradients,
-    comparing the parameters with torch.optim.AdamW's after every step, to within 1e-6. Cases:
-    one step without weight decay, five with decay, a large learning rate and decay (where the
-    decay's place shows), other betas and eps, gradients and eps around 1e-4 (where eps's place
-    shows), and a frozen parameter whose .grad stays None. torch's Adam and AdamW, and
-    buildllm's, refuse to step while the check runs.
+    Each case starts from an empty state and compares the parameters with AdamW's after every
+    step, to within 1e-6; a large lr and decay show where the decay goes, gradients and eps
+    near 1e-4 where eps goes. torch's Adam and AdamW, and buildllm's, refuse to step.
     """
+    def case(shapes, steps: int, lr: float, weight_decay: float, betas=(0.9, 0.999),
+             eps: float = 1e-8, scale: float = 1.0, frozen=(), seed: int = 0) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        start = [torch.randn(s, generator=gen) for s in shapes]
+        grads = [[None if i in frozen else scale * torch.randn(s, generator=gen)
+                  for i, s in enumerate(shapes)] for _ in range(steps)]
+        settings = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        reference = [p.clone().requires_grad_() for p in start]
+        optimizer = torch.optim.AdamW(reference, **settings)
+        params, state = [p.clone().requires_grad_() for p in start], {}
+        for t, step_grads in enumerate(grads, 1):
+            for p, q, g in zip(params, reference, step_grads, strict=True):
+                p.grad, q.grad = (None, None) if g is None else (g.clone(), g.clone())
+            optimizer.step()
+            _call_adamw(fn, params, state, settings)
+            _expect_adamw(params, reference, start, grads[:t], settings, frozen)
 
-    def case(
-        shapes,
-        steps: int,
-        lr: float,
-        weight_decay: float,
-        betas=(0.9, 0.999),
-        eps: float = 1e-8,
-        scale: float = 1.0,
-        frozen=(),
-        seed: int = 0,
-    ):
-        def test() -> None:
-            gen = torch.Generator().manual_seed(seed)
-            start = [torch.randn(s, generator=gen) for s in shapes]
-            grads = [
-                [
-                    None if i in frozen else scale * torch.randn(s, generator=gen)
-                    for i, s in enumerate(shapes)
-                ]
-                for _ in range(steps)
-            ]
-            settings = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-            reference = [p.clone().requires_grad_() for p in start]
-            optimizer = torch.optim.AdamW(reference, **settings)
-            params = [p.clone().requires_grad_() for p in start]
-            state: dict = {}
-            for t, step_grads in enumerate(grads, 1):
-                for p, q, g in zip(params, reference, step_grads, strict=True):
-                    p.grad = None if g is None else g.clone()
-                    q.grad = None if g is None else g.clone()
-                optimizer.step()
-                _call_adamw(fn, params, state, settings)
-                _expect_adamw(params, reference, start, grads[:t], settings, frozen)
-
-        return test
-
-    verify(
-        "Exercise 5.7",
-        [
-            ("one tensor of 4 numbers, one step, no weight decay", case([(4,)], 1, 1e-2, 0.0)),
-            (
-                "three tensors, 5 steps, lr 0.01, weight decay 0.1",
-                case([(3, 4), (4,), (2, 2, 3)], 5, 1e-2, 0.1, seed=1),
-            ),
-            (
-                "lr 0.1 and weight decay 0.5, 5 steps: where the decay goes shows",
-                case([(5,), (2, 3)], 5, 0.1, 0.5, seed=2),
-            ),
-            (
-                "betas (0.8, 0.99), eps 1e-6, 10 steps: use the ones passed in",
-                case([(6,)], 10, 1e-2, 0.01, betas=(0.8, 0.99), eps=1e-6, seed=3),
-            ),
-            (
-                "gradients around 1e-4 and eps 1e-4, 5 steps: where eps goes shows",
-                case([(8,)], 5, 1e-2, 0.1, eps=1e-4, scale=1e-4, seed=4),
-            ),
-            (
-                "a frozen parameter: its .grad stays None and it stays as it was",
-                case([(3,), (3,), (2,)], 4, 1e-2, 0.1, frozen={1}, seed=5),
-            ),
-        ],
-    )
+    verify("Exercise 5.7", [
+        ("one tensor of 4 numbers, one step, no weight decay",
+         partial(case, [(4,)], 1, 1e-2, 0.0)),
+        ("three tensors, 5 steps, lr 0.01, weight decay 0.1",
+         partial(case, [(3, 4), (4,), (2, 2, 3)], 5, 1e-2, 0.1, seed=1)),
+        ("lr 0.1 and weight decay 0.5, 5 steps: where the decay goes shows",
+         partial(case, [(5,), (2, 3)], 5, 0.1, 0.5, seed=2)),
+        ("betas (0.8, 0.99), eps 1e-6, 10 steps: use the ones passed in",
+         partial(case, [(6,)], 10, 1e-2, 0.01, betas=(0.8, 0.99), eps=1e-6, seed=3)),
+        ("gradients around 1e-4 and eps 1e-4, 5 steps: where eps goes shows",
+         partial(case, [(8,)], 5, 1e-2, 0.1, eps=1e-4, scale=1e-4, seed=4)),
+        ("a frozen parameter: its .grad stays None and it stays as it was",
+         partial(case, [(3,), (3,), (2,)], 4, 1e-2, 0.1, frozen={1}, seed=5)),
+    ])
