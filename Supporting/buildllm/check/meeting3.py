@@ -1,16 +1,11 @@
 """Checks for the Meeting 3 exercises: attention weights, causal mask, heads, multi-head attention.
 
-Each check runs the learner's function on a table of cases and compares it with the reference in
-`buildllm.attention` (causal_mask, and MultiHeadAttention with its split_heads and merge_heads):
+Each compares the learner's function with `buildllm.attention` (causal_mask, MultiHeadAttention)
+on a table of cases; a wrong answer is matched against the usual mistakes (scores not scaled, a
+mask off by one or transposed, heads split without a transpose...) to name the one it makes:
 
-    >>> from buildllm import check
     >>> check.meeting3.mask(causal_mask)
     ✓ Exercise 3.2: all 7 cases pass.
-
-A wrong answer is compared with the usual mistakes (scores not scaled, a mask off by one or
-transposed, heads split without a transpose...), and the message names the one it matches.
-Inputs come from the checks' own torch.Generator, so a check never changes what the rest of a
-notebook draws.
 """
 
 from __future__ import annotations
@@ -18,7 +13,6 @@ from __future__ import annotations
 import math
 import traceback
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +20,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..attention import MultiHeadAttention, causal_mask
 from . import expect_tensor, verify
-from ._support import fail_if, matching, randn
+from ._support import cases, fail_if, matching, randn
 
 __all__ = ["mask", "merge", "multi_head", "split", "weights"]
 
@@ -40,19 +34,21 @@ def _at(index) -> str:
     return "[" + ", ".join(str(int(i)) for i in index) + "]"
 
 
-def _expect_shape(got, shape: tuple[int, ...], what: str, meaning: str) -> torch.Tensor:
+def _expect_shape(got, shape: tuple[int, ...], what: str, meaning: str) -> None:
     expect_tensor(got, what)
-    fail_if(
-        tuple(got.shape) != shape,
-        f"{what} has shape {tuple(got.shape)}, expected {shape} {meaning}",
-    )
-    return got
+    fail_if(tuple(got.shape) != shape,
+            f"{what} has shape {tuple(got.shape)}, expected {shape} {meaning}")
+
+
+def _first(where: torch.Tensor) -> list[int] | None:
+    """The index of the first True entry of `where`, or None."""
+    return where.nonzero()[0].tolist() if where.any() else None
 
 
 def _first_wrong(got: torch.Tensor, want: torch.Tensor, atol: float = 1e-5):
     """The index of the first entry of `got` not close to `want` (NaN is never close), or None."""
-    wrong = ~torch.isclose(got.detach().float(), want.float(), atol=atol, rtol=1e-4)
-    return tuple(wrong.nonzero()[0].tolist()) if wrong.any() else None
+    wrong = _first(~torch.isclose(got.detach().float(), want.float(), atol=atol, rtol=1e-4))
+    return None if wrong is None else tuple(wrong)
 
 
 def _where_from(value: float, x: torch.Tensor) -> str:
@@ -61,7 +57,7 @@ def _where_from(value: float, x: torch.Tensor) -> str:
     return f"x{_at(hits[0])}" if len(hits) == 1 else f"{value:g}, not an entry of x"
 
 
-# -- Exercise 3.1 ---------------------------------------------------------------------------
+# -- Exercise 3.1: attention weights --------------------------------------------------------
 
 
 def _softmax_weights(q, k, mask=None, divide_by=None, dim=-1) -> torch.Tensor:
@@ -72,61 +68,45 @@ def _softmax_weights(q, k, mask=None, divide_by=None, dim=-1) -> torch.Tensor:
     return scores.softmax(dim=dim)
 
 
-def _weights_are_right(fn: Callable, shape: tuple[int, ...], n_keys: int | None, seed: int,
-                       masked: bool = False) -> None:
+def _weights(fn: Callable, shape: tuple[int, ...], n_keys: int | None, seed: int,
+             masked: bool = False) -> None:
     q = randn(seed, *shape)  # with n_keys None, the keys are the queries
     k = q if n_keys is None else randn(seed + 1, *shape[:-2], n_keys, shape[-1])
     m = causal_mask(q.shape[-2], k.shape[-2]) if masked else None
     got, want, d = fn(q, k, m) if masked else fn(q, k), _softmax_weights(q, k, m), q.shape[-1]
     _expect_shape(got, tuple(want.shape), "the weights", "(..., queries, keys)")
-    if got.isnan().any():
-        *_, i, _ = where = got.isnan().nonzero()[0].tolist()
+    if nan := _first(got.isnan()):
         raise AssertionError(
-            f"the weights contain NaN at {_at(where)}: every key is hidden from query {i}, and "
-            "a softmax over scores that are all -inf is 0/0. True in the mask means 'may look': "
-            "hide the scores where it is False"
-        )
-    leaks = (got != 0) & ~m if masked else None
-    if leaks is not None and leaks.any():
-        *_, i, j = where = leaks.nonzero()[0].tolist()
+            f"the weights contain NaN at {_at(nan)}: every key is hidden from query {nan[-2]}, "
+            "and a softmax over scores that are all -inf is 0/0. True in the mask means 'may "
+            "look': hide the scores where it is False")
+    if masked and (leak := _first((got != 0) & ~m)):
         raise AssertionError(
-            f"query {i} puts weight {got[tuple(where)]:.3f} on key {j}, which the mask hides "
-            "(False means 'may not look'): set hidden scores to -inf before the softmax, and "
-            "they get weight exactly 0"
-        )
+            f"query {leak[-2]} puts weight {got[tuple(leak)]:.3f} on key {leak[-1]}, which the "
+            "mask hides (False means 'may not look'): set hidden scores to -inf before the "
+            "softmax, and they get weight exactly 0")
     sums = got.sum(dim=-1)
-    off = ~torch.isclose(sums, torch.ones_like(sums), atol=1e-4)
-    if off.any():
-        *_, i = where = off.nonzero()[0].tolist()
+    if off := _first(~torch.isclose(sums, torch.ones_like(sums), atol=1e-4)):
         raise AssertionError(
-            f"the weights of query {i} sum to {sums[tuple(where)]:.4f}, not 1: take the softmax "
-            "over the keys (dim=-1), and mask the scores before it, not the weights after"
-        )
-    where = _first_wrong(got, want)
-    if where is None:
+            f"the weights of query {off[-1]} sum to {sums[tuple(off)]:.4f}, not 1: take the "
+            "softmax over the keys (dim=-1), and mask the scores before it, not the weights after")
+    if (where := _first_wrong(got, want)) is None:
         return
-    mistakes = (  # (what to say, the weights it gives), built only as far as needed
+    mistakes = (  # (what to say, the weights it gives), each built only if needed
         (f"the weights are softmax(q kᵀ / {by:g}): {why}", _softmax_weights(q, k, m, by))
         for by, why in [(1.0, f"did you forget to divide the scores by √d (here √{d})?"),
-                        (d, f"divide the scores by √d (here √{d}), not by d")]
-    )
-    hint = matching(got, mistakes)
-    fail_if(hint, hint)
-    raise AssertionError(
-        f"weights{_at(where)} is {got[where]:.4f}, expected {want[where]:.4f}: the weights are "
-        "softmax(q kᵀ / √d) over the keys"
-    )
+                        (d, f"divide the scores by √d (here √{d}), not by d")])
+    fail_if(hint := matching(got, mistakes), hint)
+    raise AssertionError(f"weights{_at(where)} is {got[where]:.4f}, expected {want[where]:.4f}: "
+                         "the weights are softmax(q kᵀ / √d) over the keys")
 
 
 def weights(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 3.1: fn(queries, keys, mask=None) must be softmax(q kᵀ / √d), masked.
 
-    Cases: six embeddings as their own queries and keys (attention without trainable
-    weights), more keys than queries, a batch, a batch of heads with d = 16 (where not
-    scaling shows), then causal masks: plain, broadcast over a batch of heads, and a
-    rectangular one as with a KV cache.
+    With d = 16 a missing scale shows; the last mask is rectangular, as with a KV cache.
     """
-    cases = {  # label: (shape of the queries, number of keys, seed, masked)
+    verify("Exercise 3.1", cases(_weights, fn, {  # label: (query shape, keys, seed, masked)
         "6 embeddings of size 3 as both queries and keys": ((6, 3), None, 1),
         "3 queries, 5 keys, d = 4": ((3, 4), 5, 2),
         "a batch: queries (2, 4, 8), keys (2, 4, 8)": ((2, 4, 8), 4, 3),
@@ -134,76 +114,57 @@ def weights(fn: Callable[..., torch.Tensor]) -> None:
         "a causal mask on 5 tokens": ((5, 8), None, 5, True),
         "a causal mask broadcast over (2, 3, 4, 8)": ((2, 3, 4, 8), 4, 6, True),
         "2 new queries, 6 keys, the KV-cache mask": ((2, 8), 6, 7, True),
-    }
-    verify("Exercise 3.1", [(k, partial(_weights_are_right, fn, *c)) for k, c in cases.items()])
+    }))
 
 
-# -- Exercise 3.2 ---------------------------------------------------------------------------
+# -- Exercise 3.2: the causal mask ----------------------------------------------------------
 
 
-def _mask_is_right(fn: Callable, *sizes: int) -> None:
-    got, n_queries, n_keys = fn(*sizes), sizes[0], sizes[-1]
-    want = causal_mask(n_queries, n_keys)
-    expect_tensor(got, "the mask")
+def _mask(fn: Callable, *sizes: int) -> None:
+    got, n_queries, n_keys = expect_tensor(fn(*sizes), "the mask"), sizes[0], sizes[-1]
     if got.dtype != torch.bool:
-        additive = got.is_floating_point() and got.isinf().any()
         raise AssertionError(
             "the mask should be booleans (dtype torch.bool), True where a query may look; "
-            + (
-                "yours holds 0 and -inf, a mask to add to the scores. Build the boolean one: "
-                "masked_fill and F.scaled_dot_product_attention take it as it is"
-                if additive
-                else f"yours is {got.dtype}: build it from torch.ones(..., dtype=torch.bool)"
-            )
-        )
+            + ("yours holds 0 and -inf, a mask to add to the scores. Build the boolean one: "
+               "masked_fill and F.scaled_dot_product_attention take it as it is"
+               if got.is_floating_point() and got.isinf().any()
+               else f"yours is {got.dtype}: build it from torch.ones(..., dtype=torch.bool)"))
     _expect_shape(got, (n_queries, n_keys), "the mask", "(queries, keys)")
-    if torch.equal(got, want):
+    if torch.equal(got, want := causal_mask(n_queries, n_keys)):
         return
-    fail_if(
-        torch.equal(got, ~want),
-        "True and False are swapped: True means 'may look', as in buildllm.attention.causal_mask "
-        "and F.scaled_dot_product_attention; yours marks what to hide, as triu(diagonal=1) does",
-    )
-    fail_if(
-        n_queries == n_keys and torch.equal(got, want.T),
-        "the mask is transposed: row i is query i, and it may look at keys 0 to i, so the True "
-        "entries are on and below the diagonal (tril)",
-    )
-    i, j = (int(v) for v in (got != want).nonzero()[0])
-    shift = n_keys - n_queries
+    fail_if(torch.equal(got, ~want),
+            "True and False are swapped: True means 'may look', as in buildllm.attention."
+            "causal_mask and F.scaled_dot_product_attention; yours marks what to hide, as "
+            "triu(diagonal=1) does")
+    fail_if(n_queries == n_keys and torch.equal(got, want.T),
+            "the mask is transposed: row i is query i, and it may look at keys 0 to i, so the "
+            "True entries are on and below the diagonal (tril)")
+    (i, j), shift = _first(got != want), n_keys - n_queries
     if got[i, j]:
         why = f"your mask lets query {i} see key {j}, which comes after it."
     elif j == i + shift:
         why = f"your mask stops query {i} from seeing itself: a token may look at itself."
     else:
         why = f"your mask stops query {i} from seeing key {j}, which comes before it."
-    if shift:
-        why += (
-            f" Query {i} is position {i + shift}: with more keys than queries, the queries are "
-            "the last positions (a KV cache holds the earlier ones' keys)"
-        )
-    raise AssertionError(why)
+    fail_if(not shift, why)
+    raise AssertionError(
+        f"{why} Query {i} is position {i + shift}: with more keys than queries, the queries are "
+        "the last positions (a KV cache holds the earlier ones' keys)")
 
 
 def mask(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 3.2: fn(n_queries, n_keys=None) must equal buildllm.attention.causal_mask.
 
-    Cases: one token, a few, many; n_keys given and equal; then more keys than queries,
-    as with a KV cache: the queries are the last positions.
+    With more keys than queries (a KV cache), the queries are the last positions.
     """
-    cases = {
-        "4 tokens": (4,),
-        "1 token": (1,),
-        "64 tokens": (64,),
-        "5 queries, n_keys = 5": (5, 5),
-        "1 new query, 5 keys: it sees them all": (1, 5),
-        "3 new queries, 7 keys": (3, 7),
+    verify("Exercise 3.2", cases(_mask, fn, {
+        "4 tokens": 4, "1 token": 1, "64 tokens": 64, "5 queries, n_keys = 5": (5, 5),
+        "1 new query, 5 keys: it sees them all": (1, 5), "3 new queries, 7 keys": (3, 7),
         "2 new queries, 2 + 62 keys": (2, 64),
-    }
-    verify("Exercise 3.2", [(k, partial(_mask_is_right, fn, *c)) for k, c in cases.items()])
+    }))
 
 
-# -- Exercises 3.3 and 3.4 ------------------------------------------------------------------
+# -- Exercises 3.3 and 3.4: split and merge heads -------------------------------------------
 
 
 def _split_reference(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -213,94 +174,75 @@ def _split_reference(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return attn.split_heads(x)
 
 
-def _split_is_right(fn: Callable, x: torch.Tensor | Callable[[], torch.Tensor], num_heads: int):
-    x = x if isinstance(x, torch.Tensor) else x()
-    got, want, d = fn(x.clone(), num_heads), _split_reference(x, num_heads), x.shape[-1]
+def _split(fn: Callable, x: torch.Tensor, num_heads: int, clone: bool = True) -> None:
+    got, want = fn(x.clone() if clone else x, num_heads), _split_reference(x, num_heads)
+    hd = x.shape[-1] // num_heads
     _expect_shape(got, tuple(want.shape), "the result", "(batch, heads, tokens, head_dim)")
-    where = _first_wrong(got, want)
-    if where is None:
+    if (where := _first_wrong(got, want)) is None:
         return
-    fail_if(
-        matching(got, [(True, x.reshape(want.shape))]),
-        "right shape, wrong values: reshaping straight to (batch, heads, tokens, head_dim) cuts "
-        "the memory in the wrong places. View as (batch, tokens, heads, head_dim) first, then "
-        "swap tokens and heads with transpose(1, 2)",
-    )
+    fail_if(matching(got, [(True, x.reshape(want.shape))]),
+            "right shape, wrong values: reshaping straight to (batch, heads, tokens, head_dim) "
+            "cuts the memory in the wrong places. View as (batch, tokens, heads, head_dim) "
+            "first, then swap tokens and heads with transpose(1, 2)")
     bi, h, t, j = where
-    hd = d // num_heads
     raise AssertionError(
         f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
-        f"x{_at((bi, t, h * hd + j))}: head {h} holds columns {h * hd} to {(h + 1) * hd - 1} of "
-        "every token"
-    )
+        f"x{_at((bi, t, h * hd + j))}: head {h} holds columns {h * hd} to {(h + 1) * hd - 1} "
+        "of every token")
 
 
 def split(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     """Exercise 3.3: fn(x, num_heads) must equal MultiHeadAttention.split_heads.
 
-    Cases: numbered entries, so a message can say which entry of x landed where; random
-    values; one token (where the tokens-heads order cannot show); one head; and a slice of
-    a fused q, k, v projection, which is not contiguous in memory.
+    Numbered entries let a message say which entry of x landed where; a slice of a fused
+    q, k, v projection is not contiguous in memory.
     """
-    cases = {  # label: (x, num_heads)
+    verify("Exercise 3.3", cases(_split, fn, {  # label: (x, num_heads, clone x first)
         "numbered, (1, 3, 4), 2 heads": (_numbered(1, 3, 4), 2),
         "numbered, (2, 3, 6), 3 heads": (_numbered(2, 3, 6), 3),
         "random, (2, 5, 8), 4 heads": (randn(1, 2, 5, 8), 4),
         "a single token, (1, 1, 8), 2 heads": (randn(2, 1, 1, 8), 2),
         "one head, (2, 3, 4)": (_numbered(2, 3, 4), 1),
-        "the queries cut from a fused projection (not contiguous)": (
-            lambda: randn(3, 2, 4, 36)[..., :12], 3),
-    }
-    verify("Exercise 3.3", [(k, partial(_split_is_right, fn, *c)) for k, c in cases.items()])
+        "the queries cut from a fused projection (not contiguous)":
+            (randn(3, 2, 4, 36)[..., :12], 3, False),  # a clone would be contiguous
+    }))
 
 
-def _merge_is_right(fn: Callable, x: torch.Tensor) -> None:
+def _merge(fn: Callable, x: torch.Tensor) -> None:
     got, want, (b, h, n, hd) = fn(x.clone()), MultiHeadAttention.merge_heads(x), x.shape
     _expect_shape(got, (b, n, h * hd), "the result", "(batch, tokens, heads * head_dim)")
-    where = _first_wrong(got, want)
-    if where is None:
+    if (where := _first_wrong(got, want)) is None:
         return
-    fail_if(
-        matching(got, [(True, x.reshape(b, n, h * hd))]),
-        "right shape, wrong values: reshaping (batch, heads, tokens, head_dim) straight to "
-        "(batch, tokens, heads * head_dim) mixes tokens. Bring tokens next to batch first with "
-        "transpose(1, 2), then reshape",
-    )
+    fail_if(matching(got, [(True, x.reshape(b, n, h * hd))]),
+            "right shape, wrong values: reshaping (batch, heads, tokens, head_dim) straight to "
+            "(batch, tokens, heads * head_dim) mixes tokens. Bring tokens next to batch first "
+            "with transpose(1, 2), then reshape")
     bi, t, c = where
     raise AssertionError(
         f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
         f"x{_at((bi, c // hd, t, c % hd))}: each token's columns are head 0's {hd} values, "
-        "then head 1's, and so on"
-    )
+        "then head 1's, and so on")
 
 
 def _round_trip(fn: Callable) -> None:
     x = randn(3, 2, 5, 12)
-    got = fn(_split_reference(x, 3))
+    got = fn(_split_reference(x, 3))  # a transposed view
     _expect_shape(got, tuple(x.shape), "merge_heads(split_heads(x))", "(like x)")
     fail_if(_first_wrong(got, x) is not None, "merge_heads(split_heads(x)) is not x")
 
 
 def merge(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Exercise 3.4: fn(x) must equal MultiHeadAttention.merge_heads, and undo split_heads.
-
-    Cases: numbered entries, random values, one token, one head, and the round trip
-    fn(split_heads(x)) == x, whose input is a transposed view.
-    """
-    inputs = {
+    """Exercise 3.4: fn(x) must equal MultiHeadAttention.merge_heads, and undo split_heads."""
+    verify("Exercise 3.4", [*cases(_merge, fn, {
         "numbered, (1, 2, 3, 2): 2 heads of 3 tokens": _numbered(1, 2, 3, 2),
         "numbered, (2, 3, 2, 2)": _numbered(2, 3, 2, 2),
         "random, (2, 4, 5, 8)": randn(1, 2, 4, 5, 8),
         "a single token, (1, 4, 1, 2)": randn(2, 1, 4, 1, 2),
         "one head, (2, 1, 3, 4)": _numbered(2, 1, 3, 4),
-    }
-    cases = [(k, partial(_merge_is_right, fn, x)) for k, x in inputs.items()]
-    cases.append(("merge_heads(split_heads(x)) is x, for x of shape (2, 5, 12)",
-                  partial(_round_trip, fn)))
-    verify("Exercise 3.4", cases)
+    }), ("merge_heads(split_heads(x)) is x, for x of shape (2, 5, 12)", lambda: _round_trip(fn))])
 
 
-# -- Exercise 3.5 ---------------------------------------------------------------------------
+# -- Exercise 3.5: multi-head attention -----------------------------------------------------
 
 
 class _NoFusedAttention(TorchFunctionMode):
@@ -310,8 +252,7 @@ class _NoFusedAttention(TorchFunctionMode):
         if func in (F.scaled_dot_product_attention, F.multi_head_attention_forward):
             raise AssertionError(
                 f"your function calls {func.__name__}, the fused attention this check compares "
-                "with: compute the scores, the mask and the softmax yourself"
-            )
+                "with: compute the scores, the mask and the softmax yourself")
         return func(*args, **(kwargs or {}))
 
 
@@ -371,8 +312,8 @@ _MHA_MISTAKES = [
 ]
 
 
-def _attention_is_right(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: int,
-                        qkv_bias: bool = True) -> None:
+def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: int,
+               qkv_bias: bool = True) -> None:
     with torch.random.fork_rng(devices=[]):
         attn = MultiHeadAttention(d_in, d, n, 0.0, h, qkv_bias=qkv_bias).eval()
     with torch.no_grad():
@@ -380,50 +321,37 @@ def _attention_is_right(fn: Callable, b: int, n: int, d_in: int, d: int, h: int,
             param.copy_(randn(100 * seed + k, *param.shape, scale=d_in**-0.5))
         x = randn(seed, b, n, d_in)
         want = attn(x)
-    p = {
-        "qkv_weight": attn.qkv.weight.detach().clone(),
-        "qkv_bias": attn.qkv.bias.detach().clone() if qkv_bias else None,
-        "out_weight": attn.out_proj.weight.detach().clone(),
-        "out_bias": attn.out_proj.bias.detach().clone(),
-    }
+    p = {"qkv_weight": attn.qkv.weight, "qkv_bias": attn.qkv.bias if qkv_bias else None,
+         "out_weight": attn.out_proj.weight, "out_bias": attn.out_proj.bias}
+    p = {name: None if w is None else w.detach().clone() for name, w in p.items()}
     got = _without_fused_attention(fn, x.clone(), *p.values(), h)
     _expect_shape(got, tuple(want.shape), "the output", "(batch, tokens, d_out)")
-    fail_if(
-        got.isnan().any(),
-        "the output contains NaN: a token whose scores are all -inf gets 0/0 from the softmax. "
-        "Is the diagonal masked too? Each token may look at itself",
-    )
-    where = _first_wrong(got, want, atol=1e-4)
-    if where is None:
+    fail_if(got.isnan().any(),
+            "the output contains NaN: a token whose scores are all -inf gets 0/0 from the "
+            "softmax. Is the diagonal masked too? Each token may look at itself")
+    if (where := _first_wrong(got, want, atol=1e-4)) is None:
         return
-    mistakes = ((f"wrong values: {why.format(hd=d // h, d=d)}", _mha(x, p, h, **switches))
-                for switches, why in _MHA_MISTAKES)
-    hint = matching(got, mistakes)
-    fail_if(hint, hint)
-    fail_if(
-        _first_wrong(got[:, 0], want[:, 0], atol=1e-4) is not None,
-        f"out{_at(where)} is {got[where]:.4f}, expected {want[where]:.4f}. Token 0 sees only "
-        "itself, so its output is out_proj of its own values whatever the scores. Yours is "
-        "wrong: either token 0 sees later tokens (look at the mask), or look at the projections "
-        "(a Linear computes x @ weight.T + bias), how q, k and v are cut from the fused output, "
-        "the heads, and the output projection",
-    )
-    raise AssertionError(
-        f"out{_at(where)} is {got[where]:.4f}, expected {want[where]:.4f}. Token 0, which sees "
-        "only itself, is right, so projections and heads are fine: look at the scores, their "
-        "scaling, the mask and the softmax"
-    )
+    fail_if(hint := matching(got, ((f"wrong values: {why.format(hd=d // h, d=d)}",
+                                    _mha(x, p, h, **switches)) for switches, why in _MHA_MISTAKES)),
+            hint)
+    wrong = f"out{_at(where)} is {got[where]:.4f}, expected {want[where]:.4f}. "
+    fail_if(_first_wrong(got[:, 0], want[:, 0], atol=1e-4) is not None,
+            f"{wrong}Token 0 sees only itself, so its output is out_proj of its own values "
+            "whatever the scores. Yours is wrong: either token 0 sees later tokens (look at the "
+            "mask), or look at the projections (a Linear computes x @ weight.T + bias), how q, k "
+            "and v are cut from the fused output, the heads, and the output projection")
+    raise AssertionError(f"{wrong}Token 0, which sees only itself, is right, so projections and "
+                         "heads are fine: look at the scores, their scaling, the mask and the "
+                         "softmax")
 
 
 def multi_head(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 3.5: fn(x, qkv_weight, qkv_bias, out_weight, out_bias, num_heads) must equal
     buildllm.attention.MultiHeadAttention (eval mode, no dropout) with those weights.
 
-    Cases: one sequence, a batch, a single token, no q/k/v bias (qkv_bias is None),
-    d_in different from d_out, one head, and twelve heads over sixteen tokens. PyTorch's own
-    attention (F.scaled_dot_product_attention) is refused: it is what the check compares with.
+    PyTorch's own attention (F.scaled_dot_product_attention) is refused: it is the reference.
     """
-    cases = {  # label: (batch, tokens, d_in, d_out, heads, seed, qkv_bias)
+    verify("Exercise 3.5", cases(_attention, fn, {  # (batch, tokens, d_in, d_out, heads, seed)
         "1 sequence of 4 tokens, d 6, 2 heads": (1, 4, 6, 6, 2, 1),
         "a batch of 2 sequences of 5 tokens, 3 heads": (2, 5, 12, 12, 3, 2),
         "a single token, batch of 2": (2, 1, 8, 8, 2, 3),
@@ -431,5 +359,4 @@ def multi_head(fn: Callable[..., torch.Tensor]) -> None:
         "d_in 10, d_out 8, 4 heads": (2, 6, 10, 8, 4, 5),
         "one head": (2, 5, 8, 8, 1, 6),
         "12 heads of 4 over 16 tokens": (2, 16, 48, 48, 12, 7),
-    }
-    verify("Exercise 3.5", [(k, partial(_attention_is_right, fn, *c)) for k, c in cases.items()])
+    }))
