@@ -1,13 +1,12 @@
 """Checks for the Meeting 0 exercises: a PyTorch warm-up.
 
-Each check runs the learner's function on a table of cases against a reference written here,
-and stops at the first case that goes wrong:
+Each runs the learner's function on a table of cases against a reference written here:
 
     >>> check.meeting0.standardize(standardize)
     ✓ Exercise 0.1: all 4 cases pass.
 
-Random numbers come from the checks' own generators, or from the global one inside
-`seeded`, so running a check never changes what the rest of a learner's notebook draws.
+Random numbers come from the checks' own generators, or from the global one inside `seeded`,
+so running a check never changes what the rest of a learner's notebook draws.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from functools import partial
 
 import torch
 from torch import nn
@@ -23,7 +21,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from . import expect_equal, expect_tensor, verify
-from ._support import fail_if, randn, seeded
+from ._support import cases, fail_if, randn, seeded
 
 __all__ = ["gradient", "mlp", "standardize", "train"]
 
@@ -34,11 +32,9 @@ __all__ = ["gradient", "mlp", "standardize", "train"]
 def _standardizes(fn: Callable, x: torch.Tensor) -> None:
     out = expect_tensor(fn(x.clone()), "standardize(x)")
     population = (x - x.mean(dim=0)) / x.std(dim=0, correction=0)
-    fail_if(
-        out.shape == x.shape and torch.allclose(out, population, atol=1e-5) and x.shape[0] > 1,
-        "you divided by the population std (correction=0); the exercise asks for PyTorch's "
-        "default, x.std(dim=0), which divides by n - 1",
-    )
+    fail_if(out.shape == x.shape and torch.allclose(out, population, atol=1e-5) and len(x) > 1,
+            "you divided by the population std (correction=0); the exercise asks for PyTorch's "
+            "default, x.std(dim=0), which divides by n - 1")
     expect_equal(out, (x - x.mean(dim=0)) / x.std(dim=0), "standardize(x)")
 
 
@@ -46,83 +42,62 @@ def _leaves_input_alone(fn: Callable) -> None:
     x = torch.tensor([[1.0, 10.0], [2.0, 30.0], [6.0, 20.0]])
     before = x.clone()
     fn(x)
-    fail_if(
-        not torch.equal(x, before),
-        f"standardize changed its input to\n{x}\n"
-        "use x - mean rather than x -= mean, so the caller's tensor stays as it was",
-    )
+    fail_if(not torch.equal(x, before), f"standardize changed its input to\n{x}\nuse x - mean "
+            "rather than x -= mean, so the caller's tensor stays as it was")
 
 
 def standardize(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Exercise 0.1: fn(x) gives every column of x mean 0 and (sample) std 1.
-
-    Cases: a small integer matrix, columns whose scale and offset differ by four orders of
-    magnitude, a wide matrix (so rows and columns cannot be swapped), and an input that
-    must not be changed in place.
-    """
+    """Exercise 0.1: fn(x) gives every column of x mean 0 and (sample) std 1, x left alone."""
     g = torch.Generator().manual_seed(0)
-    varied = torch.randn(6, 3, generator=g) * torch.tensor([1.0, 100.0, 0.01]) + torch.tensor(
-        [5.0, -50.0, 0.0])
-    matrices = {
+    varied = torch.randn(6, 3, generator=g) * torch.tensor([1.0, 100.0, 0.01])
+    verify("Exercise 0.1", [*cases(_standardizes, fn, {
         "a 3×2 matrix of small numbers": torch.tensor([[1.0, 2.0], [3.0, 6.0], [5.0, 16.0]]),
-        "a 6×3 matrix with columns on very different scales": varied,
+        "a 6×3 matrix with columns on very different scales": varied + torch.tensor([5, -50, 0.0]),
         "a wide 3×7 matrix: standardize columns, not rows": torch.randn(3, 7, generator=g) * 4 + 2,
-    }
-    cases = [(label, partial(_standardizes, fn, x)) for label, x in matrices.items()]
-    cases.append(("the input tensor is left unchanged", partial(_leaves_input_alone, fn)))
-    verify("Exercise 0.1", cases)
+    }), ("the input tensor is left unchanged", lambda: _leaves_input_alone(fn))])
 
 
 # -- Exercise 0.2: a gradient with autograd ------------------------------------------------
-
-
-def _no_side_effects(fn: Callable) -> None:
-    x = torch.tensor([1.0, -2.0, 3.0])
-    first = expect_tensor(fn(_sum_of_squares, x), "gradient(f, x)").clone()
-    second = expect_tensor(fn(_sum_of_squares, x), "gradient(f, x)")
-    fail_if(
-        not torch.allclose(first, second),
-        f"the first call gave {first}, a second call on the same x gave {second}: "
-        "gradients accumulate in .grad, so work on a fresh copy of x each time",
-    )
-    fail_if(
-        x.requires_grad or x.grad is not None,
-        "gradient() changed the caller's tensor (it now has requires_grad or .grad set); "
-        "work on x.detach().clone() instead",
-    )
-
-
-def _gradient_is(fn: Callable, f: Callable, x: torch.Tensor, want: torch.Tensor) -> None:
-    expect_equal(fn(f, x.clone()), want, "gradient(f, x)")
 
 
 def _sum_of_squares(t: torch.Tensor) -> torch.Tensor:
     return (t**2).sum()
 
 
+def _gradient_is(fn: Callable, f: Callable, x: torch.Tensor, want: torch.Tensor) -> None:
+    expect_equal(fn(f, x.clone()), want, "gradient(f, x)")
+
+
+def _no_side_effects(fn: Callable) -> None:
+    x = torch.tensor([1.0, -2.0, 3.0])
+    first = expect_tensor(fn(_sum_of_squares, x), "gradient(f, x)").clone()
+    second = expect_tensor(fn(_sum_of_squares, x), "gradient(f, x)")
+    fail_if(not torch.allclose(first, second), f"the first call gave {first}, a second call on "
+            f"the same x gave {second}: gradients accumulate in .grad, so work on a fresh copy "
+            "of x each time")
+    fail_if(x.requires_grad or x.grad is not None, "gradient() changed the caller's tensor (it "
+            "now has requires_grad or .grad set); work on x.detach().clone() instead")
+
+
 def gradient(fn: Callable[[Callable, torch.Tensor], torch.Tensor]) -> None:
     """Exercise 0.2: fn(f, x) returns the gradient of the scalar f at x, shaped like x.
 
-    Compared with gradients worked out by hand: a sum of squares, a sine, a product of two
-    entries, the trace of X @ X (a matrix input) and log-sum-exp (whose gradient is the
-    softmax). Two calls on one tensor must agree and leave it without requires_grad or .grad.
+    The gradients are worked out by hand; two calls on one tensor must agree and leave it
+    without requires_grad or .grad.
     """
     x, angles = torch.tensor([1.0, -2.0, 3.0]), torch.linspace(-3.0, 3.0, 7)
     matrix, logits = torch.tensor([[1.0, 2.0], [-3.0, 0.5]]), torch.tensor([0.5, -1, 2, 0])
-    by_hand = [  # (label, f, x, the gradient of f at x)
-        ("f(x) = sum of x², gradient 2x", _sum_of_squares, x, 2 * x),
-        ("f(x) = sum of sin(x), gradient cos(x)", lambda t: t.sin().sum(), angles, angles.cos()),
-        ("f(a, b) = a·b + b³, gradient (b, a + 3b²)", lambda t: t[0] * t[1] + t[1] ** 3,
-         torch.tensor([2.0, 3.0]), torch.tensor([3.0, 2.0 + 27.0])),
-        ("f(X) = trace(X @ X) for a 2×2 matrix, gradient 2Xᵀ", lambda t: (t @ t).trace(),
-         matrix, 2 * matrix.T),
-        ("f(x) = logsumexp(x), gradient softmax(x)", lambda t: t.logsumexp(0), logits,
-         logits.softmax(0)),
-    ]
-    cases = [(label, partial(_gradient_is, fn, *rest)) for label, *rest in by_hand]
-    cases.append(("two calls on the same x agree and leave x as it was",
-                  partial(_no_side_effects, fn)))
-    verify("Exercise 0.2", cases)
+    verify("Exercise 0.2", [*cases(_gradient_is, fn, {  # label: (f, x, the gradient of f at x)
+        "f(x) = sum of x², gradient 2x": (_sum_of_squares, x, 2 * x),
+        "f(x) = sum of sin(x), gradient cos(x)": (lambda t: t.sin().sum(), angles, angles.cos()),
+        "f(a, b) = a·b + b³, gradient (b, a + 3b²)": (lambda t: t[0] * t[1] + t[1] ** 3,
+                                                      torch.tensor([2.0, 3.0]),
+                                                      torch.tensor([3.0, 2.0 + 27.0])),
+        "f(X) = trace(X @ X) for a 2×2 matrix, gradient 2Xᵀ": (lambda t: (t @ t).trace(), matrix,
+                                                                2 * matrix.T),
+        "f(x) = logsumexp(x), gradient softmax(x)": (lambda t: t.logsumexp(0), logits,
+                                                     logits.softmax(0)),
+    }), ("two calls on the same x agree and leave x as it was", lambda: _no_side_effects(fn))])
 
 
 # -- Exercise 0.3: an MLP with given layer sizes -------------------------------------------
@@ -131,10 +106,8 @@ def gradient(fn: Callable[[Callable, torch.Tensor], torch.Tensor]) -> None:
 def _build(fn: Callable, sizes: list[int]) -> nn.Module:
     with seeded(0):
         model = fn(list(sizes))
-    fail_if(
-        not isinstance(model, nn.Module),
-        f"make_mlp should return an nn.Module, got {type(model).__name__}",
-    )
+    fail_if(not isinstance(model, nn.Module),
+            f"make_mlp should return an nn.Module, got {type(model).__name__}")
     return model
 
 
@@ -142,64 +115,45 @@ def _shape_and_count(fn: Callable, sizes: list[int], batch: int) -> None:
     model = _build(fn, sizes)
     params = list(model.parameters())
     count = sum(p.numel() for p in params)
-    fail_if(
-        count == 0,
-        "the model has no parameters: layers kept in a plain Python list are invisible to "
-        "PyTorch; use nn.Sequential or nn.ModuleList",
-    )
+    fail_if(count == 0, "the model has no parameters: layers kept in a plain Python list are "
+            "invisible to PyTorch; use nn.Sequential or nn.ModuleList")
     want = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
     expect_equal(count, want, f"the number of parameters for sizes {sizes}")
-    fail_if(
-        not all(p.requires_grad for p in params),
-        "some parameters have requires_grad=False, so they would never train",
-    )
+    fail_if(not all(p.requires_grad for p in params),
+            "some parameters have requires_grad=False, so they would never train")
     out = expect_tensor(model(randn(1, batch, sizes[0])), "model(x)")
     what = f"the output shape for an input of {batch}×{sizes[0]}"
     expect_equal(tuple(out.shape), (batch, sizes[-1]), what)
 
 
 def _nonlinear(fn: Callable) -> None:
-    model = _build(fn, [2, 16, 1])
-    g = torch.Generator().manual_seed(2)
+    model, g = _build(fn, [2, 16, 1]), torch.Generator().manual_seed(2)
     a, b = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
     with torch.no_grad():
         gap = model(a + b) + model(torch.zeros(64, 2)) - model(a) - model(b)
-    fail_if(
-        gap.abs().max() < 1e-4,
-        "the model is linear (f(a + b) + f(0) = f(a) + f(b)): put nn.ReLU() between the layers",
-    )
+    fail_if(gap.abs().max() < 1e-4, "the model is linear (f(a + b) + f(0) = f(a) + f(b)): put "
+            "nn.ReLU() between the layers")
 
 
 def _raw_last_layer(fn: Callable) -> None:
     with torch.no_grad():
         out = _build(fn, [3, 8, 2])(randn(3, 256, 3, scale=3))
-    fail_if(
-        (out >= 0).all(),
-        "all 512 outputs are ≥ 0, which suggests a ReLU after the last layer; the last Linear "
-        "layer's output should be returned as it is",
-    )
+    fail_if((out >= 0).all(), "all 512 outputs are ≥ 0, which suggests a ReLU after the last "
+            "layer; the last Linear layer's output should be returned as it is")
 
 
 def mlp(fn: Callable[[list[int]], nn.Module]) -> None:
     """Exercise 0.3: fn(sizes) builds Linear layers sizes[0] → sizes[1] → … with ReLU between.
 
-    Checks that the result is an nn.Module whose trainable parameter count and output shape
-    are right for three sets of sizes (one a single layer), that it is not linear, and that
-    no activation follows the last layer (its outputs can be negative).
+    The module needs the right trainable parameters and output shape, an activation between
+    layers (it is not linear) and none after the last (its outputs can be negative).
     """
-    verify(
-        "Exercise 0.3",
-        [
-            ("sizes [4, 8, 3]: 67 parameters, output 5×3",
-             partial(_shape_and_count, fn, [4, 8, 3], 5)),
-            ("sizes [10, 32, 32, 1]: 1,441 parameters, output 7×1",
-             partial(_shape_and_count, fn, [10, 32, 32, 1], 7)),
-            ("sizes [3, 5]: a single Linear layer, 20 parameters",
-             partial(_shape_and_count, fn, [3, 5], 2)),
-            ("sizes [2, 16, 1]: a nonlinearity between the layers", partial(_nonlinear, fn)),
-            ("sizes [3, 8, 2]: no activation after the last layer", partial(_raw_last_layer, fn)),
-        ],
-    )
+    verify("Exercise 0.3", [*cases(_shape_and_count, fn, {
+        "sizes [4, 8, 3]: 67 parameters, output 5×3": ([4, 8, 3], 5),
+        "sizes [10, 32, 32, 1]: 1,441 parameters, output 7×1": ([10, 32, 32, 1], 7),
+        "sizes [3, 5]: a single Linear layer, 20 parameters": ([3, 5], 2),
+    }), ("sizes [2, 16, 1]: a nonlinearity between the layers", lambda: _nonlinear(fn)),
+        ("sizes [3, 8, 2]: no activation after the last layer", lambda: _raw_last_layer(fn))])
 
 
 # -- Exercise 0.4: a training loop ---------------------------------------------------------
@@ -247,52 +201,40 @@ class _Problem:
                 f"train should return a list, got {type(losses).__name__}")
         expect_equal(len(losses), self.epochs, "the number of losses returned (one per epoch)")
         for i, value in enumerate(losses):
-            fail_if(
-                not isinstance(value, float),
-                f"loss {i} is a {type(value).__name__}, not a float: append loss.item(), not "
-                "the loss tensor (which also keeps its whole graph alive)",
-            )
+            fail_if(not isinstance(value, float), f"loss {i} is a {type(value).__name__}, not a "
+                    "float: append loss.item(), not the loss tensor (which also keeps its whole "
+                    "graph alive)")
             fail_if(not math.isfinite(value), f"loss {i} is {value}: training diverged")
         return losses
 
     def matches_reference(self) -> None:
-        what = "the per-epoch mean losses (torch.optim.SGD with lr, F.mse_loss, zero_grad every "
-        what += "batch)"
-        expect_equal(torch.tensor(self.losses()), torch.tensor(self.expected), what)
+        expect_equal(torch.tensor(self.losses()), torch.tensor(self.expected), "the per-epoch "
+                     "mean losses (torch.optim.SGD with lr, F.mse_loss, zero_grad every batch)")
 
     def falls(self, factor: float) -> None:
         first, last = self.losses()[0], self.losses()[-1]
-        fail_if(
-            not last * factor < first,
-            f"the loss went from {first:.4f} to {last:.4f}; it should fall at least {factor:g}×",
-        )
+        fail_if(not last * factor < first, f"the loss went from {first:.4f} to {last:.4f}; it "
+                f"should fall at least {factor:g}×")
 
     def trained_the_model(self) -> None:
         self.losses()
-        fail_if(
-            all(torch.equal(p, self.start[name]) for name, p in self.model.state_dict().items()),
-            "the model passed in still has its initial weights: train it, not a copy of it",
-        )
+        fail_if(all(torch.equal(p, self.start[k]) for k, p in self.model.state_dict().items()),
+                "the model passed in still has its initial weights: train it, not a copy of it")
 
 
 def train(fn: Callable[[nn.Module, DataLoader, int, float], list[float]]) -> None:
     """Exercise 0.4: fn(model, loader, epochs, lr) trains with SGD on the MSE loss.
 
-    On a seeded linear regression (256 points, batches of 32), fn must return one float per
-    epoch equal to a reference loop's mean losses (SGD, zero_grad before each backward), the
-    loss must fall at least 20× in 5 epochs, and the model passed in must be the one trained.
-    A small MLP with another learning rate and number of epochs must match the reference too.
+    Its per-epoch mean losses must match a reference loop (zero_grad before each backward)
+    on a seeded linear regression, and for a small MLP.
     """
     linear = _Problem(fn, hidden=None, epochs=5, lr=0.1, seed=0)
     small_mlp = _Problem(fn, hidden=16, epochs=3, lr=0.05, seed=1)
-    verify(
-        "Exercise 0.4",
-        [
-            ("linear model, 5 epochs: returns a list of 5 floats", linear.losses),
-            ("linear model: the losses match the reference loop", linear.matches_reference),
-            ("linear model: the loss falls at least 20×", partial(linear.falls, 20)),
-            ("the model passed in is the one trained", linear.trained_the_model),
-            ("an MLP, 3 epochs at lr 0.05: the losses match the reference",
-             small_mlp.matches_reference),
-        ],
-    )
+    verify("Exercise 0.4", [
+        ("linear model, 5 epochs: returns a list of 5 floats", linear.losses),
+        ("linear model: the losses match the reference loop", linear.matches_reference),
+        ("linear model: the loss falls at least 20×", lambda: linear.falls(20)),
+        ("the model passed in is the one trained", linear.trained_the_model),
+        ("an MLP, 3 epochs at lr 0.05: the losses match the reference",
+         small_mlp.matches_reference),
+    ])
