@@ -40,15 +40,14 @@ def _expect_shape(got, shape: tuple[int, ...], what: str, meaning: str) -> None:
             f"{what} has shape {tuple(got.shape)}, expected {shape} {meaning}")
 
 
-def _first(where: torch.Tensor) -> list[int] | None:
+def _first(where: torch.Tensor) -> tuple[int, ...] | None:
     """The index of the first True entry of `where`, or None."""
-    return where.nonzero()[0].tolist() if where.any() else None
+    return tuple(where.nonzero()[0].tolist()) if where.any() else None
 
 
 def _first_wrong(got: torch.Tensor, want: torch.Tensor, atol: float = 1e-5):
     """The index of the first entry of `got` not close to `want` (NaN is never close), or None."""
-    wrong = _first(~torch.isclose(got.detach().float(), want.float(), atol=atol, rtol=1e-4))
-    return None if wrong is None else tuple(wrong)
+    return _first(~torch.isclose(got.detach().float(), want.float(), atol=atol, rtol=1e-4))
 
 
 def _where_from(value: float, x: torch.Tensor) -> str:
@@ -82,13 +81,13 @@ def _weights(fn: Callable, shape: tuple[int, ...], n_keys: int | None, seed: int
             "look': hide the scores where it is False")
     if masked and (leak := _first((got != 0) & ~m)):
         raise AssertionError(
-            f"query {leak[-2]} puts weight {got[tuple(leak)]:.3f} on key {leak[-1]}, which the "
+            f"query {leak[-2]} puts weight {got[leak]:.3f} on key {leak[-1]}, which the "
             "mask hides (False means 'may not look'): set hidden scores to -inf before the "
             "softmax, and they get weight exactly 0")
     sums = got.sum(dim=-1)
     if off := _first(~torch.isclose(sums, torch.ones_like(sums), atol=1e-4)):
         raise AssertionError(
-            f"the weights of query {off[-1]} sum to {sums[tuple(off)]:.4f}, not 1: take the "
+            f"the weights of query {off[-1]} sum to {sums[off]:.4f}, not 1: take the "
             "softmax over the keys (dim=-1), and mask the scores before it, not the weights after")
     if (where := _first_wrong(got, want)) is None:
         return
