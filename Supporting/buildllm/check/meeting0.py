@@ -26,9 +26,6 @@ from ._support import cases, fail_if, randn, seeded
 __all__ = ["gradient", "mlp", "standardize", "train"]
 
 
-# -- Exercise 0.1: standardize the columns of a matrix -------------------------------------
-
-
 def _standardizes(fn: Callable, x: torch.Tensor) -> None:
     out = expect_tensor(fn(x.clone()), "standardize(x)")
     population = (x - x.mean(dim=0)) / x.std(dim=0, correction=0)
@@ -55,9 +52,6 @@ def standardize(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         "a 6×3 matrix with columns on very different scales": varied + torch.tensor([5, -50, 0.0]),
         "a wide 3×7 matrix: standardize columns, not rows": torch.randn(3, 7, generator=g) * 4 + 2,
     }), ("the input tensor is left unchanged", lambda: _leaves_input_alone(fn))])
-
-
-# -- Exercise 0.2: a gradient with autograd ------------------------------------------------
 
 
 def _sum_of_squares(t: torch.Tensor) -> torch.Tensor:
@@ -98,9 +92,6 @@ def gradient(fn: Callable[[Callable, torch.Tensor], torch.Tensor]) -> None:
         "f(x) = logsumexp(x), gradient softmax(x)": (lambda t: t.logsumexp(0), logits,
                                                      logits.softmax(0)),
     }), ("two calls on the same x agree and leave x as it was", lambda: _no_side_effects(fn))])
-
-
-# -- Exercise 0.3: an MLP with given layer sizes -------------------------------------------
 
 
 def _build(fn: Callable, sizes: list[int]) -> nn.Module:
@@ -154,9 +145,6 @@ def mlp(fn: Callable[[list[int]], nn.Module]) -> None:
         "sizes [3, 5]: a single Linear layer, 20 parameters": ([3, 5], 2),
     }), ("sizes [2, 16, 1]: a nonlinearity between the layers", lambda: _nonlinear(fn)),
         ("sizes [3, 8, 2]: no activation after the last layer", lambda: _raw_last_layer(fn))])
-
-
-# -- Exercise 0.4: a training loop ---------------------------------------------------------
 
 
 class _Problem:

@@ -70,9 +70,6 @@ def _given(value):
     return value() if callable(value) else value
 
 
-# -- Exercises 2.1 and 2.2: pair counts and merges ------------------------------------------
-
-
 def _counts(fn: Callable, ids: list[int] | Callable[[], list[int]]) -> None:
     """Compare pair counts, naming the first pair (in order of appearance) that is off."""
     ids = _given(ids)
@@ -127,9 +124,6 @@ def merge(fn: Callable[[list[int], tuple[int, int], int], list[int]]) -> None:
         "(32, 116), b' t', in The Verdict's bytes": (lambda: list(_verdict().encode()),
                                                      (32, 116), 256),
     }))
-
-
-# -- Exercises 2.3 and 2.6: training --------------------------------------------------------
 
 
 def _why_not(got: tuple, want: tuple, text: str, k: int) -> str:
@@ -224,9 +218,6 @@ def fast_train(fn: Callable[[str, int], tuple[Vocab, Merges]], speedup: float = 
     verify("Exercise 2.6", [*cases(_trains, fn, tiny), *cases(_trains, fn, {
         "The Verdict, 500 merges": (_verdict, 756, timings),
     }), (f"at least {speedup:g}x faster than train_bpe_naive", fast_enough)])
-
-
-# -- Exercises 2.4 and 2.5: decoding and encoding -------------------------------------------
 
 
 def _decodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str, drop_last=0) -> None:

@@ -56,9 +56,6 @@ def _where_from(value: float, x: torch.Tensor) -> str:
     return f"x{_at(hits[0])}" if len(hits) == 1 else f"{value:g}, not an entry of x"
 
 
-# -- Exercise 3.1: attention weights --------------------------------------------------------
-
-
 def _softmax_weights(q, k, mask=None, divide_by=None, dim=-1) -> torch.Tensor:
     """softmax(q kᵀ / divide_by) over `dim`, hidden scores at -inf; the reference and mistakes."""
     scores = q @ k.transpose(-2, -1) / (math.sqrt(q.shape[-1]) if divide_by is None else divide_by)
@@ -116,9 +113,6 @@ def weights(fn: Callable[..., torch.Tensor]) -> None:
     }))
 
 
-# -- Exercise 3.2: the causal mask ----------------------------------------------------------
-
-
 def _mask(fn: Callable, *sizes: int) -> None:
     got, n_queries, n_keys = expect_tensor(fn(*sizes), "the mask"), sizes[0], sizes[-1]
     if got.dtype != torch.bool:
@@ -161,9 +155,6 @@ def mask(fn: Callable[..., torch.Tensor]) -> None:
         "1 new query, 5 keys: it sees them all": (1, 5), "3 new queries, 7 keys": (3, 7),
         "2 new queries, 2 + 62 keys": (2, 64),
     }))
-
-
-# -- Exercises 3.3 and 3.4: split and merge heads -------------------------------------------
 
 
 def _split_reference(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -239,9 +230,6 @@ def merge(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         "a single token, (1, 4, 1, 2)": randn(2, 1, 4, 1, 2),
         "one head, (2, 1, 3, 4)": _numbered(2, 1, 3, 4),
     }), ("merge_heads(split_heads(x)) is x, for x of shape (2, 5, 12)", lambda: _round_trip(fn))])
-
-
-# -- Exercise 3.5: multi-head attention -----------------------------------------------------
 
 
 class _NoFusedAttention(TorchFunctionMode):
