@@ -24,7 +24,10 @@ def randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
 
 
 def fail_if(wrong: object, message: str) -> None:
-    """Fail the case with `message` when `wrong`: one line per named mistake in a check."""
+    """Fail the case with `message` when `wrong`: one line per named mistake in a check.
+
+    The message is built whether or not the case fails, so it must be cheap and safe to build.
+    """
     if wrong:
         raise AssertionError(message)
 
