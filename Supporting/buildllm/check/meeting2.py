@@ -1,14 +1,10 @@
 """Checks for the Meeting 2 exercises: byte-level BPE, from pair counts to parity with tiktoken.
 
-Each check runs the learner's function on a few cases and compares it with the reference in
-`buildllm.tokenizers` (pair_counts, merge, train_bpe, BPETokenizer), or with tiktoken itself
-where the case uses GPT-2's vocabulary:
+Each compares the learner's function with `buildllm.tokenizers` (pair_counts, merge, train_bpe,
+BPETokenizer), or with tiktoken where a case uses GPT-2's vocabulary, on a table of cases:
 
-    >>> from buildllm import check
     >>> check.meeting2.pair_counts(get_pair_counts)
     ✓ Exercise 2.1: all 6 cases pass.
-
-No check draws random numbers, so none changes what the rest of a notebook draws.
 """
 
 from __future__ import annotations
@@ -17,11 +13,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from functools import cache
-from itertools import pairwise
 
 from ..data import fetch, gpt2_encoding
 from ..tokenizers import BPETokenizer, bpe, count_words, gpt2_tokenizer, train_bpe, train_bpe_naive
 from . import expect_equal, verify
+from ._support import cases, fail_if
 
 __all__ = ["decode", "encode", "fast_train", "merge", "pair_counts", "train"]
 
@@ -42,9 +38,7 @@ def _verdict() -> str:
     return fetch("the-verdict.txt").read_text(encoding="utf-8")
 
 
-@cache
-def _gpt2() -> BPETokenizer:
-    return gpt2_tokenizer()
+_gpt2 = cache(gpt2_tokenizer)  # GPT-2's tokenizer, loaded on first use and kept
 
 
 @cache
@@ -53,12 +47,16 @@ def _small() -> BPETokenizer:
     return BPETokenizer(*train_bpe(_verdict()[:5_000], 306))
 
 
-@cache
 def _reversed_ids() -> BPETokenizer:
     """`_small()` with its ids numbered backwards: id i is no longer byte i, nor merge i - 256."""
-    small = _small()
-    last = small.vocab_size - 1
+    small, last = _small(), _small().vocab_size - 1
     return BPETokenizer({last - i: t for i, t in small.vocab.items()}, small.merges)
+
+
+def _earliest_first() -> BPETokenizer:
+    """Merges (b, a) then (a, b): in 'abab' the later one occurs more often, the earlier wins."""
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"ba", 257: b"ab"}
+    return BPETokenizer(vocab, [(b"b", b"a"), (b"a", b"b")])
 
 
 def _first_difference(got: list, want: list) -> int:
@@ -67,217 +65,140 @@ def _first_difference(got: list, want: list) -> int:
     return next((k for k in range(n) if got[k] != want[k]), n)
 
 
-def _expect_same_list(got, want: list[int], what: str) -> None:
-    """Compare two lists of ids; for long ones name the first difference, not every id."""
-    if got == want:
-        return
-    if not isinstance(got, list):
-        raise AssertionError(f"{what} should be a list, got {type(got).__name__}")
-    if len(want) <= 12:
-        raise AssertionError(f"{what} is {got}, expected {want}")
-    k = _first_difference(got, want)
-    raise AssertionError(
-        f"{what} has {len(got)} ids, expected {len(want)}; the first difference is at "
-        f"position {k}: {got[k : k + 5]} where {want[k : k + 5]} was expected"
-    )
+def _given(value):
+    """A case's argument: the value itself, or, for what is costly to build, a function."""
+    return value() if callable(value) else value
 
 
-# -- Exercise 2.1 ---------------------------------------------------------------------------
-
-
-def _expect_same_counts(got, want: dict[tuple[int, int], int]) -> None:
+def _counts(fn: Callable, ids: list[int] | Callable[[], list[int]]) -> None:
     """Compare pair counts, naming the first pair (in order of appearance) that is off."""
-    if not isinstance(got, dict):
-        raise AssertionError(f"should return a dict (pair -> count), got {type(got).__name__}")
+    ids = _given(ids)
+    got, want = fn(list(ids)), bpe.pair_counts(ids)
+    fail_if(not isinstance(got, dict),
+            f"should return a dict (pair -> count), got {type(got).__name__}")
     for pair, n in want.items():
-        if got.get(pair, 0) != n:
-            raise AssertionError(f"the count of {pair} is {got.get(pair, 0)}, expected {n}")
-    extra = [pair for pair, n in got.items() if n and pair not in want]
-    if extra:
-        raise AssertionError(
-            f"{extra[0]!r} has count {got[extra[0]]}, but it is not a pair of neighbours; "
-            "the pairs are (ids[i], ids[i + 1]) for every i"
-        )
+        fail_if(got.get(pair, 0) != n, f"the count of {pair} is {got.get(pair, 0)}, expected {n}")
+    for pair, n in got.items():
+        fail_if(n and pair not in want, f"{pair!r} has count {n}, but it is not a pair of "
+                "neighbours; the pairs are (ids[i], ids[i + 1]) for every i")
 
 
 def pair_counts(fn: Callable[[list[int]], dict[tuple[int, int], int]]) -> None:
-    """Exercise 2.1: fn(ids) must count adjacent pairs like buildllm.tokenizers.pair_counts.
-
-    Cases: no ids and one id (no pairs at all), a short list, a run of three equal ids (two
-    overlapping pairs), and the UTF-8 bytes of a sentence and of The Verdict.
-    """
-
-    def case(ids: list[int]) -> Callable[[], None]:
-        return lambda: _expect_same_counts(fn(list(ids)), bpe.pair_counts(ids))
-
-    def verdict() -> None:
-        case(list(_verdict().encode()))()
-
-    verify(
-        "Exercise 2.1",
-        [
-            ("an empty list", case([])),
-            ("a single id", case([7])),
-            ("[1, 2, 3, 1, 2]", case([1, 2, 3, 1, 2])),
-            ("[5, 5, 5] holds (5, 5) twice, overlapping", case([5, 5, 5])),
-            ("the bytes of 'the cat sat on the mat'", case(list(b"the cat sat on the mat"))),
-            ("the bytes of The Verdict", verdict),
-        ],
-    )
+    """Exercise 2.1: fn(ids) must count adjacent pairs like buildllm.tokenizers.pair_counts."""
+    verify("Exercise 2.1", cases(_counts, fn, {
+        "an empty list": [], "a single id": [7], "[1, 2, 3, 1, 2]": [1, 2, 3, 1, 2],
+        "[5, 5, 5] holds (5, 5) twice, overlapping": [5, 5, 5],
+        "the bytes of 'the cat sat on the mat'": list(b"the cat sat on the mat"),
+        "the bytes of The Verdict": lambda: list(_verdict().encode()),
+    }))
 
 
-# -- Exercise 2.2 ---------------------------------------------------------------------------
+def _merge(fn: Callable, ids: list[int] | Callable, pair: tuple[int, int], new_id: int) -> None:
+    ids = _given(ids)
+    given, what = list(ids), f"merge_pair(ids, {pair})"
+    got, want = fn(given, pair, new_id), bpe.merge(ids, pair, new_id)
+    fail_if(given != ids, "your function changed the list it was given; build and return a new one")
+    if got == want:
+        return
+    fail_if(not isinstance(got, list), f"{what} should be a list, got {type(got).__name__}")
+    fail_if(len(want) <= 12, f"{what} is {got}, expected {want}")
+    k = _first_difference(got, want)  # a long list: name the first difference, not every id
+    raise AssertionError(f"{what} has {len(got)} ids, expected {len(want)}; the first difference "
+                         f"is at position {k}: {got[k : k + 5]} where {want[k : k + 5]} was "
+                         "expected")
 
 
 def merge(fn: Callable[[list[int], tuple[int, int], int], list[int]]) -> None:
     """Exercise 2.2: fn(ids, pair, new_id) must equal buildllm.tokenizers.merge, input untouched.
 
-    Cases: the docstring example, runs of equal ids (left to right, no overlaps), a pair at
-    the very end, the reversed pair (which must stay), no occurrence at all, ids of several
-    digits (which defeats replacing in a string), and a merge across The Verdict's bytes.
+    Ids of several digits defeat replacing in a string.
     """
-
-    def case(ids: list[int], pair: tuple[int, int], new_id: int) -> Callable[[], None]:
-        def test() -> None:
-            given = list(ids)
-            got = fn(given, pair, new_id)
-            if given != ids:
-                raise AssertionError(
-                    "your function changed the list it was given; build and return a new one"
-                )
-            _expect_same_list(got, bpe.merge(ids, pair, new_id), f"merge_pair(ids, {pair})")
-
-        return test
-
-    def verdict() -> None:
-        case(list(_verdict().encode()), (32, 116), 256)()
-
-    verify(
-        "Exercise 2.2",
-        [
-            ("[1, 2, 3, 1, 2], pair (1, 2) -> 4", case([1, 2, 3, 1, 2], (1, 2), 4)),
-            ("[5, 5, 5], pair (5, 5): left to right, no overlap", case([5, 5, 5], (5, 5), 6)),
-            ("[5, 5, 5, 5], pair (5, 5)", case([5, 5, 5, 5], (5, 5), 6)),
-            ("the pair at the very end", case([3, 4, 1, 2], (1, 2), 9)),
-            ("[2, 1, 3, 1, 2]: (2, 1) is not (1, 2)", case([2, 1, 3, 1, 2], (1, 2), 9)),
-            ("no occurrence", case([4, 4], (1, 2), 9)),
-            ("ids of several digits", case([11, 2, 1, 21, 1, 2], (1, 2), 99)),
-            ("(32, 116), b' t', in The Verdict's bytes", verdict),
-        ],
-    )
+    verify("Exercise 2.2", cases(_merge, fn, {  # label: (ids, pair, new_id)
+        "[1, 2, 3, 1, 2], pair (1, 2) -> 4": ([1, 2, 3, 1, 2], (1, 2), 4),
+        "[5, 5, 5], pair (5, 5): left to right, no overlap": ([5, 5, 5], (5, 5), 6),
+        "[5, 5, 5, 5], pair (5, 5)": ([5, 5, 5, 5], (5, 5), 6),
+        "the pair at the very end": ([3, 4, 1, 2], (1, 2), 9),
+        "[2, 1, 3, 1, 2]: (2, 1) is not (1, 2)": ([2, 1, 3, 1, 2], (1, 2), 9),
+        "no occurrence": ([4, 4], (1, 2), 9),
+        "ids of several digits": ([11, 2, 1, 21, 1, 2], (1, 2), 99),
+        "(32, 116), b' t', in The Verdict's bytes": (lambda: list(_verdict().encode()),
+                                                     (32, 116), 256),
+    }))
 
 
-# -- Exercises 2.3 and 2.6 ------------------------------------------------------------------
-
-
-def _counts_before(text: str, merges: Merges) -> Counter[tuple[bytes, bytes]]:
-    """Pair counts in `text` (by bytes) once `merges` have been applied inside each pre-token."""
-    counts: Counter[tuple[bytes, bytes]] = Counter()
-    for word, freq in count_words(text).items():
-        tokens = [bytes([b]) for b in word.encode()]
-        for a, b in merges:
-            i = 0
-            while i < len(tokens) - 1:
-                if tokens[i] == a and tokens[i + 1] == b:
-                    tokens[i : i + 2] = [a + b]
-                i += 1
-        for pair in pairwise(tokens):
-            counts[pair] += freq
-    return counts
-
-
-def _why_not(got: tuple, want: tuple, counts: Counter[tuple[bytes, bytes]]) -> str:
-    """Why merge `got` is not `want`, given the pair counts at that point."""
+def _why_not(got: tuple, want: tuple, text: str, k: int) -> str:
+    """Why merge k is not `want` but `got`, from the pair counts after train_bpe's first k."""
+    tok, by_ids = BPETokenizer(*train_bpe(text, 256 + k)), {}
+    for word, freq in count_words(text).items():  # pairs are counted within pre-tokens
+        bpe.pair_counts(tok.encode_ordinary(word), by_ids, freq)
+    counts = Counter({(tok.vocab[a], tok.vocab[b]): n for (a, b), n in by_ids.items()})
     if counts[got] == counts[want]:
-        return (
-            f"both pairs have count {counts[want]} then, and of equally frequent pairs the "
-            "one with the greatest (left bytes, right bytes) wins"
-        )
+        return (f"both pairs have count {counts[want]} then, and of equally frequent pairs the "
+                "one with the greatest (left bytes, right bytes) wins")
     if counts[got] == 0:
-        return (
-            f"{got} does not occur at that point. Pairs are counted inside each pre-token "
-            "(GPT2_SPLIT_PATTERN), starting from UTF-8 bytes, and a merge removes the pairs "
-            "it breaks up"
-        )
+        return (f"{got} does not occur at that point. Pairs are counted inside each pre-token "
+                "(GPT2_SPLIT_PATTERN), starting from UTF-8 bytes, and a merge removes the pairs "
+                "it breaks up")
     return f"{got} has count {counts[got]} at that point, {want} has {counts[want]}"
 
 
-def _expect_same_training(result, text: str, vocab_size: int) -> None:
+def _trains(fn: Callable, text: str | Callable[[], str], vocab_size: int, timings=None) -> None:
     """Compare (vocab, merges) with train_bpe; explain the first merge that differs."""
+    text, start = _given(text), time.perf_counter()
+    result = fn(text, vocab_size)
+    if timings is not None:
+        timings.append(time.perf_counter() - start)
     want_vocab, want_merges = train_bpe(text, vocab_size)
-    if not (isinstance(result, tuple | list) and len(result) == 2 and isinstance(result[0], dict)):
-        raise AssertionError("should return a pair (vocab, merges): a dict and a list")
+    fail_if(not (isinstance(result, tuple | list) and len(result) == 2
+                 and isinstance(result[0], dict)),
+            "should return a pair (vocab, merges): a dict and a list")
     vocab, merges = result
-    if not isinstance(merges, list | tuple):
-        raise AssertionError(f"merges should be a list, got {type(merges).__name__}")
+    kind = type(merges).__name__
+    fail_if(not isinstance(merges, list | tuple), f"merges should be a list, got {kind}")
     for k, m in enumerate(merges):
-        if not (isinstance(m, tuple | list) and len(m) == 2 and all(type(p) is bytes for p in m)):
-            raise AssertionError(
-                f"merge {k} is {m!r}; each merge is a pair of bytes, like (b' ', b't'): "
-                "vocab[a] and vocab[b] turn a pair of ids into one"
-            )
+        fail_if(not (isinstance(m, tuple | list) and len(m) == 2
+                     and all(type(p) is bytes for p in m)),
+                f"merge {k} is {m!r}; each merge is a pair of bytes, like (b' ', b't'): vocab[a] "
+                "and vocab[b] turn a pair of ids into one")
     merges = [tuple(m) for m in merges]
-    k = _first_difference(merges, want_merges)
-    if k < min(len(merges), len(want_merges)):
-        got, want = merges[k], want_merges[k]
-        why = _why_not(got, want, _counts_before(text, want_merges[:k]))
-        raise AssertionError(f"merge {k} is {got}, expected {want}: {why}")
-    if len(merges) != len(want_merges):
-        raise AssertionError(
-            f"you learned {len(merges)} merges, expected {len(want_merges)}: vocab_size counts "
-            "the 256 single bytes too"
-        )
+    if (k := _first_difference(merges, want_merges)) < min(len(merges), len(want_merges)):
+        why = _why_not(merges[k], want_merges[k], text, k)
+        raise AssertionError(f"merge {k} is {merges[k]}, expected {want_merges[k]}: {why}")
+    fail_if(len(merges) != len(want_merges), f"you learned {len(merges)} merges, expected "
+            f"{len(want_merges)}: vocab_size counts the 256 single bytes too")
     for i, token in want_vocab.items():
-        if vocab.get(i) != token:
-            raise AssertionError(f"vocab[{i}] is {vocab.get(i)!r}, expected {token!r}")
-    if len(vocab) != len(want_vocab):
-        raise AssertionError(f"vocab has {len(vocab)} entries, expected {len(want_vocab)}")
+        fail_if(vocab.get(i) != token, f"vocab[{i}] is {vocab.get(i)!r}, expected {token!r}")
+    fail_if(len(vocab) != len(want_vocab),
+            f"vocab has {len(vocab)} entries, expected {len(want_vocab)}")
 
 
-_TRAINING_CASES = [
-    ("'low lower lowest', 2 merges", "low lower lowest", 258),
-    ("'aaabdaaabac', 3 merges", "aaabdaaabac", 259),
-    ("'az abc': every pair occurs once, so ties decide", "az abc", 260),
-    ("'naïve café, 日本語 日本': bytes, not characters", "naïve café, 日本語 日本", 264),
-    ("vocab_size 256: no merges at all", "hello world", 256),
-]
-
-
-def _training_case(fn: Callable, text: str, vocab_size: int) -> Callable[[], None]:
-    return lambda: _expect_same_training(fn(text, vocab_size), text, vocab_size)
+_TRAINING = {  # label: (text, vocab_size)
+    "'low lower lowest', 2 merges": ("low lower lowest", 258),
+    "'aaabdaaabac', 3 merges": ("aaabdaaabac", 259),
+    "'az abc': every pair occurs once, so ties decide": ("az abc", 260),
+    "'naïve café, 日本語 日本': bytes, not characters": ("naïve café, 日本語 日本", 264),
+    "vocab_size 256: no merges at all": ("hello world", 256),
+    "The Verdict's first 5,000 characters, 50 merges": (lambda: _verdict()[:5_000], 306),
+}
 
 
 def train(fn: Callable[[str, int], tuple[Vocab, Merges]]) -> None:
     """Exercise 2.3: fn(text, vocab_size) must return the (vocab, merges) of train_bpe.
 
-    Cases: two tiny texts to check by hand, a text where every pair ties, non-ASCII text (BPE
-    starts from bytes), no merges at all, and 50 merges on the start of The Verdict. At the
-    first wrong merge it says why: a tie broken the wrong way, a pair that crosses pre-tokens,
-    or a pair that is not the most frequent.
+    At the first wrong merge the message says why: a tie broken the wrong way, a pair that
+    crosses pre-tokens, or a pair that is not the most frequent.
     """
-
-    def verdict() -> None:
-        _training_case(fn, _verdict()[:5_000], 306)()
-
-    cases = [(label, _training_case(fn, text, n)) for label, text, n in _TRAINING_CASES]
-    verify("Exercise 2.3", [*cases, ("The Verdict's first 5,000 characters, 50 merges", verdict)])
+    verify("Exercise 2.3", cases(_trains, fn, _TRAINING))
 
 
 def fast_train(fn: Callable[[str, int], tuple[Vocab, Merges]], speedup: float = 3.0) -> None:
     """Exercise 2.6: like Exercise 2.3, and at least `speedup` times faster than the plain way.
 
-    Cases: the tiny texts of Exercise 2.3, then 500 merges on The Verdict, which must equal
-    train_bpe's and take at most 1/speedup of the time train_bpe_naive takes here and now.
-    A ratio of two timings on the same machine does not depend on how fast the machine is.
-    A time just over the limit is measured up to twice more before the check gives up.
+    500 merges on The Verdict must equal train_bpe's and take at most 1/speedup of the time
+    train_bpe_naive takes here and now: a ratio of two timings on one machine does not depend
+    on the machine. A time just over the limit is measured up to twice more.
     """
     timings: list[float] = []
-
-    def verdict() -> None:
-        start = time.perf_counter()
-        result = fn(_verdict(), 756)
-        timings.append(time.perf_counter() - start)
-        _expect_same_training(result, _verdict(), 756)
 
     def fast_enough() -> None:
         start = time.perf_counter()
@@ -288,142 +209,83 @@ def fast_train(fn: Callable[[str, int], tuple[Vocab, Merges]], speedup: float = 
             start = time.perf_counter()
             fn(_verdict(), 756)
             timings.append(time.perf_counter() - start)
-        if min(timings) * speedup > naive:
-            raise AssertionError(
-                f"your trainer took {min(timings):.2f} s, train_bpe_naive {naive:.2f} s; a fast "
-                f"one takes at most {naive / speedup:.2f} s. Recount pairs only in the words "
-                "that contain the merged pair, and do not recount the rest"
-            )
+        fail_if(min(timings) * speedup > naive, f"your trainer took {min(timings):.2f} s, "
+                f"train_bpe_naive {naive:.2f} s; a fast one takes at most {naive / speedup:.2f} "
+                "s. Recount pairs only in the words that contain the merged pair, and do not "
+                "recount the rest")
 
-    cases = [(label, _training_case(fn, text, n)) for label, text, n in _TRAINING_CASES[:3]]
-    verify(
-        "Exercise 2.6",
-        [
-            *cases,
-            ("The Verdict, 500 merges", verdict),
-            (f"at least {speedup:g}x faster than train_bpe_naive", fast_enough),
-        ],
-    )
+    tiny = dict(list(_TRAINING.items())[:3])
+    verify("Exercise 2.6", [*cases(_trains, fn, tiny), *cases(_trains, fn, {
+        "The Verdict, 500 merges": (_verdict, 756, timings),
+    }), (f"at least {speedup:g}x faster than train_bpe_naive", fast_enough)])
 
 
-# -- Exercise 2.4 ---------------------------------------------------------------------------
+def _decodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str, drop_last=0) -> None:
+    tok = tokenizer()
+    ids = tok.encode(text)
+    ids = ids[: len(ids) - drop_last]
+    want = tok.decode(ids)
+    try:
+        got = fn(list(ids), dict(tok.vocab))
+    except UnicodeDecodeError as err:
+        raise AssertionError(
+            f"decoding {ids} raised UnicodeDecodeError ({err.reason}): decode with "
+            "errors='replace', so bytes that are not valid UTF-8 become '\\ufffd'") from None
+    fail_if(isinstance(got, str) and got != want and "\ufffd" in got and "\ufffd" not in want,
+            f"decoding {ids} gave {got!r}, expected {want!r}: join all the bytes first and "
+            "decode once, since one character's bytes can span tokens")
+    expect_equal(got, want, f"decoding {ids}")
 
 
 def decode(fn: Callable[[list[int], Vocab], str]) -> None:
     """Exercise 2.4: fn(ids, vocab) must equal BPETokenizer.decode, broken UTF-8 included.
 
-    Cases: no ids, a sentence in a small trained vocabulary, GPT-2 ids whose first 256 are not
-    the byte values, characters whose bytes are spread over several tokens, and an emoji cut
-    short (its bytes are not valid UTF-8, and must become U+FFFD, not an error).
+    An emoji cut short is not valid UTF-8, and must become U+FFFD, not an error.
     """
-
-    def case(tokenizer: Callable[[], BPETokenizer], text: str, drop_last: int = 0):
-        def test() -> None:
-            tok = tokenizer()
-            ids = tok.encode(text)
-            ids = ids[: len(ids) - drop_last]
-            want = tok.decode(ids)
-            try:
-                got = fn(list(ids), dict(tok.vocab))
-            except UnicodeDecodeError as err:
-                raise AssertionError(
-                    f"decoding {ids} raised UnicodeDecodeError ({err.reason}): decode with "
-                    "errors='replace', so bytes that are not valid UTF-8 become '\\ufffd'"
-                ) from None
-            if isinstance(got, str) and got != want and "\ufffd" in got and "\ufffd" not in want:
-                raise AssertionError(
-                    f"decoding {ids} gave {got!r}, expected {want!r}: join all the bytes "
-                    "first and decode once, since one character's bytes can span tokens"
-                )
-            expect_equal(got, want, f"decoding {ids}")
-
-        return test
-
-    verify(
-        "Exercise 2.4",
-        [
-            ("no ids", case(_small, "")),
-            ("a sentence, in a small trained vocabulary", case(_small, "I had always thought")),
-            ("GPT-2: ids 0-255 are not the byte values", case(_gpt2, "Hello, world")),
-            ("GPT-2: accents, CJK and emoji", case(_gpt2, "naïve café, 日本語 👋🏽")),
-            ("GPT-2: an emoji cut short", case(_gpt2, "hi 👋", drop_last=1)),
-        ],
-    )
+    verify("Exercise 2.4", cases(_decodes, fn, {  # label: (tokenizer, text, ids cut off)
+        "no ids": (_small, ""),
+        "a sentence, in a small trained vocabulary": (_small, "I had always thought"),
+        "GPT-2: ids 0-255 are not the byte values": (_gpt2, "Hello, world"),
+        "GPT-2: accents, CJK and emoji": (_gpt2, "naïve café, 日本語 👋🏽"),
+        "GPT-2: an emoji cut short": (_gpt2, "hi 👋", 1),
+    }))
 
 
-# -- Exercise 2.5 ---------------------------------------------------------------------------
-
-
-def _expect_same_ids(got, want: list[int], vocab: Vocab, who: str) -> None:
+def _encodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str | Callable[[], str],
+             tiktoken: bool = False) -> None:
     """Compare ids; at the first difference show both sides as tokens and say what it means."""
+    tok, text = tokenizer(), _given(text)
+    got = fn(text, dict(tok.vocab), list(tok.merges))
+    want = gpt2_encoding().encode_ordinary(text) if tiktoken else tok.encode_ordinary(text)
     if got == want:
         return
-    if not isinstance(got, list):
-        raise AssertionError(f"should return a list of ids, got {type(got).__name__}")
-    k = _first_difference(got, want)
+    fail_if(not isinstance(got, list), f"should return a list of ids, got {type(got).__name__}")
+    vocab, k = tok.vocab, _first_difference(got, want)
     yours, theirs = got[k : k + 4], want[k : k + 4]
-    spelled = b"".join(vocab.get(i, b"\x00?") for i in got)
-    if spelled != b"".join(vocab[i] for i in want):
-        why = (
-            "your ids, looked up in vocab, do not spell the text: find each id by looking "
-            "its bytes up in vocab; never compute it from a byte's value or a merge's position"
-        )
+    if b"".join(vocab.get(i, b"\x00?") for i in got) != b"".join(vocab[i] for i in want):
+        why = ("your ids, looked up in vocab, do not spell the text: find each id by looking its "
+               "bytes up in vocab; never compute it from a byte's value or a merge's position")
     else:
-        why = (
-            "your ids spell the text but cut it differently: split it with GPT2_SPLIT_PATTERN, "
-            "then within each piece apply the merge learned earliest first"
-        )
+        why = ("your ids spell the text but cut it differently: split it with GPT2_SPLIT_PATTERN, "
+               "then within each piece apply the merge learned earliest first")
     raise AssertionError(
-        f"the ids differ from position {k}: you have {yours} "
-        f"{[vocab.get(i) for i in yours]}, {who} has {theirs} {[vocab[i] for i in theirs]}; "
-        f"{why}"
-    )
+        f"the ids differ from position {k}: you have {yours} {[vocab.get(i) for i in yours]}, "
+        f"{'tiktoken' if tiktoken else 'the reference'} has {theirs} "
+        f"{[vocab[i] for i in theirs]}; {why}")
 
 
 def encode(fn: Callable[[str, Vocab, Merges], list[int]]) -> None:
     """Exercise 2.5: fn(text, vocab, merges) must give BPETokenizer's ids, then tiktoken's.
 
-    Cases: a sentence in a small trained vocabulary; two merges where the earlier-learned one
-    must win although the later occurs more often; the small vocabulary with its ids numbered
-    backwards (so ids are found in vocab, not computed); then GPT-2's vocabulary against
-    tiktoken on "Hello, world", on a stress text, and on the first 3,000 characters of The
-    Verdict.
+    The earlier-learned merge must win although the later occurs more often, and ids must be
+    found in vocab, not computed (the vocabulary numbered backwards tells).
     """
-
-    def case(tokenizer: Callable[[], BPETokenizer], text: str):
-        def test() -> None:
-            tok = tokenizer()
-            got = fn(text, dict(tok.vocab), list(tok.merges))
-            _expect_same_ids(got, tok.encode_ordinary(text), tok.vocab, "the reference")
-
-        return test
-
-    def versus_tiktoken(text: Callable[[], str] | str):
-        def test() -> None:
-            tok, sample = _gpt2(), text if isinstance(text, str) else text()
-            got = fn(sample, dict(tok.vocab), list(tok.merges))
-            _expect_same_ids(got, gpt2_encoding().encode_ordinary(sample), tok.vocab, "tiktoken")
-
-        return test
-
-    def verdict() -> str:
-        return _verdict()[:3_000]
-
-    def earliest_first() -> BPETokenizer:
-        vocab = {i: bytes([i]) for i in range(256)} | {256: b"ba", 257: b"ab"}
-        return BPETokenizer(vocab, [(b"b", b"a"), (b"a", b"b")])
-
-    verify(
-        "Exercise 2.5",
-        [
-            ("a sentence, in a small trained vocabulary", case(_small, "I had always thought")),
-            ("'abab' with merges (b, a) then (a, b)", case(earliest_first, "abab")),
-            (
-                "the small vocabulary, ids numbered backwards",
-                case(_reversed_ids, "I had always thought"),
-            ),
-            ("GPT-2 and tiktoken: 'Hello, world'", versus_tiktoken("Hello, world")),
-            ("GPT-2 and tiktoken: a stress text", versus_tiktoken(_STRESS)),
-            ("GPT-2 and tiktoken: 3,000 characters of The Verdict", versus_tiktoken(verdict)),
-        ],
-    )
+    verify("Exercise 2.5", cases(_encodes, fn, {  # label: (tokenizer, text, against tiktoken)
+        "a sentence, in a small trained vocabulary": (_small, "I had always thought"),
+        "'abab' with merges (b, a) then (a, b)": (_earliest_first, "abab"),
+        "the small vocabulary, ids numbered backwards": (_reversed_ids, "I had always thought"),
+        "GPT-2 and tiktoken: 'Hello, world'": (_gpt2, "Hello, world", True),
+        "GPT-2 and tiktoken: a stress text": (_gpt2, _STRESS, True),
+        "GPT-2 and tiktoken: 3,000 characters of The Verdict": (_gpt2, lambda: _verdict()[:3_000],
+                                                                True),
+    }))

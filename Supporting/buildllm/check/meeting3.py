@@ -1,16 +1,11 @@
 """Checks for the Meeting 3 exercises: attention weights, causal mask, heads, multi-head attention.
 
-Each check runs the learner's function on a few cases and compares it with the reference in
-`buildllm.attention` (causal_mask, and MultiHeadAttention with its split_heads and merge_heads):
+Each compares the learner's function with `buildllm.attention` (causal_mask, MultiHeadAttention)
+on a table of cases; a wrong answer is matched against the usual mistakes (scores not scaled, a
+mask off by one or transposed, heads split without a transpose...) to name the one it makes:
 
-    >>> from buildllm import check
     >>> check.meeting3.mask(causal_mask)
     ✓ Exercise 3.2: all 7 cases pass.
-
-A wrong answer is compared with the usual mistakes (scores not scaled, a mask off by one or
-transposed, heads split without a transpose...), and the message names the one it matches.
-Inputs come from the checks' own torch.Generator, so a check never changes what the rest of a
-notebook draws.
 """
 
 from __future__ import annotations
@@ -25,12 +20,9 @@ from torch.overrides import TorchFunctionMode
 
 from ..attention import MultiHeadAttention, causal_mask
 from . import expect_tensor, verify
+from ._support import cases, fail_if, matching, randn
 
 __all__ = ["mask", "merge", "multi_head", "split", "weights"]
-
-
-def _randn(*shape: int, seed: int, std: float = 1.0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * std
 
 
 def _numbered(*shape: int) -> torch.Tensor:
@@ -42,30 +34,26 @@ def _at(index) -> str:
     return "[" + ", ".join(str(int(i)) for i in index) + "]"
 
 
-def _expect_shape(got, shape: tuple[int, ...], what: str, meaning: str) -> torch.Tensor:
+def _expect_shape(got, shape: tuple[int, ...], what: str, meaning: str) -> None:
     expect_tensor(got, what)
-    if tuple(got.shape) != shape:
-        raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {shape} {meaning}")
-    return got
+    fail_if(tuple(got.shape) != shape,
+            f"{what} has shape {tuple(got.shape)}, expected {shape} {meaning}")
+
+
+def _first(where: torch.Tensor) -> tuple[int, ...] | None:
+    """The index of the first True entry of `where`, or None."""
+    return tuple(where.nonzero()[0].tolist()) if where.any() else None
 
 
 def _first_wrong(got: torch.Tensor, want: torch.Tensor, atol: float = 1e-5):
     """The index of the first entry of `got` not close to `want` (NaN is never close), or None."""
-    wrong = ~torch.isclose(got.detach().float(), want.float(), atol=atol, rtol=1e-4)
-    return tuple(wrong.nonzero()[0].tolist()) if wrong.any() else None
-
-
-def _matches(got: torch.Tensor, mistake: torch.Tensor) -> bool:
-    return got.shape == mistake.shape and _first_wrong(got, mistake) is None
+    return _first(~torch.isclose(got.detach().float(), want.float(), atol=atol, rtol=1e-4))
 
 
 def _where_from(value: float, x: torch.Tensor) -> str:
     """Name the entry of x that `value` is (x holds distinct numbers), if it is one."""
     hits = (x == value).nonzero()
     return f"x{_at(hits[0])}" if len(hits) == 1 else f"{value:g}, not an entry of x"
-
-
-# -- Exercise 3.1 ---------------------------------------------------------------------------
 
 
 def _softmax_weights(q, k, mask=None, divide_by=None, dim=-1) -> torch.Tensor:
@@ -76,154 +64,97 @@ def _softmax_weights(q, k, mask=None, divide_by=None, dim=-1) -> torch.Tensor:
     return scores.softmax(dim=dim)
 
 
-def _expect_weights(got, q: torch.Tensor, k: torch.Tensor, mask) -> None:
-    want = _softmax_weights(q, k, mask)
+def _weights(fn: Callable, shape: tuple[int, ...], n_keys: int | None, seed: int,
+             masked: bool = False) -> None:
+    q = randn(seed, *shape)  # with n_keys None, the keys are the queries
+    k = q if n_keys is None else randn(seed + 1, *shape[:-2], n_keys, shape[-1])
+    m = causal_mask(q.shape[-2], k.shape[-2]) if masked else None
+    got, want, d = fn(q, k, m) if masked else fn(q, k), _softmax_weights(q, k, m), q.shape[-1]
     _expect_shape(got, tuple(want.shape), "the weights", "(..., queries, keys)")
-    d = q.shape[-1]
-    if got.isnan().any():
-        *_, i, _ = where = got.isnan().nonzero()[0].tolist()
+    if nan := _first(got.isnan()):
         raise AssertionError(
-            f"the weights contain NaN at {_at(where)}: every key is hidden from query {i}, and "
-            "a softmax over scores that are all -inf is 0/0. True in the mask means 'may look': "
-            "hide the scores where it is False"
-        )
-    if mask is not None:
-        leaks = (got != 0) & ~mask
-        if leaks.any():
-            *_, i, j = where = leaks.nonzero()[0].tolist()
-            raise AssertionError(
-                f"query {i} puts weight {got[tuple(where)]:.3f} on key {j}, which the mask "
-                "hides (False means 'may not look'): set hidden scores to -inf before the "
-                "softmax, and they get weight exactly 0"
-            )
+            f"the weights contain NaN at {_at(nan)}: every key is hidden from query {nan[-2]}, "
+            "and a softmax over scores that are all -inf is 0/0. True in the mask means 'may "
+            "look': hide the scores where it is False")
+    if masked and (leak := _first((got != 0) & ~m)):
+        raise AssertionError(
+            f"query {leak[-2]} puts weight {got[leak]:.3f} on key {leak[-1]}, which the "
+            "mask hides (False means 'may not look'): set hidden scores to -inf before the "
+            "softmax, and they get weight exactly 0")
     sums = got.sum(dim=-1)
-    off = ~torch.isclose(sums, torch.ones_like(sums), atol=1e-4)
-    if off.any():
-        *_, i = where = off.nonzero()[0].tolist()
+    if off := _first(~torch.isclose(sums, torch.ones_like(sums), atol=1e-4)):
         raise AssertionError(
-            f"the weights of query {i} sum to {sums[tuple(where)]:.4f}, not 1: take the softmax "
-            "over the keys (dim=-1), and mask the scores before it, not the weights after"
-        )
-    where = _first_wrong(got, want)
-    if where is None:
+            f"the weights of query {off[-1]} sum to {sums[off]:.4f}, not 1: take the "
+            "softmax over the keys (dim=-1), and mask the scores before it, not the weights after")
+    if (where := _first_wrong(got, want)) is None:
         return
-    for divide_by, why in [
-        (1.0, f"did you forget to divide the scores by √d (here √{d})?"),
-        (d, f"divide the scores by √d (here √{d}), not by d"),
-    ]:
-        if _matches(got, _softmax_weights(q, k, mask, divide_by)):
-            raise AssertionError(f"the weights are softmax(q kᵀ / {divide_by:g}): {why}")
-    raise AssertionError(
-        f"weights{_at(where)} is {got[where]:.4f}, expected {want[where]:.4f}: the weights are "
-        "softmax(q kᵀ / √d) over the keys"
-    )
+    mistakes = (  # (what to say, the weights it gives), each built only if needed
+        (f"the weights are softmax(q kᵀ / {by:g}): {why}", _softmax_weights(q, k, m, by))
+        for by, why in [(1.0, f"did you forget to divide the scores by √d (here √{d})?"),
+                        (d, f"divide the scores by √d (here √{d}), not by d")])
+    fail_if(hint := matching(got, mistakes), hint)
+    raise AssertionError(f"weights{_at(where)} is {got[where]:.4f}, expected {want[where]:.4f}: "
+                         "the weights are softmax(q kᵀ / √d) over the keys")
 
 
 def weights(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 3.1: fn(queries, keys, mask=None) must be softmax(q kᵀ / √d), masked.
 
-    Cases: six embeddings as their own queries and keys (attention without trainable
-    weights), more keys than queries, a batch, a batch of heads with d = 16 (where not
-    scaling shows), then causal masks: plain, broadcast over a batch of heads, and a
-    rectangular one as with a KV cache.
+    With d = 16 a missing scale shows; the last mask is rectangular, as with a KV cache.
     """
-
-    def case(shape: tuple[int, ...], n_keys: int | None, seed: int, masked: bool = False):
-        def test() -> None:
-            q = _randn(*shape, seed=seed)  # with n_keys None, the keys are the queries
-            k = q if n_keys is None else _randn(*shape[:-2], n_keys, shape[-1], seed=seed + 1)
-            m = causal_mask(q.shape[-2], k.shape[-2]) if masked else None
-            _expect_weights(fn(q, k, m) if masked else fn(q, k), q, k, m)
-
-        return test
-
-    verify(
-        "Exercise 3.1",
-        [
-            ("6 embeddings of size 3 as both queries and keys", case((6, 3), None, seed=1)),
-            ("3 queries, 5 keys, d = 4", case((3, 4), 5, seed=2)),
-            ("a batch: queries (2, 4, 8), keys (2, 4, 8)", case((2, 4, 8), 4, seed=3)),
-            ("heads: queries (2, 3, 5, 16)", case((2, 3, 5, 16), 5, seed=4)),
-            ("a causal mask on 5 tokens", case((5, 8), None, seed=5, masked=True)),
-            ("a causal mask broadcast over (2, 3, 4, 8)", case((2, 3, 4, 8), 4, 6, masked=True)),
-            ("2 new queries, 6 keys, the KV-cache mask", case((2, 8), 6, seed=7, masked=True)),
-        ],
-    )
+    verify("Exercise 3.1", cases(_weights, fn, {  # label: (query shape, keys, seed, masked)
+        "6 embeddings of size 3 as both queries and keys": ((6, 3), None, 1),
+        "3 queries, 5 keys, d = 4": ((3, 4), 5, 2),
+        "a batch: queries (2, 4, 8), keys (2, 4, 8)": ((2, 4, 8), 4, 3),
+        "heads: queries (2, 3, 5, 16)": ((2, 3, 5, 16), 5, 4),
+        "a causal mask on 5 tokens": ((5, 8), None, 5, True),
+        "a causal mask broadcast over (2, 3, 4, 8)": ((2, 3, 4, 8), 4, 6, True),
+        "2 new queries, 6 keys, the KV-cache mask": ((2, 8), 6, 7, True),
+    }))
 
 
-# -- Exercise 3.2 ---------------------------------------------------------------------------
-
-
-def _expect_mask(got, n_queries: int, n_keys: int) -> None:
-    want = causal_mask(n_queries, n_keys)
-    expect_tensor(got, "the mask")
+def _mask(fn: Callable, *sizes: int) -> None:
+    got, n_queries, n_keys = expect_tensor(fn(*sizes), "the mask"), sizes[0], sizes[-1]
     if got.dtype != torch.bool:
-        additive = got.is_floating_point() and got.isinf().any()
         raise AssertionError(
             "the mask should be booleans (dtype torch.bool), True where a query may look; "
-            + (
-                "yours holds 0 and -inf, a mask to add to the scores. Build the boolean one: "
-                "masked_fill and F.scaled_dot_product_attention take it as it is"
-                if additive
-                else f"yours is {got.dtype}: build it from torch.ones(..., dtype=torch.bool)"
-            )
-        )
+            + ("yours holds 0 and -inf, a mask to add to the scores. Build the boolean one: "
+               "masked_fill and F.scaled_dot_product_attention take it as it is"
+               if got.is_floating_point() and got.isinf().any()
+               else f"yours is {got.dtype}: build it from torch.ones(..., dtype=torch.bool)"))
     _expect_shape(got, (n_queries, n_keys), "the mask", "(queries, keys)")
-    if torch.equal(got, want):
+    if torch.equal(got, want := causal_mask(n_queries, n_keys)):
         return
-    if torch.equal(got, ~want):
-        raise AssertionError(
-            "True and False are swapped: True means 'may look', as in "
-            "buildllm.attention.causal_mask and F.scaled_dot_product_attention; yours marks what "
-            "to hide, as triu(diagonal=1) does"
-        )
-    if n_queries == n_keys and torch.equal(got, want.T):
-        raise AssertionError(
+    fail_if(torch.equal(got, ~want),
+            "True and False are swapped: True means 'may look', as in buildllm.attention."
+            "causal_mask and F.scaled_dot_product_attention; yours marks what to hide, as "
+            "triu(diagonal=1) does")
+    fail_if(n_queries == n_keys and torch.equal(got, want.T),
             "the mask is transposed: row i is query i, and it may look at keys 0 to i, so the "
-            "True entries are on and below the diagonal (tril)"
-        )
-    i, j = (int(v) for v in (got != want).nonzero()[0])
-    shift = n_keys - n_queries
+            "True entries are on and below the diagonal (tril)")
+    (i, j), shift = _first(got != want), n_keys - n_queries
     if got[i, j]:
         why = f"your mask lets query {i} see key {j}, which comes after it."
     elif j == i + shift:
         why = f"your mask stops query {i} from seeing itself: a token may look at itself."
     else:
         why = f"your mask stops query {i} from seeing key {j}, which comes before it."
-    if shift:
-        why += (
-            f" Query {i} is position {i + shift}: with more keys than queries, the queries are "
-            "the last positions (a KV cache holds the earlier ones' keys)"
-        )
-    raise AssertionError(why)
+    fail_if(not shift, why)
+    raise AssertionError(
+        f"{why} Query {i} is position {i + shift}: with more keys than queries, the queries are "
+        "the last positions (a KV cache holds the earlier ones' keys)")
 
 
 def mask(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 3.2: fn(n_queries, n_keys=None) must equal buildllm.attention.causal_mask.
 
-    Cases: one token, a few, many; n_keys given and equal; then more keys than queries,
-    as with a KV cache: the queries are the last positions.
+    With more keys than queries (a KV cache), the queries are the last positions.
     """
-
-    def case(*sizes: int) -> Callable[[], None]:
-        n_keys = sizes[-1]
-        return lambda: _expect_mask(fn(*sizes), sizes[0], n_keys)
-
-    verify(
-        "Exercise 3.2",
-        [
-            ("4 tokens", case(4)),
-            ("1 token", case(1)),
-            ("64 tokens", case(64)),
-            ("5 queries, n_keys = 5", case(5, 5)),
-            ("1 new query, 5 keys: it sees them all", case(1, 5)),
-            ("3 new queries, 7 keys", case(3, 7)),
-            ("2 new queries, 2 + 62 keys", case(2, 64)),
-        ],
-    )
-
-
-# -- Exercises 3.3 and 3.4 ------------------------------------------------------------------
+    verify("Exercise 3.2", cases(_mask, fn, {
+        "4 tokens": 4, "1 token": 1, "64 tokens": 64, "5 queries, n_keys = 5": (5, 5),
+        "1 new query, 5 keys: it sees them all": (1, 5), "3 new queries, 7 keys": (3, 7),
+        "2 new queries, 2 + 62 keys": (2, 64),
+    }))
 
 
 def _split_reference(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -233,108 +164,72 @@ def _split_reference(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return attn.split_heads(x)
 
 
-def _expect_split(got, x: torch.Tensor, num_heads: int) -> None:
-    b, n, d = x.shape
-    want = _split_reference(x, num_heads)
+def _split(fn: Callable, x: torch.Tensor, num_heads: int, clone: bool = True) -> None:
+    got, want = fn(x.clone() if clone else x, num_heads), _split_reference(x, num_heads)
+    hd = x.shape[-1] // num_heads
     _expect_shape(got, tuple(want.shape), "the result", "(batch, heads, tokens, head_dim)")
-    where = _first_wrong(got, want)
-    if where is None:
+    if (where := _first_wrong(got, want)) is None:
         return
-    if _matches(got, x.reshape(want.shape)):
-        raise AssertionError(
+    fail_if(matching(got, [(True, x.reshape(want.shape))]),
             "right shape, wrong values: reshaping straight to (batch, heads, tokens, head_dim) "
             "cuts the memory in the wrong places. View as (batch, tokens, heads, head_dim) "
-            "first, then swap tokens and heads with transpose(1, 2)"
-        )
+            "first, then swap tokens and heads with transpose(1, 2)")
     bi, h, t, j = where
-    hd = d // num_heads
-    yours = _where_from(got[where].item(), x)
     raise AssertionError(
-        f"out{_at(where)} is {yours}, expected x{_at((bi, t, h * hd + j))}: head {h} holds "
-        f"columns {h * hd} to {(h + 1) * hd - 1} of every token"
-    )
+        f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
+        f"x{_at((bi, t, h * hd + j))}: head {h} holds columns {h * hd} to {(h + 1) * hd - 1} "
+        "of every token")
 
 
 def split(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     """Exercise 3.3: fn(x, num_heads) must equal MultiHeadAttention.split_heads.
 
-    Cases: numbered entries, so a message can say which entry of x landed where; random
-    values; one token (where the tokens-heads order cannot show); one head; and a slice of
-    a fused q, k, v projection, which is not contiguous in memory.
+    Numbered entries let a message say which entry of x landed where; a slice of a fused
+    q, k, v projection is not contiguous in memory.
     """
-
-    def case(x: torch.Tensor, num_heads: int) -> Callable[[], None]:
-        return lambda: _expect_split(fn(x.clone(), num_heads), x, num_heads)
-
-    def queries_of_fused() -> None:
-        x = _randn(2, 4, 36, seed=3)[..., :12]
-        _expect_split(fn(x, 3), x, 3)
-
-    verify(
-        "Exercise 3.3",
-        [
-            ("numbered, (1, 3, 4), 2 heads", case(_numbered(1, 3, 4), 2)),
-            ("numbered, (2, 3, 6), 3 heads", case(_numbered(2, 3, 6), 3)),
-            ("random, (2, 5, 8), 4 heads", case(_randn(2, 5, 8, seed=1), 4)),
-            ("a single token, (1, 1, 8), 2 heads", case(_randn(1, 1, 8, seed=2), 2)),
-            ("one head, (2, 3, 4)", case(_numbered(2, 3, 4), 1)),
-            ("the queries cut from a fused projection (not contiguous)", queries_of_fused),
-        ],
-    )
+    verify("Exercise 3.3", cases(_split, fn, {  # label: (x, num_heads, clone x first)
+        "numbered, (1, 3, 4), 2 heads": (_numbered(1, 3, 4), 2),
+        "numbered, (2, 3, 6), 3 heads": (_numbered(2, 3, 6), 3),
+        "random, (2, 5, 8), 4 heads": (randn(1, 2, 5, 8), 4),
+        "a single token, (1, 1, 8), 2 heads": (randn(2, 1, 1, 8), 2),
+        "one head, (2, 3, 4)": (_numbered(2, 3, 4), 1),
+        "the queries cut from a fused projection (not contiguous)":
+            (randn(3, 2, 4, 36)[..., :12], 3, False),  # a clone would be contiguous
+    }))
 
 
-def _expect_merge(got, x: torch.Tensor) -> None:
-    b, h, n, hd = x.shape
-    want = MultiHeadAttention.merge_heads(x)
+def _merge(fn: Callable, x: torch.Tensor) -> None:
+    got, want, (b, h, n, hd) = fn(x.clone()), MultiHeadAttention.merge_heads(x), x.shape
     _expect_shape(got, (b, n, h * hd), "the result", "(batch, tokens, heads * head_dim)")
-    where = _first_wrong(got, want)
-    if where is None:
+    if (where := _first_wrong(got, want)) is None:
         return
-    if _matches(got, x.reshape(b, n, h * hd)):
-        raise AssertionError(
+    fail_if(matching(got, [(True, x.reshape(b, n, h * hd))]),
             "right shape, wrong values: reshaping (batch, heads, tokens, head_dim) straight to "
             "(batch, tokens, heads * head_dim) mixes tokens. Bring tokens next to batch first "
-            "with transpose(1, 2), then reshape"
-        )
+            "with transpose(1, 2), then reshape")
     bi, t, c = where
     raise AssertionError(
         f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
         f"x{_at((bi, c // hd, t, c % hd))}: each token's columns are head 0's {hd} values, "
-        "then head 1's, and so on"
-    )
+        "then head 1's, and so on")
+
+
+def _round_trip(fn: Callable) -> None:
+    x = randn(3, 2, 5, 12)
+    got = fn(_split_reference(x, 3))  # a transposed view
+    _expect_shape(got, tuple(x.shape), "merge_heads(split_heads(x))", "(like x)")
+    fail_if(_first_wrong(got, x) is not None, "merge_heads(split_heads(x)) is not x")
 
 
 def merge(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Exercise 3.4: fn(x) must equal MultiHeadAttention.merge_heads, and undo split_heads.
-
-    Cases: numbered entries, random values, one token, one head, and the round trip
-    fn(split_heads(x)) == x, whose input is a transposed view.
-    """
-
-    def case(x: torch.Tensor) -> Callable[[], None]:
-        return lambda: _expect_merge(fn(x.clone()), x)
-
-    def round_trip() -> None:
-        x = _randn(2, 5, 12, seed=3)
-        got = fn(_split_reference(x, 3))
-        _expect_shape(got, tuple(x.shape), "merge_heads(split_heads(x))", "(like x)")
-        if _first_wrong(got, x) is not None:
-            raise AssertionError("merge_heads(split_heads(x)) is not x")
-
-    verify(
-        "Exercise 3.4",
-        [
-            ("numbered, (1, 2, 3, 2): 2 heads of 3 tokens", case(_numbered(1, 2, 3, 2))),
-            ("numbered, (2, 3, 2, 2)", case(_numbered(2, 3, 2, 2))),
-            ("random, (2, 4, 5, 8)", case(_randn(2, 4, 5, 8, seed=1))),
-            ("a single token, (1, 4, 1, 2)", case(_randn(1, 4, 1, 2, seed=2))),
-            ("one head, (2, 1, 3, 4)", case(_numbered(2, 1, 3, 4))),
-            ("merge_heads(split_heads(x)) is x, for x of shape (2, 5, 12)", round_trip),
-        ],
-    )
-
-
-# -- Exercise 3.5 ---------------------------------------------------------------------------
+    """Exercise 3.4: fn(x) must equal MultiHeadAttention.merge_heads, and undo split_heads."""
+    verify("Exercise 3.4", [*cases(_merge, fn, {
+        "numbered, (1, 2, 3, 2): 2 heads of 3 tokens": _numbered(1, 2, 3, 2),
+        "numbered, (2, 3, 2, 2)": _numbered(2, 3, 2, 2),
+        "random, (2, 4, 5, 8)": randn(1, 2, 4, 5, 8),
+        "a single token, (1, 4, 1, 2)": randn(2, 1, 4, 1, 2),
+        "one head, (2, 1, 3, 4)": _numbered(2, 1, 3, 4),
+    }), ("merge_heads(split_heads(x)) is x, for x of shape (2, 5, 12)", lambda: _round_trip(fn))])
 
 
 class _NoFusedAttention(TorchFunctionMode):
@@ -344,8 +239,7 @@ class _NoFusedAttention(TorchFunctionMode):
         if func in (F.scaled_dot_product_attention, F.multi_head_attention_forward):
             raise AssertionError(
                 f"your function calls {func.__name__}, the fused attention this check compares "
-                "with: compute the scores, the mask and the softmax yourself"
-            )
+                "with: compute the scores, the mask and the softmax yourself")
         return func(*args, **(kwargs or {}))
 
 
@@ -383,111 +277,73 @@ def _mha(x, p: dict, h: int, *, divide_by=lambda hd, d: math.sqrt(hd), see=causa
 # (switches of _mha that make the mistake, what to say); {hd} is head_dim, {d} is d_out.
 _MHA_MISTAKES = [
     ({"divide_by": lambda hd, d: 1.0}, "did you forget to divide the scores by √head_dim?"),
-    (
-        {"divide_by": lambda hd, d: math.sqrt(d)},
-        "divide the scores by √head_dim (here √{hd}), not by √d_out (√{d})",
-    ),
-    (
-        {"divide_by": lambda hd, d: hd},
-        "divide the scores by √head_dim (here √{hd}), not by head_dim",
-    ),
-    (
-        {"see": lambda n: torch.ones(n, n, dtype=torch.bool)},
-        "every token sees the future: set the scores of later keys to -inf before the softmax",
-    ),
-    (
-        {"see": lambda n: causal_mask(n).T},
-        "the mask is transposed: each token sees itself and the tokens before it, not after it",
-    ),
+    ({"divide_by": lambda hd, d: math.sqrt(d)},
+     "divide the scores by √head_dim (here √{hd}), not by √d_out (√{d})"),
+    ({"divide_by": lambda hd, d: hd},
+     "divide the scores by √head_dim (here √{hd}), not by head_dim"),
+    ({"see": lambda n: torch.ones(n, n, dtype=torch.bool)},
+     "every token sees the future: set the scores of later keys to -inf before the softmax"),
+    ({"see": lambda n: causal_mask(n).T},
+     "the mask is transposed: each token sees itself and the tokens before it, not after it"),
     ({"dim": -2}, "take the softmax over the keys (dim=-1), not over the queries"),
-    (
-        {"split": False},
-        "the heads are cut without a transpose: view the queries (and keys and values) as "
-        "(batch, tokens, heads, head_dim), then transpose(1, 2)",
-    ),
-    (
-        {"merge": False},
-        "the heads are joined without a transpose: transpose(1, 2) back to "
-        "(batch, tokens, heads, head_dim) before the reshape",
-    ),
-    (
-        {"by_head": True},
-        "q, k and v are cut head by head, but the fused weight's rows are the queries of all "
-        "heads, then the keys, then the values: chunk(3, dim=-1), then split each into heads",
-    ),
+    ({"split": False}, "the heads are cut without a transpose: view the queries (and keys and "
+     "values) as (batch, tokens, heads, head_dim), then transpose(1, 2)"),
+    ({"merge": False}, "the heads are joined without a transpose: transpose(1, 2) back to "
+     "(batch, tokens, heads, head_dim) before the reshape"),
+    ({"by_head": True}, "q, k and v are cut head by head, but the fused weight's rows are the "
+     "queries of all heads, then the keys, then the values: chunk(3, dim=-1), then split each "
+     "into heads"),
     ({"out_proj": False}, "did you forget the output projection (out_weight, out_bias)?"),
     ({"qkv_bias": False}, "did you forget to add qkv_bias (when it is not None)?"),
     ({"out_bias": False}, "did you forget to add out_bias?"),
 ]
 
 
-def _expect_attention(got, want: torch.Tensor, x: torch.Tensor, p: dict, h: int) -> None:
+def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: int,
+               qkv_bias: bool = True) -> None:
+    with torch.random.fork_rng(devices=[]):
+        attn = MultiHeadAttention(d_in, d, n, 0.0, h, qkv_bias=qkv_bias).eval()
+    with torch.no_grad():
+        for k, param in enumerate(attn.parameters()):
+            param.copy_(randn(100 * seed + k, *param.shape, scale=d_in**-0.5))
+        x = randn(seed, b, n, d_in)
+        want = attn(x)
+    p = {"qkv_weight": attn.qkv.weight, "qkv_bias": attn.qkv.bias if qkv_bias else None,
+         "out_weight": attn.out_proj.weight, "out_bias": attn.out_proj.bias}
+    p = {name: None if w is None else w.detach().clone() for name, w in p.items()}
+    got = _without_fused_attention(fn, x.clone(), *p.values(), h)
     _expect_shape(got, tuple(want.shape), "the output", "(batch, tokens, d_out)")
-    if got.isnan().any():
-        raise AssertionError(
+    fail_if(got.isnan().any(),
             "the output contains NaN: a token whose scores are all -inf gets 0/0 from the "
-            "softmax. Is the diagonal masked too? Each token may look at itself"
-        )
-    where = _first_wrong(got, want, atol=1e-4)
-    if where is None:
+            "softmax. Is the diagonal masked too? Each token may look at itself")
+    if (where := _first_wrong(got, want, atol=1e-4)) is None:
         return
-    d = want.shape[-1]
-    for switches, why in _MHA_MISTAKES:
-        if _matches(got, _mha(x, p, h, **switches)):
-            raise AssertionError(f"wrong values: {why.format(hd=d // h, d=d)}")
-    if _first_wrong(got[:, 0], want[:, 0], atol=1e-4) is not None:
-        raise AssertionError(
-            f"out{_at(where)} is {got[where]:.4f}, expected {want[where]:.4f}. Token 0 sees only "
-            "itself, so its output is out_proj of its own values whatever the scores. Yours is "
-            "wrong: either token 0 sees later tokens (look at the mask), or look at the "
-            "projections (a Linear computes x @ weight.T + bias), how q, k and v are cut from "
-            "the fused output, the heads, and the output projection"
-        )
-    raise AssertionError(
-        f"out{_at(where)} is {got[where]:.4f}, expected {want[where]:.4f}. Token 0, which sees "
-        "only itself, is right, so projections and heads are fine: look at the scores, their "
-        "scaling, the mask and the softmax"
-    )
+    fail_if(hint := matching(got, ((f"wrong values: {why.format(hd=d // h, d=d)}",
+                                    _mha(x, p, h, **switches)) for switches, why in _MHA_MISTAKES)),
+            hint)
+    wrong = f"out{_at(where)} is {got[where]:.4f}, expected {want[where]:.4f}. "
+    fail_if(_first_wrong(got[:, 0], want[:, 0], atol=1e-4) is not None,
+            f"{wrong}Token 0 sees only itself, so its output is out_proj of its own values "
+            "whatever the scores. Yours is wrong: either token 0 sees later tokens (look at the "
+            "mask), or look at the projections (a Linear computes x @ weight.T + bias), how q, k "
+            "and v are cut from the fused output, the heads, and the output projection")
+    raise AssertionError(f"{wrong}Token 0, which sees only itself, is right, so projections and "
+                         "heads are fine: look at the scores, their scaling, the mask and the "
+                         "softmax")
 
 
 def multi_head(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 3.5: fn(x, qkv_weight, qkv_bias, out_weight, out_bias, num_heads) must equal
     buildllm.attention.MultiHeadAttention (eval mode, no dropout) with those weights.
 
-    Cases: one sequence, a batch, a single token, no q/k/v bias (qkv_bias is None),
-    d_in different from d_out, one head, and twelve heads over sixteen tokens. PyTorch's own
-    attention (F.scaled_dot_product_attention) is refused: it is what the check compares with.
+    PyTorch's own attention (F.scaled_dot_product_attention) is refused: it is the reference.
     """
-
-    def case(b: int, n: int, d_in: int, d_out: int, h: int, seed: int, qkv_bias: bool = True):
-        def test() -> None:
-            with torch.random.fork_rng(devices=[]):
-                attn = MultiHeadAttention(d_in, d_out, n, 0.0, h, qkv_bias=qkv_bias).eval()
-            with torch.no_grad():
-                for k, param in enumerate(attn.parameters()):
-                    param.copy_(_randn(*param.shape, seed=100 * seed + k, std=d_in**-0.5))
-                x = _randn(b, n, d_in, seed=seed)
-                want = attn(x)
-            p = {
-                "qkv_weight": attn.qkv.weight.detach().clone(),
-                "qkv_bias": attn.qkv.bias.detach().clone() if qkv_bias else None,
-                "out_weight": attn.out_proj.weight.detach().clone(),
-                "out_bias": attn.out_proj.bias.detach().clone(),
-            }
-            got = _without_fused_attention(fn, x.clone(), *p.values(), h)
-            _expect_attention(got, want, x, p, h)
-
-        return test
-
-    verify(
-        "Exercise 3.5",
-        [
-            ("1 sequence of 4 tokens, d 6, 2 heads", case(1, 4, 6, 6, 2, seed=1)),
-            ("a batch of 2 sequences of 5 tokens, 3 heads", case(2, 5, 12, 12, 3, seed=2)),
-            ("a single token, batch of 2", case(2, 1, 8, 8, 2, seed=3)),
-            ("no q/k/v bias (qkv_bias is None)", case(2, 5, 8, 8, 2, seed=4, qkv_bias=False)),
-            ("d_in 10, d_out 8, 4 heads", case(2, 6, 10, 8, 4, seed=5)),
-            ("one head", case(2, 5, 8, 8, 1, seed=6)),
-            ("12 heads of 4 over 16 tokens", case(2, 16, 48, 48, 12, seed=7)),
-        ],
-    )
+    verify("Exercise 3.5", cases(_attention, fn, {  # (batch, tokens, d_in, d_out, heads, seed)
+        "1 sequence of 4 tokens, d 6, 2 heads": (1, 4, 6, 6, 2, 1),
+        "a batch of 2 sequences of 5 tokens, 3 heads": (2, 5, 12, 12, 3, 2),
+        "a single token, batch of 2": (2, 1, 8, 8, 2, 3),
+        "no q/k/v bias (qkv_bias is None)": (2, 5, 8, 8, 2, 4, False),
+        "d_in 10, d_out 8, 4 heads": (2, 6, 10, 8, 4, 5),
+        "one head": (2, 5, 8, 8, 1, 6),
+        "12 heads of 4 over 16 tokens": (2, 16, 48, 48, 12, 7),
+    }))
