@@ -48,8 +48,11 @@ def cases(check, fn, table: dict) -> list:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run the block with the global RNG seeded, and leave the caller's RNG as it was."""
-    with torch.random.fork_rng(devices=[]):
+    """Run the block with the global RNG seeded, and leave the caller's RNG as it was.
+
+    manual_seed reseeds the GPU's generators too, so they are forked and put back as well.
+    """
+    with torch.random.fork_rng():
         torch.manual_seed(seed)
         yield
 
