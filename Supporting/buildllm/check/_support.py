@@ -104,6 +104,7 @@ def matching(got: torch.Tensor, mistakes) -> str | None:
 import numbers  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from contextlib import nullcontext  # noqa: E402
+from functools import partial  # noqa: E402
 
 from ..model import GPTConfig, GPTModel  # noqa: E402
 
@@ -162,3 +163,8 @@ def tiny_gpt(seed: int | None, vocab: int, context: int, emb: int, heads: int, l
     with seeded(seed) if seed is not None else nullcontext():
         model = GPTModel(cfg)
         return model if std is None else randomize(model, std)
+
+
+def deferred(check: Callable[..., None]) -> Callable[..., Callable[[], None]]:
+    """`check(*case)` becomes a test that verify runs later: `@deferred def case(...)`."""
+    return lambda *args, **kwargs: partial(check, *args, **kwargs)

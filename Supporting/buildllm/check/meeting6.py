@@ -34,6 +34,7 @@ from ..instruct import END_OF_TEXT
 from ..model import GPTModel
 from . import expect_tensor, verify
 from ._support import (
+    deferred,
     expect_close,
     first_hint,
     matching,
@@ -92,30 +93,28 @@ def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
     class_logits on the same messages (which never runs the padding columns).
     """
 
-    def case(logits: torch.Tensor, ids: torch.Tensor, pad_id: int, want=None):
-        def test() -> None:
-            last = last_token_index(ids, pad_id)
-            expected = logits[torch.arange(len(ids)), last] if want is None else want
-            try:
-                got = expect_tensor(fn(logits.clone(), ids.clone(), pad_id), "the result")
-            except IndexError as err:
-                raise AssertionError(
-                    f"an index past the end of a row ({err}): with n real tokens, the last one "
-                    "is at index n - 1, and a row without padding has no position n") from None
-            batch, classes = len(ids), logits.shape[-1]
-            if got.shape == (batch, batch, classes):
-                raise AssertionError(
-                    f"the result has shape {tuple(got.shape)}: logits[:, last] gives every row "
-                    "at every row's index. Pair each row with its own position: "
-                    "logits[torch.arange(batch), last]")
-            if got.shape == (batch, 1, classes):
-                raise AssertionError(
-                    f"the result has shape {tuple(got.shape)}, expected {(batch, classes)}: "
-                    "drop the tokens dimension (squeeze(1)), one row of class logits per message")
-            mistakes = _last_token_mistakes(logits, ids, pad_id, last)
-            expect_close(got, expected, "the result", mistakes)
-
-        return test
+    @deferred
+    def case(logits: torch.Tensor, ids: torch.Tensor, pad_id: int, want=None) -> None:
+        last = last_token_index(ids, pad_id)
+        expected = logits[torch.arange(len(ids)), last] if want is None else want
+        try:
+            got = expect_tensor(fn(logits.clone(), ids.clone(), pad_id), "the result")
+        except IndexError as err:
+            raise AssertionError(
+                f"an index past the end of a row ({err}): with n real tokens, the last one "
+                "is at index n - 1, and a row without padding has no position n") from None
+        batch, classes = len(ids), logits.shape[-1]
+        if got.shape == (batch, batch, classes):
+            raise AssertionError(
+                f"the result has shape {tuple(got.shape)}: logits[:, last] gives every row "
+                "at every row's index. Pair each row with its own position: "
+                "logits[torch.arange(batch), last]")
+        if got.shape == (batch, 1, classes):
+            raise AssertionError(
+                f"the result has shape {tuple(got.shape)}, expected {(batch, classes)}: "
+                "drop the tokens dimension (squeeze(1)), one row of class logits per message")
+        mistakes = _last_token_mistakes(logits, ids, pad_id, last)
+        expect_close(got, expected, "the result", mistakes)
 
     def on_a_model() -> Callable[[], None]:
         with seeded(61):  # the head too: it is drawn after the GPT's weights
@@ -210,51 +209,50 @@ def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
     The lists passed in must come back unchanged.
     """
 
-    def case(batch: list[list[int]], pad_id=END_OF_TEXT, ignore_index=-100, max_length=None):
-        def test() -> None:
-            given = [list(ids) for ids in batch]
-            got = fn(given, pad_id=pad_id, ignore_index=ignore_index, max_length=max_length)
-            if given != batch:
+    @deferred
+    def case(batch: list[list[int]], pad_id=END_OF_TEXT, ignore_index=-100, max_length=None
+             ) -> None:
+        given = [list(ids) for ids in batch]
+        got = fn(given, pad_id=pad_id, ignore_index=ignore_index, max_length=max_length)
+        if given != batch:
+            raise AssertionError(
+                "your function changed the lists it was given (ids.append(...) or "
+                "ids += [...]): those are the dataset's own lists, so every epoch would "
+                "add another end-of-text. Build new lists: ids + [pad_id]")
+        if not (isinstance(got, (tuple, list)) and len(got) == 2):
+            raise AssertionError(
+                f"the result should be a pair (inputs, targets), got {type(got).__name__}")
+        inputs, targets = tensors(got, ("the inputs", "the targets"))
+        want = _collate(batch, pad_id, ignore_index, max_length)
+        for name, t in (("inputs", inputs), ("targets", targets)):
+            if t.dtype != torch.long:
                 raise AssertionError(
-                    "your function changed the lists it was given (ids.append(...) or "
-                    "ids += [...]): those are the dataset's own lists, so every epoch would "
-                    "add another end-of-text. Build new lists: ids + [pad_id]")
-            if not (isinstance(got, (tuple, list)) and len(got) == 2):
-                raise AssertionError(
-                    f"the result should be a pair (inputs, targets), got {type(got).__name__}")
-            inputs, targets = tensors(got, ("the inputs", "the targets"))
-            want = _collate(batch, pad_id, ignore_index, max_length)
-            for name, t in (("inputs", inputs), ("targets", targets)):
-                if t.dtype != torch.long:
-                    raise AssertionError(
-                        f"the {name} have dtype {t.dtype}; token ids and targets are integers, "
-                        "torch.long (the embedding and cross_entropy need it)")
-                if t.shape != want[0].shape:
-                    width = t.shape[-1] if t.ndim == 2 else None
-                    why = _collate_width_hint(width, want[0].shape[1], batch, max_length)
-                    raise AssertionError(f"the {name} have shape {tuple(t.shape)}, expected "
-                                         f"{tuple(want[0].shape)}: {why}")
-            if (inputs == ignore_index).any():
-                raise AssertionError(
-                    f"the inputs hold ignore_index ({ignore_index}), which is no token id (the "
-                    "embedding fails on it): pad the inputs with pad_id; only targets are masked")
-            def same(wrong) -> bool:
-                return all(map(torch.equal, (inputs, targets), wrong))
+                    f"the {name} have dtype {t.dtype}; token ids and targets are integers, "
+                    "torch.long (the embedding and cross_entropy need it)")
+            if t.shape != want[0].shape:
+                width = t.shape[-1] if t.ndim == 2 else None
+                why = _collate_width_hint(width, want[0].shape[1], batch, max_length)
+                raise AssertionError(f"the {name} have shape {tuple(t.shape)}, expected "
+                                     f"{tuple(want[0].shape)}: {why}")
+        if (inputs == ignore_index).any():
+            raise AssertionError(
+                f"the inputs hold ignore_index ({ignore_index}), which is no token id (the "
+                "embedding fails on it): pad the inputs with pad_id; only targets are masked")
+        def same(wrong) -> bool:
+            return all(map(torch.equal, (inputs, targets), wrong))
 
-            if same(want):
-                return
-            if hint := first_hint(_collate_mistakes(batch, pad_id, ignore_index, max_length), same):
-                raise AssertionError(f"the result is wrong: {hint}")
-            for name, got_t, want_t, rule in (
-                ("inputs", inputs, want[0], "the tokens, then pad_id to the batch's width"),
-                ("targets", targets, want[1], "the next token at each position, then one "
-                 "end-of-text, then ignore_index")):
-                if not torch.equal(got_t, want_t):
-                    r = int((got_t != want_t).any(1).nonzero()[0])
-                    raise AssertionError(f"row {r} of the {name} is {got_t[r].tolist()}, expected "
-                                         f"{want_t[r].tolist()}: {rule}")
-
-        return test
+        if same(want):
+            return
+        if hint := first_hint(_collate_mistakes(batch, pad_id, ignore_index, max_length), same):
+            raise AssertionError(f"the result is wrong: {hint}")
+        for name, got_t, want_t, rule in (
+            ("inputs", inputs, want[0], "the tokens, then pad_id to the batch's width"),
+            ("targets", targets, want[1], "the next token at each position, then one "
+             "end-of-text, then ignore_index")):
+            if not torch.equal(got_t, want_t):
+                r = int((got_t != want_t).any(1).nonzero()[0])
+                raise AssertionError(f"row {r} of the {name} is {got_t[r].tolist()}, expected "
+                                     f"{want_t[r].tolist()}: {rule}")
 
     gen = random.Random(6)
 
@@ -334,28 +332,26 @@ def rouge_l(fn: Callable[[str, str], float]) -> None:
     answers, and two 40-word texts.
     """
 
-    def case(candidate: str, reference: str):
-        def test() -> None:
-            want = metrics.rouge_l(candidate, reference)
-            try:
-                got = number(fn(candidate, reference), "the score")
-            except ZeroDivisionError:
-                raise AssertionError(
-                    "division by zero: a text without words has no precision or recall. Return "
-                    "0.0 when only one text has no words, 1.0 when neither has any") from None
-            def close(x: float) -> bool:
-                return math.isclose(got, x, rel_tol=1e-9, abs_tol=1e-9)
-
-            if close(want):
-                return
-            if hint := first_hint(_rouge_mistakes(candidate, reference), close):
-                raise AssertionError(f"the score is {got:.4g}, expected {want:.4g}: {hint}")
-            c, r = metrics.words(candidate), metrics.words(reference)
+    @deferred
+    def case(candidate: str, reference: str) -> None:
+        want = metrics.rouge_l(candidate, reference)
+        try:
+            got = number(fn(candidate, reference), "the score")
+        except ZeroDivisionError:
             raise AssertionError(
-                f"the score is {got:.6g}, expected {want:.6g}: the words are {c} and {r}, "
-                f"their longest common subsequence has {metrics.lcs_length(c, r)} words")
+                "division by zero: a text without words has no precision or recall. Return "
+                "0.0 when only one text has no words, 1.0 when neither has any") from None
+        def close(x: float) -> bool:
+            return math.isclose(got, x, rel_tol=1e-9, abs_tol=1e-9)
 
-        return test
+        if close(want):
+            return
+        if hint := first_hint(_rouge_mistakes(candidate, reference), close):
+            raise AssertionError(f"the score is {got:.4g}, expected {want:.4g}: {hint}")
+        c, r = metrics.words(candidate), metrics.words(reference)
+        raise AssertionError(
+            f"the score is {got:.6g}, expected {want:.6g}: the words are {c} and {r}, "
+            f"their longest common subsequence has {metrics.lcs_length(c, r)} words")
 
     gen = random.Random(63)
     vocab = ["the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "rug", "and", "then"]
@@ -496,24 +492,22 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
                       "base(x) + (alpha / rank) · x @ A.T @ B.T", base(x) * 2)
             expect_close(layer(x), base(x), "the output of the fresh layer", [scaled])
 
-    def output(base: Callable[[], nn.Linear], rank: int, alpha: float, shape, seed: int):
-        def test() -> None:
-            given = base()
-            layer, ref = build(given, rank, alpha, seed + 1)
-            x = randn(seed + 4, *shape)
-            with torch.no_grad():
-                try:
-                    got = layer(x)
-                except TypeError as err:
-                    if given.bias is not None or "NoneType" not in str(err):
-                        raise
-                    raise AssertionError(
-                        f"this base layer has no bias (base.bias is None), and forward failed "
-                        f"with {err}: call self.base(x), which handles both kinds") from None
-                mistakes = _lora_mistakes(ref.base(x), x, ref.A, ref.B, rank, alpha)
-                expect_close(got, ref(x), "the output", mistakes)
-
-        return test
+    @deferred
+    def output(base: Callable[[], nn.Linear], rank: int, alpha: float, shape, seed: int) -> None:
+        given = base()
+        layer, ref = build(given, rank, alpha, seed + 1)
+        x = randn(seed + 4, *shape)
+        with torch.no_grad():
+            try:
+                got = layer(x)
+            except TypeError as err:
+                if given.bias is not None or "NoneType" not in str(err):
+                    raise
+                raise AssertionError(
+                    f"this base layer has no bias (base.bias is None), and forward failed "
+                    f"with {err}: call self.base(x), which handles both kinds") from None
+            mistakes = _lora_mistakes(ref.base(x), x, ref.A, ref.B, rank, alpha)
+            expect_close(got, ref(x), "the output", mistakes)
 
     def gradients() -> None:
         layer, ref = build(linear(10, 7, 68)(), 3, 6, 69)
@@ -618,8 +612,9 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
         expect_close(got, want, "the result", mistakes, atol=1e-4, rtol=1e-5)
         return got
 
-    def case(prompts: list[int], answers: list[int], seed: int):
-        return lambda: compare(_scoring_model(seed), *_pairs(prompts, answers, seed))
+    @deferred
+    def case(prompts: list[int], answers: list[int], seed: int) -> None:
+        compare(_scoring_model(seed), *_pairs(prompts, answers, seed))
 
     def gradient() -> None:
         model = _scoring_model(80)
@@ -704,35 +699,33 @@ def dpo_loss(fn: Callable[..., tuple]) -> None:
     log-probabilities.
     """
 
-    def case(pi_c, pi_r, ref_c, ref_r, beta: float, grad: bool = False, by_hand=None):
-        def test() -> None:
-            given = [t.clone().requires_grad_(grad) for t in (pi_c, pi_r)]
-            want, want_c, want_r = dpo.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta)
-            if by_hand is not None:  # this case compares with the arithmetic in its label
-                want = torch.tensor(by_hand)
-            got = fn(*given, ref_c.clone(), ref_r.clone(), beta)
-            if isinstance(got, torch.Tensor):
-                raise AssertionError("the result is one tensor; return three things: (loss, "
-                                     "chosen_reward, rejected_reward)")
-            if not (isinstance(got, (tuple, list)) and len(got) == 3):
-                raise AssertionError("return a tuple (loss, chosen_reward, rejected_reward)")
-            loss, chosen, rejected = (plain(t) for t in got)
-            _expect_dpo_loss(loss, want, (pi_c, pi_r, ref_c, ref_r), beta)
-            expect_close(chosen, want_c, "chosen_reward", _reward_mistakes(pi_c, ref_c))
-            expect_close(rejected, want_r, "rejected_reward", _reward_mistakes(pi_r, ref_r))
-            if not grad:
-                return
-            if not loss.requires_grad:
-                raise AssertionError(
-                    "the loss carries no gradient: keep every step in torch (no .item() or "
-                    "torch.no_grad()) so that loss.backward() reaches the policy")
-            loss.sum().backward()
-            ref_given = [t.clone().requires_grad_() for t in (pi_c, pi_r)]
-            dpo.dpo_loss(*ref_given, ref_c, ref_r, beta)[0].backward()
-            for name, g, r in zip(("pi_chosen", "pi_rejected"), given, ref_given, strict=True):
-                expect_close(g.grad, r.grad, f"the gradient of the loss for {name}")
-
-        return test
+    @deferred
+    def case(pi_c, pi_r, ref_c, ref_r, beta: float, grad: bool = False, by_hand=None) -> None:
+        given = [t.clone().requires_grad_(grad) for t in (pi_c, pi_r)]
+        want, want_c, want_r = dpo.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta)
+        if by_hand is not None:  # this case compares with the arithmetic in its label
+            want = torch.tensor(by_hand)
+        got = fn(*given, ref_c.clone(), ref_r.clone(), beta)
+        if isinstance(got, torch.Tensor):
+            raise AssertionError("the result is one tensor; return three things: (loss, "
+                                 "chosen_reward, rejected_reward)")
+        if not (isinstance(got, (tuple, list)) and len(got) == 3):
+            raise AssertionError("return a tuple (loss, chosen_reward, rejected_reward)")
+        loss, chosen, rejected = (plain(t) for t in got)
+        _expect_dpo_loss(loss, want, (pi_c, pi_r, ref_c, ref_r), beta)
+        expect_close(chosen, want_c, "chosen_reward", _reward_mistakes(pi_c, ref_c))
+        expect_close(rejected, want_r, "rejected_reward", _reward_mistakes(pi_r, ref_r))
+        if not grad:
+            return
+        if not loss.requires_grad:
+            raise AssertionError(
+                "the loss carries no gradient: keep every step in torch (no .item() or "
+                "torch.no_grad()) so that loss.backward() reaches the policy")
+        loss.sum().backward()
+        ref_given = [t.clone().requires_grad_() for t in (pi_c, pi_r)]
+        dpo.dpo_loss(*ref_given, ref_c, ref_r, beta)[0].backward()
+        for name, g, r in zip(("pi_chosen", "pi_rejected"), given, ref_given, strict=True):
+            expect_close(g.grad, r.grad, f"the gradient of the loss for {name}")
 
     same = randn(90, 3, scale=10.0) - 40
     batch = [randn(91 + i, 4, scale=5.0) - 30 for i in range(4)]

@@ -34,6 +34,7 @@ from ..serve import create_app
 from . import verify
 from ._support import (
     Refuses,
+    deferred,
     expect_close,
     expect_raises,
     first_hint,
@@ -133,54 +134,52 @@ def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]
     unchanged.
     """
 
-    def case(weight: torch.Tensor):
-        def test() -> None:
-            given = weight.clone()
-            got = fn(given)
-            if not torch.equal(given, weight):
-                raise AssertionError(
-                    "your function changed the weight it was given (an in-place operation such "
-                    "as div_ or w /= ...): quantizing must leave the float model as it was")
-            q, scale = tensors(got, ("q", "scale"))
-            if q.shape != weight.shape:
-                raise AssertionError(f"q has shape {tuple(q.shape)}, expected "
-                                     f"{tuple(weight.shape)}: one int8 number per weight")
-            if q.dtype != torch.int8:
-                raise AssertionError(f"q is {q.dtype}; store it as torch.int8, one byte per "
-                                     "weight (round first, then .to(torch.int8))")
-            _expect_scale_shape(scale, weight)
-            absmax = weight.abs().amax(dim=1)
-            live, want = absmax != 0, absmax / 127
-            _expect_zero_rows(q, scale, ~live)
-            if not torch.allclose(scale[live].float(), want[live], rtol=1e-5, atol=0):
-                def same(wrong) -> bool:
-                    return torch.allclose(scale[live].float(), wrong[live].float(), rtol=1e-5)
+    @deferred
+    def case(weight: torch.Tensor) -> None:
+        given = weight.clone()
+        got = fn(given)
+        if not torch.equal(given, weight):
+            raise AssertionError(
+                "your function changed the weight it was given (an in-place operation such "
+                "as div_ or w /= ...): quantizing must leave the float model as it was")
+        q, scale = tensors(got, ("q", "scale"))
+        if q.shape != weight.shape:
+            raise AssertionError(f"q has shape {tuple(q.shape)}, expected "
+                                 f"{tuple(weight.shape)}: one int8 number per weight")
+        if q.dtype != torch.int8:
+            raise AssertionError(f"q is {q.dtype}; store it as torch.int8, one byte per "
+                                 "weight (round first, then .to(torch.int8))")
+        _expect_scale_shape(scale, weight)
+        absmax = weight.abs().amax(dim=1)
+        live, want = absmax != 0, absmax / 127
+        _expect_zero_rows(q, scale, ~live)
+        if not torch.allclose(scale[live].float(), want[live], rtol=1e-5, atol=0):
+            def same(wrong) -> bool:
+                return torch.allclose(scale[live].float(), wrong[live].float(), rtol=1e-5)
 
-                if hint := first_hint(_scale_mistakes(weight), same):
-                    raise AssertionError(f"scale is wrong: {hint}")
-                r = int((~torch.isclose(scale.float(), want, rtol=1e-5) & live).nonzero()[0])
-                raise AssertionError(
-                    f"scale[{r}] is {scale[r].item():.6g}, expected max|row {r}| / 127 = "
-                    f"{absmax[r].item():.6g} / 127 = {want[r].item():.6g}")
-            steps = weight / torch.where(live, want, torch.ones_like(want))[:, None]
-            expected = inference.quantize_rows(weight)[0].float()
-            # Where w / scale is a half step (rare: 63.5), either neighbour is as good.
-            tie = (steps.abs().frac() - 0.5).abs() < 1e-4
-            diff = (q.float() - expected).abs()
-            bad = (diff > 0) & ~(tie & (diff == 1))
-            if bad.any():
-                def same_q(wrong) -> bool:
-                    return torch.equal(q.float(), wrong.to(torch.int8).float())
+            if hint := first_hint(_scale_mistakes(weight), same):
+                raise AssertionError(f"scale is wrong: {hint}")
+            r = int((~torch.isclose(scale.float(), want, rtol=1e-5) & live).nonzero()[0])
+            raise AssertionError(
+                f"scale[{r}] is {scale[r].item():.6g}, expected max|row {r}| / 127 = "
+                f"{absmax[r].item():.6g} / 127 = {want[r].item():.6g}")
+        steps = weight / torch.where(live, want, torch.ones_like(want))[:, None]
+        expected = inference.quantize_rows(weight)[0].float()
+        # Where w / scale is a half step (rare: 63.5), either neighbour is as good.
+        tie = (steps.abs().frac() - 0.5).abs() < 1e-4
+        diff = (q.float() - expected).abs()
+        bad = (diff > 0) & ~(tie & (diff == 1))
+        if bad.any():
+            def same_q(wrong) -> bool:
+                return torch.equal(q.float(), wrong.to(torch.int8).float())
 
-                if hint := first_hint(_quantize_mistakes(weight, want), same_q):
-                    raise AssertionError(f"q is wrong: {hint}")
-                i, j = (int(k) for k in bad.nonzero()[0])
-                raise AssertionError(
-                    f"q[{i}, {j}] is {q[i, j].item()}, expected {int(expected[i, j])}: the weight "
-                    f"{weight[i, j].item():.6g} is {steps[i, j].item():.4f} steps of "
-                    f"{want[i].item():.6g}, and rounds to {int(expected[i, j])}")
-
-        return test
+            if hint := first_hint(_quantize_mistakes(weight, want), same_q):
+                raise AssertionError(f"q is wrong: {hint}")
+            i, j = (int(k) for k in bad.nonzero()[0])
+            raise AssertionError(
+                f"q[{i}, {j}] is {q[i, j].item()}, expected {int(expected[i, j])}: the weight "
+                f"{weight[i, j].item():.6g} is {steps[i, j].item():.4f} steps of "
+                f"{want[i].item():.6g}, and rounds to {int(expected[i, j])}")
 
     with seeded(71):
         linear_weight = torch.nn.Linear(48, 32).weight.detach().clone()
@@ -260,40 +259,38 @@ def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]])
     come back unchanged.
     """
 
-    def case(prompts: list[list[int]], pad_id: int = 0):
-        def test() -> None:
-            given = [list(p) for p in prompts]
-            got = fn(given, pad_id=pad_id)
-            if given != prompts:
+    @deferred
+    def case(prompts: list[list[int]], pad_id: int = 0) -> None:
+        given = [list(p) for p in prompts]
+        got = fn(given, pad_id=pad_id)
+        if given != prompts:
+            raise AssertionError(
+                "your function changed the prompts it was given (insert or +=): build new "
+                "rows, and leave the caller's token lists as they were")
+        ids, mask, positions = tensors(got, ("ids", "mask", "positions"))
+        want_ids, want_mask, want_pos, right_ids, right_mask = _padded(prompts, pad_id)
+        for name, t in (("ids", ids), ("mask", mask), ("positions", positions)):
+            if t.shape != want_ids.shape:
                 raise AssertionError(
-                    "your function changed the prompts it was given (insert or +=): build new "
-                    "rows, and leave the caller's token lists as they were")
-            ids, mask, positions = tensors(got, ("ids", "mask", "positions"))
-            want_ids, want_mask, want_pos, right_ids, right_mask = _padded(prompts, pad_id)
-            for name, t in (("ids", ids), ("mask", mask), ("positions", positions)):
-                if t.shape != want_ids.shape:
-                    raise AssertionError(
-                        f"{name} has shape {tuple(t.shape)}, expected {tuple(want_ids.shape)}: "
-                        "one row per prompt, as wide as the longest")
-            for name, t in (("ids", ids), ("positions", positions)):
-                if t.dtype != torch.long:
-                    raise AssertionError(f"{name} is {t.dtype}; make it torch.long (token ids "
-                                         "and positions index embedding tables)")
-            if mask.dtype != torch.bool:
-                raise AssertionError(f"mask is {mask.dtype}; make it torch.bool, True at real "
-                                     "tokens")
-            if torch.equal(ids, right_ids) and not torch.equal(ids, want_ids):
-                raise AssertionError(
-                    f"ids are padded on the right, {ids.tolist()}: pad on the left, so that "
-                    "every row's last token, and every token generated after it, lands in the "
-                    "same column")
-            if not torch.equal(ids, want_ids):
-                raise AssertionError(f"ids are {ids.tolist()}, expected {want_ids.tolist()}")
-            if not torch.equal(mask, want_mask):
-                _expect_mask(mask, want_mask, want_ids, right_mask, pad_id)
-            _expect_positions(positions, want_pos, want_mask)
-
-        return test
+                    f"{name} has shape {tuple(t.shape)}, expected {tuple(want_ids.shape)}: "
+                    "one row per prompt, as wide as the longest")
+        for name, t in (("ids", ids), ("positions", positions)):
+            if t.dtype != torch.long:
+                raise AssertionError(f"{name} is {t.dtype}; make it torch.long (token ids "
+                                     "and positions index embedding tables)")
+        if mask.dtype != torch.bool:
+            raise AssertionError(f"mask is {mask.dtype}; make it torch.bool, True at real "
+                                 "tokens")
+        if torch.equal(ids, right_ids) and not torch.equal(ids, want_ids):
+            raise AssertionError(
+                f"ids are padded on the right, {ids.tolist()}: pad on the left, so that "
+                "every row's last token, and every token generated after it, lands in the "
+                "same column")
+        if not torch.equal(ids, want_ids):
+            raise AssertionError(f"ids are {ids.tolist()}, expected {want_ids.tolist()}")
+        if not torch.equal(mask, want_mask):
+            _expect_mask(mask, want_mask, want_ids, right_mask, pad_id)
+        _expect_positions(positions, want_pos, want_mask)
 
     def empty_prompt() -> None:
         expect_raises(lambda: fn([[5, 6], []], pad_id=0), ValueError,
@@ -392,26 +389,24 @@ def fit_history(fn: Callable[..., list[dict]]) -> None:
                 "the conversation the user sees. Build a new list of the messages to keep")
         return got
 
-    def case(messages: list[dict], budget: int, count=_words_count):
-        def test() -> None:
-            want = _reference_fit(messages, count, budget)
-            if want is None:
-                n_system = sum(m["role"] == "system" for m in messages)
-                need = count(messages[:n_system] + messages[-1:])
-                expect_raises(
-                    lambda: run(messages, count, budget), ValueError,
-                    f"even the system messages and the last user message make {need} tokens, "
-                    f"over the budget of {budget}: raise ValueError with a message that says "
-                    "so (a cut-off prompt would fail later, less clearly)")
-                return
-            got = run(messages, count, budget)
-            if not isinstance(got, list) or not all(isinstance(m, dict) for m in got):
-                raise AssertionError(f"the result is {type(got).__name__}; return a list of the "
-                                     "message dicts to send")
-            if got != want:
-                raise AssertionError(_fit_diagnosis(got, want, messages, count, budget))
-
-        return test
+    @deferred
+    def case(messages: list[dict], budget: int, count=_words_count) -> None:
+        want = _reference_fit(messages, count, budget)
+        if want is None:
+            n_system = sum(m["role"] == "system" for m in messages)
+            need = count(messages[:n_system] + messages[-1:])
+            expect_raises(
+                lambda: run(messages, count, budget), ValueError,
+                f"even the system messages and the last user message make {need} tokens, "
+                f"over the budget of {budget}: raise ValueError with a message that says "
+                "so (a cut-off prompt would fail later, less clearly)")
+            return
+        got = run(messages, count, budget)
+        if not isinstance(got, list) or not all(isinstance(m, dict) for m in got):
+            raise AssertionError(f"the result is {type(got).__name__}; return a list of the "
+                                 "message dicts to send")
+        if got != want:
+            raise AssertionError(_fit_diagnosis(got, want, messages, count, budget))
 
     def with_chat_session() -> None:
         def session(context: int) -> ChatSession:
@@ -595,32 +590,30 @@ def read_stream(fn: Callable[..., tuple[str, str | None]]) -> None:
     finish_reason as the same request answered without streaming.
     """
 
-    def case(lines: list[str] | Callable[[], list[str]], once: bool = False):
-        def test() -> None:
-            given = lines() if callable(lines) else lines
-            every, want_reason = _reference_read(given)
-            want_text = "".join(every)
-            got = _read(fn, given, once)
-            if once and isinstance(got, (tuple, list)) and got and got[0] == "":
-                raise AssertionError(f"the text is empty when the lines come as an iterator: "
-                                     f"{_ONE_PASS}")
-            if not (isinstance(got, (tuple, list)) and len(got) == 2):
-                raise AssertionError("return a tuple (text, finish_reason)")
-            text, reason = got
-            if not isinstance(text, str):
-                raise AssertionError(f"the text is a {type(text).__name__}; join the pieces into "
-                                     "one string")
-            if text != want_text:
-                if hint := first_hint(_text_mistakes(every), text.__eq__):
-                    raise AssertionError(f"the text is {text!r:.120}: {hint}")
-                raise AssertionError(f"the text is {text!r:.200}, expected {want_text!r:.200}")
-            if reason != want_reason:
-                more = (": the stream ended before any chunk gave a finish_reason"
-                        if want_reason is None else ": it comes in the last chunk that has "
-                        "choices (its delta is {}), and the chunks before it say null")
-                raise AssertionError(f"finish_reason is {reason!r}, expected {want_reason!r}{more}")
-
-        return test
+    @deferred
+    def case(lines: list[str] | Callable[[], list[str]], once: bool = False) -> None:
+        given = lines() if callable(lines) else lines
+        every, want_reason = _reference_read(given)
+        want_text = "".join(every)
+        got = _read(fn, given, once)
+        if once and isinstance(got, (tuple, list)) and got and got[0] == "":
+            raise AssertionError(f"the text is empty when the lines come as an iterator: "
+                                 f"{_ONE_PASS}")
+        if not (isinstance(got, (tuple, list)) and len(got) == 2):
+            raise AssertionError("return a tuple (text, finish_reason)")
+        text, reason = got
+        if not isinstance(text, str):
+            raise AssertionError(f"the text is a {type(text).__name__}; join the pieces into "
+                                 "one string")
+        if text != want_text:
+            if hint := first_hint(_text_mistakes(every), text.__eq__):
+                raise AssertionError(f"the text is {text!r:.120}: {hint}")
+            raise AssertionError(f"the text is {text!r:.200}, expected {want_text!r:.200}")
+        if reason != want_reason:
+            more = (": the stream ended before any chunk gave a finish_reason"
+                    if want_reason is None else ": it comes in the last chunk that has "
+                    "choices (its delta is {}), and the chunks before it say null")
+            raise AssertionError(f"finish_reason is {reason!r}, expected {want_reason!r}{more}")
 
     def error_event() -> None:
         lines = _stream([" The", " answer"], finish=None, done=False) + [
@@ -729,39 +722,37 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
     keys, and 5 queries against 300 keys. The tensors passed in must come back unchanged.
     """
 
-    def case(queries: torch.Tensor, keys: torch.Tensor, k: int):
-        def test() -> None:
-            q_given, k_given = queries.clone(), keys.clone()
-            got = fn(q_given.as_subclass(_NoCosine), k_given.as_subclass(_NoCosine), k)
-            if not (torch.equal(q_given, queries) and torch.equal(k_given, keys)):
-                raise AssertionError(
-                    "your function changed the vectors it was given (an in-place operation such "
-                    "as div_ or /=): those are the index's stored vectors; normalise copies")
-            scores, ids = tensors(got, ("scores", "ids"))
-            if ids.is_floating_point() and not scores.is_floating_point():
-                raise AssertionError("scores are integers and ids floats: return (scores, ids) "
-                                     "in that order, as topk's (values, indices)")
-            nq = queries.shape[0]
-            if scores.shape != (nq, k) or ids.shape != (nq, k):
-                flipped = (k, nq) in (tuple(scores.shape), tuple(ids.shape))
-                hint = ": take topk along dim=1, over the keys of each query" if flipped else ""
-                raise AssertionError(f"scores have shape {tuple(scores.shape)} and ids "
-                                     f"{tuple(ids.shape)}, expected ({nq}, {k}) each{hint}")
-            if ids.is_floating_point():
-                raise AssertionError(f"ids are {ids.dtype}; they are positions of keys, integers "
-                                     "(topk's indices)")
-            if not torch.isfinite(scores).all():
-                raise AssertionError(
-                    "scores hold NaN: a zero vector has length 0, and dividing by it gives "
-                    "0 / 0. Its cosine should be 0: F.normalize does that, or divide by "
-                    "norm.clamp(min=1e-12)")
-            # All the cosines by brute force, each pair on its own; 0 for a zero vector.
-            sims = F.cosine_similarity(queries[:, None, :], keys[None, :, :], dim=-1)
-            want = sims.topk(k, dim=1).values
-            expect_close(scores, want, "scores", _score_mistakes(queries, keys, sims, k))
-            _expect_ids(ids, scores, sims, k)
-
-        return test
+    @deferred
+    def case(queries: torch.Tensor, keys: torch.Tensor, k: int) -> None:
+        q_given, k_given = queries.clone(), keys.clone()
+        got = fn(q_given.as_subclass(_NoCosine), k_given.as_subclass(_NoCosine), k)
+        if not (torch.equal(q_given, queries) and torch.equal(k_given, keys)):
+            raise AssertionError(
+                "your function changed the vectors it was given (an in-place operation such "
+                "as div_ or /=): those are the index's stored vectors; normalise copies")
+        scores, ids = tensors(got, ("scores", "ids"))
+        if ids.is_floating_point() and not scores.is_floating_point():
+            raise AssertionError("scores are integers and ids floats: return (scores, ids) "
+                                 "in that order, as topk's (values, indices)")
+        nq = queries.shape[0]
+        if scores.shape != (nq, k) or ids.shape != (nq, k):
+            flipped = (k, nq) in (tuple(scores.shape), tuple(ids.shape))
+            hint = ": take topk along dim=1, over the keys of each query" if flipped else ""
+            raise AssertionError(f"scores have shape {tuple(scores.shape)} and ids "
+                                 f"{tuple(ids.shape)}, expected ({nq}, {k}) each{hint}")
+        if ids.is_floating_point():
+            raise AssertionError(f"ids are {ids.dtype}; they are positions of keys, integers "
+                                 "(topk's indices)")
+        if not torch.isfinite(scores).all():
+            raise AssertionError(
+                "scores hold NaN: a zero vector has length 0, and dividing by it gives "
+                "0 / 0. Its cosine should be 0: F.normalize does that, or divide by "
+                "norm.clamp(min=1e-12)")
+        # All the cosines by brute force, each pair on its own; 0 for a zero vector.
+        sims = F.cosine_similarity(queries[:, None, :], keys[None, :, :], dim=-1)
+        want = sims.topk(k, dim=1).values
+        expect_close(scores, want, "scores", _score_mistakes(queries, keys, sims, k))
+        _expect_ids(ids, scores, sims, k)
 
     def bad_k() -> None:
         keys = randn(76, 4, 3)
@@ -847,36 +838,35 @@ def training_cost(fn: Callable[..., tuple[float, float, float]]) -> None:
     on 8 A100s, and an mfu of 40 (a percentage) or 0.
     """
 
-    def case(cfg: GPTConfig, tokens: float, peak: float, mfu: float, price: float, n_gpus: int = 1):
-        def test() -> None:
-            gpu = capstone.GPU("the case's", peak, "", price, "")
-            want = capstone.training_cost(cfg, tokens, gpu, mfu, n_gpus)
-            flops, hours, usd = want["flops"], want["hours"], want["usd"]
-            got = fn(cfg, tokens, peak, mfu, price, n_gpus=n_gpus)
-            if not (isinstance(got, (tuple, list)) and len(got) == 3):
-                raise AssertionError("return a tuple (flops, hours, usd)")
-            g_flops, g_hours, g_usd = map(number, got, ("flops", "hours", "usd"))
+    @deferred
+    def case(cfg: GPTConfig, tokens: float, peak: float, mfu: float, price: float,
+             n_gpus: int = 1) -> None:
+        gpu = capstone.GPU("the case's", peak, "", price, "")
+        want = capstone.training_cost(cfg, tokens, gpu, mfu, n_gpus)
+        flops, hours, usd = want["flops"], want["hours"], want["usd"]
+        got = fn(cfg, tokens, peak, mfu, price, n_gpus=n_gpus)
+        if not (isinstance(got, (tuple, list)) and len(got) == 3):
+            raise AssertionError("return a tuple (flops, hours, usd)")
+        g_flops, g_hours, g_usd = map(number, got, ("flops", "hours", "usd"))
 
-            def close(x: float, y: float) -> bool:
-                return math.isclose(x, y, rel_tol=1e-6)
+        def close(x: float, y: float) -> bool:
+            return math.isclose(x, y, rel_tol=1e-6)
 
-            if not close(g_flops, flops):
-                hint = first_hint(_flops_mistakes(cfg, tokens), lambda x: close(g_flops, x))
-                raise AssertionError(f"flops is {g_flops:.4g}, expected {flops:.4g}" + (
-                    f": {hint}" if hint else f" = 3 × {forward_flops_per_token(cfg):,} forward "
-                    f"FLOPs per token × {tokens:,.0f} tokens"))
-            if not close(g_hours, hours):
-                hint = first_hint(_hours_mistakes(hours, mfu, n_gpus), lambda x: close(g_hours, x))
-                raise AssertionError(f"hours is {g_hours:.4g}, expected {hours:.4g}" + (
-                    f": {hint}" if hint else f" = {flops:.4g} FLOPs / ({peak:g} × 10¹² × {mfu:g} "
-                    f"× {n_gpus} FLOP/s) / 3,600"))
-            if not close(g_usd, usd):
-                one = n_gpus > 1 and close(g_usd, usd / n_gpus)
-                raise AssertionError(f"usd is {g_usd:.4g}, expected {usd:.4g}" + (
-                    ": it matches paying for one GPU; every GPU is rented for those hours, so "
-                    "the price is hours × n_gpus × usd_per_hour" if one else ""))
-
-        return test
+        if not close(g_flops, flops):
+            hint = first_hint(_flops_mistakes(cfg, tokens), lambda x: close(g_flops, x))
+            raise AssertionError(f"flops is {g_flops:.4g}, expected {flops:.4g}" + (
+                f": {hint}" if hint else f" = 3 × {forward_flops_per_token(cfg):,} forward "
+                f"FLOPs per token × {tokens:,.0f} tokens"))
+        if not close(g_hours, hours):
+            hint = first_hint(_hours_mistakes(hours, mfu, n_gpus), lambda x: close(g_hours, x))
+            raise AssertionError(f"hours is {g_hours:.4g}, expected {hours:.4g}" + (
+                f": {hint}" if hint else f" = {flops:.4g} FLOPs / ({peak:g} × 10¹² × {mfu:g} "
+                f"× {n_gpus} FLOP/s) / 3,600"))
+        if not close(g_usd, usd):
+            one = n_gpus > 1 and close(g_usd, usd / n_gpus)
+            raise AssertionError(f"usd is {g_usd:.4g}, expected {usd:.4g}" + (
+                ": it matches paying for one GPU; every GPU is rented for those hours, so "
+                "the price is hours × n_gpus × usd_per_hour" if one else ""))
 
     def bad_mfu() -> None:
         for mfu in (40, 0):
