@@ -84,14 +84,10 @@ def _last_token_mistakes(logits, ids, pad_id: int, last):
 
 
 def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise 6.1: fn(logits, input_ids, pad_id) must return the logits at each row's last
-    token that is not padding, as `buildllm.classify.class_logits` reads them.
-
-    logits are (batch, tokens, classes) and input_ids (batch, tokens), padded on the right
-    with pad_id. Cases: rows without padding, rows of 5, 3 and 1 real tokens, padding id 0,
-    three classes, and a small GPT with a two-class head, where the answer must equal
-    class_logits on the same messages (which never runs the padding columns).
-    """
+    """Exercise 6.1: fn(logits, input_ids, pad_id) must return the logits (batch, classes)
+    at each row's last token that is not padding, as `buildllm.classify.class_logits` reads
+    them: rows with and without right padding, padding id 0, three classes, and a small GPT
+    with a two-class head (where the answer must equal class_logits)."""
 
     @deferred
     def case(logits: torch.Tensor, ids: torch.Tensor, pad_id: int, want=None) -> None:
@@ -187,9 +183,8 @@ def _collate_width_hint(width, want_width: int, batch, max_length) -> str:
         return ("pad to the longest sequence in the batch (plus its end-of-text), not to "
                 "max_length: max_length only cuts what is longer")
     if width == want_width - 1 and max_length is None:
-        return ("one column short: append one end-of-text (pad_id) to every sequence, pad them "
-                "all to the longest plus 1, then take [:-1] for the inputs and [1:] for the "
-                "targets")
+        return ("one column short: append one end-of-text (pad_id) to every sequence, pad them all "
+                "to the longest plus 1, then take [:-1] for the inputs and [1:] for the targets")
     if width == want_width + 1:
         return ("one column too many: inputs are the padded sequence without its last token, "
                 "targets without its first")
@@ -200,14 +195,9 @@ def _collate_width_hint(width, want_width: int, batch, max_length) -> str:
 
 def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Exercise 6.2: fn(batch, pad_id, ignore_index, max_length) must equal
-    `buildllm.instruct.collate` on the same token lists (with no prompt masking).
-
-    batch is a list of token-id lists. Cases: the docstring's two sequences, three of
-    different lengths, equal lengths (no padding beyond each end-of-text), pad_id 0 with
-    ignore_index -1, max_length shorter than the longest sequence (cut) and longer (no
-    effect: pad to the batch's longest, not to max_length), and one sequence of one token.
-    The lists passed in must come back unchanged.
-    """
+    `buildllm.instruct.collate` on the same token lists (no prompt masking): the worked
+    example, uneven and equal lengths, pad_id 0 with ignore_index -1, a max_length that cuts
+    and one that does not (pad to the batch's longest), and one token. The lists stay as given."""
 
     @deferred
     def case(batch: list[list[int]], pad_id=END_OF_TEXT, ignore_index=-100, max_length=None
@@ -324,13 +314,9 @@ def _rouge_mistakes(candidate: str, reference: str):
 
 
 def rouge_l(fn: Callable[[str, str], float]) -> None:
-    """Exercise 6.3: fn(candidate, reference) must equal `buildllm.metrics.rouge_l`: the
-    F-measure of the longest common subsequence of the two texts' words.
-
-    Cases: two sentences to check by hand, precision and recall that differ, words in another
-    order, gaps (where the longest common substring is shorter), case and punctuation, empty
-    answers, and two 40-word texts.
-    """
+    """Exercise 6.3: fn(candidate, reference) must equal `buildllm.metrics.rouge_l`, the
+    F-measure of the longest common subsequence of the two texts' words: by hand, precision
+    and recall that differ, another order, gaps, case, punctuation, empty answers, 40 words."""
 
     @deferred
     def case(candidate: str, reference: str) -> None:
@@ -449,13 +435,9 @@ _IN_FORWARD = " in forward (no .detach(), .data or torch.no_grad())"
 
 def lora_linear(cls: Callable[..., nn.Module]) -> None:
     """Exercise 6.4: cls(base, rank, alpha) must build a layer that computes what
-    `buildllm.lora.LoRALinear` computes: base(x) + (alpha / rank) · x @ A.T @ B.T.
-
-    Cases: the parts (A (rank, in), B (out, rank), the base frozen, B zero and A not, so the
-    layer starts as the base), the output once A and B hold other values, for rank 2 and 8,
-    a scale of 1.5 (alpha 3, rank 2), a base without bias, a GPT block's qkv layer (its weight
-    stored transposed), and the gradients, which must reach A and B and only them.
-    """
+    `buildllm.lora.LoRALinear` computes, base(x) + (alpha / rank) · x @ A.T @ B.T: A (rank, in)
+    random, B (out, rank) zero, the base frozen; the output for ranks 2 and 8, alpha 3, a base
+    without bias and a GPT's transposed qkv layer; gradients reaching A and B only."""
 
     def linear(d_in: int, d_out: int, seed: int, bias: bool = True) -> Callable[[], nn.Linear]:
         def make() -> nn.Linear:
@@ -587,13 +569,8 @@ def _logprob_mistakes(model: GPTModel, ids: torch.Tensor, mask: torch.Tensor):
 def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 6.5: fn(model, input_ids, labels_mask) must equal
     `buildllm.dpo.sequence_logprob`: per row, the sum of log p(token | tokens before it) over
-    the tokens labels_mask marks.
-
-    The model is a small random GPT with a vocabulary of 97. Cases: one row to follow by hand,
-    three right-padded rows (one answer reaching the last column), a 60-token answer (where a
-    product of probabilities underflows to 0), and the gradient, which must reach the model's
-    weights as the reference's does.
-    """
+    the tokens labels_mask marks, for a small random GPT: one row by hand, three padded rows, a
+    60-token answer (a product of probabilities underflows), and the gradient."""
 
     def compare(model: GPTModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -691,13 +668,9 @@ def _expect_dpo_loss(loss, want: torch.Tensor, logps, beta: float) -> None:
 
 def dpo_loss(fn: Callable[..., tuple]) -> None:
     """Exercise 6.6: fn(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta) must return
-    (loss, chosen_reward, rejected_reward) as `buildllm.dpo.dpo_loss` does.
-
-    Cases: policy equal to reference (loss ln 2, rewards 0), one pair to compute by hand
-    (loss log(1 + e^-1) = 0.3133), a batch of 4 with beta 0.1, margins of ±150 (where
-    log(sigmoid(x)) gives -inf), beta 2, and the loss's gradient with respect to the policy's
-    log-probabilities.
-    """
+    (loss, chosen_reward, rejected_reward) as `buildllm.dpo.dpo_loss` does: policy = reference
+    (ln 2), one pair by hand, batches, margins of ±150 (log(sigmoid(x)) gives -inf), beta 2,
+    and the gradient for the policy's log-probabilities."""
 
     @deferred
     def case(pi_c, pi_r, ref_c, ref_r, beta: float, grad: bool = False, by_hand=None) -> None:

@@ -123,16 +123,11 @@ def _expect_zero_rows(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) 
 
 
 def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Exercise 7.1: fn(weight) must return (q, scale), weight-only int8 quantization with one
-    scale per row, as `buildllm.inference.quantize_rows` computes it.
-
-    scale = max|row| / 127 (shape (rows,)), q = round(weight / scale), clamped to [-127, 127],
-    as int8. Then q · scale is within scale / 2 of every weight. Cases: a row to check by hand,
-    rows a million times apart in size, a row whose extreme is negative, an all-zero row (which
-    needs a positive scale, so that nothing divides by zero, and q = 0), a square matrix (where
-    a wrong broadcast still runs), and an nn.Linear's weight. The weight must come back
-    unchanged.
-    """
+    """Exercise 7.1: fn(weight) must return (q, scale) as
+    `buildllm.inference.quantize_rows` does: scale = max|row| / 127 per row, q =
+    round(weight / scale) as int8. Cases: a row by hand, rows a million times apart, a
+    negative extreme, an all-zero row (a positive scale, q = 0), a square matrix (where a wrong
+    broadcast still runs), an nn.Linear's weight. The weight stays as given."""
 
     @deferred
     def case(weight: torch.Tensor) -> None:
@@ -246,18 +241,11 @@ def _expect_positions(positions, want_pos, want_mask) -> None:
 
 
 def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
-    """Exercise 7.2: fn(prompts, pad_id=0) must return (ids, mask, positions) for a batch of
-    prompts padded on the left, as `buildllm.inference.left_pad` pads them and
-    `buildllm.model.GPTModel` numbers their positions.
-
-    ids (torch.long) holds each prompt at the right end of its row, pad_id before it; mask
-    (torch.bool) is True at the real tokens; positions (torch.long) counts each row's real tokens
-    from 0. At padding, any position from 0 up is accepted (nothing attends to it; GPTModel uses
-    0), but not -1, which an embedding cannot look up. Cases: two prompts by hand, equal lengths,
-    one prompt, pad id 50256, a prompt that contains the pad id as a real token, eight prompts of
-    random lengths, and an empty prompt, which must raise ValueError. The lists passed in must
-    come back unchanged.
-    """
+    """Exercise 7.2: fn(prompts, pad_id=0) must return (ids, mask, positions) as
+    `buildllm.inference.left_pad` pads the prompts (on the left) and `GPTModel` numbers them:
+    positions count each row's real tokens from 0 (at padding any position from 0 up). Cases:
+    by hand, equal lengths, one prompt, pad id 50256, a real token equal to the pad id, eight
+    random lengths, and an empty prompt (ValueError). The lists stay as given."""
 
     @deferred
     def case(prompts: list[list[int]], pad_id: int = 0) -> None:
@@ -279,13 +267,11 @@ def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]])
                 raise AssertionError(f"{name} is {t.dtype}; make it torch.long (token ids "
                                      "and positions index embedding tables)")
         if mask.dtype != torch.bool:
-            raise AssertionError(f"mask is {mask.dtype}; make it torch.bool, True at real "
-                                 "tokens")
+            raise AssertionError(f"mask is {mask.dtype}; make it torch.bool, True at real tokens")
         if torch.equal(ids, right_ids) and not torch.equal(ids, want_ids):
             raise AssertionError(
-                f"ids are padded on the right, {ids.tolist()}: pad on the left, so that "
-                "every row's last token, and every token generated after it, lands in the "
-                "same column")
+                f"ids are padded on the right, {ids.tolist()}: pad on the left, so that every "
+                "row's last token, and every token generated after it, lands in the same column")
         if not torch.equal(ids, want_ids):
             raise AssertionError(f"ids are {ids.tolist()}, expected {want_ids.tolist()}")
         if not torch.equal(mask, want_mask):
@@ -369,16 +355,11 @@ def _fit_diagnosis(got: list[dict], want: list[dict], messages, count, budget: i
 
 
 def fit_history(fn: Callable[..., list[dict]]) -> None:
-    """Exercise 7.3: fn(messages, count_tokens, budget) must return the messages to send, as
-    `buildllm.chat.ChatSession` chooses them: every system message, then the newest turns,
-    starting at a user message (or at the first message), as many as keep
-    count_tokens(kept) <= budget. If even the system messages and the last user message are
-    over budget, it must raise ValueError.
-
-    Cases use a count to follow by hand (4 tokens per message, 1 per word, 3 for the open reply)
-    and, last, GPT-2's tokens as ChatSession counts them, where the result must give exactly the
-    prompt ChatSession.prompt_ids sends. The list passed in must come back unchanged.
-    """
+    """Exercise 7.3: fn(messages, count_tokens, budget) must return the messages to send
+    as `buildllm.chat.ChatSession` chooses them: the system messages, then the newest turns
+    from a user message (or the first message) with count_tokens(kept) <= budget; ValueError
+    if even the last user message does not fit. Counts by hand (4 per message, 1 per word, 3
+    for the reply), then GPT-2's, where the result must be ChatSession.prompt_ids's prompt."""
 
     def run(messages: list[dict], count, budget: int):
         given = copy.deepcopy(messages)
@@ -575,20 +556,12 @@ def _served_stream() -> list[str]:
 
 
 def read_stream(fn: Callable[..., tuple[str, str | None]]) -> None:
-    """Exercise 7.4: fn(lines) must read a streamed chat completion (Server-Sent Events, one
-    line at a time without line endings, as httpx's `response.iter_lines()` gives them) into
-    (text, finish_reason), as the `openai` client reads it.
-
-    Lines `data: {json}` carry chat.completion.chunk objects, whose choices' `delta.content`
-    pieces join into the text, and whose last choice names the finish_reason; blank lines
-    separate events, lines starting with ":" are comments, `data: [DONE]` ends the stream, and
-    an event `{"error": {...}}` must raise RuntimeError with the error's message. Cases: a reply
-    by hand, pieces with spaces and line breaks (kept exactly), "length", a usage chunk with no
-    choices, comment lines, "data:" without its space, null content, non-ASCII text, a stream
-    that ends without [DONE] (finish_reason None), lines given as a one-pass iterator, an error
-    event, and the real stream of a `buildllm.serve` server, which must give the same text and
-    finish_reason as the same request answered without streaming.
-    """
+    """Exercise 7.4: fn(lines) must read a streamed chat completion (the lines of
+    Server-Sent Events, as httpx's `response.iter_lines()` gives them) into (text,
+    finish_reason), as the `openai` client does; an error event raises RuntimeError. Cases:
+    by hand, spaces and line breaks, "length", a usage chunk, comments, "data:" without its
+    space, null content, non-ASCII, no [DONE], a one-pass iterator, an error event, and a real
+    stream from `buildllm.serve`, which must say what the same request says unstreamed."""
 
     @deferred
     def case(lines: list[str] | Callable[[], list[str]], once: bool = False) -> None:
@@ -710,17 +683,11 @@ def _expect_ids(ids: torch.Tensor, scores: torch.Tensor, sims: torch.Tensor, k: 
 
 
 def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Exercise 7.5: fn(queries, keys, k) must return (scores, ids), each (queries, k): for each
-    query the k keys of largest cosine similarity, best first, as
-    `buildllm.retrieval.cosine_top_k` finds them.
-
-    The reference is PyTorch's cosine_similarity, pair by pair (which the learner's code may not
-    call). Keys of equal score may come in any order. A zero vector has no direction: its
-    cosine with anything is 0, never NaN. k outside 1 to the number of keys must raise
-    ValueError. Cases: one query by hand (where the plain dot product ranks otherwise), queries
-    of very different lengths, k equal to the number of keys, a zero query and a zero key, tied
-    keys, and 5 queries against 300 keys. The tensors passed in must come back unchanged.
-    """
+    """Exercise 7.5: fn(queries, keys, k) must return (scores, ids), each (queries, k):
+    the k keys of largest cosine with each query, best first, as
+    `buildllm.retrieval.cosine_top_k` finds them (compared with PyTorch's cosine_similarity,
+    which fn may not call). Ties in any order; a zero vector has cosine 0; k outside 1 to the
+    number of keys raises ValueError. The tensors stay as given."""
 
     @deferred
     def case(queries: torch.Tensor, keys: torch.Tensor, k: int) -> None:
@@ -745,9 +712,8 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
                                  "(topk's indices)")
         if not torch.isfinite(scores).all():
             raise AssertionError(
-                "scores hold NaN: a zero vector has length 0, and dividing by it gives "
-                "0 / 0. Its cosine should be 0: F.normalize does that, or divide by "
-                "norm.clamp(min=1e-12)")
+                "scores hold NaN: a zero vector has length 0, and dividing by it gives 0 / 0. Its "
+                "cosine should be 0: F.normalize does that, or divide by norm.clamp(min=1e-12)")
         # All the cosines by brute force, each pair on its own; 0 for a zero vector.
         sims = F.cosine_similarity(queries[:, None, :], keys[None, :, :], dim=-1)
         want = sims.topk(k, dim=1).values
@@ -827,16 +793,11 @@ def _hours_mistakes(hours: float, mfu: float, n_gpus: int):
 
 
 def training_cost(fn: Callable[..., tuple[float, float, float]]) -> None:
-    """Exercise 7.6: fn(cfg, tokens, peak_tflops, mfu, usd_per_hour, n_gpus=1) must return
-    (flops, hours, usd): the training FLOPs, 3 × `buildllm.model.forward_flops_per_token(cfg)`
-    × tokens; the wall-clock hours on n_gpus GPUs that each deliver peak_tflops × 10¹² × mfu
-    FLOP/s; and the price, hours × n_gpus × usd_per_hour, as `buildllm.capstone.training_cost`
-    computes them. An mfu outside (0, 1] must raise ValueError.
-
-    Cases: a toy model by hand, GPT-2 124M at 20 tokens per parameter on an A100 and 355M on
-    10B tokens on an H100 (rows of Meeting-7/SCALING.md), a T4 in float32, nanoGPT's 124M run
-    on 8 A100s, and an mfu of 40 (a percentage) or 0.
-    """
+    """Exercise 7.6: fn(cfg, tokens, peak_tflops, mfu, usd_per_hour, n_gpus=1) must
+    return (flops, hours, usd) as `buildllm.capstone.training_cost` computes them: 3 ×
+    forward_flops_per_token(cfg) × tokens, on n_gpus GPUs that each deliver peak × mfu, paid
+    for every GPU. An mfu outside (0, 1] raises ValueError. Cases: a toy by hand, rows of
+    Meeting-7/SCALING.md, a T4 in float32, nanoGPT's run on 8 A100s."""
 
     @deferred
     def case(cfg: GPTConfig, tokens: float, peak: float, mfu: float, price: float,
