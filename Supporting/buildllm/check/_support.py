@@ -168,3 +168,10 @@ def tiny_gpt(seed: int | None, vocab: int, context: int, emb: int, heads: int, l
 def deferred(check: Callable[..., None]) -> Callable[..., Callable[[], None]]:
     """`check(*case)` becomes a test that verify runs later: `@deferred def case(...)`."""
     return lambda *args, **kwargs: partial(check, *args, **kwargs)
+
+
+def fail_first(*rules: tuple[object, str]) -> None:
+    """A table of (mistake seen?, what to tell the learner): fail with the first one seen."""
+    for seen, message in rules:
+        if seen:
+            raise AssertionError(message)

@@ -36,6 +36,7 @@ from . import expect_tensor, verify
 from ._support import (
     deferred,
     expect_close,
+    fail_first,
     first_hint,
     matching,
     number,
@@ -204,30 +205,23 @@ def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
              ) -> None:
         given = [list(ids) for ids in batch]
         got = fn(given, pad_id=pad_id, ignore_index=ignore_index, max_length=max_length)
-        if given != batch:
-            raise AssertionError(
-                "your function changed the lists it was given (ids.append(...) or "
-                "ids += [...]): those are the dataset's own lists, so every epoch would "
-                "add another end-of-text. Build new lists: ids + [pad_id]")
-        if not (isinstance(got, (tuple, list)) and len(got) == 2):
-            raise AssertionError(
-                f"the result should be a pair (inputs, targets), got {type(got).__name__}")
+        fail_first(
+            (given != batch, "your function changed the lists it was given (ids.append(...) or "
+             "ids += [...]): those are the dataset's own lists, so every epoch would add another "
+             "end-of-text. Build new lists: ids + [pad_id]"),
+            (not (isinstance(got, (tuple, list)) and len(got) == 2),
+             f"the result should be a pair (inputs, targets), got {type(got).__name__}"))
         inputs, targets = tensors(got, ("the inputs", "the targets"))
         want = _collate(batch, pad_id, ignore_index, max_length)
-        for name, t in (("inputs", inputs), ("targets", targets)):
-            if t.dtype != torch.long:
-                raise AssertionError(
-                    f"the {name} have dtype {t.dtype}; token ids and targets are integers, "
-                    "torch.long (the embedding and cross_entropy need it)")
-            if t.shape != want[0].shape:
-                width = t.shape[-1] if t.ndim == 2 else None
-                why = _collate_width_hint(width, want[0].shape[1], batch, max_length)
-                raise AssertionError(f"the {name} have shape {tuple(t.shape)}, expected "
-                                     f"{tuple(want[0].shape)}: {why}")
-        if (inputs == ignore_index).any():
-            raise AssertionError(
-                f"the inputs hold ignore_index ({ignore_index}), which is no token id (the "
-                "embedding fails on it): pad the inputs with pad_id; only targets are masked")
+        fail_first(*(rule for name, t in (("inputs", inputs), ("targets", targets)) for rule in (
+            (t.dtype != torch.long, f"the {name} have dtype {t.dtype}; token ids and targets are "
+             "integers, torch.long (the embedding and cross_entropy need it)"),
+            (t.shape != want[0].shape, f"the {name} have shape {tuple(t.shape)}, expected "
+             f"{tuple(want[0].shape)}: " + _collate_width_hint(
+                 t.shape[-1] if t.ndim == 2 else None, want[0].shape[1], batch, max_length)))),
+            ((inputs == ignore_index).any(), f"the inputs hold ignore_index ({ignore_index}), "
+             "which is no token id (the embedding fails on it): pad the inputs with pad_id; only "
+             "targets are masked"))
         def same(wrong) -> bool:
             return all(map(torch.equal, (inputs, targets), wrong))
 
@@ -399,18 +393,13 @@ def _expect_lora_parts(layer, base: nn.Linear, rank: int) -> None:
 def _expect_lora_start(layer) -> None:
     """B starts at zero and A random, so the fresh layer is the base and both can learn."""
     a_zero, b_zero = not torch.any(layer.A != 0).item(), not torch.any(layer.B != 0).item()
-    if a_zero and b_zero:
-        raise AssertionError(
-            "A and B both start at zero: then neither ever gets a gradient (each one's gradient "
-            "is multiplied by the other). B starts at zero, A random (peft uses "
-            "nn.init.kaiming_uniform_(A, a=math.sqrt(5)))")
-    if not b_zero:
-        raise AssertionError(
-            "B should start at zero, so that B·A = 0 and the wrapped layer starts exactly as the "
-            "pretrained one; A starts random")
-    if a_zero:
-        raise AssertionError(
-            "A should start random (and B at zero): with A zero, B's gradient is zero too")
+    fail_first(
+        (a_zero and b_zero, "A and B both start at zero: then neither ever gets a gradient (each "
+         "one's gradient is multiplied by the other). B starts at zero, A random (peft uses "
+         "nn.init.kaiming_uniform_(A, a=math.sqrt(5)))"),
+        (not b_zero, "B should start at zero, so that B·A = 0 and the wrapped layer starts "
+         "exactly as the pretrained one; A starts random"),
+        (a_zero, "A should start random (and B at zero): with A zero, B's gradient is zero too"))
 
 
 def _lora_mistakes(base_out, x, a, b, rank: int, alpha: float):
@@ -679,11 +668,10 @@ def dpo_loss(fn: Callable[..., tuple]) -> None:
         if by_hand is not None:  # this case compares with the arithmetic in its label
             want = torch.tensor(by_hand)
         got = fn(*given, ref_c.clone(), ref_r.clone(), beta)
-        if isinstance(got, torch.Tensor):
-            raise AssertionError("the result is one tensor; return three things: (loss, "
-                                 "chosen_reward, rejected_reward)")
-        if not (isinstance(got, (tuple, list)) and len(got) == 3):
-            raise AssertionError("return a tuple (loss, chosen_reward, rejected_reward)")
+        fail_first((isinstance(got, torch.Tensor), "the result is one tensor; return three "
+                    "things: (loss, chosen_reward, rejected_reward)"),
+                   (not (isinstance(got, (tuple, list)) and len(got) == 3),
+                    "return a tuple (loss, chosen_reward, rejected_reward)"))
         loss, chosen, rejected = (plain(t) for t in got)
         _expect_dpo_loss(loss, want, (pi_c, pi_r, ref_c, ref_r), beta)
         expect_close(chosen, want_c, "chosen_reward", _reward_mistakes(pi_c, ref_c))

@@ -37,6 +37,7 @@ from ._support import (
     deferred,
     expect_close,
     expect_raises,
+    fail_first,
     first_hint,
     number,
     randn,
@@ -91,21 +92,16 @@ def _quantize_mistakes(w: torch.Tensor, scale: torch.Tensor):
 
 
 def _expect_scale_shape(scale: torch.Tensor, weight: torch.Tensor) -> None:
-    rows = weight.shape[0]
-    if scale.numel() == 1 and rows > 1:
-        raise AssertionError(
-            "scale is a single number for the whole matrix: give each row its own, "
-            "w.abs().amax(dim=1) / 127, or one large row makes every small row round to zero")
-    if scale.shape == (rows, 1):
-        raise AssertionError(
-            f"scale has shape {tuple(scale.shape)}; return it as a ({rows},) tensor, one number "
-            "per row (scale[:, None] gives the column when you divide)")
-    if scale.shape != (rows,):
-        per_column = tuple(scale.shape) == (weight.shape[1],)
-        hint = " (one per column: reduce over dim=1, the row)" if per_column else ""
-        raise AssertionError(f"scale has shape {tuple(scale.shape)}, expected ({rows},){hint}")
-    if not scale.is_floating_point():
-        raise AssertionError(f"scale is {scale.dtype}; it is a float, max|row| / 127")
+    rows, shape = weight.shape[0], tuple(scale.shape)
+    per_column = " (one per column: reduce over dim=1, the row)" * (shape == (weight.shape[1],))
+    fail_first(
+        (scale.numel() == 1 and rows > 1, "scale is a single number for the whole matrix: give "
+         "each row its own, w.abs().amax(dim=1) / 127, or one large row makes every small row "
+         "round to zero"),
+        (shape == (rows, 1), f"scale has shape {shape}; return it as a ({rows},) tensor, one "
+         "number per row (scale[:, None] gives the column when you divide)"),
+        (shape != (rows,), f"scale has shape {shape}, expected ({rows},){per_column}"),
+        (not scale.is_floating_point(), f"scale is {scale.dtype}; it is a float, max|row| / 127"))
 
 
 def _expect_zero_rows(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> None:
@@ -138,12 +134,10 @@ def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]
                 "your function changed the weight it was given (an in-place operation such "
                 "as div_ or w /= ...): quantizing must leave the float model as it was")
         q, scale = tensors(got, ("q", "scale"))
-        if q.shape != weight.shape:
-            raise AssertionError(f"q has shape {tuple(q.shape)}, expected "
-                                 f"{tuple(weight.shape)}: one int8 number per weight")
-        if q.dtype != torch.int8:
-            raise AssertionError(f"q is {q.dtype}; store it as torch.int8, one byte per "
-                                 "weight (round first, then .to(torch.int8))")
+        fail_first((q.shape != weight.shape, f"q has shape {tuple(q.shape)}, expected "
+                    f"{tuple(weight.shape)}: one int8 number per weight"),
+                   (q.dtype != torch.int8, f"q is {q.dtype}; store it as torch.int8, one byte per "
+                    "weight (round first, then .to(torch.int8))"))
         _expect_scale_shape(scale, weight)
         absmax = weight.abs().amax(dim=1)
         live, want = absmax != 0, absmax / 127
@@ -206,18 +200,15 @@ def _padded(prompts: list[list[int]], pad_id: int):
 
 
 def _expect_mask(mask, want_mask, want_ids, right_mask, pad_id: int) -> None:
-    for wrong, why in (
-        (want_ids != pad_id, f"mask is {mask.tolist()}, expected {want_mask.tolist()}: it matches "
-         f"ids != pad_id, which calls a real token that happens to be {pad_id} padding. Mark the "
-         "real tokens from each prompt's length instead"),
-        (right_mask, "mask marks the first columns, as for padding on the right: the real tokens "
-         "are the last len(prompt) columns of each row"),
-        (~want_mask, "mask is True at the padding and False at the real tokens: turn it round "
-         "(True where attention may look)"),
-        (mask, f"mask is {mask.tolist()}, expected {want_mask.tolist()}"),
-    ):
-        if torch.equal(mask, wrong):
-            raise AssertionError(why)
+    fail_first(
+        (torch.equal(mask, want_ids != pad_id), f"mask is {mask.tolist()}, expected "
+         f"{want_mask.tolist()}: it matches ids != pad_id, which calls a real token that happens "
+         f"to be {pad_id} padding. Mark the real tokens from each prompt's length instead"),
+        (torch.equal(mask, right_mask), "mask marks the first columns, as for padding on the "
+         "right: the real tokens are the last len(prompt) columns of each row"),
+        (torch.equal(mask, ~want_mask), "mask is True at the padding and False at the real "
+         "tokens: turn it round (True where attention may look)"),
+        (True, f"mask is {mask.tolist()}, expected {want_mask.tolist()}"))
 
 
 def _expect_positions(positions, want_pos, want_mask) -> None:
@@ -257,23 +248,21 @@ def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]])
                 "rows, and leave the caller's token lists as they were")
         ids, mask, positions = tensors(got, ("ids", "mask", "positions"))
         want_ids, want_mask, want_pos, right_ids, right_mask = _padded(prompts, pad_id)
-        for name, t in (("ids", ids), ("mask", mask), ("positions", positions)):
-            if t.shape != want_ids.shape:
-                raise AssertionError(
-                    f"{name} has shape {tuple(t.shape)}, expected {tuple(want_ids.shape)}: "
-                    "one row per prompt, as wide as the longest")
-        for name, t in (("ids", ids), ("positions", positions)):
-            if t.dtype != torch.long:
-                raise AssertionError(f"{name} is {t.dtype}; make it torch.long (token ids "
-                                     "and positions index embedding tables)")
-        if mask.dtype != torch.bool:
-            raise AssertionError(f"mask is {mask.dtype}; make it torch.bool, True at real tokens")
-        if torch.equal(ids, right_ids) and not torch.equal(ids, want_ids):
-            raise AssertionError(
-                f"ids are padded on the right, {ids.tolist()}: pad on the left, so that every "
-                "row's last token, and every token generated after it, lands in the same column")
-        if not torch.equal(ids, want_ids):
-            raise AssertionError(f"ids are {ids.tolist()}, expected {want_ids.tolist()}")
+        named = {"ids": ids, "mask": mask, "positions": positions}
+        fail_first(*((t.shape != want_ids.shape, f"{name} has shape {tuple(t.shape)}, expected "
+                      f"{tuple(want_ids.shape)}: one row per prompt, as wide as the longest")
+                     for name, t in named.items()),
+                   *((named[name].dtype != torch.long, f"{name} is {named[name].dtype}; make it "
+                      "torch.long (token ids and positions index embedding tables)")
+                     for name in ("ids", "positions")),
+                   (mask.dtype != torch.bool, f"mask is {mask.dtype}; make it torch.bool, True "
+                    "at real tokens"),
+                   (torch.equal(ids, right_ids) and not torch.equal(ids, want_ids),
+                    f"ids are padded on the right, {ids.tolist()}: pad on the left, so that every "
+                    "row's last token, and every token generated after it, lands in the same "
+                    "column"),
+                   (not torch.equal(ids, want_ids),
+                    f"ids are {ids.tolist()}, expected {want_ids.tolist()}"))
         if not torch.equal(mask, want_mask):
             _expect_mask(mask, want_mask, want_ids, right_mask, pad_id)
         _expect_positions(positions, want_pos, want_mask)
@@ -698,22 +687,18 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
                 "your function changed the vectors it was given (an in-place operation such "
                 "as div_ or /=): those are the index's stored vectors; normalise copies")
         scores, ids = tensors(got, ("scores", "ids"))
-        if ids.is_floating_point() and not scores.is_floating_point():
-            raise AssertionError("scores are integers and ids floats: return (scores, ids) "
-                                 "in that order, as topk's (values, indices)")
-        nq = queries.shape[0]
-        if scores.shape != (nq, k) or ids.shape != (nq, k):
-            flipped = (k, nq) in (tuple(scores.shape), tuple(ids.shape))
-            hint = ": take topk along dim=1, over the keys of each query" if flipped else ""
-            raise AssertionError(f"scores have shape {tuple(scores.shape)} and ids "
-                                 f"{tuple(ids.shape)}, expected ({nq}, {k}) each{hint}")
-        if ids.is_floating_point():
-            raise AssertionError(f"ids are {ids.dtype}; they are positions of keys, integers "
-                                 "(topk's indices)")
-        if not torch.isfinite(scores).all():
-            raise AssertionError(
-                "scores hold NaN: a zero vector has length 0, and dividing by it gives 0 / 0. Its "
-                "cosine should be 0: F.normalize does that, or divide by norm.clamp(min=1e-12)")
+        nq, shapes = queries.shape[0], (tuple(scores.shape), tuple(ids.shape))
+        flipped = ": take topk along dim=1, over the keys of each query" * ((k, nq) in shapes)
+        fail_first(
+            (ids.is_floating_point() and not scores.is_floating_point(), "scores are integers "
+             "and ids floats: return (scores, ids) in that order, as topk's (values, indices)"),
+            (shapes != ((nq, k), (nq, k)), f"scores have shape {shapes[0]} and ids {shapes[1]}, "
+             f"expected ({nq}, {k}) each{flipped}"),
+            (ids.is_floating_point(), f"ids are {ids.dtype}; they are positions of keys, "
+             "integers (topk's indices)"),
+            (not torch.isfinite(scores).all(), "scores hold NaN: a zero vector has length 0, and "
+             "dividing by it gives 0 / 0. Its cosine should be 0: F.normalize does that, or "
+             "divide by norm.clamp(min=1e-12)"))
         # All the cosines by brute force, each pair on its own; 0 for a zero vector.
         sims = F.cosine_similarity(queries[:, None, :], keys[None, :, :], dim=-1)
         want = sims.topk(k, dim=1).values
