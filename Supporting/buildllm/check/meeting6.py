@@ -1,18 +1,13 @@
 """Checks for the Meeting 6 exercises: a classifier's last token, instruction batches, ROUGE-L,
 a LoRA layer, and DPO's two halves.
 
-Each check runs the learner's code on a table of cases and compares it with the package:
-`classify.class_logits`, `instruct.collate`, `metrics.rouge_l`, `lora.LoRALinear` and
-`dpo.sequence_logprob` and `dpo.dpo_loss`. A wrong answer that equals a known mistake (the
-last position read after the padding, recall in place of the F-measure, alpha where
-alpha / rank belongs...) is named:
+Each check runs the learner's code on a table of cases, compares it with the package and
+names a known mistake when the answer matches one. Inputs come from fixed seeds and models are
+built in a forked RNG, so the learner's notebook draws the same random numbers:
 
     >>> from buildllm import check
     >>> check.meeting6.dpo_loss(dpo_loss)
     ✓ Exercise 6.6: all 6 cases pass.
-
-Inputs come from fixed seeds and models are built inside a forked RNG, so every run checks the
-same cases and the learner's notebook draws the same random numbers. All six take seconds.
 """
 
 from __future__ import annotations

@@ -1,18 +1,14 @@
 """Checks for the Meeting 7 exercises: int8 weights, left padding, a chat history that fits
 the context, a streamed reply, cosine search, and what training costs.
 
-Each check runs the learner's code on a table of cases and compares it with the package
-(`inference.quantize_rows` and `left_pad`, `chat.ChatSession`'s prompt, the real stream of
-`serve`, `capstone.training_cost`) or with PyTorch (cosine_similarity). A wrong answer that
-equals a known mistake (one scale for the whole matrix, padding on the right, an assistant
-message left at the start of the history, 6 × parameters...) is named:
+Each check runs the learner's code on a table of cases, compares it with the package (or with
+PyTorch's cosine_similarity) and names a known mistake when the answer matches one. Inputs
+come from fixed seeds and models are built in a forked RNG, so the learner's notebook draws
+the same random numbers:
 
     >>> from buildllm import check
     >>> check.meeting7.cosine_top_k(cosine_top_k)
     ✓ Exercise 7.5: all 7 cases pass.
-
-Inputs come from fixed seeds and models are built inside a forked RNG, so every run checks the
-same cases and the learner's notebook draws the same random numbers. All six take seconds.
 """
 
 from __future__ import annotations
@@ -313,6 +309,14 @@ def _roles(messages: list[dict]) -> str:
     return "[" + ", ".join(one(m) for m in messages) + "]"
 
 
+def _chat(spec: str) -> list[dict]:
+    """'s sys 10, u q1 6': a system message of 10 words, then a user's of 6, each opening with
+    its tag, which the messages about what was kept show."""
+    roles = {"s": "system", "u": "user", "a": "assistant"}
+    return [{"role": roles[r], "content": " ".join([tag] + ["word"] * (int(n) - 1))}
+            for r, tag, n in (m.split() for m in spec.split(","))]
+
+
 def _words_count(messages: list[dict]) -> int:
     """The by-hand count: 4 header tokens and one per word for each message, 3 to end."""
     return sum(4 + len(m["content"].split()) for m in messages) + 3
@@ -386,15 +390,13 @@ def fit_history(fn: Callable[..., list[dict]]) -> None:
                 return ChatSession(GPTModel(cfg), gpt2_encoding())
 
         n_new, short, counter = 48, session(128), session(4096)
-        messages = [{"role": role, "content": text} for role, text in (
-            ("system", "You answer in one short sentence."),
-            ("user", "Who wrote Hamlet?"),
-            ("assistant", "William Shakespeare wrote it, around 1600."),
-            ("user", "And who wrote The Odyssey?"),
-            ("assistant", "Homer, or the poets we call by that name."),
-            ("user", "Which of the two is older?"),
-            ("assistant", "The Odyssey, by more than two thousand years."),
-            ("user", "Name one more play by the first author."))]
+        roles = ["system"] + ["user", "assistant"] * 3 + ["user"]
+        messages = [{"role": role, "content": text} for role, text in zip(roles, [
+            "You answer in one short sentence.", "Who wrote Hamlet?",
+            "William Shakespeare wrote it, around 1600.", "And who wrote The Odyssey?",
+            "Homer, or the poets we call by that name.", "Which of the two is older?",
+            "The Odyssey, by more than two thousand years.",
+            "Name one more play by the first author."], strict=True)]
 
         def count(kept: list[dict]) -> int:  # the whole conversation, none of it dropped
             return len(counter.prompt_ids(kept, 1))
@@ -406,33 +408,29 @@ def fit_history(fn: Callable[..., list[dict]]) -> None:
                                "in the course, please report it")
         case(messages, budget, count)()
 
-    def say(role: str, words: int, tag: str) -> dict:
-        return {"role": role, "content": " ".join([tag] + ["word"] * (words - 1))}
-
-    u, a, s = "user", "assistant", "system"
-    four = [say(s, 10, "sys"), say(u, 6, "q1"), say(a, 12, "a1"), say(u, 4, "q2")]
-    five = [say(u, 6, "q1"), say(a, 10, "a1"), say(u, 5, "q2"), say(a, 8, "a2"), say(u, 4, "q3")]
+    four = _chat("s sys 10, u q1 6, a a1 12, u q2 4")
+    five = "u q1 6, a a1 10, u q2 5, a a2 8, u q3 4"
     verify("Exercise 7.3", [
         ("everything fits: system, user, assistant, user make 51 tokens, budget 100",
          case(four, 100)),
         ("exactly the budget: the same four messages, budget 51, all stay", case(four, 51)),
         ("user, assistant, user, assistant, user (56 tokens), budget 40: the first turn goes, "
-         "32 tokens stay", case(five, 40)),
+         "32 tokens stay", case(_chat(five), 40)),
         ("the same, budget 30: an assistant message cannot start the history, so only the last "
-         "question stays (11 tokens), though [assistant, user] would make 23", case(five, 30)),
+         "question stays (11 tokens), though [assistant, user] would make 23",
+         case(_chat(five), 30)),
         ("a system message and seven more (83 tokens), budget 60: the system message stays, the "
          "first turn goes (59 tokens)",
-         case([say(s, 10, "sys"), *five, say(a, 3, "a3"), say(u, 2, "q4")], 60)),
+         case(_chat(f"s sys 10, {five}, a a3 3, u q4 2"), 60)),
         ("two system messages, then a question asked twice in a row (59 tokens), budget 46: only "
-         "the first asking goes", case([say(s, 3, "sys1"), say(s, 4, "sys2"), say(u, 9, "q1"),
-                                        say(u, 7, "q1-again"), say(a, 6, "a1"), say(u, 3, "q2")],
-                                       46)),
+         "the first asking goes",
+         case(_chat("s sys1 3, s sys2 4, u q1 9, u q1-again 7, a a1 6, u q2 3"), 46)),
         ("a conversation that opens with the assistant's greeting (44 tokens), budget 35: the "
          "greeting goes, 35 tokens stay",
-         case([say(a, 5, "hello"), say(u, 6, "q1"), say(a, 9, "a1"), say(u, 5, "q2")], 35)),
+         case(_chat("a hello 5, u q1 6, a a1 9, u q2 5"), 35)),
         ("even the last question with the system message (24 tokens) is over a budget of 20: "
          "ValueError",
-         case([say(s, 6, "sys"), say(u, 3, "q1"), say(a, 3, "a1"), say(u, 7, "q2")], 20)),
+         case(_chat("s sys 6, u q1 3, a a1 3, u q2 7"), 20)),
         ("GPT-2's tokens in ChatSession's layout (115 for the whole conversation), context 128 "
          "with 48 for the reply: the prompt ChatSession.prompt_ids sends", with_chat_session),
     ])
