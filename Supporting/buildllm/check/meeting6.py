@@ -208,15 +208,19 @@ def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
              f"the result should be a pair (inputs, targets), got {type(got).__name__}"))
         inputs, targets = tensors(got, ("the inputs", "the targets"))
         want = _collate(batch, pad_id, ignore_index, max_length)
-        fail_first(*(rule for name, t in (("inputs", inputs), ("targets", targets)) for rule in (
-            (t.dtype != torch.long, f"the {name} have dtype {t.dtype}; token ids and targets are "
-             "integers, torch.long (the embedding and cross_entropy need it)"),
-            (t.shape != want[0].shape, f"the {name} have shape {tuple(t.shape)}, expected "
-             f"{tuple(want[0].shape)}: " + _collate_width_hint(
-                 t.shape[-1] if t.ndim == 2 else None, want[0].shape[1], batch, max_length)))),
-            ((inputs == ignore_index).any(), f"the inputs hold ignore_index ({ignore_index}), "
-             "which is no token id (the embedding fails on it): pad the inputs with pad_id; only "
-             "targets are masked"))
+        for name, t in (("inputs", inputs), ("targets", targets)):
+            width = t.shape[-1] if t.ndim == 2 else None
+            fail_first(
+                (t.dtype != torch.long, f"the {name} have dtype {t.dtype}; token ids and targets "
+                 "are integers, torch.long (the embedding and cross_entropy need it)"),
+                (t.shape != want[0].shape, f"the {name} have shape {tuple(t.shape)}, expected "
+                 f"{tuple(want[0].shape)}: "
+                 + _collate_width_hint(width, want[0].shape[1], batch, max_length)))
+        if (inputs == ignore_index).any():
+            raise AssertionError(
+                f"the inputs hold ignore_index ({ignore_index}), which is no token id (the "
+                "embedding fails on it): pad the inputs with pad_id; only targets are masked")
+
         def same(wrong) -> bool:
             return all(map(torch.equal, (inputs, targets), wrong))
 
