@@ -27,20 +27,8 @@ from .. import dpo, instruct, lora, metrics
 from ..classify import add_classification_head, class_logits, last_token_index
 from ..instruct import END_OF_TEXT
 from ..model import GPTModel
-from . import expect_tensor, verify
-from ._support import (
-    deferred,
-    expect_close,
-    fail_first,
-    first_hint,
-    matching,
-    number,
-    plain,
-    randn,
-    seeded,
-    tensors,
-    tiny_gpt,
-)
+from . import _support, expect_tensor, verify
+from ._support import deferred, expect_close, fail_first, first_hint, plain, randn, seeded
 
 __all__ = ["collate", "dpo_loss", "last_token_logits", "lora_linear", "rouge_l",
            "sequence_logprob"]
@@ -110,7 +98,8 @@ def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
 
     def on_a_model() -> Callable[[], None]:
         with seeded(61):  # the head too: it is drawn after the GPT's weights
-            model = add_classification_head(tiny_gpt(None, 50257, 16, 16, 2, 2, std=0.2)).eval()
+            gpt = _support.tiny_gpt(None, 50257, 16, 16, 2, 2, std=0.2)
+            model = add_classification_head(gpt).eval()
         ids = _padded([4, 12, 7], 15, END_OF_TEXT, seed=62)  # class_logits cuts 3 columns
         with torch.no_grad():
             return case(model(ids), ids, END_OF_TEXT, class_logits(model, ids))
@@ -206,7 +195,7 @@ def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
              "end-of-text. Build new lists: ids + [pad_id]"),
             (not (isinstance(got, (tuple, list)) and len(got) == 2),
              f"the result should be a pair (inputs, targets), got {type(got).__name__}"))
-        inputs, targets = tensors(got, ("the inputs", "the targets"))
+        inputs, targets = _support.tensors(got, ("the inputs", "the targets"))
         want = _collate(batch, pad_id, ignore_index, max_length)
         for name, t in (("inputs", inputs), ("targets", targets)):
             width = t.shape[-1] if t.ndim == 2 else None
@@ -315,7 +304,7 @@ def rouge_l(fn: Callable[[str, str], float]) -> None:
     def case(candidate: str, reference: str) -> None:
         want = metrics.rouge_l(candidate, reference)
         try:
-            got = number(fn(candidate, reference), "the score")
+            got = _support.number(fn(candidate, reference), "the score")
         except ZeroDivisionError:
             raise AssertionError(
                 "division by zero: a text without words has no precision or recall. Return "
@@ -435,7 +424,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
         return make
 
     def qkv_layer() -> nn.Linear:
-        return tiny_gpt(67, 64, 8, 16, 2, 1).trf_blocks[0].att.qkv
+        return _support.tiny_gpt(67, 64, 8, 16, 2, 1).trf_blocks[0].att.qkv
 
     def build(base: nn.Linear, rank: int, alpha: float, seed: int):
         """The learner's layer and the reference, both with A and B set to the same values."""
@@ -518,7 +507,7 @@ _VOCAB = 97
 
 
 def _scoring_model(seed: int) -> GPTModel:
-    return tiny_gpt(seed, _VOCAB, 80, 32, 4, 2, std=0.3, tie_embeddings=False).eval()
+    return _support.tiny_gpt(seed, _VOCAB, 80, 32, 4, 2, std=0.3, tie_embeddings=False).eval()
 
 
 def _pairs(prompts: list[int], answers: list[int], seed: int, pad_id: int = 0):
@@ -647,7 +636,7 @@ def _expect_dpo_loss(loss, want: torch.Tensor, logps, beta: float) -> None:
             "below 0 it is about x)")
     value = loss.detach().reshape(())
     if not torch.isclose(value, want, atol=1e-6, rtol=1e-5):
-        hint = matching(value, _dpo_mistakes(*logps, beta))
+        hint = _support.matching(value, _dpo_mistakes(*logps, beta))
         raise AssertionError(
             f"the loss is wrong: {hint}" if hint else
             f"the loss is {value.item():.6g}, expected {want.item():.6g}: -log σ(β · ((pi_chosen "

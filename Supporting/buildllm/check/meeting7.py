@@ -27,19 +27,8 @@ from ..chat import ChatSession
 from ..data import gpt2_encoding
 from ..model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
 from ..serve import create_app
-from . import verify
-from ._support import (
-    Refuses,
-    deferred,
-    expect_close,
-    expect_raises,
-    fail_first,
-    first_hint,
-    number,
-    randn,
-    seeded,
-    tensors,
-)
+from . import _support, verify
+from ._support import deferred, expect_raises, fail_first, first_hint, randn, tensors
 
 __all__ = ["cosine_top_k", "fit_history", "left_pad", "quantize_rows", "read_stream",
            "training_cost"]
@@ -166,7 +155,7 @@ def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]
                 f"{weight[i, j].item():.6g} is {steps[i, j].item():.4f} steps of "
                 f"{want[i].item():.6g}, and rounds to {int(expected[i, j])}")
 
-    with seeded(71):
+    with _support.seeded(71):
         linear_weight = torch.nn.Linear(48, 32).weight.detach().clone()
     t = torch.tensor
     verify("Exercise 7.1", [
@@ -526,7 +515,7 @@ def _text_mistakes(every: list[str]):
 def _served_stream() -> list[str]:
     """The lines buildllm.serve streams for one request, after checking that they say what the
     same request answered without streaming says."""
-    with seeded(75):
+    with _support.seeded(75):
         model = GPTModel(GPTConfig(vocab_size=50257, context_length=64, emb_dim=16, n_heads=2,
                                    n_layers=1)).eval()
     request = {"model": "tiny", "messages": [{"role": "user", "content": "Hello there"}],
@@ -627,7 +616,7 @@ def read_stream(fn: Callable[..., tuple[str, str | None]]) -> None:
 # -- Exercise 7.5 ---------------------------------------------------------------------------
 
 
-class _NoCosine(Refuses):
+class _NoCosine(_support.Refuses):
     banned = frozenset({F.cosine_similarity, torch.cosine_similarity})
     advice = ("this exercise asks for all the cosines as one matrix product of unit vectors "
               "(F.normalize, then @); cosine_similarity is what the check compares with")
@@ -700,7 +689,7 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
         # All the cosines by brute force, each pair on its own; 0 for a zero vector.
         sims = F.cosine_similarity(queries[:, None, :], keys[None, :, :], dim=-1)
         want = sims.topk(k, dim=1).values
-        expect_close(scores, want, "scores", _score_mistakes(queries, keys, sims, k))
+        _support.expect_close(scores, want, "scores", _score_mistakes(queries, keys, sims, k))
         _expect_ids(ids, scores, sims, k)
 
     def bad_k() -> None:
@@ -791,7 +780,7 @@ def training_cost(fn: Callable[..., tuple[float, float, float]]) -> None:
         got = fn(cfg, tokens, peak, mfu, price, n_gpus=n_gpus)
         if not (isinstance(got, (tuple, list)) and len(got) == 3):
             raise AssertionError("return a tuple (flops, hours, usd)")
-        g_flops, g_hours, g_usd = map(number, got, ("flops", "hours", "usd"))
+        g_flops, g_hours, g_usd = map(_support.number, got, ("flops", "hours", "usd"))
 
         def close(x: float, y: float) -> bool:
             return math.isclose(x, y, rel_tol=1e-6)
