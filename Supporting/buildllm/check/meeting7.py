@@ -373,10 +373,9 @@ def fit_history(fn: Callable[..., list[dict]]) -> None:
 
     def with_chat_session() -> None:
         def session(context: int) -> ChatSession:
-            cfg = GPTConfig(vocab_size=50257, context_length=context, emb_dim=8, n_heads=1,
-                            n_layers=1)
             with torch.device("meta"):  # shapes only: prompts are counted, nothing runs
-                return ChatSession(GPTModel(cfg), gpt2_encoding())
+                return ChatSession(_support.tiny_gpt(None, 50257, context, 8, 1, 1),
+                                   gpt2_encoding())
 
         n_new, short, counter = 48, session(128), session(4096)
         roles = ["system"] + ["user", "assistant"] * 3 + ["user"]
@@ -515,9 +514,7 @@ def _text_mistakes(every: list[str]):
 def _served_stream() -> list[str]:
     """The lines buildllm.serve streams for one request, after checking that they say what the
     same request answered without streaming says."""
-    with _support.seeded(75):
-        model = GPTModel(GPTConfig(vocab_size=50257, context_length=64, emb_dim=16, n_heads=2,
-                                   n_layers=1)).eval()
+    model = _support.tiny_gpt(75, 50257, 64, 16, 2, 1).eval()
     request = {"model": "tiny", "messages": [{"role": "user", "content": "Hello there"}],
                "temperature": 1.0, "seed": 7, "max_tokens": 12}
     streamed = {**request, "stream": True, "stream_options": {"include_usage": True}}
