@@ -309,6 +309,7 @@ def rouge_l(fn: Callable[[str, str], float]) -> None:
             raise AssertionError(
                 "division by zero: a text without words has no precision or recall. Return "
                 "0.0 when only one text has no words, 1.0 when neither has any") from None
+
         def close(x: float) -> bool:
             return math.isclose(got, x, rel_tol=1e-9, abs_tol=1e-9)
 
@@ -416,15 +417,9 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
     random, B (out, rank) zero, the base frozen; the output for ranks 2 and 8, alpha 3, a base
     without bias and a GPT's transposed qkv layer; gradients reaching A and B only."""
 
-    def linear(d_in: int, d_out: int, seed: int, bias: bool = True) -> Callable[[], nn.Linear]:
-        def make() -> nn.Linear:
-            with seeded(seed):
-                return nn.Linear(d_in, d_out, bias=bias)
-
-        return make
-
-    def qkv_layer() -> nn.Linear:
-        return _support.tiny_gpt(67, 64, 8, 16, 2, 1).trf_blocks[0].att.qkv
+    def linear(d_in: int, d_out: int, seed: int, bias: bool = True) -> nn.Linear:
+        with seeded(seed):
+            return nn.Linear(d_in, d_out, bias=bias)
 
     def build(base: nn.Linear, rank: int, alpha: float, seed: int):
         """The learner's layer and the reference, both with A and B set to the same values."""
@@ -440,7 +435,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
         return layer, ref
 
     def starts_as_base() -> None:
-        base = linear(6, 4, 64)()
+        base = linear(6, 4, 64)
         with seeded(65):
             layer = cls(base, 2, 4)
         _expect_lora_parts(layer, base, 2)
@@ -452,8 +447,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
             expect_close(layer(x), base(x), "the output of the fresh layer", [scaled])
 
     @deferred
-    def output(base: Callable[[], nn.Linear], rank: int, alpha: float, shape, seed: int) -> None:
-        given = base()
+    def output(given: nn.Linear, rank: int, alpha: float, shape, seed: int) -> None:
         layer, ref = build(given, rank, alpha, seed + 1)
         x = randn(seed + 4, *shape)
         with torch.no_grad():
@@ -469,7 +463,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
             expect_close(got, ref(x), "the output", mistakes)
 
     def gradients() -> None:
-        layer, ref = build(linear(10, 7, 68)(), 3, 6, 69)
+        layer, ref = build(linear(10, 7, 68), 3, 6, 69)
         x, weights = randn(72, 4, 10), randn(73, 4, 7)
         out = layer(x)
         if not out.requires_grad:
@@ -486,6 +480,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
                                      "itself" + _IN_FORWARD)
             expect_close(grad, getattr(ref, name).grad, f"the gradient of {name}")
 
+    qkv = _support.tiny_gpt(67, 64, 8, 16, 2, 1).trf_blocks[0].att.qkv  # stored transposed
     verify("Exercise 6.4", [
         ("nn.Linear(6, 4), rank 2, alpha 4: A (2, 6), B (4, 2), only they train, and the fresh "
          "layer gives the base's output", starts_as_base),
@@ -496,7 +491,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
         ("alpha 3, rank 2: a scale of 1.5", output(linear(8, 5, 76), 2, 3, (4, 8), 76)),
         ("nn.Linear(8, 8, bias=False)", output(linear(8, 8, 77, bias=False), 4, 8, (3, 8), 77)),
         ("a GPT block's qkv layer, whose weight is stored transposed",
-         output(qkv_layer, 4, 8, (2, 5, 16), 78)),
+         output(qkv, 4, 8, (2, 5, 16), 78)),
         ("the gradients reach A and B, and only them", gradients),
     ])
 
