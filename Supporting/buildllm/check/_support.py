@@ -144,3 +144,79 @@ def matching(got: torch.Tensor, mistakes) -> str | None:
 
 
 # -- added while rewriting the checks of meetings 6-7 (helper C3 adds below this line only)
+
+# Here, not at the top, only so that three helpers could add sections at once; move them up.
+import numbers  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
+from functools import partial  # noqa: E402
+
+from ..model import GPTConfig, GPTModel  # noqa: E402
+
+
+def first_hint(mistakes, same: Callable[[object], bool]) -> str | None:
+    """The hint of the first (hint, wrong answer) pair for which `same(wrong answer)` holds."""
+    return next((hint for hint, wrong in mistakes if same(wrong)), None)
+
+
+def number(value, what: str) -> float:
+    """A learner's number (a one-element tensor counts), or a failure that says what came back."""
+    value = plain(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise AssertionError(f"{what} should be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def tensors(got, names: tuple[str, ...]) -> list[torch.Tensor]:
+    """An answer's tuple of tensors, checked for its length and types, as plain detached tensors."""
+    if not (isinstance(got, (tuple, list)) and len(got) == len(names)):
+        raise AssertionError(f"return a tuple ({', '.join(names)})")
+    return [expect_tensor(plain(t), name).detach() for t, name in zip(got, names, strict=True)]
+
+
+def describe(value) -> str:
+    """A short description of what a function returned: tensors by shape, the rest by repr."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
+        return f"a {type(value).__name__} of " + ", ".join(describe(v) for v in value)
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def expect_raises(call: Callable[[], object], kind: type[Exception], why: str) -> None:
+    """`call()` must raise `kind`; a stub's NotImplementedError passes through untouched."""
+    try:
+        result = call()
+    except NotImplementedError:
+        raise
+    except kind:
+        return
+    except Exception as err:  # noqa: BLE001 -- a learner's crash, reported with its type
+        raise AssertionError(f"{why}; your function raised {type(err).__name__}: {err}") from None
+    raise AssertionError(f"{why}; your function returned {describe(result)}")
+
+
+def tiny_gpt(seed: int | None, vocab: int, context: int, emb: int, heads: int, layers: int,
+             std: float | None = None, **config) -> GPTModel:
+    """A small GPTModel without dropout, built from its own seed (None: the caller's seeded
+    block), its weights drawn from N(0, std²) when std is given."""
+    cfg = GPTConfig(vocab_size=vocab, context_length=context, emb_dim=emb, n_heads=heads,
+                    n_layers=layers, **{"drop_rate": 0.0, **config})
+    with seeded(seed) if seed is not None else nullcontext():
+        model = GPTModel(cfg)
+        return model if std is None else randomize(model, std)
+
+
+def deferred(check: Callable[..., None]) -> Callable[..., Callable[[], None]]:
+    """`check(*case)` becomes a test that verify runs later: `@deferred def case(...)`."""
+    return lambda *args, **kwargs: partial(check, *args, **kwargs)
+
+
+def fail_first(*rules: tuple[object, str]) -> None:
+    """A table of (mistake seen?, what to tell the learner): fail with the first one seen."""
+    for seen, message in rules:
+        if seen:
+            raise AssertionError(message)

@@ -1,28 +1,19 @@
 """Checks for the Meeting 6 exercises: a classifier's last token, instruction batches, ROUGE-L,
 a LoRA layer, and DPO's two halves.
 
-Each check runs the learner's code on a few cases and compares it with the reference in
-`buildllm.classify` (class_logits), `buildllm.instruct` (collate), `buildllm.metrics`
-(rouge_l), `buildllm.lora` (LoRALinear) and `buildllm.dpo` (sequence_logprob, dpo_loss).
-Where a wrong answer matches a mistake learners often make (the last position read after
-the padding, every end-of-text target masked, recall in place of the F-measure, alpha where
-alpha / rank belongs, logits scored against the token they saw, log(sigmoid) overflowing...),
-the message names it:
+Each check runs the learner's code on a table of cases, compares it with the package and
+names a known mistake when the answer matches one. Inputs come from fixed seeds and models are
+built in a forked RNG, so the learner's notebook draws the same random numbers:
 
     >>> from buildllm import check
     >>> check.meeting6.dpo_loss(dpo_loss)
     ✓ Exercise 6.6: all 6 cases pass.
-
-Inputs come from private generators with fixed seeds, and models are built inside a forked
-RNG, so every run checks the same cases and the rest of a learner's notebook draws the same
-random numbers. The models are tiny: all six checks take a few seconds on a laptop CPU.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import numbers
 import random
 import re
 from collections import Counter
@@ -33,20 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import dpo, instruct, lora, metrics
-from ..model import GPTConfig, GPTModel
-from . import expect_tensor, verify
-from ._support import expect_close, matching, plain, randn, randomize, seeded
+from ..classify import add_classification_head, class_logits, last_token_index
+from ..instruct import END_OF_TEXT
+from ..model import GPTModel
+from . import _support, expect_tensor, verify
+from ._support import deferred, expect_close, fail_first, first_hint, plain, randn, seeded
 
-__all__ = [
-    "collate",
-    "dpo_loss",
-    "last_token_logits",
-    "lora_linear",
-    "rouge_l",
-    "sequence_logprob",
-]
-
-END_OF_TEXT = 50256
+__all__ = ["collate", "dpo_loss", "last_token_logits", "lora_linear", "rouge_l",
+           "sequence_logprob"]
 
 
 def _padded(lengths: list[int], width: int, pad_id: int, seed: int, vocab: int = 50000):
@@ -62,347 +47,214 @@ def _padded(lengths: list[int], width: int, pad_id: int, seed: int, vocab: int =
 # -- Exercise 6.1 ---------------------------------------------------------------------------
 
 
-def _last_token_mistakes(logits: torch.Tensor, ids: torch.Tensor, pad_id: int, last):
+def _last_token_mistakes(logits, ids, pad_id: int, last):
     rows, width = torch.arange(len(ids)), ids.shape[1]
-    mistakes = []
-    if pad_id != END_OF_TEXT:
-        eot_last = torch.where(ids != END_OF_TEXT, torch.arange(width), 0).amax(dim=1)
-        mistakes.append(
-            (
-                f"it matches padding id 50256 whatever pad_id says; this case pads with "
-                f"{pad_id}: use the pad_id passed in",
-                logits[rows, eot_last],
-            )
-        )
-    mistakes += [
-        (
-            "it matches the last position of every row, logits[:, -1]. That is right only for "
-            "the longest message: a shorter one has padding there. Read each row at its own "
-            "last real token",
-            logits[:, -1],
-        ),
-        (
-            "it matches the first position, logits[:, 0]; with causal attention the first "
-            "token has seen only itself. Read the last real token, the only one that has seen "
-            "the whole message",
-            logits[:, 0],
-        ),
-        (
-            "it matches the position one before the last real token: with n real tokens the "
-            "last one is at index n - 1",
-            logits[rows, (last - 1).clamp(min=0)],
-        ),
-        (
-            "it matches the position one after the last real token (the first padding "
-            "token): with n real tokens the last one is at index n - 1",
-            logits[rows, (last + 1).clamp(max=width - 1)],
-        ),
+    hard_coded = [] if pad_id == END_OF_TEXT else [(
+        f"it matches padding id 50256 whatever pad_id says; this case pads with {pad_id}: use "
+        "the pad_id passed in", logits[rows, last_token_index(ids, END_OF_TEXT)])]
+    return hard_coded + [
+        ("it matches the last position of every row, logits[:, -1]. That is right only for the "
+         "longest message: a shorter one has padding there. Read each row at its own last real "
+         "token", logits[:, -1]),
+        ("it matches the first position, logits[:, 0]; with causal attention the first token "
+         "has seen only itself. Read the last real token, the only one that has seen the whole "
+         "message", logits[:, 0]),
+        ("it matches the position one before the last real token: with n real tokens the last "
+         "one is at index n - 1", logits[rows, (last - 1).clamp(min=0)]),
+        ("it matches the position one after the last real token (the first padding token): "
+         "with n real tokens the last one is at index n - 1",
+         logits[rows, (last + 1).clamp(max=width - 1)]),
     ]
-    return mistakes
 
 
 def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise 6.1: fn(logits, input_ids, pad_id) must return the logits at each row's last
-    token that is not padding, as `buildllm.classify.class_logits` reads them.
+    """Exercise 6.1: fn(logits, input_ids, pad_id) must return the logits (batch, classes)
+    at each row's last token that is not padding, as `buildllm.classify.class_logits` reads
+    them: rows with and without right padding, padding id 0, three classes, and a small GPT
+    with a two-class head (where the answer must equal class_logits)."""
 
-    logits are (batch, tokens, classes) and input_ids (batch, tokens), padded on the right
-    with pad_id. Cases: rows without padding, rows of 5, 3 and 1 real tokens, padding id 0,
-    three classes, and a small GPT with a two-class head, where the answer must equal
-    class_logits on the same messages (which never runs the padding columns).
-    """
-    # classify imports pandas; loading it only when this check runs keeps `check` light.
-    from ..classify import add_classification_head, class_logits, last_token_index
+    @deferred
+    def case(logits: torch.Tensor, ids: torch.Tensor, pad_id: int, want=None) -> None:
+        last = last_token_index(ids, pad_id)
+        expected = logits[torch.arange(len(ids)), last] if want is None else want
+        try:
+            got = expect_tensor(fn(logits.clone(), ids.clone(), pad_id), "the result")
+        except IndexError as err:
+            raise AssertionError(
+                f"an index past the end of a row ({err}): with n real tokens, the last one "
+                "is at index n - 1, and a row without padding has no position n") from None
+        batch, classes = len(ids), logits.shape[-1]
+        if got.shape == (batch, batch, classes):
+            raise AssertionError(
+                f"the result has shape {tuple(got.shape)}: logits[:, last] gives every row "
+                "at every row's index. Pair each row with its own position: "
+                "logits[torch.arange(batch), last]")
+        if got.shape == (batch, 1, classes):
+            raise AssertionError(
+                f"the result has shape {tuple(got.shape)}, expected {(batch, classes)}: "
+                "drop the tokens dimension (squeeze(1)), one row of class logits per message")
+        mistakes = _last_token_mistakes(logits, ids, pad_id, last)
+        expect_close(got, expected, "the result", mistakes)
 
-    def case(logits: torch.Tensor, ids: torch.Tensor, pad_id: int, want=None):
-        def test() -> None:
-            last = last_token_index(ids, pad_id)
-            expected = logits[torch.arange(len(ids)), last] if want is None else want
-            try:
-                got = fn(logits.clone(), ids.clone(), pad_id)
-            except IndexError as err:
-                raise AssertionError(
-                    f"an index past the end of a row ({err}): with n real tokens, the last one "
-                    "is at index n - 1, and a row without padding has no position n"
-                ) from None
-            got = expect_tensor(got, "the result")
-            batch, classes = len(ids), logits.shape[-1]
-            if got.shape == (batch, batch, classes):
-                raise AssertionError(
-                    f"the result has shape {tuple(got.shape)}: logits[:, last] gives every row "
-                    "at every row's index. Pair each row with its own position: "
-                    "logits[torch.arange(batch), last]"
-                )
-            if got.shape == (batch, 1, classes):
-                raise AssertionError(
-                    f"the result has shape {tuple(got.shape)}, expected {(batch, classes)}: "
-                    "drop the tokens dimension (squeeze(1)), one row of class logits per message"
-                )
-            mistakes = _last_token_mistakes(logits, ids, pad_id, last)
-            expect_close(got, expected, "the result", mistakes)
-
-        return test
-
-    def model_case() -> Callable[[], None]:
-        cfg = GPTConfig(
-            vocab_size=50257, context_length=16, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0
-        )
-        with seeded(61):
-            model = add_classification_head(randomize(GPTModel(cfg), 0.2)).eval()
+    def on_a_model() -> Callable[[], None]:
+        with seeded(61):  # the head too: it is drawn after the GPT's weights
+            gpt = _support.tiny_gpt(None, 50257, 16, 16, 2, 2, std=0.2)
+            model = add_classification_head(gpt).eval()
         ids = _padded([4, 12, 7], 15, END_OF_TEXT, seed=62)  # class_logits cuts 3 columns
         with torch.no_grad():
-            logits, want = model(ids), class_logits(model, ids)
-        return case(logits, ids, END_OF_TEXT, want)
+            return case(model(ids), ids, END_OF_TEXT, class_logits(model, ids))
 
-    verify(
-        "Exercise 6.1",
-        [
-            (
-                "two rows of 4 tokens, no padding: the last position",
-                case(randn(1, 2, 4, 2), _padded([4, 4], 4, END_OF_TEXT, 1), END_OF_TEXT),
-            ),
-            (
-                "three rows with 5, 3 and 1 real tokens, padded to 5 with 50256",
-                case(randn(2, 3, 5, 2), _padded([5, 3, 1], 5, END_OF_TEXT, 2), END_OF_TEXT),
-            ),
-            (
-                "padding id 0: rows with 2, 6 and 4 real tokens",
-                case(randn(3, 3, 6, 2), _padded([2, 6, 4], 6, 0, 3), 0),
-            ),
-            (
-                "a (4, 9, 3) batch: three classes, rows of 9, 1, 8 and 5 tokens",
-                case(randn(4, 4, 9, 3), _padded([9, 1, 8, 5], 9, END_OF_TEXT, 4), END_OF_TEXT),
-            ),
-            (
-                "a small GPT with a two-class head, messages of 4, 12 and 7 tokens padded to 15: "
-                "buildllm.classify.class_logits",
-                model_case(),
-            ),
-        ],
-    )
+    eot = END_OF_TEXT
+    verify("Exercise 6.1", [
+        ("two rows of 4 tokens, no padding: the last position",
+         case(randn(1, 2, 4, 2), _padded([4, 4], 4, eot, 1), eot)),
+        ("three rows with 5, 3 and 1 real tokens, padded to 5 with 50256",
+         case(randn(2, 3, 5, 2), _padded([5, 3, 1], 5, eot, 2), eot)),
+        ("padding id 0: rows with 2, 6 and 4 real tokens",
+         case(randn(3, 3, 6, 2), _padded([2, 6, 4], 6, 0, 3), 0)),
+        ("a (4, 9, 3) batch: three classes, rows of 9, 1, 8 and 5 tokens",
+         case(randn(4, 4, 9, 3), _padded([9, 1, 8, 5], 9, eot, 4), eot)),
+        ("a small GPT with a two-class head, messages of 4, 12 and 7 tokens padded to 15: "
+         "buildllm.classify.class_logits", on_a_model()),
+    ])
 
 
 # -- Exercise 6.2 ---------------------------------------------------------------------------
 
 
-def _reference_collate(batch, pad_id, ignore_index, max_length):
+def _collate(batch, pad_id, ignore_index, max_length):
     return instruct.collate([(list(ids), 0) for ids in batch], pad_id, ignore_index, max_length)
 
 
 def _collate_mistakes(batch, pad_id, ignore_index, max_length):
     """(hint, (inputs, targets)) for the usual mistakes."""
-    inputs, targets = _reference_collate(batch, pad_id, ignore_index, max_length)
-    out = []
-    if (pad_id, ignore_index) != (END_OF_TEXT, -100):
-        out.append(
-            (
-                "it matches padding with 50256 and ignoring with -100 whatever the arguments "
-                f"say; this case has pad_id={pad_id} and ignore_index={ignore_index}",
-                _reference_collate(batch, END_OF_TEXT, -100, max_length),
-            )
-        )
-    if ignore_index != -100:
-        out.append(
-            (
-                f"it matches targets masked with -100; use the ignore_index passed in "
-                f"({ignore_index})",
-                _reference_collate(batch, pad_id, -100, max_length),
-            )
-        )
-    kept = targets.masked_fill(targets == ignore_index, pad_id)
-    out.append(
-        (
-            "it matches the padding kept as targets: then the model is trained to predict "
-            "end-of-text after end-of-text, and short examples drown in padding. Replace every "
-            "padding target after the first with ignore_index",
-            (inputs, kept),
-        )
-    )
-    every = targets.clone()
+    inputs, targets = _collate(batch, pad_id, ignore_index, max_length)
+    every, same = targets.clone(), inputs.clone()
     for row, ids in enumerate(batch):
         if len(ids) - 1 < every.shape[1]:
             every[row, len(ids) - 1] = ignore_index
-    out.append(
-        (
-            "it matches every end-of-text target masked, the first one too. Keep the first: "
-            "it is how the model learns to stop after its answer",
-            (inputs, every),
-        )
-    )
-    same = inputs.clone()
-    for row, ids in enumerate(batch):
         same[row, len(ids) + 1 :] = ignore_index
-    out.append(
-        (
-            "it matches targets equal to the inputs. The target at each position is the next "
-            "token: the padded sequence without its first token (padded[1:]), the inputs "
-            "without its last (padded[:-1])",
-            (inputs, same),
-        )
-    )
+    out = []
+    if (pad_id, ignore_index) != (END_OF_TEXT, -100):
+        out.append(("it matches padding with 50256 and ignoring with -100 whatever the arguments "
+                    f"say; this case has pad_id={pad_id} and ignore_index={ignore_index}",
+                    _collate(batch, END_OF_TEXT, -100, max_length)))
+    if ignore_index != -100:
+        out.append((f"it matches targets masked with -100; use the ignore_index passed in "
+                    f"({ignore_index})", _collate(batch, pad_id, -100, max_length)))
+    out += [
+        ("it matches the padding kept as targets: then the model is trained to predict "
+         "end-of-text after end-of-text, and short examples drown in padding. Replace every "
+         "padding target after the first with ignore_index",
+         (inputs, targets.masked_fill(targets == ignore_index, pad_id))),
+        ("it matches every end-of-text target masked, the first one too. Keep the first: it is "
+         "how the model learns to stop after its answer", (inputs, every)),
+        ("it matches targets equal to the inputs. The target at each position is the next "
+         "token: the padded sequence without its first token (padded[1:]), the inputs without "
+         "its last (padded[:-1])", (inputs, same)),
+    ]
     if max_length is not None:
-        out.append(
-            (
-                "it matches cutting each sequence to max_length before appending end-of-text; "
-                "build inputs and targets first, then cut both to max_length",
-                _reference_collate(
-                    [ids[:max_length] for ids in batch], pad_id, ignore_index, max_length
-                ),
-            )
-        )
+        out.append(("it matches cutting each sequence to max_length before appending "
+                    "end-of-text; build inputs and targets first, then cut both to max_length",
+                    _collate([ids[:max_length] for ids in batch], pad_id, ignore_index,
+                             max_length)))
     return out
 
 
-def _rows(t: torch.Tensor, r: int) -> list[int]:
-    return t[r].tolist()
+def _collate_width_hint(width, want_width: int, batch, max_length) -> str:
+    """Why a result of `width` columns is not `want_width` wide."""
+    longest = max(len(ids) for ids in batch)
+    if max_length is not None and width == max_length > want_width:
+        return ("pad to the longest sequence in the batch (plus its end-of-text), not to "
+                "max_length: max_length only cuts what is longer")
+    if width == want_width - 1 and max_length is None:
+        return ("one column short: append one end-of-text (pad_id) to every sequence, pad them all "
+                "to the longest plus 1, then take [:-1] for the inputs and [1:] for the targets")
+    if width == want_width + 1:
+        return ("one column too many: inputs are the padded sequence without its last token, "
+                "targets without its first")
+    return (f"one row per sequence, {longest} columns for the longest ({len(batch)} sequences, "
+            f"the longest has {longest} tokens)"
+            + (f", cut to max_length={max_length}" if max_length else ""))
 
 
 def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Exercise 6.2: fn(batch, pad_id, ignore_index, max_length) must equal
-    `buildllm.instruct.collate` on the same token lists (with no prompt masking).
+    `buildllm.instruct.collate` on the same token lists (no prompt masking): the worked
+    example, uneven and equal lengths, pad_id 0 with ignore_index -1, a max_length that cuts
+    and one that does not (pad to the batch's longest), and one token. The lists stay as given."""
 
-    batch is a list of token-id lists. Cases: the docstring's two sequences, three of
-    different lengths, equal lengths (no padding beyond each end-of-text), pad_id 0 with
-    ignore_index -1, max_length shorter than the longest sequence (cut) and longer (no
-    effect: pad to the batch's longest, not to max_length), and one sequence of one token.
-    The lists passed in must come back unchanged.
-    """
-
-    def case(batch: list[list[int]], pad_id=END_OF_TEXT, ignore_index=-100, max_length=None):
-        def test() -> None:
-            given = [list(ids) for ids in batch]
-            got = fn(given, pad_id=pad_id, ignore_index=ignore_index, max_length=max_length)
-            if given != batch:
-                raise AssertionError(
-                    "your function changed the lists it was given (ids.append(...) or "
-                    "ids += [...]): those are the dataset's own lists, so every epoch would "
-                    "add another end-of-text. Build new lists: ids + [pad_id]"
-                )
-            if not (isinstance(got, (tuple, list)) and len(got) == 2):
-                raise AssertionError(
-                    f"the result should be a pair (inputs, targets), got {type(got).__name__}"
-                )
-            inputs, targets = (
-                expect_tensor(t, what)
-                for t, what in zip(got, ("the inputs", "the targets"), strict=True)
-            )
-            want_inputs, want_targets = _reference_collate(batch, pad_id, ignore_index, max_length)
-            longest = max(len(ids) for ids in batch)
-            for name, t in (("inputs", inputs), ("targets", targets)):
-                if t.dtype != torch.long:
-                    raise AssertionError(
-                        f"the {name} have dtype {t.dtype}; token ids and targets are integers, "
-                        "torch.long (the embedding and cross_entropy need it)"
-                    )
-                if t.shape == want_inputs.shape:
-                    continue
-                width = t.shape[-1] if t.ndim == 2 else None
-                if max_length is not None and width == max_length > want_inputs.shape[1]:
-                    why = (
-                        "pad to the longest sequence in the batch (plus its end-of-text), "
-                        "not to max_length: max_length only cuts what is longer"
-                    )
-                elif width == want_inputs.shape[1] - 1 and max_length is None:
-                    why = (
-                        "one column short: append one end-of-text (pad_id) to every "
-                        "sequence, pad them all to the longest plus 1, then take [:-1] for "
-                        "the inputs and [1:] for the targets"
-                    )
-                elif width == want_inputs.shape[1] + 1:
-                    why = (
-                        "one column too many: inputs are the padded sequence without its "
-                        "last token, targets without its first"
-                    )
-                else:
-                    why = (
-                        f"one row per sequence, {longest} columns for the longest "
-                        f"({len(batch)} sequences, the longest has {longest} tokens)"
-                        + (f", cut to max_length={max_length}" if max_length else "")
-                    )
-                raise AssertionError(
-                    f"the {name} have shape {tuple(t.shape)}, expected "
-                    f"{tuple(want_inputs.shape)}: {why}"
-                )
-            if (inputs == ignore_index).any():
-                raise AssertionError(
-                    f"the inputs hold ignore_index ({ignore_index}), which is no token id (the "
-                    "embedding fails on it): pad the inputs with pad_id; only targets are "
-                    "masked"
-                )
-            if torch.equal(inputs, want_inputs) and torch.equal(targets, want_targets):
-                return
-            for hint, (wrong_inputs, wrong_targets) in _collate_mistakes(
-                batch, pad_id, ignore_index, max_length
-            ):
-                if torch.equal(inputs, wrong_inputs) and torch.equal(targets, wrong_targets):
-                    raise AssertionError(f"the result is wrong: {hint}")
-            if not torch.equal(inputs, want_inputs):
-                r = int((inputs != want_inputs).any(1).nonzero()[0])
-                raise AssertionError(
-                    f"row {r} of the inputs is {_rows(inputs, r)}, expected "
-                    f"{_rows(want_inputs, r)}: the tokens, then pad_id to the batch's width"
-                )
-            r = int((targets != want_targets).any(1).nonzero()[0])
+    @deferred
+    def case(batch: list[list[int]], pad_id=END_OF_TEXT, ignore_index=-100, max_length=None
+             ) -> None:
+        given = [list(ids) for ids in batch]
+        got = fn(given, pad_id=pad_id, ignore_index=ignore_index, max_length=max_length)
+        fail_first(
+            (given != batch, "your function changed the lists it was given (ids.append(...) or "
+             "ids += [...]): those are the dataset's own lists, so every epoch would add another "
+             "end-of-text. Build new lists: ids + [pad_id]"),
+            (not (isinstance(got, (tuple, list)) and len(got) == 2),
+             f"the result should be a pair (inputs, targets), got {type(got).__name__}"))
+        inputs, targets = _support.tensors(got, ("the inputs", "the targets"))
+        want = _collate(batch, pad_id, ignore_index, max_length)
+        for name, t in (("inputs", inputs), ("targets", targets)):
+            width = t.shape[-1] if t.ndim == 2 else None
+            fail_first(
+                (t.dtype != torch.long, f"the {name} have dtype {t.dtype}; token ids and targets "
+                 "are integers, torch.long (the embedding and cross_entropy need it)"),
+                (t.shape != want[0].shape, f"the {name} have shape {tuple(t.shape)}, expected "
+                 f"{tuple(want[0].shape)}: "
+                 + _collate_width_hint(width, want[0].shape[1], batch, max_length)))
+        if (inputs == ignore_index).any():
             raise AssertionError(
-                f"row {r} of the targets is {_rows(targets, r)}, expected "
-                f"{_rows(want_targets, r)}: the next token at each position, then one "
-                "end-of-text, then ignore_index"
-            )
+                f"the inputs hold ignore_index ({ignore_index}), which is no token id (the "
+                "embedding fails on it): pad the inputs with pad_id; only targets are masked")
 
-        return test
+        def same(wrong) -> bool:
+            return all(map(torch.equal, (inputs, targets), wrong))
+
+        if same(want):
+            return
+        if hint := first_hint(_collate_mistakes(batch, pad_id, ignore_index, max_length), same):
+            raise AssertionError(f"the result is wrong: {hint}")
+        for name, got_t, want_t, rule in (
+            ("inputs", inputs, want[0], "the tokens, then pad_id to the batch's width"),
+            ("targets", targets, want[1], "the next token at each position, then one "
+             "end-of-text, then ignore_index")):
+            if not torch.equal(got_t, want_t):
+                r = int((got_t != want_t).any(1).nonzero()[0])
+                raise AssertionError(f"row {r} of the {name} is {got_t[r].tolist()}, expected "
+                                     f"{want_t[r].tolist()}: {rule}")
 
     gen = random.Random(6)
 
     def tokens(n: int) -> list[int]:
         return [gen.randrange(1, 50000) for _ in range(n)]
 
-    verify(
-        "Exercise 6.2",
-        [
-            ("[[1, 2, 3], [4]], the worked example", case([[1, 2, 3], [4]])),
-            ("three sequences of 5, 2 and 7 tokens", case([tokens(5), tokens(2), tokens(7)])),
-            (
-                "two sequences of 4 tokens: no padding beyond each end-of-text",
-                case([tokens(4), tokens(4)]),
-            ),
-            (
-                "pad_id 0 and ignore_index -1",
-                case([tokens(3), tokens(1), tokens(5)], pad_id=0, ignore_index=-1),
-            ),
-            (
-                "max_length 4, sequences of 6, 3 and 2 tokens: cut to 4 columns",
-                case([tokens(6), tokens(3), tokens(2)], max_length=4),
-            ),
-            (
-                "max_length 20, sequences of 3 and 5 tokens: nothing to cut",
-                case([tokens(3), tokens(5)], max_length=20),
-            ),
-            ("one sequence of one token", case([[7]])),
-        ],
-    )
+    verify("Exercise 6.2", [
+        ("[[1, 2, 3], [4]], the worked example", case([[1, 2, 3], [4]])),
+        ("three sequences of 5, 2 and 7 tokens", case([tokens(5), tokens(2), tokens(7)])),
+        ("two sequences of 4 tokens: no padding beyond each end-of-text",
+         case([tokens(4), tokens(4)])),
+        ("pad_id 0 and ignore_index -1",
+         case([tokens(3), tokens(1), tokens(5)], pad_id=0, ignore_index=-1)),
+        ("max_length 4, sequences of 6, 3 and 2 tokens: cut to 4 columns",
+         case([tokens(6), tokens(3), tokens(2)], max_length=4)),
+        ("max_length 20, sequences of 3 and 5 tokens: nothing to cut",
+         case([tokens(3), tokens(5)], max_length=20)),
+        ("one sequence of one token", case([[7]])),
+    ])
 
 
 # -- Exercise 6.3 ---------------------------------------------------------------------------
-
-
-def _f_measure(overlap: float, n_candidate: int, n_reference: int) -> float:
-    if n_candidate == 0 or n_reference == 0:
-        return float(n_candidate == n_reference)
-    if overlap == 0:
-        return 0.0
-    p, r = overlap / n_candidate, overlap / n_reference
-    return 2 * p * r / (p + r)
 
 
 def _longest_common_run(a: list[str], b: list[str]) -> int:
     """The longest common *contiguous* run of words: a substring, not a subsequence."""
     best, row = 0, [0] * (len(b) + 1)
     for x in a:
-        new = [0] * (len(b) + 1)
-        for j, y in enumerate(b, start=1):
-            if x == y:
-                new[j] = row[j - 1] + 1
-                best = max(best, new[j])
-        row = new
+        row = [0] + [row[j - 1] + 1 if x == y else 0 for j, y in enumerate(b, start=1)]
+        best = max(best, *row)
     return best
 
 
@@ -410,136 +262,85 @@ def _rouge_mistakes(candidate: str, reference: str):
     c, r = metrics.words(candidate), metrics.words(reference)
     lcs = metrics.lcs_length(c, r)
     if not c and not r:
-        return [
-            (
-                "neither text has a word, so they agree: return 1.0 (the rouge_score package "
-                "gives 0 here; buildllm.metrics.rouge_l, and this exercise, give 1)",
-                0.0,
-            )
-        ]
-    mistakes = []
-    if c and r:
-        mistakes += [
-            (
-                "it matches recall only, LCS / reference words; ROUGE-L's F-measure also "
-                "counts precision, LCS / candidate words, so padding an answer with extra "
-                "words costs something",
-                lcs / len(r),
-            ),
-            (
-                "it matches precision only, LCS / candidate words; the F-measure combines it "
-                "with recall, LCS / reference words: 2·P·R / (P + R)",
-                lcs / len(c),
-            ),
-            (
-                "it matches the plain average (P + R) / 2; the F-measure is the harmonic mean, "
-                "2·P·R / (P + R)",
-                (lcs / len(c) + lcs / len(r)) / 2,
-            ),
-            (
-                "it matches the longest common *substring*, an unbroken run of words. ROUGE-L "
-                "uses the longest common *subsequence*: the words in the same order, gaps "
-                "allowed",
-                _f_measure(_longest_common_run(c, r), len(c), len(r)),
-            ),
-            (
-                "it matches word overlap without order (token F1); ROUGE-L counts only words "
-                "that appear in the same order in both, via the longest common subsequence",
-                _f_measure(sum((Counter(c) & Counter(r)).values()), len(c), len(r)),
-            ),
-        ]
-    split_c, split_r = candidate.lower().split(), reference.lower().split()
-    cased_c, cased_r = re.findall(r"[^\W_]+", candidate), re.findall(r"[^\W_]+", reference)
-    mistakes += [
-        (
-            "it matches words compared with their case ('The' is not 'the'); words() "
-            "lowercases them",
-            _f_measure(metrics.lcs_length(cased_c, cased_r), len(cased_c), len(cased_r)),
-        ),
-        (
-            "it matches words split on spaces, which keeps punctuation attached ('mat.' is not "
-            "'mat'); split with buildllm.metrics.words",
-            _f_measure(metrics.lcs_length(split_c, split_r), len(split_c), len(split_r)),
-        ),
-        (
-            "it matches the longest common subsequence of characters; ROUGE-L compares words: "
-            "split both texts with words() first",
-            _f_measure(metrics.lcs_length(candidate, reference), len(candidate), len(reference)),
-        ),
+        return [("neither text has a word, so they agree: return 1.0 (the rouge_score package "
+                 "gives 0 here; buildllm.metrics.rouge_l, and this exercise, give 1)", 0.0)]
+
+    def f1(a, b, overlap=None):  # the F-measure of the LCS of a and b
+        return metrics._f1(metrics.lcs_length(a, b) if overlap is None else overlap, len(a), len(b))
+
+    mistakes = [] if not (c and r) else [
+        ("it matches recall only, LCS / reference words; ROUGE-L's F-measure also counts "
+         "precision, LCS / candidate words, so padding an answer with extra words costs "
+         "something", lcs / len(r)),
+        ("it matches precision only, LCS / candidate words; the F-measure combines it with "
+         "recall, LCS / reference words: 2·P·R / (P + R)", lcs / len(c)),
+        ("it matches the plain average (P + R) / 2; the F-measure is the harmonic mean, "
+         "2·P·R / (P + R)", (lcs / len(c) + lcs / len(r)) / 2),
+        ("it matches the longest common *substring*, an unbroken run of words. ROUGE-L uses the "
+         "longest common *subsequence*: the words in the same order, gaps allowed",
+         f1(c, r, _longest_common_run(c, r))),
+        ("it matches word overlap without order (token F1); ROUGE-L counts only words that "
+         "appear in the same order in both, via the longest common subsequence",
+         f1(c, r, sum((Counter(c) & Counter(r)).values()))),
+    ]
+    return mistakes + [
+        ("it matches words compared with their case ('The' is not 'the'); words() lowercases "
+         "them", f1(re.findall(r"[^\W_]+", candidate), re.findall(r"[^\W_]+", reference))),
+        ("it matches words split on spaces, which keeps punctuation attached ('mat.' is not "
+         "'mat'); split with buildllm.metrics.words",
+         f1(candidate.lower().split(), reference.lower().split())),
+        ("it matches the longest common subsequence of characters; ROUGE-L compares words: "
+         "split both texts with words() first", f1(candidate, reference)),
         ("it matches the LCS length itself; return the F-measure, a number from 0 to 1", lcs),
     ]
-    return mistakes
 
 
 def rouge_l(fn: Callable[[str, str], float]) -> None:
-    """Exercise 6.3: fn(candidate, reference) must equal `buildllm.metrics.rouge_l`: the
-    F-measure of the longest common subsequence of the two texts' words.
+    """Exercise 6.3: fn(candidate, reference) must equal `buildllm.metrics.rouge_l`, the
+    F-measure of the longest common subsequence of the two texts' words: by hand, precision
+    and recall that differ, another order, gaps, case, punctuation, empty answers, 40 words."""
 
-    Cases: two sentences to check by hand, precision and recall that differ, words in another
-    order, gaps (where the longest common substring is shorter), case and punctuation, empty
-    answers, and two 40-word texts.
-    """
-
-    def case(candidate: str, reference: str):
-        def test() -> None:
-            want = metrics.rouge_l(candidate, reference)
-            try:
-                got = plain(fn(candidate, reference))
-            except ZeroDivisionError:
-                raise AssertionError(
-                    "division by zero: a text without words has no precision or recall. Return "
-                    "0.0 when only one text has no words, 1.0 when neither has any"
-                ) from None
-            if isinstance(got, torch.Tensor) and got.numel() == 1:
-                got = got.item()
-            if isinstance(got, bool) or not isinstance(got, numbers.Real):
-                raise AssertionError(f"the score should be a number, got {type(got).__name__}")
-            if math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9):
-                return
-            for hint, wrong in _rouge_mistakes(candidate, reference):
-                if math.isclose(got, wrong, rel_tol=1e-9, abs_tol=1e-9):
-                    raise AssertionError(f"the score is {got:.4g}, expected {want:.4g}: {hint}")
-            c, r = metrics.words(candidate), metrics.words(reference)
+    @deferred
+    def case(candidate: str, reference: str) -> None:
+        want = metrics.rouge_l(candidate, reference)
+        try:
+            got = _support.number(fn(candidate, reference), "the score")
+        except ZeroDivisionError:
             raise AssertionError(
-                f"the score is {got:.6g}, expected {want:.6g}: the words are {c} and {r}, "
-                f"their longest common subsequence has {metrics.lcs_length(c, r)} words"
-            )
+                "division by zero: a text without words has no precision or recall. Return "
+                "0.0 when only one text has no words, 1.0 when neither has any") from None
 
-        return test
+        def close(x: float) -> bool:
+            return math.isclose(got, x, rel_tol=1e-9, abs_tol=1e-9)
+
+        if close(want):
+            return
+        if hint := first_hint(_rouge_mistakes(candidate, reference), close):
+            raise AssertionError(f"the score is {got:.4g}, expected {want:.4g}: {hint}")
+        c, r = metrics.words(candidate), metrics.words(reference)
+        raise AssertionError(
+            f"the score is {got:.6g}, expected {want:.6g}: the words are {c} and {r}, "
+            f"their longest common subsequence has {metrics.lcs_length(c, r)} words")
 
     gen = random.Random(63)
     vocab = ["the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "rug", "and", "then"]
-    long_c = " ".join(gen.choice(vocab) for _ in range(40))
-    long_r = " ".join(gen.choice(vocab) for _ in range(40))
-    verify(
-        "Exercise 6.3",
-        [
-            (
-                "'the cat sat on the mat' and 'the cat is on the mat': 5 of 6 words, 0.833",
-                case("the cat sat on the mat", "the cat is on the mat"),
-            ),
-            ("'a b c d' and 'a c e': precision 2/4, recall 2/3", case("a b c d", "a c e")),
-            (
-                "words in another order: 'mat the on cat the' and 'the cat on the mat'",
-                case("mat the on cat the", "the cat on the mat"),
-            ),
-            (
-                "gaps: 'the quick brown fox jumped over the lazy dog' and 'the fox jumped the dog'",
-                case("the quick brown fox jumped over the lazy dog", "the fox jumped the dog"),
-            ),
-            (
-                "punctuation: 'the answer: paris.' and 'the answer paris'",
-                case("the answer: paris.", "the answer paris"),
-            ),
-            (
-                "capitals: 'The Answer Is Paris' and 'the answer is paris'",
-                case("The Answer Is Paris", "the answer is paris"),
-            ),
-            ("an empty answer scores 0", case("", "a reference answer")),
-            ("two empty answers score 1", case("...", "")),
-            ("two texts of 40 words from a vocabulary of 12", case(long_c, long_r)),
-        ],
-    )
+    long_c, long_r = (" ".join(gen.choice(vocab) for _ in range(40)) for _ in range(2))
+    verify("Exercise 6.3", [
+        ("'the cat sat on the mat' and 'the cat is on the mat': 5 of 6 words, 0.833",
+         case("the cat sat on the mat", "the cat is on the mat")),
+        ("'a b c d' and 'a c e': precision 2/4, recall 2/3", case("a b c d", "a c e")),
+        ("words in another order: 'mat the on cat the' and 'the cat on the mat'",
+         case("mat the on cat the", "the cat on the mat")),
+        ("gaps: 'the quick brown fox jumped over the lazy dog' and 'the fox jumped the dog'",
+         case("the quick brown fox jumped over the lazy dog", "the fox jumped the dog")),
+        ("punctuation: 'the answer: paris.' and 'the answer paris'",
+         case("the answer: paris.", "the answer paris")),
+        ("capitals: 'The Answer Is Paris' and 'the answer is paris'",
+         case("The Answer Is Paris", "the answer is paris")),
+        ("an empty answer scores 0", case("", "a reference answer")),
+        ("two empty answers score 1", case("...", "")),
+        ("two texts of 40 words from a vocabulary of 12", case(long_c, long_r)),
+    ])
 
 
 # -- Exercise 6.4 ---------------------------------------------------------------------------
@@ -550,209 +351,149 @@ def _expect_lora_parts(layer, base: nn.Linear, rank: int) -> None:
     if not isinstance(layer, nn.Module):
         raise AssertionError(
             f"LoRALinear(...) gave a {type(layer).__name__}; make it a subclass of nn.Module "
-            "(and call super().__init__() first)"
-        )
+            "(and call super().__init__() first)")
     for name in ("A", "B"):
         if not isinstance(getattr(layer, name, None), nn.Parameter):
             raise AssertionError(
                 f"the layer has no parameter self.{name}: store the two matrices as "
-                "nn.Parameter attributes A and B, so the optimizer finds them"
-            )
+                "nn.Parameter attributes A and B, so the optimizer finds them")
     d_in, d_out = base.in_features, base.out_features
-    a, b = tuple(layer.A.shape), tuple(layer.B.shape)
-    if (a, b) != ((rank, d_in), (d_out, rank)):
-        if (a, b) == ((d_in, rank), (rank, d_out)):
-            why = (
-                "that is the book's layout, x @ A @ B. Here they are stored like "
-                "nn.Linear weights (and peft's lora_A and lora_B): A (rank, in_features), "
-                "B (out_features, rank), and the update is x @ A.T @ B.T"
-            )
-        elif (a, b) == ((d_out, rank), (rank, d_in)):
+    got, want = (tuple(layer.A.shape), tuple(layer.B.shape)), ((rank, d_in), (d_out, rank))
+    if got != want:
+        why = "A is (rank, in_features) and B is (out_features, rank)"
+        if got == ((d_in, rank), (rank, d_out)):
+            why = ("that is the book's layout, x @ A @ B. Here they are stored like nn.Linear "
+                   "weights (and peft's lora_A and lora_B): A (rank, in_features), B "
+                   "(out_features, rank), and the update is x @ A.T @ B.T")
+        elif got == ((d_out, rank), (rank, d_in)):
             why = "A and B are swapped: A reads the input (rank, in_features), B writes the output"
-        else:
-            why = "A is (rank, in_features) and B is (out_features, rank)"
         raise AssertionError(
-            f"for nn.Linear({d_in}, {d_out}) and rank {rank}, A has shape {a} and B {b}, "
-            f"expected {(rank, d_in)} and {(d_out, rank)}: {why}"
-        )
+            f"for nn.Linear({d_in}, {d_out}) and rank {rank}, A has shape {got[0]} and B "
+            f"{got[1]}, expected {want[0]} and {want[1]}: {why}")
     trainable = {name for name, p in layer.named_parameters() if p.requires_grad}
     if trainable - {"A", "B"}:
         raise AssertionError(
             f"{sorted(trainable - {'A', 'B'})} would train too: freeze the base layer "
-            "(base.requires_grad_(False)), so that only A and B learn"
-        )
+            "(base.requires_grad_(False)), so that only A and B learn")
     if {"A", "B"} - trainable:
         raise AssertionError("A and B must have requires_grad=True: they are what LoRA trains")
+
+
+def _expect_lora_start(layer) -> None:
+    """B starts at zero and A random, so the fresh layer is the base and both can learn."""
+    a_zero, b_zero = not torch.any(layer.A != 0).item(), not torch.any(layer.B != 0).item()
+    fail_first(
+        (a_zero and b_zero, "A and B both start at zero: then neither ever gets a gradient (each "
+         "one's gradient is multiplied by the other). B starts at zero, A random (peft uses "
+         "nn.init.kaiming_uniform_(A, a=math.sqrt(5)))"),
+        (not b_zero, "B should start at zero, so that B·A = 0 and the wrapped layer starts "
+         "exactly as the pretrained one; A starts random"),
+        (a_zero, "A should start random (and B at zero): with A zero, B's gradient is zero too"))
 
 
 def _lora_mistakes(base_out, x, a, b, rank: int, alpha: float):
     delta = x @ a.T @ b.T
     scales = [
-        (
-            "it matches a scale of alpha, as in the book's appendix E; here the update is "
-            "scaled by alpha / rank, as in the LoRA paper and peft, so that trying another "
-            "rank needs no new learning rate",
-            alpha,
-        ),
+        ("it matches a scale of alpha, as in the book's appendix E; here the update is scaled "
+         "by alpha / rank, as in the LoRA paper and peft, so that trying another rank needs no "
+         "new learning rate", alpha),
         ("it matches alpha // rank, integer division; use alpha / rank", alpha // rank),
         ("it matches no scale at all; multiply the update by alpha / rank", 1.0),
         ("it matches a scale of rank / alpha; it is alpha / rank", rank / alpha),
     ]
-    mistakes = [(hint, base_out + s * delta) for hint, s in scales if s != alpha / rank]
-    mistakes.append(
-        (
-            "it matches (base(x) + update) · alpha / rank; the scale belongs to the update "
-            "alone: base(x) + (alpha / rank) · x @ A.T @ B.T",
-            (base_out + delta) * (alpha / rank),
-        )
-    )
-    mistakes.append(("it matches base(x) alone: add the low-rank update", base_out))
-    return mistakes
+    return [(hint, base_out + s * delta) for hint, s in scales if s != alpha / rank] + [
+        ("it matches (base(x) + update) · alpha / rank; the scale belongs to the update alone: "
+         "base(x) + (alpha / rank) · x @ A.T @ B.T", (base_out + delta) * (alpha / rank)),
+        ("it matches base(x) alone: add the low-rank update", base_out),
+    ]
+
+
+_IN_FORWARD = " in forward (no .detach(), .data or torch.no_grad())"
 
 
 def lora_linear(cls: Callable[..., nn.Module]) -> None:
     """Exercise 6.4: cls(base, rank, alpha) must build a layer that computes what
-    `buildllm.lora.LoRALinear` computes: base(x) + (alpha / rank) · x @ A.T @ B.T.
+    `buildllm.lora.LoRALinear` computes, base(x) + (alpha / rank) · x @ A.T @ B.T: A (rank, in)
+    random, B (out, rank) zero, the base frozen; the output for ranks 2 and 8, alpha 3, a base
+    without bias and a GPT's transposed qkv layer; gradients reaching A and B only."""
 
-    Cases: the parts (A (rank, in), B (out, rank), the base frozen, B zero and A not, so the
-    layer starts as the base), the output once A and B hold other values, for rank 2 and 8,
-    a scale of 1.5 (alpha 3, rank 2), a base without bias, a GPT block's qkv layer (its weight
-    stored transposed), and the gradients, which must reach A and B and only them.
-    """
-
-    def build(base: nn.Linear, rank: int, alpha: float, seed: int):
-        with seeded(seed):
-            layer = cls(base, rank, alpha)
-        _expect_lora_parts(layer, base, rank)
-        return layer
-
-    def set_ab(layer, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        a = randn(seed, *layer.A.shape, scale=0.5)
-        b = randn(seed + 1, *layer.B.shape, scale=0.5)
-        with torch.no_grad():
-            layer.A.copy_(a)
-            layer.B.copy_(b)
-        return a, b
-
-    def reference(base: nn.Linear, rank: int, alpha: float, a, b) -> nn.Module:
-        ref = lora.LoRALinear(copy.deepcopy(base), rank, alpha)
-        with torch.no_grad():
-            ref.A.copy_(a)
-            ref.B.copy_(b)
-        return ref
-
-    def make_base(d_in: int, d_out: int, seed: int, bias: bool = True) -> nn.Linear:
+    def linear(d_in: int, d_out: int, seed: int, bias: bool = True) -> nn.Linear:
         with seeded(seed):
             return nn.Linear(d_in, d_out, bias=bias)
 
+    def build(base: nn.Linear, rank: int, alpha: float, seed: int):
+        """The learner's layer and the reference, both with A and B set to the same values."""
+        with seeded(seed):
+            layer = cls(base, rank, alpha)
+        _expect_lora_parts(layer, base, rank)
+        ref = lora.LoRALinear(copy.deepcopy(base), rank, alpha)
+        with torch.no_grad():
+            for name, k in (("A", 1), ("B", 2)):
+                value = randn(seed + k, *getattr(layer, name).shape, scale=0.5)
+                getattr(layer, name).copy_(value)
+                getattr(ref, name).copy_(value)
+        return layer, ref
+
     def starts_as_base() -> None:
-        base = make_base(6, 4, 64)
-        layer = build(base, 2, 4, 65)
-        if not torch.any(layer.B != 0).item() and not torch.any(layer.A != 0).item():
-            raise AssertionError(
-                "A and B both start at zero: then neither ever gets a gradient (each one's "
-                "gradient is multiplied by the other). B starts at zero, A random (peft uses "
-                "nn.init.kaiming_uniform_(A, a=math.sqrt(5)))"
-            )
-        if torch.any(layer.B != 0).item():
-            raise AssertionError(
-                "B should start at zero, so that B·A = 0 and the wrapped layer starts exactly "
-                "as the pretrained one; A starts random"
-            )
-        if not torch.any(layer.A != 0).item():
-            raise AssertionError(
-                "A should start random (and B at zero): with A zero, B's gradient is zero too"
-            )
+        base = linear(6, 4, 64)
+        with seeded(65):
+            layer = cls(base, 2, 4)
+        _expect_lora_parts(layer, base, 2)
+        _expect_lora_start(layer)
         x = randn(66, 3, 6)
         with torch.no_grad():
-            scaled = (
-                "it matches base(x) · alpha / rank; the scale belongs to the update alone: "
-                "base(x) + (alpha / rank) · x @ A.T @ B.T",
-                base(x) * 2,
-            )
+            scaled = ("it matches base(x) · alpha / rank; the scale belongs to the update alone: "
+                      "base(x) + (alpha / rank) · x @ A.T @ B.T", base(x) * 2)
             expect_close(layer(x), base(x), "the output of the fresh layer", [scaled])
 
-    def output(d_in, d_out, rank, alpha, shape, seed, bias=True, base=None):
-        def test() -> None:
-            given = make_base(d_in, d_out, seed, bias) if base is None else base()
-            layer = build(given, rank, alpha, seed + 1)
-            a, b = set_ab(layer, seed + 2)
-            ref = reference(given, rank, alpha, a, b)
-            x = randn(seed + 4, *shape)
-            with torch.no_grad():
-                want = ref(x)
-                try:
-                    got = layer(x)
-                except TypeError as err:
-                    if given.bias is not None or "NoneType" not in str(err):
-                        raise
-                    raise AssertionError(
-                        f"this base layer has no bias (base.bias is None), and forward failed "
-                        f"with {err}: call self.base(x), which handles both kinds"
-                    ) from None
-                base_out = ref.base(x)
-            expect_close(got, want, "the output", _lora_mistakes(base_out, x, a, b, rank, alpha))
-
-        return test
-
-    def qkv_layer() -> nn.Linear:
-        cfg = GPTConfig(
-            vocab_size=64, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0
-        )
-        with seeded(67):
-            return GPTModel(cfg).trf_blocks[0].att.qkv
+    @deferred
+    def output(given: nn.Linear, rank: int, alpha: float, shape, seed: int) -> None:
+        layer, ref = build(given, rank, alpha, seed + 1)
+        x = randn(seed + 4, *shape)
+        with torch.no_grad():
+            try:
+                got = layer(x)
+            except TypeError as err:
+                if given.bias is not None or "NoneType" not in str(err):
+                    raise
+                raise AssertionError(
+                    f"this base layer has no bias (base.bias is None), and forward failed "
+                    f"with {err}: call self.base(x), which handles both kinds") from None
+            mistakes = _lora_mistakes(ref.base(x), x, ref.A, ref.B, rank, alpha)
+            expect_close(got, ref(x), "the output", mistakes)
 
     def gradients() -> None:
-        base = make_base(10, 7, 68)
-        layer = build(base, 3, 6, 69)
-        a, b = set_ab(layer, 70)
-        ref = reference(base, 3, 6, a, b)
+        layer, ref = build(linear(10, 7, 68), 3, 6, 69)
         x, weights = randn(72, 4, 10), randn(73, 4, 7)
         out = layer(x)
         if not out.requires_grad:
-            raise AssertionError(
-                "the output carries no gradient: compute the update from self.A and self.B "
-                "themselves in forward (no .detach(), .data or torch.no_grad())"
-            )
+            raise AssertionError("the output carries no gradient: compute the update from self.A "
+                                 "and self.B themselves" + _IN_FORWARD)
         (out * weights).sum().backward()
         (ref(x) * weights).sum().backward()
         for name, p in layer.named_parameters():
             if name not in ("A", "B") and p.grad is not None:
                 raise AssertionError(f"{name} got a gradient: the base layer must stay frozen")
         for name in ("A", "B"):
-            grad = getattr(layer, name).grad
-            if grad is None:
-                raise AssertionError(
-                    f"{name} got no gradient: compute the update from self.{name} itself in "
-                    "forward (no .detach(), .data or torch.no_grad())"
-                )
+            if (grad := getattr(layer, name).grad) is None:
+                raise AssertionError(f"{name} got no gradient: compute the update from self.{name} "
+                                     "itself" + _IN_FORWARD)
             expect_close(grad, getattr(ref, name).grad, f"the gradient of {name}")
 
-    verify(
-        "Exercise 6.4",
-        [
-            (
-                "nn.Linear(6, 4), rank 2, alpha 4: A (2, 6), B (4, 2), only they train, and the "
-                "fresh layer gives the base's output",
-                starts_as_base,
-            ),
-            (
-                "the same once A and B are trained: x of shape (3, 6)",
-                output(6, 4, 2, 4, (3, 6), 74),
-            ),
-            (
-                "nn.Linear(12, 10), rank 8, alpha 16, x of shape (2, 5, 12)",
-                output(12, 10, 8, 16, (2, 5, 12), 75),
-            ),
-            ("alpha 3, rank 2: a scale of 1.5", output(8, 5, 2, 3, (4, 8), 76)),
-            ("nn.Linear(8, 8, bias=False)", output(8, 8, 4, 8, (3, 8), 77, bias=False)),
-            (
-                "a GPT block's qkv layer, whose weight is stored transposed",
-                output(16, 48, 4, 8, (2, 5, 16), 78, base=qkv_layer),
-            ),
-            ("the gradients reach A and B, and only them", gradients),
-        ],
-    )
+    qkv = _support.tiny_gpt(67, 64, 8, 16, 2, 1).trf_blocks[0].att.qkv  # stored transposed
+    verify("Exercise 6.4", [
+        ("nn.Linear(6, 4), rank 2, alpha 4: A (2, 6), B (4, 2), only they train, and the fresh "
+         "layer gives the base's output", starts_as_base),
+        ("the same once A and B are trained: x of shape (3, 6)",
+         output(linear(6, 4, 74), 2, 4, (3, 6), 74)),
+        ("nn.Linear(12, 10), rank 8, alpha 16, x of shape (2, 5, 12)",
+         output(linear(12, 10, 75), 8, 16, (2, 5, 12), 75)),
+        ("alpha 3, rank 2: a scale of 1.5", output(linear(8, 5, 76), 2, 3, (4, 8), 76)),
+        ("nn.Linear(8, 8, bias=False)", output(linear(8, 8, 77, bias=False), 4, 8, (3, 8), 77)),
+        ("a GPT block's qkv layer, whose weight is stored transposed",
+         output(qkv, 4, 8, (2, 5, 16), 78)),
+        ("the gradients reach A and B, and only them", gradients),
+    ])
 
 
 # -- Exercise 6.5 ---------------------------------------------------------------------------
@@ -761,25 +502,13 @@ _VOCAB = 97
 
 
 def _scoring_model(seed: int) -> GPTModel:
-    cfg = GPTConfig(
-        vocab_size=_VOCAB,
-        context_length=80,
-        emb_dim=32,
-        n_heads=4,
-        n_layers=2,
-        drop_rate=0.0,
-        tie_embeddings=False,
-    )
-    with seeded(seed):
-        return randomize(GPTModel(cfg), 0.3).eval()
+    return _support.tiny_gpt(seed, _VOCAB, 80, 32, 4, 2, std=0.3, tie_embeddings=False).eval()
 
 
 def _pairs(prompts: list[int], answers: list[int], seed: int, pad_id: int = 0):
     """Rows of prompt + answer + padding (pad_id), and the mask of the answer tokens."""
-    width = max(p + a for p, a in zip(prompts, answers, strict=True))
-    ids = _padded(
-        [p + a for p, a in zip(prompts, answers, strict=True)], width, pad_id, seed, vocab=_VOCAB
-    )
+    lengths = [p + a for p, a in zip(prompts, answers, strict=True)]
+    ids = _padded(lengths, max(lengths), pad_id, seed, vocab=_VOCAB)
     mask = torch.zeros_like(ids, dtype=torch.bool)
     for r, (p, a) in enumerate(zip(prompts, answers, strict=True)):
         mask[r, p : p + a] = True
@@ -792,47 +521,28 @@ def _logprob_mistakes(model: GPTModel, ids: torch.Tensor, mask: torch.Tensor):
     shifted = logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)  # log p(token t | before t)
     m = mask[:, 1:].float()
     total = (shifted * m).sum(1)
-    unshifted = (logp.gather(-1, ids[..., None]).squeeze(-1) * mask.float()).sum(1)
     return [
-        (
-            "it matches the mean over the answer tokens; DPO compares log p of the whole "
-            "answer, their sum (reduction='mean' is the book's variant, not this one)",
-            total / m.sum(1),
-        ),
-        (
-            "it matches the sum over every position, prompt and padding included: multiply "
-            "by the mask (shifted like the targets, labels_mask[:, 1:]) before summing",
-            shifted.sum(1),
-        ),
-        (
-            "it matches each position's logits scored against the token *at* that position; "
-            "the logits at position t predict token t + 1: pair logits[:, :-1] with "
-            "input_ids[:, 1:]",
-            unshifted,
-        ),
-        (
-            "it matches the mask shifted the wrong way, labels_mask[:, :-1]; token t + 1 is "
-            "scored, so the mask that goes with logits[:, :-1] is labels_mask[:, 1:]",
-            (shifted * mask[:, :-1].float()).sum(1),
-        ),
+        ("it matches the mean over the answer tokens; DPO compares log p of the whole answer, "
+         "their sum (reduction='mean' is the book's variant, not this one)", total / m.sum(1)),
+        ("it matches the sum over every position, prompt and padding included: multiply by the "
+         "mask (shifted like the targets, labels_mask[:, 1:]) before summing", shifted.sum(1)),
+        ("it matches each position's logits scored against the token *at* that position; the "
+         "logits at position t predict token t + 1: pair logits[:, :-1] with input_ids[:, 1:]",
+         (logp.gather(-1, ids[..., None]).squeeze(-1) * mask.float()).sum(1)),
+        ("it matches the mask shifted the wrong way, labels_mask[:, :-1]; token t + 1 is "
+         "scored, so the mask that goes with logits[:, :-1] is labels_mask[:, 1:]",
+         (shifted * mask[:, :-1].float()).sum(1)),
         ("it matches -log p, a loss; return log p itself, a negative number", -total),
-        (
-            "it matches a sum of probabilities; sum the log-probabilities (log_softmax)",
-            (shifted.exp() * m).sum(1),
-        ),
+        ("it matches a sum of probabilities; sum the log-probabilities (log_softmax)",
+         (shifted.exp() * m).sum(1)),
     ]
 
 
 def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 6.5: fn(model, input_ids, labels_mask) must equal
     `buildllm.dpo.sequence_logprob`: per row, the sum of log p(token | tokens before it) over
-    the tokens labels_mask marks.
-
-    The model is a small random GPT with a vocabulary of 97. Cases: one row to follow by hand,
-    three right-padded rows (one answer reaching the last column), a 60-token answer (where a
-    product of probabilities underflows to 0), and the gradient, which must reach the model's
-    weights as the reference's does.
-    """
+    the tokens labels_mask marks, for a small random GPT: one row by hand, three padded rows, a
+    60-token answer (a product of probabilities underflows), and the gradient."""
 
     def compare(model: GPTModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -841,30 +551,19 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
         if got.shape != want.shape and got.numel() == 1:
             raise AssertionError(
                 f"the result has shape {tuple(got.shape)}, one number for the whole batch; "
-                f"return one per row, shape {tuple(want.shape)} (sum over dim=1 only)"
-            )
+                f"return one per row, shape {tuple(want.shape)} (sum over dim=1 only)")
         if got.shape == want.shape and not torch.isfinite(got.detach()).all():
             raise AssertionError(
-                "the result holds -inf or NaN: a product of many probabilities underflows to "
-                "0 and log(0) = -inf. Add log-probabilities (log_softmax) instead of "
-                "multiplying probabilities"
-            )
-        expect_close(
-            got,
-            want,
-            "the result",
-            _logprob_mistakes(model, ids, mask),
-            atol=1e-4,
-            rtol=1e-5,
-        )
+                "the result holds -inf or NaN: a product of many probabilities underflows to 0 "
+                "and log(0) = -inf. Add log-probabilities (log_softmax) instead of multiplying "
+                "probabilities")
+        mistakes = _logprob_mistakes(model, ids, mask)
+        expect_close(got, want, "the result", mistakes, atol=1e-4, rtol=1e-5)
         return got
 
-    def case(prompts: list[int], answers: list[int], seed: int):
-        def test() -> None:
-            ids, mask = _pairs(prompts, answers, seed)
-            compare(_scoring_model(seed), ids, mask)
-
-        return test
+    @deferred
+    def case(prompts: list[int], answers: list[int], seed: int) -> None:
+        compare(_scoring_model(seed), *_pairs(prompts, answers, seed))
 
     def gradient() -> None:
         model = _scoring_model(80)
@@ -874,8 +573,7 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
         if not got.requires_grad:
             raise AssertionError(
                 "the result carries no gradient; DPO trains the policy through these numbers: "
-                "no torch.no_grad(), .detach() or .item() inside"
-            )
+                "no torch.no_grad(), .detach() or .item() inside")
         weights = torch.tensor([1.0, -0.5])
         (got * weights).sum().backward()
         (dpo.sequence_logprob(reference, ids, mask) * weights).sum().backward()
@@ -884,19 +582,13 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
             grad = p.grad if p.grad is not None else torch.zeros_like(p)
             expect_close(grad, want, f"the gradient of {name}", atol=1e-4, rtol=1e-4)
 
-    verify(
-        "Exercise 6.5",
-        [
-            ("one row: 3 prompt tokens, then 2 answer tokens", case([3], [2], 82)),
-            (
-                "three rows padded with 0: prompts of 2, 4 and 3 tokens, answers of 5, 1 and "
-                "7 (reaching the last column)",
-                case([2, 4, 3], [5, 1, 7], 83),
-            ),
-            ("a 60-token answer after a 4-token prompt", case([4], [60], 84)),
-            ("the gradient reaches the model, as the reference's does", gradient),
-        ],
-    )
+    verify("Exercise 6.5", [
+        ("one row: 3 prompt tokens, then 2 answer tokens", case([3], [2], 82)),
+        ("three rows padded with 0: prompts of 2, 4 and 3 tokens, answers of 5, 1 and 7 "
+         "(reaching the last column)", case([2, 4, 3], [5, 1, 7], 83)),
+        ("a 60-token answer after a 4-token prompt", case([4], [60], 84)),
+        ("the gradient reaches the model, as the reference's does", gradient),
+    ])
 
 
 # -- Exercise 6.6 ---------------------------------------------------------------------------
@@ -905,149 +597,94 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
 def _dpo_mistakes(pi_c, pi_r, ref_c, ref_r, beta: float):
     margin = (pi_c - ref_c) - (pi_r - ref_r)
     return [
-        (
-            "it matches the sign flipped: -log σ(rejected - chosen). The loss should fall as "
-            "the chosen answer gains on the rejected one: -log σ(β · (chosen logratio - "
-            "rejected logratio))",
-            -F.logsigmoid(-beta * margin).mean(),
-        ),
-        (
-            "it matches β left out: multiply the margin by beta inside the sigmoid",
-            -F.logsigmoid(margin).mean(),
-        ),
-        (
-            "it matches β outside the log-sigmoid; it scales the margin inside: -log σ(β · margin)",
-            -beta * F.logsigmoid(margin).mean(),
-        ),
-        (
-            "it matches the reference model left out, -log σ(β · (pi_chosen - pi_rejected)). "
-            "DPO compares how much each answer gained since the reference: subtract "
-            "ref_chosen and ref_rejected",
-            -F.logsigmoid(beta * (pi_c - pi_r)).mean(),
-        ),
-        (
-            "it matches the sum over the pairs; the loss is their mean",
-            -F.logsigmoid(beta * margin).sum(),
-        ),
-        (
-            "it matches log σ without the minus sign; the loss is -log σ(...), a positive number",
-            F.logsigmoid(beta * margin).mean(),
-        ),
+        ("it matches the sign flipped: -log σ(rejected - chosen). The loss should fall as the "
+         "chosen answer gains on the rejected one: -log σ(β · (chosen logratio - rejected "
+         "logratio))", -F.logsigmoid(-beta * margin).mean()),
+        ("it matches β left out: multiply the margin by beta inside the sigmoid",
+         -F.logsigmoid(margin).mean()),
+        ("it matches β outside the log-sigmoid; it scales the margin inside: -log σ(β · margin)",
+         -beta * F.logsigmoid(margin).mean()),
+        ("it matches the reference model left out, -log σ(β · (pi_chosen - pi_rejected)). DPO "
+         "compares how much each answer gained since the reference: subtract ref_chosen and "
+         "ref_rejected", -F.logsigmoid(beta * (pi_c - pi_r)).mean()),
+        ("it matches the sum over the pairs; the loss is their mean",
+         -F.logsigmoid(beta * margin).sum()),
+        ("it matches log σ without the minus sign; the loss is -log σ(...), a positive number",
+         F.logsigmoid(beta * margin).mean()),
     ]
+
+
+def _reward_mistakes(pi: torch.Tensor, ref: torch.Tensor):
+    return [("it matches the logratio without β: the reward is β · (pi - ref)", pi - ref),
+            ("it matches the policy's log-probability alone: the reward is β · (pi - ref)", pi)]
+
+
+def _expect_dpo_loss(loss, want: torch.Tensor, logps, beta: float) -> None:
+    loss = expect_tensor(loss, "the loss")
+    if loss.numel() != 1:
+        raise AssertionError(
+            f"the loss has shape {tuple(loss.shape)}; it is one number, the mean over the pairs")
+    if not torch.isfinite(loss.detach()).all():
+        raise AssertionError(
+            f"the loss is {loss.item()}: σ(x) of a margin far below 0 rounds to 0, and log(0) = "
+            "-inf. Use F.logsigmoid(x), which computes log σ(x) without forming σ(x) (for x far "
+            "below 0 it is about x)")
+    value = loss.detach().reshape(())
+    if not torch.isclose(value, want, atol=1e-6, rtol=1e-5):
+        hint = _support.matching(value, _dpo_mistakes(*logps, beta))
+        raise AssertionError(
+            f"the loss is wrong: {hint}" if hint else
+            f"the loss is {value.item():.6g}, expected {want.item():.6g}: -log σ(β · ((pi_chosen "
+            "- ref_chosen) - (pi_rejected - ref_rejected))), averaged over the pairs")
 
 
 def dpo_loss(fn: Callable[..., tuple]) -> None:
     """Exercise 6.6: fn(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta) must return
-    (loss, chosen_reward, rejected_reward) as `buildllm.dpo.dpo_loss` does.
+    (loss, chosen_reward, rejected_reward) as `buildllm.dpo.dpo_loss` does: policy = reference
+    (ln 2), one pair by hand, batches, margins of ±150 (log(sigmoid(x)) gives -inf), beta 2,
+    and the gradient for the policy's log-probabilities."""
 
-    Cases: policy equal to reference (loss ln 2, rewards 0), one pair to compute by hand
-    (loss log(1 + e^-1) = 0.3133), a batch of 4 with beta 0.1, margins of ±150 (where
-    log(sigmoid(x)) gives -inf), beta 2, and the loss's gradient with respect to the policy's
-    log-probabilities.
-    """
-
-    def case(pi_c, pi_r, ref_c, ref_r, beta: float, grad: bool = False, by_hand=None):
-        def test() -> None:
-            given = [t.clone().requires_grad_(grad) for t in (pi_c, pi_r)]
-            given += [ref_c.clone(), ref_r.clone()]
-            want, want_c, want_r = dpo.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta)
-            if by_hand is not None:  # this case compares with the arithmetic in its label
-                want = torch.tensor(by_hand)
-            got = fn(*given, beta)
-            if isinstance(got, torch.Tensor):
-                raise AssertionError(
-                    "the result is one tensor; return three things: (loss, chosen_reward, "
-                    "rejected_reward)"
-                )
-            if not (isinstance(got, (tuple, list)) and len(got) == 3):
-                raise AssertionError("return a tuple (loss, chosen_reward, rejected_reward)")
-            loss, chosen, rejected = (plain(t) for t in got)
-            loss = expect_tensor(loss, "the loss")
-            if loss.numel() != 1:
-                raise AssertionError(
-                    f"the loss has shape {tuple(loss.shape)}; it is one number, the mean over "
-                    "the pairs"
-                )
-            if not torch.isfinite(loss.detach()).all():
-                raise AssertionError(
-                    f"the loss is {loss.item()}: σ(x) of a margin far below 0 rounds to 0, and "
-                    "log(0) = -inf. Use F.logsigmoid(x), which computes log σ(x) without "
-                    "forming σ(x) (for x far below 0 it is about x)"
-                )
-            value = loss.detach().reshape(())
-            if not torch.isclose(value, want, atol=1e-6, rtol=1e-5):
-                hint = matching(value, _dpo_mistakes(pi_c, pi_r, ref_c, ref_r, beta))
-                raise AssertionError(
-                    f"the loss is wrong: {hint}"
-                    if hint
-                    else f"the loss is {value.item():.6g}, expected {want.item():.6g}: "
-                    "-log σ(β · ((pi_chosen - ref_chosen) - (pi_rejected - ref_rejected))), "
-                    "averaged over the pairs"
-                )
-
-            def reward_mistakes(pi: torch.Tensor, ref: torch.Tensor):
-                return [
-                    ("it matches the logratio without β: the reward is β · (pi - ref)", pi - ref),
-                    (
-                        "it matches the policy's log-probability alone: the reward is "
-                        "β · (pi - ref)",
-                        pi,
-                    ),
-                ]
-
-            expect_close(chosen, want_c, "chosen_reward", reward_mistakes(pi_c, ref_c))
-            expect_close(rejected, want_r, "rejected_reward", reward_mistakes(pi_r, ref_r))
-            if grad:
-                if not loss.requires_grad:
-                    raise AssertionError(
-                        "the loss carries no gradient: keep every step in torch (no .item() "
-                        "or torch.no_grad()) so that loss.backward() reaches the policy"
-                    )
-                loss.sum().backward()
-                ref_given = [t.clone().requires_grad_() for t in (pi_c, pi_r)]
-                dpo.dpo_loss(*ref_given, ref_c, ref_r, beta)[0].backward()
-                for name, g, r in zip(
-                    ("pi_chosen", "pi_rejected"), given[:2], ref_given, strict=True
-                ):
-                    expect_close(g.grad, r.grad, f"the gradient of the loss for {name}")
-
-        return test
+    @deferred
+    def case(pi_c, pi_r, ref_c, ref_r, beta: float, grad: bool = False, by_hand=None) -> None:
+        given = [t.clone().requires_grad_(grad) for t in (pi_c, pi_r)]
+        want, want_c, want_r = dpo.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta)
+        if by_hand is not None:  # this case compares with the arithmetic in its label
+            want = torch.tensor(by_hand)
+        got = fn(*given, ref_c.clone(), ref_r.clone(), beta)
+        fail_first((isinstance(got, torch.Tensor), "the result is one tensor; return three "
+                    "things: (loss, chosen_reward, rejected_reward)"),
+                   (not (isinstance(got, (tuple, list)) and len(got) == 3),
+                    "return a tuple (loss, chosen_reward, rejected_reward)"))
+        loss, chosen, rejected = (plain(t) for t in got)
+        _expect_dpo_loss(loss, want, (pi_c, pi_r, ref_c, ref_r), beta)
+        expect_close(chosen, want_c, "chosen_reward", _reward_mistakes(pi_c, ref_c))
+        expect_close(rejected, want_r, "rejected_reward", _reward_mistakes(pi_r, ref_r))
+        if not grad:
+            return
+        if not loss.requires_grad:
+            raise AssertionError(
+                "the loss carries no gradient: keep every step in torch (no .item() or "
+                "torch.no_grad()) so that loss.backward() reaches the policy")
+        loss.sum().backward()
+        ref_given = [t.clone().requires_grad_() for t in (pi_c, pi_r)]
+        dpo.dpo_loss(*ref_given, ref_c, ref_r, beta)[0].backward()
+        for name, g, r in zip(("pi_chosen", "pi_rejected"), given, ref_given, strict=True):
+            expect_close(g.grad, r.grad, f"the gradient of the loss for {name}")
 
     same = randn(90, 3, scale=10.0) - 40
     batch = [randn(91 + i, 4, scale=5.0) - 30 for i in range(4)]
     eight = [randn(95 + i, 8, scale=3.0) - 20 for i in range(4)]
     t = torch.tensor
-    verify(
-        "Exercise 6.6",
-        [
-            (
-                "policy = reference: loss ln 2 = 0.6931, rewards 0",
-                case(same, same - 3, same, same - 3, 0.1),
-            ),
-            (
-                "one pair by hand, beta 0.5: pi -10 and -12, ref -11 and -11, so the margin is "
-                "0.5 · (1 - (-1)) = 1 and the loss log(1 + e^-1) = 0.3133",
-                case(
-                    t([-10.0]),
-                    t([-12.0]),
-                    t([-11.0]),
-                    t([-11.0]),
-                    0.5,
-                    by_hand=math.log(1 + math.exp(-1)),
-                ),
-            ),
-            ("a batch of 4 pairs, beta 0.1: the mean over them", case(*batch, 0.1)),
-            (
-                "margins of +150 and -150 with beta 1: log σ(-150) is -150, not -inf",
-                case(
-                    t([-10.0, -200.0]),
-                    t([-160.0, -50.0]),
-                    t([-10.0, -50.0]),
-                    t([-10.0, -50.0]),
-                    1.0,
-                ),
-            ),
-            ("8 pairs, beta 2", case(*eight, 2.0)),
-            ("the gradient for the policy's log-probabilities", case(*batch, 0.1, grad=True)),
-        ],
-    )
+    verify("Exercise 6.6", [
+        ("policy = reference: loss ln 2 = 0.6931, rewards 0",
+         case(same, same - 3, same, same - 3, 0.1)),
+        ("one pair by hand, beta 0.5: pi -10 and -12, ref -11 and -11, so the margin is "
+         "0.5 · (1 - (-1)) = 1 and the loss log(1 + e^-1) = 0.3133",
+         case(t([-10.0]), t([-12.0]), t([-11.0]), t([-11.0]), 0.5,
+              by_hand=math.log(1 + math.exp(-1)))),
+        ("a batch of 4 pairs, beta 0.1: the mean over them", case(*batch, 0.1)),
+        ("margins of +150 and -150 with beta 1: log σ(-150) is -150, not -inf",
+         case(t([-10.0, -200.0]), t([-160.0, -50.0]), t([-10.0, -50.0]), t([-10.0, -50.0]), 1.0)),
+        ("8 pairs, beta 2", case(*eight, 2.0)),
+        ("the gradient for the policy's log-probabilities", case(*batch, 0.1, grad=True)),
+    ])

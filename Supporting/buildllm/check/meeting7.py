@@ -1,23 +1,14 @@
 """Checks for the Meeting 7 exercises: int8 weights, left padding, a chat history that fits
 the context, a streamed reply, cosine search, and what training costs.
 
-Each check runs the learner's code on a few cases, edge cases included, and compares it with a
-reference: a few lines written out here (the same arithmetic as `buildllm.inference`'s
-quantize_rows and left_pad, and `buildllm.retrieval.cosine_top_k`), PyTorch's
-cosine_similarity, `buildllm.chat.ChatSession` (the tokens it sends), the real output of
-`buildllm.serve` (the streamed and the plain reply must agree), and
-`buildllm.model.forward_flops_per_token` with the numbers of Meeting-7/SCALING.md. Where a
-wrong answer matches a mistake learners often make (one scale for the whole matrix, padding on
-the right, a mask read from the padding id, an assistant message left at the start of the
-history, stripped pieces of text, an unnormalised key, 6 × parameters...), the message names it:
+Each check runs the learner's code on a table of cases, compares it with the package (or with
+PyTorch's cosine_similarity) and names a known mistake when the answer matches one. Inputs
+come from fixed seeds and models are built in a forked RNG, so the learner's notebook draws
+the same random numbers:
 
     >>> from buildllm import check
     >>> check.meeting7.cosine_top_k(cosine_top_k)
     ✓ Exercise 7.5: all 7 cases pass.
-
-Inputs come from private generators with fixed seeds, and models are built inside a forked
-RNG, so every run checks the same cases and the rest of a learner's notebook draws the same
-random numbers. All six checks together take a few seconds on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -25,407 +16,274 @@ from __future__ import annotations
 import copy
 import json
 import math
-import numbers
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from fastapi.testclient import TestClient
 
+from .. import capstone, inference
+from ..chat import ChatSession
+from ..data import gpt2_encoding
 from ..model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
-from . import expect_tensor, verify
-from ._support import Refuses, expect_close, plain, randn, seeded
+from ..serve import create_app
+from . import _support, verify
+from ._support import deferred, expect_raises, fail_first, first_hint, randn, tensors
 
-__all__ = [
-    "cosine_top_k",
-    "fit_history",
-    "left_pad",
-    "quantize_rows",
-    "read_stream",
-    "training_cost",
-]
-
-
-def _describe(value) -> str:
-    """A short description of what a function returned: tensors by shape, the rest by repr."""
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
-    if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
-        return f"a {type(value).__name__} of " + ", ".join(_describe(v) for v in value)
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _expect_raises(call: Callable[[], object], kind: type[Exception], why: str) -> None:
-    """`call()` must raise `kind`; a stub's NotImplementedError passes through untouched."""
-    try:
-        result = call()
-    except NotImplementedError:
-        raise
-    except kind:
-        return
-    except Exception as err:  # noqa: BLE001 -- a learner's crash, reported with its type
-        raise AssertionError(f"{why}; your function raised {type(err).__name__}: {err}") from None
-    raise AssertionError(f"{why}; your function returned {_describe(result)}")
-
-
-def _returned_tensors(got, names: tuple[str, ...]) -> list[torch.Tensor]:
-    """An answer's tuple of tensors, checked for its length and types, as plain detached tensors."""
-    if not (isinstance(got, (tuple, list)) and len(got) == len(names)):
-        raise AssertionError(f"return a tuple ({', '.join(names)})")
-    return [expect_tensor(plain(t), name).detach() for t, name in zip(got, names, strict=True)]
+__all__ = ["cosine_top_k", "fit_history", "left_pad", "quantize_rows", "read_stream",
+           "training_cost"]
 
 
 # -- Exercise 7.1 ---------------------------------------------------------------------------
 
 
 def _scale_mistakes(w: torch.Tensor):
-    """(hint, scale) for the usual mistakes; each is a (rows,) tensor or a single number."""
+    """(hint, scale) for the usual mistakes; each is a (rows,) tensor."""
     absmax = w.abs().amax(dim=1)
-    mistakes = [
-        (
-            "it matches one scale for the whole matrix, max|w| / 127: give each row its own, "
-            "w.abs().amax(dim=1) / 127, or one large row makes every small row round to zero",
-            (w.abs().max() / 127).expand(w.shape[0]),
-        ),
-        (
-            "it matches max(row) / 127, the largest value rather than the largest magnitude: "
-            "a row whose extreme is negative, like [-2, 0.5, 1], would get scale 1/127 and "
-            "-2 would not fit. Use the absolute values: w.abs().amax(dim=1) / 127",
-            w.amax(dim=1) / 127,
-        ),
-        (
-            "it matches max|row| / 128: then the largest weight becomes 128, which int8 (from "
-            "-128 to 127) cannot hold. Divide by 127, so that the grid is symmetric, -127 to 127",
-            absmax / 128,
-        ),
-        (
-            "it matches max|row| / 255 (the range of uint8): int8 holds -127 to 127 on each "
-            "side of 0, so divide by 127",
-            absmax / 255,
-        ),
-        ("it matches 127 / max|row|, the scale upside down: scale = max|row| / 127", 127 / absmax),
-    ]
-    if w.shape[0] == w.shape[1]:
-        mistakes.append(
-            (
-                "it matches one scale per column, w.abs().amax(dim=0): the scales belong to the "
-                "rows, the output features, so reduce over dim=1",
-                w.abs().amax(dim=0) / 127,
-            )
-        )
-    return mistakes
+    per_column = [] if w.shape[0] != w.shape[1] else [(
+        "it matches one scale per column, w.abs().amax(dim=0): the scales belong to the rows, "
+        "the output features, so reduce over dim=1", w.abs().amax(dim=0) / 127)]
+    return [
+        ("it matches one scale for the whole matrix, max|w| / 127: give each row its own, "
+         "w.abs().amax(dim=1) / 127, or one large row makes every small row round to zero",
+         (w.abs().max() / 127).expand(w.shape[0])),
+        ("it matches max(row) / 127, the largest value rather than the largest magnitude: a row "
+         "whose extreme is negative, like [-2, 0.5, 1], would get scale 1/127 and -2 would not "
+         "fit. Use the absolute values: w.abs().amax(dim=1) / 127", w.amax(dim=1) / 127),
+        ("it matches max|row| / 128: then the largest weight becomes 128, which int8 (from -128 "
+         "to 127) cannot hold. Divide by 127, so that the grid is symmetric, -127 to 127",
+         absmax / 128),
+        ("it matches max|row| / 255 (the range of uint8): int8 holds -127 to 127 on each side "
+         "of 0, so divide by 127", absmax / 255),
+        ("it matches 127 / max|row|, the scale upside down: scale = max|row| / 127",
+         127 / absmax),
+    ] + per_column
 
 
 def _quantize_mistakes(w: torch.Tensor, scale: torch.Tensor):
     """(hint, q) for the usual rounding and broadcasting mistakes, with the right scale."""
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     x = w / safe[:, None]
-    mistakes = [
-        (
-            "it matches w / scale converted to int8 without rounding: .to(torch.int8) cuts "
-            "toward zero, so 88.9 becomes 88 and the error can reach a whole step. Round first, "
-            "torch.round(w / scale[:, None])",
-            x.trunc(),
-        ),
+    return [
+        ("it matches w / scale converted to int8 without rounding: .to(torch.int8) cuts toward "
+         "zero, so 88.9 becomes 88 and the error can reach a whole step. Round first, "
+         "torch.round(w / scale[:, None])", x.trunc()),
         ("it matches floor(w / scale): round to the nearest step instead", x.floor()),
-    ]
-    if w.shape[0] == w.shape[1]:
-        mistakes.append(
-            (
-                "it matches w / scale without [:, None]: on a square matrix that divides "
-                "column j by row j's scale (broadcasting lines the scales up with the last "
-                "dimension). Divide by scale[:, None], one scale down each row",
-                torch.round(w / safe[None, :]).clamp(-127, 127),
-            )
-        )
-    return mistakes
+    ] + ([] if w.shape[0] != w.shape[1] else [(
+        "it matches w / scale without [:, None]: on a square matrix that divides column j by "
+        "row j's scale (broadcasting lines the scales up with the last dimension). Divide by "
+        "scale[:, None], one scale down each row",
+        torch.round(w / safe[None, :]).clamp(-127, 127))])
+
+
+def _expect_scale_shape(scale: torch.Tensor, weight: torch.Tensor) -> None:
+    rows, shape = weight.shape[0], tuple(scale.shape)
+    per_column = " (one per column: reduce over dim=1, the row)" * (shape == (weight.shape[1],))
+    fail_first(
+        (scale.numel() == 1 and rows > 1, "scale is a single number for the whole matrix: give "
+         "each row its own, w.abs().amax(dim=1) / 127, or one large row makes every small row "
+         "round to zero"),
+        (shape == (rows, 1), f"scale has shape {shape}; return it as a ({rows},) tensor, one "
+         "number per row (scale[:, None] gives the column when you divide)"),
+        (shape != (rows,), f"scale has shape {shape}, expected ({rows},){per_column}"),
+        (not scale.is_floating_point(), f"scale is {scale.dtype}; it is a float, max|row| / 127"))
+
+
+def _expect_zero_rows(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> None:
+    """A row of zeros needs a positive scale (no 0 / 0) and q = 0."""
+    if zero.any():
+        r = int(zero.nonzero()[0])
+        if not (torch.isfinite(scale[r]) and scale[r] > 0):
+            raise AssertionError(
+                f"row {r} is all zeros and its scale is {scale[r].item()}: with scale 0, "
+                "w / scale is 0 / 0 = NaN. Give such a row any positive scale (1, say, or clamp "
+                "the scale to a tiny minimum), and its q is 0")
+        if q[r].any():
+            raise AssertionError(f"row {r} is all zeros, but q[{r}] is {q[r].tolist()}: it "
+                                 "should be 0")
 
 
 def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Exercise 7.1: fn(weight) must return (q, scale), weight-only int8 quantization with one
-    scale per row, as `buildllm.inference.quantize_rows` computes it.
+    """Exercise 7.1: fn(weight) must return (q, scale) as
+    `buildllm.inference.quantize_rows` does: scale = max|row| / 127 per row, q =
+    round(weight / scale) as int8. Cases: a row by hand, rows a million times apart, a
+    negative extreme, an all-zero row (a positive scale, q = 0), a square matrix (where a wrong
+    broadcast still runs), an nn.Linear's weight. The weight stays as given."""
 
-    scale = max|row| / 127 (shape (rows,)), q = round(weight / scale), clamped to [-127, 127],
-    as int8. Then q · scale is within scale / 2 of every weight. Cases: a row to check by hand,
-    rows a million times apart in size, a row whose extreme is negative, an all-zero row (which
-    needs a positive scale, so that nothing divides by zero, and q = 0), a square matrix (where
-    a wrong broadcast still runs), and an nn.Linear's weight. The weight must come back
-    unchanged.
-    """
+    @deferred
+    def case(weight: torch.Tensor) -> None:
+        given = weight.clone()
+        got = fn(given)
+        if not torch.equal(given, weight):
+            raise AssertionError(
+                "your function changed the weight it was given (an in-place operation such "
+                "as div_ or w /= ...): quantizing must leave the float model as it was")
+        q, scale = tensors(got, ("q", "scale"))
+        fail_first((q.shape != weight.shape, f"q has shape {tuple(q.shape)}, expected "
+                    f"{tuple(weight.shape)}: one int8 number per weight"),
+                   (q.dtype != torch.int8, f"q is {q.dtype}; store it as torch.int8, one byte per "
+                    "weight (round first, then .to(torch.int8))"))
+        _expect_scale_shape(scale, weight)
+        absmax = weight.abs().amax(dim=1)
+        live, want = absmax != 0, absmax / 127
+        _expect_zero_rows(q, scale, ~live)
+        if not torch.allclose(scale[live].float(), want[live], rtol=1e-5, atol=0):
+            def same(wrong) -> bool:
+                return torch.allclose(scale[live].float(), wrong[live].float(), rtol=1e-5)
 
-    def case(weight: torch.Tensor):
-        def test() -> None:
-            given = weight.clone()
-            got = fn(given)
-            if not torch.equal(given, weight):
-                raise AssertionError(
-                    "your function changed the weight it was given (an in-place operation such "
-                    "as div_ or w /= ...): quantizing must leave the float model as it was"
-                )
-            q, scale = _returned_tensors(got, ("q", "scale"))
-            rows = weight.shape[0]
-            if q.shape != weight.shape:
-                raise AssertionError(
-                    f"q has shape {tuple(q.shape)}, expected {tuple(weight.shape)}: one int8 "
-                    "number per weight"
-                )
-            if q.dtype != torch.int8:
-                raise AssertionError(
-                    f"q is {q.dtype}; store it as torch.int8, one byte per weight "
-                    "(round first, then .to(torch.int8))"
-                )
-            if scale.numel() == 1 and rows > 1:
-                raise AssertionError(
-                    "scale is a single number for the whole matrix: give each row its own, "
-                    "w.abs().amax(dim=1) / 127, or one large row makes every small row round "
-                    "to zero"
-                )
-            if scale.shape == (rows, 1):
-                raise AssertionError(
-                    f"scale has shape {tuple(scale.shape)}; return it as a ({rows},) tensor, "
-                    "one number per row (scale[:, None] gives the column when you divide)"
-                )
-            if scale.shape != (rows,):
-                per_column = tuple(scale.shape) == (weight.shape[1],)
-                hint = " (one per column: reduce over dim=1, the row)" if per_column else ""
-                raise AssertionError(
-                    f"scale has shape {tuple(scale.shape)}, expected ({rows},){hint}"
-                )
-            if not scale.is_floating_point():
-                raise AssertionError(f"scale is {scale.dtype}; it is a float, max|row| / 127")
-            absmax = weight.abs().amax(dim=1)
-            zero = absmax == 0
-            if zero.any():
-                r = int(zero.nonzero()[0])
-                if not (torch.isfinite(scale[r]) and scale[r] > 0):
-                    raise AssertionError(
-                        f"row {r} is all zeros and its scale is {scale[r].item()}: with "
-                        "scale 0, w / scale is 0 / 0 = NaN. Give such a row any positive "
-                        "scale (1, say, or clamp the scale to a tiny minimum), and its q is 0"
-                    )
-                if q[r].any():
-                    raise AssertionError(
-                        f"row {r} is all zeros, but q[{r}] is {q[r].tolist()}: it should be 0"
-                    )
-            want = absmax / 127
-            live = ~zero
-            if not torch.allclose(scale[live].float(), want[live], rtol=1e-5, atol=0):
-                for hint, wrong in _scale_mistakes(weight):
-                    if torch.allclose(scale[live].float(), wrong[live].float(), rtol=1e-5):
-                        raise AssertionError(f"scale is wrong: {hint}")
-                r = int((~torch.isclose(scale.float(), want, rtol=1e-5) & live).nonzero()[0])
-                raise AssertionError(
-                    f"scale[{r}] is {scale[r].item():.6g}, expected max|row {r}| / 127 = "
-                    f"{absmax[r].item():.6g} / 127 = {want[r].item():.6g}"
-                )
-            steps = weight / torch.where(live, want, torch.ones_like(want))[:, None]
-            expected = torch.round(steps).clamp(-127, 127)
-            # Where w / scale is a half step (rare: 63.5), either neighbour is as good.
-            tie = (steps.abs().frac() - 0.5).abs() < 1e-4
-            diff = (q.float() - expected).abs()
-            bad = (diff > 0) & ~(tie & (diff == 1))
-            if bad.any():
-                for hint, wrong in _quantize_mistakes(weight, want):
-                    if torch.equal(q.float(), wrong.to(torch.int8).float()):
-                        raise AssertionError(f"q is wrong: {hint}")
-                i, j = (int(k) for k in bad.nonzero()[0])
-                raise AssertionError(
-                    f"q[{i}, {j}] is {q[i, j].item()}, expected {int(expected[i, j])}: the "
-                    f"weight {weight[i, j].item():.6g} is {steps[i, j].item():.4f} steps of "
-                    f"{want[i].item():.6g}, and rounds to {int(expected[i, j])}"
-                )
+            if hint := first_hint(_scale_mistakes(weight), same):
+                raise AssertionError(f"scale is wrong: {hint}")
+            r = int((~torch.isclose(scale.float(), want, rtol=1e-5) & live).nonzero()[0])
+            raise AssertionError(
+                f"scale[{r}] is {scale[r].item():.6g}, expected max|row {r}| / 127 = "
+                f"{absmax[r].item():.6g} / 127 = {want[r].item():.6g}")
+        steps = weight / torch.where(live, want, torch.ones_like(want))[:, None]
+        expected = inference.quantize_rows(weight)[0].float()
+        # Where w / scale is a half step (rare: 63.5), either neighbour is as good.
+        tie = (steps.abs().frac() - 0.5).abs() < 1e-4
+        diff = (q.float() - expected).abs()
+        bad = (diff > 0) & ~(tie & (diff == 1))
+        if bad.any():
+            def same_q(wrong) -> bool:
+                return torch.equal(q.float(), wrong.to(torch.int8).float())
 
-        return test
+            if hint := first_hint(_quantize_mistakes(weight, want), same_q):
+                raise AssertionError(f"q is wrong: {hint}")
+            i, j = (int(k) for k in bad.nonzero()[0])
+            raise AssertionError(
+                f"q[{i}, {j}] is {q[i, j].item()}, expected {int(expected[i, j])}: the weight "
+                f"{weight[i, j].item():.6g} is {steps[i, j].item():.4f} steps of "
+                f"{want[i].item():.6g}, and rounds to {int(expected[i, j])}")
 
-    def linear_weight() -> torch.Tensor:
-        with seeded(71):
-            return torch.nn.Linear(48, 32).weight.detach().clone()
-
-    sizes = randn(72, 3, 5) * torch.tensor([[1e-3], [1.0], [1e3]])
-    square = randn(73, 6, 6) * torch.tensor([[0.1], [1.0], [3.0], [0.01], [10.0], [0.5]])
-    verify(
-        "Exercise 7.1",
-        [
-            (
-                "one row by hand, [0.2, -1.0, 0.7, 0.0]: scale 1/127, q [25, -127, 89, 0]",
-                case(torch.tensor([[0.2, -1.0, 0.7, 0.0]])),
-            ),
-            ("three rows of sizes 0.001, 1 and 1000", case(sizes)),
-            (
-                "rows whose largest magnitude is negative: [-2.0, 0.5, 1.0, -0.25] and "
-                "[0.1, -0.3, 0.2, -0.05]",
-                case(torch.tensor([[-2.0, 0.5, 1.0, -0.25], [0.1, -0.3, 0.2, -0.05]])),
-            ),
-            (
-                "an all-zero row between two others: a positive scale and q = 0, no NaN",
-                case(torch.tensor([[0.5, -0.25, 1.5], [0.0, 0.0, 0.0], [-3.0, 2.0, 1.0]])),
-            ),
-            ("a square (6, 6) matrix whose rows differ in size", case(square)),
-            ("the weight of an nn.Linear(48, 32): 32 rows, 32 scales", case(linear_weight())),
-        ],
-    )
+    with _support.seeded(71):
+        linear_weight = torch.nn.Linear(48, 32).weight.detach().clone()
+    t = torch.tensor
+    verify("Exercise 7.1", [
+        ("one row by hand, [0.2, -1.0, 0.7, 0.0]: scale 1/127, q [25, -127, 89, 0]",
+         case(t([[0.2, -1.0, 0.7, 0.0]]))),
+        ("three rows of sizes 0.001, 1 and 1000",
+         case(randn(72, 3, 5) * t([[1e-3], [1.0], [1e3]]))),
+        ("rows whose largest magnitude is negative: [-2.0, 0.5, 1.0, -0.25] and "
+         "[0.1, -0.3, 0.2, -0.05]", case(t([[-2.0, 0.5, 1.0, -0.25], [0.1, -0.3, 0.2, -0.05]]))),
+        ("an all-zero row between two others: a positive scale and q = 0, no NaN",
+         case(t([[0.5, -0.25, 1.5], [0.0, 0.0, 0.0], [-3.0, 2.0, 1.0]]))),
+        ("a square (6, 6) matrix whose rows differ in size",
+         case(randn(73, 6, 6) * t([[0.1], [1.0], [3.0], [0.01], [10.0], [0.5]]))),
+        ("the weight of an nn.Linear(48, 32): 32 rows, 32 scales", case(linear_weight)),
+    ])
 
 
 # -- Exercise 7.2 ---------------------------------------------------------------------------
 
 
-def _left_padded(prompts: list[list[int]], pad_id: int, right: bool = False):
-    """(ids, mask, positions) of the prompts padded on the left (or the right)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(prompts), width, dtype=torch.bool)
-    positions = torch.zeros(len(prompts), width, dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        cols = slice(0, len(prompt)) if right else slice(width - len(prompt), width)
-        ids[row, cols] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, cols] = True
-        positions[row, cols] = torch.arange(len(prompt))
-    return ids, mask, positions
+def _padded(prompts: list[list[int]], pad_id: int):
+    """(ids, mask, positions) as buildllm.inference.left_pad pads and GPTModel numbers them,
+    and (ids, mask) of the same prompts padded on the right."""
+    ids, mask = inference.left_pad(prompts, pad_id)
+    right_ids, right_mask = inference.left_pad([p[::-1] for p in prompts], pad_id)
+    return ids, mask, (mask.cumsum(1) - 1).clamp(min=0), right_ids.flip(1), right_mask.flip(1)
 
 
-def _show(t: torch.Tensor) -> str:
-    return str(t.tolist())
+def _expect_mask(mask, want_mask, want_ids, right_mask, pad_id: int) -> None:
+    fail_first(
+        (torch.equal(mask, want_ids != pad_id), f"mask is {mask.tolist()}, expected "
+         f"{want_mask.tolist()}: it matches ids != pad_id, which calls a real token that happens "
+         f"to be {pad_id} padding. Mark the real tokens from each prompt's length instead"),
+        (torch.equal(mask, right_mask), "mask marks the first columns, as for padding on the "
+         "right: the real tokens are the last len(prompt) columns of each row"),
+        (torch.equal(mask, ~want_mask), "mask is True at the padding and False at the real "
+         "tokens: turn it round (True where attention may look)"),
+        (True, f"mask is {mask.tolist()}, expected {want_mask.tolist()}"))
+
+
+def _expect_positions(positions, want_pos, want_mask) -> None:
+    if (positions < 0).any():
+        r, c = (int(k) for k in (positions < 0).nonzero()[0])
+        raise AssertionError(
+            f"positions[{r}, {c}] is {positions[r, c].item()} at padding: an embedding table has "
+            "no row -1, so the model would fail (or, in some libraries, read the last row). "
+            "Clamp the padding's positions to 0, as GPTModel does")
+    if not torch.equal(positions[want_mask], want_pos[want_mask]):
+        width = want_mask.shape[1]
+        if torch.equal(positions, torch.arange(width).expand_as(positions)):
+            raise AssertionError(
+                f"positions are 0 to {width - 1} in every row, counting the padding: a row's "
+                "first real token must be at position 0, as it was in training, however much "
+                "padding comes before it")
+        r = int((positions != want_pos)[want_mask.any(1)].any(1).nonzero()[0])
+        raise AssertionError(
+            f"positions[{r}] is {positions[r].tolist()}, expected {want_pos[r].tolist()} (the "
+            "padding's positions may be anything from 0 up)")
 
 
 def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
-    """Exercise 7.2: fn(prompts, pad_id=0) must return (ids, mask, positions) for a batch of
-    prompts padded on the left, as `buildllm.inference.left_pad` pads them and
-    `buildllm.model.GPTModel` numbers their positions.
+    """Exercise 7.2: fn(prompts, pad_id=0) must return (ids, mask, positions) as
+    `buildllm.inference.left_pad` pads the prompts (on the left) and `GPTModel` numbers them:
+    positions count each row's real tokens from 0 (at padding any position from 0 up). Cases:
+    by hand, equal lengths, one prompt, pad id 50256, a real token equal to the pad id, eight
+    random lengths, and an empty prompt (ValueError). The lists stay as given."""
 
-    ids (torch.long) holds each prompt at the right end of its row, pad_id before it; mask
-    (torch.bool) is True at the real tokens; positions (torch.long) counts each row's real tokens
-    from 0. At padding, any position from 0 up is accepted (nothing attends to it; GPTModel uses
-    0), but not -1, which an embedding cannot look up. Cases: two prompts by hand, equal lengths,
-    one prompt, pad id 50256, a prompt that contains the pad id as a real token, eight prompts of
-    random lengths, and an empty prompt, which must raise ValueError. The lists passed in must
-    come back unchanged.
-    """
-
-    def case(prompts: list[list[int]], pad_id: int = 0):
-        def test() -> None:
-            given = [list(p) for p in prompts]
-            got = fn(given, pad_id=pad_id)
-            if given != prompts:
-                raise AssertionError(
-                    "your function changed the prompts it was given (insert or +=): build new "
-                    "rows, and leave the caller's token lists as they were"
-                )
-            ids, mask, positions = _returned_tensors(got, ("ids", "mask", "positions"))
-            want_ids, want_mask, want_pos = _left_padded(prompts, pad_id)
-            right_ids, right_mask, _ = _left_padded(prompts, pad_id, right=True)
-            for name, t in (("ids", ids), ("mask", mask), ("positions", positions)):
-                if t.shape != want_ids.shape:
-                    raise AssertionError(
-                        f"{name} has shape {tuple(t.shape)}, expected {tuple(want_ids.shape)}: "
-                        "one row per prompt, as wide as the longest"
-                    )
-            for name, t in (("ids", ids), ("positions", positions)):
-                if t.dtype != torch.long:
-                    raise AssertionError(
-                        f"{name} is {t.dtype}; make it torch.long (token ids "
-                        "and positions index embedding tables)"
-                    )
-            if mask.dtype != torch.bool:
-                raise AssertionError(
-                    f"mask is {mask.dtype}; make it torch.bool, True at real tokens"
-                )
-            if not torch.equal(ids, want_ids):
-                if torch.equal(ids, right_ids):
-                    raise AssertionError(
-                        f"ids are padded on the right, {_show(ids)}: pad on the left, so that "
-                        "every row's last token, and every token generated after it, lands in "
-                        "the same column"
-                    )
-                raise AssertionError(f"ids are {_show(ids)}, expected {_show(want_ids)}")
-            if not torch.equal(mask, want_mask):
-                if torch.equal(mask, want_ids != pad_id):
-                    raise AssertionError(
-                        f"mask is {_show(mask)}, expected {_show(want_mask)}: it matches "
-                        f"ids != pad_id, which calls a real token that happens to be {pad_id} "
-                        "padding. Mark the real tokens from each prompt's length instead"
-                    )
-                if torch.equal(mask, right_mask):
-                    raise AssertionError(
-                        "mask marks the first columns, as for padding on the right: the real "
-                        "tokens are the last len(prompt) columns of each row"
-                    )
-                if torch.equal(mask, ~want_mask):
-                    raise AssertionError(
-                        "mask is True at the padding and False at the real tokens: turn it "
-                        "round (True where attention may look)"
-                    )
-                raise AssertionError(f"mask is {_show(mask)}, expected {_show(want_mask)}")
-            if (positions < 0).any():
-                r, c = (int(k) for k in (positions < 0).nonzero()[0])
-                raise AssertionError(
-                    f"positions[{r}, {c}] is {positions[r, c].item()} at padding: an embedding "
-                    "table has no row -1, so the model would fail (or, in some libraries, read "
-                    "the last row). Clamp the padding's positions to 0, as GPTModel does"
-                )
-            if not torch.equal(positions[want_mask], want_pos[want_mask]):
-                width = want_ids.shape[1]
-                if torch.equal(positions, torch.arange(width).expand_as(positions)):
-                    raise AssertionError(
-                        f"positions are 0 to {width - 1} in every row, counting the padding: "
-                        "a row's first real token must be at position 0, as it was in "
-                        "training, however much padding comes before it"
-                    )
-                r = int((positions != want_pos)[want_mask.any(1)].any(1).nonzero()[0])
-                raise AssertionError(
-                    f"positions[{r}] is {_show(positions[r])}, expected "
-                    f"{_show(want_pos[r])} (the padding's positions may be anything from 0 up)"
-                )
-
-        return test
+    @deferred
+    def case(prompts: list[list[int]], pad_id: int = 0) -> None:
+        given = [list(p) for p in prompts]
+        got = fn(given, pad_id=pad_id)
+        if given != prompts:
+            raise AssertionError(
+                "your function changed the prompts it was given (insert or +=): build new "
+                "rows, and leave the caller's token lists as they were")
+        ids, mask, positions = tensors(got, ("ids", "mask", "positions"))
+        want_ids, want_mask, want_pos, right_ids, right_mask = _padded(prompts, pad_id)
+        named = {"ids": ids, "mask": mask, "positions": positions}
+        fail_first(*((t.shape != want_ids.shape, f"{name} has shape {tuple(t.shape)}, expected "
+                      f"{tuple(want_ids.shape)}: one row per prompt, as wide as the longest")
+                     for name, t in named.items()),
+                   *((named[name].dtype != torch.long, f"{name} is {named[name].dtype}; make it "
+                      "torch.long (token ids and positions index embedding tables)")
+                     for name in ("ids", "positions")),
+                   (mask.dtype != torch.bool, f"mask is {mask.dtype}; make it torch.bool, True "
+                    "at real tokens"),
+                   (torch.equal(ids, right_ids) and not torch.equal(ids, want_ids),
+                    f"ids are padded on the right, {ids.tolist()}: pad on the left, so that every "
+                    "row's last token, and every token generated after it, lands in the same "
+                    "column"),
+                   (not torch.equal(ids, want_ids),
+                    f"ids are {ids.tolist()}, expected {want_ids.tolist()}"))
+        if not torch.equal(mask, want_mask):
+            _expect_mask(mask, want_mask, want_ids, right_mask, pad_id)
+        _expect_positions(positions, want_pos, want_mask)
 
     def empty_prompt() -> None:
-        _expect_raises(
-            lambda: fn([[5, 6], []], pad_id=0),
-            ValueError,
-            "an empty prompt should raise ValueError (with a message saying which prompt): "
-            "the model needs at least one token to predict the next from",
-        )
+        expect_raises(lambda: fn([[5, 6], []], pad_id=0), ValueError,
+                      "an empty prompt should raise ValueError (with a message saying which "
+                      "prompt): the model needs at least one token to predict the next from")
 
     gen = torch.Generator().manual_seed(74)
     lengths = torch.randint(1, 21, (8,), generator=gen).tolist()
     many = [torch.randint(1, 50000, (n,), generator=gen).tolist() for n in lengths]
-    verify(
-        "Exercise 7.2",
-        [
-            (
-                "[[5, 6, 7], [8]] with pad_id 0: ids [[5, 6, 7], [0, 0, 8]], positions "
-                "[[0, 1, 2], [?, ?, 0]]",
-                case([[5, 6, 7], [8]]),
-            ),
-            ("two prompts of 4 tokens: no padding", case([[1, 2, 3, 4], [9, 8, 7, 6]])),
-            ("one prompt", case([[464, 3290, 318]])),
-            (
-                "pad_id 50256, prompts of 1, 6, 3 and 6 tokens",
-                case([[40], [1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11, 12, 13, 14, 15]], 50256),
-            ),
-            (
-                "pad_id 0 and a prompt that holds token 0 itself, [0, 11, 0]",
-                case([[0, 11, 0], [12]]),
-            ),
-            (f"eight prompts of {', '.join(map(str, lengths))} tokens", case(many, 50256)),
-            ("an empty prompt: ValueError", empty_prompt),
-        ],
-    )
+    verify("Exercise 7.2", [
+        ("[[5, 6, 7], [8]] with pad_id 0: ids [[5, 6, 7], [0, 0, 8]], positions "
+         "[[0, 1, 2], [?, ?, 0]]", case([[5, 6, 7], [8]])),
+        ("two prompts of 4 tokens: no padding", case([[1, 2, 3, 4], [9, 8, 7, 6]])),
+        ("one prompt", case([[464, 3290, 318]])),
+        ("pad_id 50256, prompts of 1, 6, 3 and 6 tokens",
+         case([[40], [1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11, 12, 13, 14, 15]], 50256)),
+        ("pad_id 0 and a prompt that holds token 0 itself, [0, 11, 0]", case([[0, 11, 0], [12]])),
+        (f"eight prompts of {', '.join(map(str, lengths))} tokens", case(many, 50256)),
+        ("an empty prompt: ValueError", empty_prompt),
+    ])
 
 
 # -- Exercise 7.3 ---------------------------------------------------------------------------
 
 
 def _reference_fit(messages: list[dict], count: Callable[[list[dict]], int], budget: int):
-    """buildllm.chat's rule: system messages stay; keep the newest turns, from a user message
-    (or from the start), the longest run that fits. None if even the last message does not."""
+    """ChatSession's rule for any count: system messages stay; keep the newest turns, from a
+    user message (or from the start), the longest run that fits. None if even the last message
+    does not. (ChatSession counts its own tokens; the GPT-2 case below checks the two agree.)"""
     n_system = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
     system, turns = messages[:n_system], messages[n_system:]
     starts = [0] + [i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"]
-    for start in starts:
-        if count(system + turns[start:]) <= budget:
-            return system + turns[start:]
-    return None
+    return next((system + turns[s:] for s in starts if count(system + turns[s:]) <= budget), None)
 
 
 def _roles(messages: list[dict]) -> str:
@@ -440,26 +298,50 @@ def _roles(messages: list[dict]) -> str:
     return "[" + ", ".join(one(m) for m in messages) + "]"
 
 
+def _chat(spec: str) -> list[dict]:
+    """'s sys 10, u q1 6': a system message of 10 words, then a user's of 6, each opening with
+    its tag, which the messages about what was kept show."""
+    roles = {"s": "system", "u": "user", "a": "assistant"}
+    return [{"role": roles[r], "content": " ".join([tag] + ["word"] * (int(n) - 1))}
+            for r, tag, n in (m.split() for m in spec.split(","))]
+
+
 def _words_count(messages: list[dict]) -> int:
     """The by-hand count: 4 header tokens and one per word for each message, 3 to end."""
     return sum(4 + len(m["content"].split()) for m in messages) + 3
 
 
-def _say(role: str, words: int, tag: str) -> dict:
-    return {"role": role, "content": " ".join([tag] + ["word"] * (words - 1))}
+def _fit_diagnosis(got: list[dict], want: list[dict], messages, count, budget: int) -> str:
+    """What is wrong with keeping `got` where `want` was right."""
+    system = [m for m in messages if m["role"] == "system"]
+    rest = got[len(system) :]
+    if system and got[: len(system)] != system:
+        return (f"you kept {_roles(got)}: the system messages must stay, first (they say who the "
+                "assistant is); drop old turns instead")
+    if not got or got[-1] != messages[-1]:
+        return (f"you kept {_roles(got)}, without the last user message: it is the one to "
+                "answer, so it always stays")
+    if rest and rest[0]["role"] == "assistant" and rest != messages[len(system) :]:
+        return (f"you kept {_roles(got)}: after the system messages it starts with an "
+                "assistant's reply to a question that is gone. Drop whole turns: the kept "
+                "conversation starts at a user message")
+    if count(got) > budget:
+        return (f"you kept {_roles(got)}, which makes {count(got)} tokens, over the budget of "
+                f"{budget}: keep dropping the oldest turn while the count is > budget")
+    if got == messages[: len(system)] + messages[len(messages) - len(rest) :]:
+        return (f"you dropped {len(messages) - len(got)} messages, but only "
+                f"{len(messages) - len(want)} had to go: {_roles(want)} makes {count(want)} "
+                f"tokens, within the budget of {budget} (<= budget fits)")
+    return (f"you kept {_roles(got)}, expected {_roles(want)}: drop the oldest messages first, "
+            "keep the newest")
 
 
 def fit_history(fn: Callable[..., list[dict]]) -> None:
-    """Exercise 7.3: fn(messages, count_tokens, budget) must return the messages to send, as
-    `buildllm.chat.ChatSession` chooses them: every system message, then the newest turns,
-    starting at a user message (or at the first message), as many as keep
-    count_tokens(kept) <= budget. If even the system messages and the last user message are
-    over budget, it must raise ValueError.
-
-    Cases use a count to follow by hand (4 tokens per message, 1 per word, 3 for the open reply)
-    and, last, GPT-2's tokens as ChatSession counts them, where the result must give exactly the
-    prompt ChatSession.prompt_ids sends. The list passed in must come back unchanged.
-    """
+    """Exercise 7.3: fn(messages, count_tokens, budget) must return the messages to send
+    as `buildllm.chat.ChatSession` chooses them: the system messages, then the newest turns
+    from a user message (or the first message) with count_tokens(kept) <= budget; ValueError
+    if even the last user message does not fit. Counts by hand (4 per message, 1 per word, 3
+    for the reply), then GPT-2's, where the result must be ChatSession.prompt_ids's prompt."""
 
     def run(messages: list[dict], count, budget: int):
         given = copy.deepcopy(messages)
@@ -467,208 +349,107 @@ def fit_history(fn: Callable[..., list[dict]]) -> None:
         if given != messages:
             raise AssertionError(
                 "your function changed the list it was given (pop, del or remove): that list is "
-                "the conversation the user sees. Build a new list of the messages to keep"
-            )
+                "the conversation the user sees. Build a new list of the messages to keep")
         return got
 
-    def case(messages: list[dict], budget: int, count=_words_count):
-        def test() -> None:
-            want = _reference_fit(messages, count, budget)
-            if want is None:
-                n_system = sum(m["role"] == "system" for m in messages)
-                need = count(messages[:n_system] + messages[-1:])
-                _expect_raises(
-                    lambda: run(messages, count, budget),
-                    ValueError,
-                    f"even the system messages and the last user message make {need} tokens, "
-                    f"over the budget of {budget}: raise ValueError with a message that says "
-                    "so (a cut-off prompt would fail later, less clearly)",
-                )
-                return
-            got = run(messages, count, budget)
-            if not isinstance(got, list) or not all(isinstance(m, dict) for m in got):
-                raise AssertionError(
-                    f"the result is {type(got).__name__}; return a list of the message dicts "
-                    "to send"
-                )
-            if got == want:
-                return
-            system = [m for m in messages if m["role"] == "system"]
-            dropped = len(messages) - len(want)
-            if system and got[: len(system)] != system:
-                raise AssertionError(
-                    f"you kept {_roles(got)}: the system messages must stay, first (they say "
-                    "who the assistant is); drop old turns instead"
-                )
-            if not got or got[-1] != messages[-1]:
-                raise AssertionError(
-                    f"you kept {_roles(got)}, without the last user message: it is the one to "
-                    "answer, so it always stays"
-                )
-            rest = got[len(system) :]
-            if rest and rest[0]["role"] == "assistant" and rest != messages[len(system) :]:
-                raise AssertionError(
-                    f"you kept {_roles(got)}: after the system messages it starts with an "
-                    "assistant's reply to a question that is gone. Drop whole turns: the kept "
-                    "conversation starts at a user message"
-                )
-            if count(got) > budget:
-                raise AssertionError(
-                    f"you kept {_roles(got)}, which makes {count(got)} tokens, over the budget "
-                    f"of {budget}: keep dropping the oldest turn while the count is > budget"
-                )
-            if got == messages[: len(system)] + messages[len(messages) - len(rest) :]:
-                raise AssertionError(
-                    f"you dropped {len(messages) - len(got)} messages, but only {dropped} had to "
-                    f"go: {_roles(want)} makes {count(want)} tokens, within the budget of "
-                    f"{budget} (<= budget fits)"
-                )
-            raise AssertionError(
-                f"you kept {_roles(got)}, expected {_roles(want)}: drop the oldest messages "
-                "first, keep the newest"
-            )
+    @deferred
+    def case(messages: list[dict], budget: int, count=_words_count) -> None:
+        want = _reference_fit(messages, count, budget)
+        if want is None:
+            n_system = sum(m["role"] == "system" for m in messages)
+            need = count(messages[:n_system] + messages[-1:])
+            expect_raises(
+                lambda: run(messages, count, budget), ValueError,
+                f"even the system messages and the last user message make {need} tokens, "
+                f"over the budget of {budget}: raise ValueError with a message that says "
+                "so (a cut-off prompt would fail later, less clearly)")
+            return
+        got = run(messages, count, budget)
+        if not isinstance(got, list) or not all(isinstance(m, dict) for m in got):
+            raise AssertionError(f"the result is {type(got).__name__}; return a list of the "
+                                 "message dicts to send")
+        if got != want:
+            raise AssertionError(_fit_diagnosis(got, want, messages, count, budget))
 
-        return test
+    def with_chat_session() -> None:
+        def session(context: int) -> ChatSession:
+            with torch.device("meta"):  # shapes only: prompts are counted, nothing runs
+                return ChatSession(_support.tiny_gpt(None, 50257, context, 8, 1, 1),
+                                   gpt2_encoding())
 
-    def chat_case() -> None:
-        from ..chat import ChatSession
-        from ..data import gpt2_encoding
-
-        enc = gpt2_encoding()
-        cfg = GPTConfig(vocab_size=50257, context_length=128, emb_dim=8, n_heads=1, n_layers=1)
-        wide = GPTConfig(vocab_size=50257, context_length=4096, emb_dim=8, n_heads=1, n_layers=1)
-        with torch.device("meta"):  # shapes only: prompts are counted, nothing runs
-            session, counter = ChatSession(GPTModel(cfg), enc), ChatSession(GPTModel(wide), enc)
-        n_new = 48
-        messages = [
-            {"role": "system", "content": "You answer in one short sentence."},
-            {"role": "user", "content": "Who wrote Hamlet?"},
-            {"role": "assistant", "content": "William Shakespeare wrote it, around 1600."},
-            {"role": "user", "content": "And who wrote The Odyssey?"},
-            {"role": "assistant", "content": "Homer, or the poets we call by that name."},
-            {"role": "user", "content": "Which of the two is older?"},
-            {"role": "assistant", "content": "The Odyssey, by more than two thousand years."},
-            {"role": "user", "content": "Name one more play by the first author."},
-        ]
+        n_new, short, counter = 48, session(128), session(4096)
+        roles = ["system"] + ["user", "assistant"] * 3 + ["user"]
+        messages = [{"role": role, "content": text} for role, text in zip(roles, [
+            "You answer in one short sentence.", "Who wrote Hamlet?",
+            "William Shakespeare wrote it, around 1600.", "And who wrote The Odyssey?",
+            "Homer, or the poets we call by that name.", "Which of the two is older?",
+            "The Odyssey, by more than two thousand years.",
+            "Name one more play by the first author."], strict=True)]
 
         def count(kept: list[dict]) -> int:  # the whole conversation, none of it dropped
             return len(counter.prompt_ids(kept, 1))
 
-        budget = session.context_length - n_new
+        budget = short.context_length - n_new
         want = _reference_fit(messages, count, budget)
-        if want is None or counter.prompt_ids(want, 1) != session.prompt_ids(messages, n_new):
-            raise RuntimeError(
-                "this check no longer agrees with ChatSession.prompt_ids: a bug in the course, "
-                "please report it"
-            )
+        if want is None or counter.prompt_ids(want, 1) != short.prompt_ids(messages, n_new):
+            raise RuntimeError("this check no longer agrees with ChatSession.prompt_ids: a bug "
+                               "in the course, please report it")
         case(messages, budget, count)()
 
-    u, a, s = "user", "assistant", "system"
-    four = [_say(s, 10, "sys"), _say(u, 6, "q1"), _say(a, 12, "a1"), _say(u, 4, "q2")]
-    five = [_say(u, 6, "q1"), _say(a, 10, "a1"), _say(u, 5, "q2"), _say(a, 8, "a2"),
-            _say(u, 4, "q3")]  # fmt: skip
-    repeated = [_say(s, 3, "sys1"), _say(s, 4, "sys2"), _say(u, 9, "q1"), _say(u, 7, "q1-again"),
-                _say(a, 6, "a1"), _say(u, 3, "q2")]  # fmt: skip
-    greeting = [_say(a, 5, "hello"), _say(u, 6, "q1"), _say(a, 9, "a1"), _say(u, 5, "q2")]
-    too_long = [_say(s, 6, "sys"), _say(u, 3, "q1"), _say(a, 3, "a1"), _say(u, 7, "q2")]
-    verify(
-        "Exercise 7.3",
-        [
-            (
-                "everything fits: system, user, assistant, user make 51 tokens, budget 100",
-                case(four, 100),
-            ),
-            ("exactly the budget: the same four messages, budget 51, all stay", case(four, 51)),
-            (
-                "user, assistant, user, assistant, user (56 tokens), budget 40: the first turn "
-                "goes, 32 tokens stay",
-                case(five, 40),
-            ),
-            (
-                "the same, budget 30: an assistant message cannot start the history, so only "
-                "the last question stays (11 tokens), though [assistant, user] would make 23",
-                case(five, 30),
-            ),
-            (
-                "a system message and seven more (83 tokens), budget 60: the system message "
-                "stays, the first turn goes (59 tokens)",
-                case([_say(s, 10, "sys"), *five, _say(a, 3, "a3"), _say(u, 2, "q4")], 60),
-            ),
-            (
-                "two system messages, then a question asked twice in a row (59 tokens), budget "
-                "46: only the first asking goes",
-                case(repeated, 46),
-            ),
-            (
-                "a conversation that opens with the assistant's greeting (44 tokens), budget "
-                "35: the greeting goes, 35 tokens stay",
-                case(greeting, 35),
-            ),
-            (
-                "even the last question with the system message (24 tokens) is over a budget "
-                "of 20: ValueError",
-                case(too_long, 20),
-            ),
-            (
-                "GPT-2's tokens in ChatSession's layout (115 for the whole conversation), "
-                "context 128 with 48 for the reply: the prompt ChatSession.prompt_ids sends",
-                chat_case,
-            ),
-        ],
-    )
+    four = _chat("s sys 10, u q1 6, a a1 12, u q2 4")
+    five = "u q1 6, a a1 10, u q2 5, a a2 8, u q3 4"
+    verify("Exercise 7.3", [
+        ("everything fits: system, user, assistant, user make 51 tokens, budget 100",
+         case(four, 100)),
+        ("exactly the budget: the same four messages, budget 51, all stay", case(four, 51)),
+        ("user, assistant, user, assistant, user (56 tokens), budget 40: the first turn goes, "
+         "32 tokens stay", case(_chat(five), 40)),
+        ("the same, budget 30: an assistant message cannot start the history, so only the last "
+         "question stays (11 tokens), though [assistant, user] would make 23",
+         case(_chat(five), 30)),
+        ("a system message and seven more (83 tokens), budget 60: the system message stays, the "
+         "first turn goes (59 tokens)",
+         case(_chat(f"s sys 10, {five}, a a3 3, u q4 2"), 60)),
+        ("two system messages, then a question asked twice in a row (59 tokens), budget 46: only "
+         "the first asking goes",
+         case(_chat("s sys1 3, s sys2 4, u q1 9, u q1-again 7, a a1 6, u q2 3"), 46)),
+        ("a conversation that opens with the assistant's greeting (44 tokens), budget 35: the "
+         "greeting goes, 35 tokens stay",
+         case(_chat("a hello 5, u q1 6, a a1 9, u q2 5"), 35)),
+        ("even the last question with the system message (24 tokens) is over a budget of 20: "
+         "ValueError",
+         case(_chat("s sys 6, u q1 3, a a1 3, u q2 7"), 20)),
+        ("GPT-2's tokens in ChatSession's layout (115 for the whole conversation), context 128 "
+         "with 48 for the reply: the prompt ChatSession.prompt_ids sends", with_chat_session),
+    ])
 
 
 # -- Exercise 7.4 ---------------------------------------------------------------------------
 
 
-def _chunk(
-    delta: dict | None = None,
-    finish: str | None = None,
-    *,
-    usage: bool = False,
-    data: str = "data: ",
-) -> str:
-    """One `data:` line of a chat.completion.chunk, as OpenAI's API and buildllm.serve send."""
-    event = {
-        "id": "chatcmpl-7",
-        "object": "chat.completion.chunk",
-        "created": 1700000000,
-        "model": "tiny",
-    }
-    if usage:
-        event |= {
-            "choices": [],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13},
-        }
-    else:
-        event["choices"] = [
-            {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}
-        ]
-    return data + json.dumps(event)
+def _stream(pieces: list[str | None], finish: str | None = "stop", *, usage: bool = False,
+            done: bool = True, data: str = "data: ") -> list[str]:
+    """The lines of a streamed reply as OpenAI's API and buildllm.serve send them: one `data:`
+    line per chat.completion.chunk, a blank line after each event, [DONE] at the end."""
+    head = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1700000000,
+            "model": "tiny"}
+
+    def chunk(delta: dict, reason: str | None = None) -> dict:
+        return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                     "finish_reason": reason}]}
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [chunk({"content": p}) for p in pieces]
+    events += [chunk({}, finish)] if finish is not None else []
+    events += [{**head, "choices": [], "usage": {
+        "prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}] if usage else []
+    lines = [data + json.dumps(e) for e in events] + ([data + "[DONE]"] if done else [])
+    return [line for event in lines for line in (event, "")]
 
 
-def _stream(
-    pieces: list[str | None],
-    finish: str | None = "stop",
-    *,
-    usage: bool = False,
-    done: bool = True,
-    data: str = "data: ",
-) -> list[str]:
-    """The lines of a streamed reply: a blank line after each event, [DONE] at the end."""
-    events = [_chunk({"role": "assistant", "content": ""}, data=data)]
-    events += [_chunk({"content": p}, data=data) for p in pieces]
-    if finish is not None:
-        events.append(_chunk({}, finish, data=data))
-    if usage:
-        events.append(_chunk(usage=True, data=data))
-    if done:
-        events.append(data + "[DONE]")
-    return [line for event in events for line in (event, "")]
-
-
-def _reference_read(lines) -> tuple[str, str | None]:
-    text, reason = [], None
+def _reference_read(lines) -> tuple[list[str], str | None]:
+    """(each choice's piece of text, finish_reason), read as the `openai` client reads."""
+    pieces, reason = [], None
     for line in lines:
         if not line.startswith("data:"):
             continue  # a blank line ends an event; ":" starts a comment; other fields
@@ -679,134 +460,111 @@ def _reference_read(lines) -> tuple[str, str | None]:
         if "error" in event:
             raise RuntimeError(event["error"]["message"])
         for choice in event.get("choices", []):
-            text.append(choice.get("delta", {}).get("content") or "")
+            pieces.append(choice.get("delta", {}).get("content") or "")
             reason = choice.get("finish_reason") or reason
-    return "".join(text), reason
+    return pieces, reason
 
 
-def _pieces(lines) -> list[str]:
-    out = []
-    for line in lines:
-        if line.startswith("data:") and line[5:].strip() != "[DONE]":
-            for choice in json.loads(line[5:]).get("choices", []):
-                out.append(choice.get("delta", {}).get("content") or "")
-    return out
-
-
+_ONE_PASS = ("a live stream can be read only once: go through the lines in one loop (no len(), "
+             "no indexing, no second pass)")
 _CRASH_HINTS = (
-    (
-        json.JSONDecodeError,
-        "json.loads failed on a line that is not JSON: skip blank lines and "
-        "comments (lines starting with ':'), take what follows 'data:' (the "
-        "space after the colon is optional), and stop at [DONE]",
-    ),
-    (
-        KeyError,
-        "a chunk lacks a key you read with [...]: the last chunk's delta is {}, without "
-        "'content'; use .get('content')",
-    ),
-    (
-        IndexError,
-        'a list was empty: the usage chunk has "choices": [], so loop over the '
-        "choices instead of reading choices[0]",
-    ),
+    (json.JSONDecodeError, "json.loads failed on a line that is not JSON: skip blank lines and "
+     "comments (lines starting with ':'), take what follows 'data:' (the space after the colon "
+     "is optional), and stop at [DONE]"),
+    (KeyError, "a chunk lacks a key you read with [...]: the last chunk's delta is {}, without "
+     "'content'; use .get('content')"),
+    (IndexError, 'a list was empty: the usage chunk has "choices": [], so loop over the choices '
+     "instead of reading choices[0]"),
     (TypeError, "a value was None: a delta's content can be null; count it as ''"),
 )
 
 
+def _read(fn, lines: list[str], once: bool):
+    """fn's answer, its crash explained where a known mistake explains it."""
+    try:
+        return fn(iter(lines) if once else list(lines))
+    except (NotImplementedError, AssertionError):
+        raise
+    except Exception as err:
+        if once and isinstance(err, TypeError):
+            raise AssertionError(f"TypeError: {err}. The lines came as an iterator: "
+                                 f"{_ONE_PASS}") from None
+        for kind, hint in _CRASH_HINTS:
+            if isinstance(err, kind):
+                raise AssertionError(f"{type(err).__name__}: {err}. {hint}") from None
+        raise
+
+
+def _text_mistakes(every: list[str]):
+    """(hint, text) for the usual ways of joining the pieces (`every` holds the empty ones)."""
+    pieces = [p for p in every if p]
+    spaced = ("it matches the pieces joined with spaces: join them with ''; each piece brings its "
+              "own spaces")
+    return [
+        (spaced, " ".join(every)),
+        ("it matches each piece stripped of its spaces and line breaks: the pieces carry the "
+         "spaces between words, so join them exactly as they come",
+         "".join(p.strip() for p in pieces)),
+        (spaced, " ".join(pieces)),
+        ("it matches the text without its last piece", "".join(pieces[:-1])),
+        ("it matches the text without its first piece", "".join(pieces[1:])),
+    ]
+
+
+def _served_stream() -> list[str]:
+    """The lines buildllm.serve streams for one request, after checking that they say what the
+    same request answered without streaming says."""
+    model = _support.tiny_gpt(75, 50257, 64, 16, 2, 1).eval()
+    request = {"model": "tiny", "messages": [{"role": "user", "content": "Hello there"}],
+               "temperature": 1.0, "seed": 7, "max_tokens": 12}
+    streamed = {**request, "stream": True, "stream_options": {"include_usage": True}}
+    with TestClient(create_app(ChatSession(model, gpt2_encoding()), "tiny")) as client:
+        whole = client.post("/v1/chat/completions", json=request).json()["choices"][0]
+        with client.stream("POST", "/v1/chat/completions", json=streamed) as response:
+            lines = list(response.iter_lines())
+    pieces, reason = _reference_read(lines)
+    if ("".join(pieces), reason) != (whole["message"]["content"], whole["finish_reason"]):
+        raise RuntimeError("the course's server streamed another reply than it answered")
+    return lines
+
+
 def read_stream(fn: Callable[..., tuple[str, str | None]]) -> None:
-    """Exercise 7.4: fn(lines) must read a streamed chat completion (Server-Sent Events, one
-    line at a time without line endings, as httpx's `response.iter_lines()` gives them) into
-    (text, finish_reason), as the `openai` client reads it.
+    """Exercise 7.4: fn(lines) must read a streamed chat completion (the lines of
+    Server-Sent Events, as httpx's `response.iter_lines()` gives them) into (text,
+    finish_reason), as the `openai` client does; an error event raises RuntimeError. Cases:
+    by hand, spaces and line breaks, "length", a usage chunk, comments, "data:" without its
+    space, null content, non-ASCII, no [DONE], a one-pass iterator, an error event, and a real
+    stream from `buildllm.serve`, which must say what the same request says unstreamed."""
 
-    Lines `data: {json}` carry chat.completion.chunk objects, whose choices' `delta.content`
-    pieces join into the text, and whose last choice names the finish_reason; blank lines
-    separate events, lines starting with ":" are comments, `data: [DONE]` ends the stream, and
-    an event `{"error": {...}}` must raise RuntimeError with the error's message. Cases: a reply
-    by hand, pieces with spaces and line breaks (kept exactly), "length", a usage chunk with no
-    choices, comment lines, "data:" without its space, null content, non-ASCII text, a stream
-    that ends without [DONE] (finish_reason None), lines given as a one-pass iterator, an error
-    event, and the real stream of a `buildllm.serve` server, which must give the same text and
-    finish_reason as the same request answered without streaming.
-    """
-
-    def case(lines: list[str], once: bool = False):
-        def test() -> None:
-            want_text, want_reason = _reference_read(lines)
-            given = list(lines)
-            one_pass = (
-                "a live stream can be read only once: go through the lines in one "
-                "loop (no len(), no indexing, no second pass)"
-            )
-            try:
-                got = fn(iter(given) if once else given)
-            except (NotImplementedError, AssertionError):
-                raise
-            except Exception as err:
-                if once and isinstance(err, TypeError):
-                    raise AssertionError(
-                        f"TypeError: {err}. The lines came as an iterator: {one_pass}"
-                    ) from None
-                for kind, hint in _CRASH_HINTS:
-                    if isinstance(err, kind):
-                        raise AssertionError(f"{type(err).__name__}: {err}. {hint}") from None
-                raise
-            if once and isinstance(got, (tuple, list)) and got and got[0] == "":
-                raise AssertionError(
-                    f"the text is empty when the lines come as an iterator: {one_pass}"
-                )
-            if not (isinstance(got, (tuple, list)) and len(got) == 2):
-                raise AssertionError("return a tuple (text, finish_reason)")
-            text, reason = got
-            if not isinstance(text, str):
-                raise AssertionError(
-                    f"the text is a {type(text).__name__}; join the pieces into one string"
-                )
-            if text != want_text:
-                every = _pieces(lines)  # the role chunk's "" too
-                pieces = [p for p in every if p]
-                spaced = (
-                    "it matches the pieces joined with spaces: join them with ''; each piece "
-                    "brings its own spaces"
-                )
-                for hint, wrong in (
-                    (spaced, " ".join(every)),
-                    (
-                        "it matches each piece stripped of its spaces and line breaks: the pieces "
-                        "carry the spaces between words, so join them exactly as they come",
-                        "".join(p.strip() for p in pieces),
-                    ),
-                    (
-                        "it matches the pieces joined with spaces: join them with ''; each piece "
-                        "brings its own spaces",
-                        " ".join(pieces),
-                    ),
-                    ("it matches the text without its last piece", "".join(pieces[:-1])),
-                    ("it matches the text without its first piece", "".join(pieces[1:])),
-                ):
-                    if text == wrong:
-                        raise AssertionError(f"the text is {text!r:.120}: {hint}")
-                raise AssertionError(f"the text is {text!r:.200}, expected {want_text!r:.200}")
-            if reason != want_reason:
-                more = (
-                    ": the stream ended before any chunk gave a finish_reason"
-                    if want_reason is None
-                    else ": it comes in the last chunk that has choices "
-                    "(its delta is {}), and the chunks before it say null"
-                )
-                raise AssertionError(f"finish_reason is {reason!r}, expected {want_reason!r}{more}")
-
-        return test
+    @deferred
+    def case(lines: list[str] | Callable[[], list[str]], once: bool = False) -> None:
+        given = lines() if callable(lines) else lines
+        every, want_reason = _reference_read(given)
+        want_text = "".join(every)
+        got = _read(fn, given, once)
+        if once and isinstance(got, (tuple, list)) and got and got[0] == "":
+            raise AssertionError(f"the text is empty when the lines come as an iterator: "
+                                 f"{_ONE_PASS}")
+        if not (isinstance(got, (tuple, list)) and len(got) == 2):
+            raise AssertionError("return a tuple (text, finish_reason)")
+        text, reason = got
+        if not isinstance(text, str):
+            raise AssertionError(f"the text is a {type(text).__name__}; join the pieces into "
+                                 "one string")
+        if text != want_text:
+            if hint := first_hint(_text_mistakes(every), text.__eq__):
+                raise AssertionError(f"the text is {text!r:.120}: {hint}")
+            raise AssertionError(f"the text is {text!r:.200}, expected {want_text!r:.200}")
+        if reason != want_reason:
+            more = (": the stream ended before any chunk gave a finish_reason"
+                    if want_reason is None else ": it comes in the last chunk that has "
+                    "choices (its delta is {}), and the chunks before it say null")
+            raise AssertionError(f"finish_reason is {reason!r}, expected {want_reason!r}{more}")
 
     def error_event() -> None:
-        lines = _stream([" The", " answer"], finish=None, done=False)
-        lines += [
+        lines = _stream([" The", " answer"], finish=None, done=False) + [
             'data: {"error": {"message": "generation failed: out of memory", "type": '
-            '"server_error", "param": null, "code": null}}',
-            "",
-            "data: [DONE]",
-            "",
-        ]
+            '"server_error", "param": null, "code": null}}', "", "data: [DONE]", ""]
         try:
             got = fn(lines)
         except NotImplementedError:
@@ -821,254 +579,142 @@ def read_stream(fn: Callable[..., tuple[str, str | None]]) -> None:
         except Exception as err:  # noqa: BLE001 -- a learner's crash, reported with its type
             raise AssertionError(
                 f"an error event should raise RuntimeError with its message; your function "
-                f"raised {type(err).__name__}: {err}"
-            ) from None
+                f"raised {type(err).__name__}: {err}") from None
         raise AssertionError(
             f'the stream carried an error event, {{"error": {{"message": ...}}}}, and your '
             f"function returned {got!r:.120}: raise RuntimeError(message) instead, or a failed "
-            "reply would pass for a short one"
-        )
-
-    def served() -> None:
-        from fastapi.testclient import TestClient
-
-        from ..chat import ChatSession
-        from ..data import gpt2_encoding
-        from ..serve import create_app
-
-        with seeded(75):
-            model = GPTModel(
-                GPTConfig(vocab_size=50257, context_length=64, emb_dim=16, n_heads=2, n_layers=1)
-            ).eval()
-        request = {
-            "model": "tiny",
-            "messages": [{"role": "user", "content": "Hello there"}],
-            "temperature": 1.0,
-            "seed": 7,
-            "max_tokens": 12,
-        }
-        with TestClient(create_app(ChatSession(model, gpt2_encoding()), "tiny")) as client:
-            plain = client.post("/v1/chat/completions", json=request).json()["choices"][0]
-            with client.stream(
-                "POST",
-                "/v1/chat/completions",
-                json={**request, "stream": True, "stream_options": {"include_usage": True}},
-            ) as response:
-                lines = list(response.iter_lines())
-        if _reference_read(lines) != (plain["message"]["content"], plain["finish_reason"]):
-            raise RuntimeError("the course's server streamed another reply than it answered")
-        case(lines)()
+            "reply would pass for a short one")
 
     events = _stream(["Still", " here"])
-    keep_alive = [": keep-alive", "", *events[:2], ": keep-alive", "", *events[2:]]
-    verify(
-        "Exercise 7.4",
-        [
-            (
-                "'Hel', 'lo', ', world', finish_reason 'stop'",
-                case(_stream(["Hel", "lo", ", world"])),
-            ),
-            (
-                "pieces with spaces and line breaks: ' The', ' answer', ':\\n\\n', ' 42. '",
-                case(_stream([" The", " answer", ":\n\n", " 42. "])),
-            ),
-            (
-                "a reply cut by max_tokens: finish_reason 'length'",
-                case(_stream(["Once", " upon", " a"], "length")),
-            ),
-            (
-                'a usage chunk after the last choice (stream_options include_usage): "choices": []',
-                case(_stream(["Yes", "."], usage=True)),
-            ),
-            ("comment lines ': keep-alive' before and between events", case(keep_alive)),
-            (
-                "'data:' without the space after the colon",
-                case(_stream(["No", " space"], data="data:")),
-            ),
-            ("a delta whose content is null", case(_stream(["Some", None, "thing"]))),
-            (
-                "non-ASCII text: 'Caf', 'é ', '🙂', ' 東京'",
-                case(_stream(["Caf", "é ", "🙂", " 東京"])),
-            ),
-            (
-                "a stream that ends without [DONE] or a finish_reason: the text so far, "
-                "finish_reason None",
-                case(_stream(["Cut", " short"], finish=None, done=False)),
-            ),
-            (
-                "the lines as an iterator that can be read once, as from a live response",
-                case(_stream(["One", " pass"], usage=True), once=True),
-            ),
-            ("an error event: RuntimeError with the server's message", error_event),
-            (
-                "a real stream from buildllm.serve (a small random model, sampled, with usage): "
-                "the same reply as without streaming",
-                served,
-            ),
-        ],
-    )
+    verify("Exercise 7.4", [
+        ("'Hel', 'lo', ', world', finish_reason 'stop'", case(_stream(["Hel", "lo", ", world"]))),
+        ("pieces with spaces and line breaks: ' The', ' answer', ':\\n\\n', ' 42. '",
+         case(_stream([" The", " answer", ":\n\n", " 42. "]))),
+        ("a reply cut by max_tokens: finish_reason 'length'",
+         case(_stream(["Once", " upon", " a"], "length"))),
+        ('a usage chunk after the last choice (stream_options include_usage): "choices": []',
+         case(_stream(["Yes", "."], usage=True))),
+        ("comment lines ': keep-alive' before and between events",
+         case([": keep-alive", "", *events[:2], ": keep-alive", "", *events[2:]])),
+        ("'data:' without the space after the colon",
+         case(_stream(["No", " space"], data="data:"))),
+        ("a delta whose content is null", case(_stream(["Some", None, "thing"]))),
+        ("non-ASCII text: 'Caf', 'é ', '🙂', ' 東京'", case(_stream(["Caf", "é ", "🙂", " 東京"]))),
+        ("a stream that ends without [DONE] or a finish_reason: the text so far, finish_reason "
+         "None", case(_stream(["Cut", " short"], finish=None, done=False))),
+        ("the lines as an iterator that can be read once, as from a live response",
+         case(_stream(["One", " pass"], usage=True), once=True)),
+        ("an error event: RuntimeError with the server's message", error_event),
+        ("a real stream from buildllm.serve (a small random model, sampled, with usage): the "
+         "same reply as without streaming", case(_served_stream)),
+    ])
 
 
 # -- Exercise 7.5 ---------------------------------------------------------------------------
 
 
-class _NoCosine(Refuses):
+class _NoCosine(_support.Refuses):
     banned = frozenset({F.cosine_similarity, torch.cosine_similarity})
-    advice = (
-        "this exercise asks for all the cosines as one matrix product of unit vectors "
-        "(F.normalize, then @); cosine_similarity is what the check compares with"
-    )
+    advice = ("this exercise asks for all the cosines as one matrix product of unit vectors "
+              "(F.normalize, then @); cosine_similarity is what the check compares with")
 
 
-def _cosines(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """(queries, keys) cosines by brute force, each pair on its own; 0 for a zero vector."""
-    return F.cosine_similarity(queries[:, None, :], keys[None, :, :], dim=-1)
+def _score_mistakes(queries: torch.Tensor, keys: torch.Tensor, sims: torch.Tensor, k: int):
+    def top(s: torch.Tensor) -> torch.Tensor:
+        return s.topk(k, dim=1).values
+
+    qn, kn = F.normalize(queries, dim=1), F.normalize(keys, dim=1)
+    return [
+        ("they come in increasing order; the best match comes first (topk's default, "
+         "largest=True, or sort descending)", sims.topk(k, dim=1, largest=False).values),
+        ("they match unit queries times raw keys: normalise the keys too, or a long key wins for "
+         "its length alone", top(qn @ keys.T)),
+        ("they match the plain dot products q·x: scale the keys and the queries to length 1 "
+         "first, or a long vector wins for its length alone", top(queries @ keys.T)),
+        ("they match raw queries times unit keys: normalise the queries too, so that the scores "
+         "are cosines, from -1 to 1", top(queries @ kn.T)),
+        ("they match vectors normalised along dim=0, each coordinate across the vectors: "
+         "normalise each vector, along dim=1",
+         top(F.normalize(queries, dim=0) @ F.normalize(keys, dim=0).T)),
+    ]
+
+
+def _expect_ids(ids: torch.Tensor, scores: torch.Tensor, sims: torch.Tensor, k: int) -> None:
+    n_keys = sims.shape[1]
+    if ids.min() < 0 or ids.max() >= n_keys:
+        raise AssertionError(f"ids hold {ids.min().item()} to {ids.max().item()}, not key "
+                             f"positions from 0 to {n_keys - 1}")
+    for r in range(len(ids)):
+        if len(set(ids[r].tolist())) != k:
+            raise AssertionError(f"row {r} of ids, {ids[r].tolist()}, names a key twice")
+        if not torch.allclose(sims[r, ids[r]], scores[r], atol=1e-5):
+            raise AssertionError(
+                f"ids[{r}] is {ids[r].tolist()}, whose cosines are "
+                f"{[round(x, 4) for x in sims[r, ids[r]].tolist()]}, not the scores "
+                f"{[round(x, 4) for x in scores[r].tolist()]}: each id must be the key its score "
+                "belongs to")
 
 
 def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Exercise 7.5: fn(queries, keys, k) must return (scores, ids), each (queries, k): for each
-    query the k keys of largest cosine similarity, best first, as
-    `buildllm.retrieval.cosine_top_k` finds them.
+    """Exercise 7.5: fn(queries, keys, k) must return (scores, ids), each (queries, k):
+    the k keys of largest cosine with each query, best first, as
+    `buildllm.retrieval.cosine_top_k` finds them (compared with PyTorch's cosine_similarity,
+    which fn may not call). Ties in any order; a zero vector has cosine 0; k outside 1 to the
+    number of keys raises ValueError. The tensors stay as given."""
 
-    The reference is PyTorch's cosine_similarity, pair by pair (which the learner's code may not
-    call). Keys of equal score may come in any order. A zero vector has no direction: its
-    cosine with anything is 0, never NaN. k outside 1 to the number of keys must raise
-    ValueError. Cases: one query by hand (where the plain dot product ranks otherwise), queries
-    of very different lengths, k equal to the number of keys, a zero query and a zero key, tied
-    keys, and 5 queries against 300 keys. The tensors passed in must come back unchanged.
-    """
-
-    def case(queries: torch.Tensor, keys: torch.Tensor, k: int):
-        def test() -> None:
-            q_given, k_given = queries.clone(), keys.clone()
-            got = fn(q_given.as_subclass(_NoCosine), k_given.as_subclass(_NoCosine), k)
-            if not (torch.equal(q_given, queries) and torch.equal(k_given, keys)):
-                raise AssertionError(
-                    "your function changed the vectors it was given (an in-place operation "
-                    "such as div_ or /=): those are the index's stored vectors; normalise copies"
-                )
-            scores, ids = _returned_tensors(got, ("scores", "ids"))
-            if ids.is_floating_point() and not scores.is_floating_point():
-                raise AssertionError(
-                    "scores are integers and ids floats: return (scores, ids) in that order, "
-                    "as topk's (values, indices)"
-                )
-            nq = queries.shape[0]
-            if scores.shape != (nq, k) or ids.shape != (nq, k):
-                flipped = (k, nq) in (tuple(scores.shape), tuple(ids.shape))
-                hint = ": take topk along dim=1, over the keys of each query" if flipped else ""
-                raise AssertionError(
-                    f"scores have shape {tuple(scores.shape)} and ids {tuple(ids.shape)}, "
-                    f"expected ({nq}, {k}) each{hint}"
-                )
-            if ids.is_floating_point():
-                raise AssertionError(
-                    f"ids are {ids.dtype}; they are positions of keys, integers (topk's indices)"
-                )
-            if not torch.isfinite(scores).all():
-                raise AssertionError(
-                    "scores hold NaN: a zero vector has length 0, and dividing by it gives "
-                    "0 / 0. Its cosine should be 0: F.normalize does that, or divide by "
-                    "norm.clamp(min=1e-12)"
-                )
-            sims = _cosines(queries, keys)
-            want = sims.topk(k, dim=1).values
-            qn, kn = F.normalize(queries, dim=1), F.normalize(keys, dim=1)
-            mistakes = [
-                (
-                    "they come in increasing order; the best match comes first (topk's default, "
-                    "largest=True, or sort descending)",
-                    sims.topk(k, dim=1, largest=False).values,
-                ),
-                (
-                    "they match unit queries times raw keys: normalise the keys too, or a long "
-                    "key wins for its length alone",
-                    (qn @ keys.T).topk(k, dim=1).values,
-                ),
-                (
-                    "they match the plain dot products q·x: scale the keys and the queries to "
-                    "length 1 first, or a long vector wins for its length alone",
-                    (queries @ keys.T).topk(k, dim=1).values,
-                ),
-                (
-                    "they match raw queries times unit keys: normalise the queries too, so that "
-                    "the scores are cosines, from -1 to 1",
-                    (queries @ kn.T).topk(k, dim=1).values,
-                ),
-                (
-                    "they match vectors normalised along dim=0, each coordinate across the "
-                    "vectors: normalise each vector, along dim=1",
-                    (F.normalize(queries, dim=0) @ F.normalize(keys, dim=0).T)
-                    .topk(k, dim=1)
-                    .values,
-                ),
-            ]
-            expect_close(scores, want, "scores", mistakes)
-            if ids.min() < 0 or ids.max() >= keys.shape[0]:
-                raise AssertionError(
-                    f"ids hold {ids.min().item()} to {ids.max().item()}, "
-                    f"not key positions from 0 to {keys.shape[0] - 1}"
-                )
-            for r in range(nq):
-                if len(set(ids[r].tolist())) != k:
-                    raise AssertionError(f"row {r} of ids, {ids[r].tolist()}, names a key twice")
-                if not torch.allclose(sims[r, ids[r]], scores[r], atol=1e-5):
-                    raise AssertionError(
-                        f"ids[{r}] is {ids[r].tolist()}, whose cosines are "
-                        f"{[round(x, 4) for x in sims[r, ids[r]].tolist()]}, not the scores "
-                        f"{[round(x, 4) for x in scores[r].tolist()]}: each id must be the "
-                        "key its score belongs to"
-                    )
-
-        return test
+    @deferred
+    def case(queries: torch.Tensor, keys: torch.Tensor, k: int) -> None:
+        q_given, k_given = queries.clone(), keys.clone()
+        got = fn(q_given.as_subclass(_NoCosine), k_given.as_subclass(_NoCosine), k)
+        if not (torch.equal(q_given, queries) and torch.equal(k_given, keys)):
+            raise AssertionError(
+                "your function changed the vectors it was given (an in-place operation such "
+                "as div_ or /=): those are the index's stored vectors; normalise copies")
+        scores, ids = tensors(got, ("scores", "ids"))
+        nq, shapes = queries.shape[0], (tuple(scores.shape), tuple(ids.shape))
+        flipped = ": take topk along dim=1, over the keys of each query" * ((k, nq) in shapes)
+        fail_first(
+            (ids.is_floating_point() and not scores.is_floating_point(), "scores are integers "
+             "and ids floats: return (scores, ids) in that order, as topk's (values, indices)"),
+            (shapes != ((nq, k), (nq, k)), f"scores have shape {shapes[0]} and ids {shapes[1]}, "
+             f"expected ({nq}, {k}) each{flipped}"),
+            (ids.is_floating_point(), f"ids are {ids.dtype}; they are positions of keys, "
+             "integers (topk's indices)"),
+            (not torch.isfinite(scores).all(), "scores hold NaN: a zero vector has length 0, and "
+             "dividing by it gives 0 / 0. Its cosine should be 0: F.normalize does that, or "
+             "divide by norm.clamp(min=1e-12)"))
+        # All the cosines by brute force, each pair on its own; 0 for a zero vector.
+        sims = F.cosine_similarity(queries[:, None, :], keys[None, :, :], dim=-1)
+        want = sims.topk(k, dim=1).values
+        _support.expect_close(scores, want, "scores", _score_mistakes(queries, keys, sims, k))
+        _expect_ids(ids, scores, sims, k)
 
     def bad_k() -> None:
         keys = randn(76, 4, 3)
         for k in (5, 0):
-            _expect_raises(
-                lambda k=k: fn(randn(77, 2, 3), keys, k),
-                ValueError,
-                f"k = {k} with 4 keys should raise ValueError saying that k must be between 1 "
-                "and the number of keys",
-            )
+            expect_raises(lambda k=k: fn(randn(77, 2, 3), keys, k), ValueError,
+                          f"k = {k} with 4 keys should raise ValueError saying that k must be "
+                          "between 1 and the number of keys")
 
     t = torch.tensor
     tied = t([[1.0, 2.0, 0.0], [0.0, 0.0, 1.0], [2.0, 4.0, 0.0], [1.0, 2.0, 0.0], [3.0, 0.0, 1.0]])
-    verify(
-        "Exercise 7.5",
-        [
-            (
-                "query [1, 0], keys [1, 0], [0, 3], [3, 3], k 2: cosines 1, 0 and 0.7071, so "
-                "ids [0, 2] (the dot products 1, 0 and 3 would rank key 2 first)",
-                case(t([[1.0, 0.0]]), t([[1.0, 0.0], [0.0, 3.0], [3.0, 3.0]]), 2),
-            ),
-            (
-                "queries of lengths 10 and 0.1: scores are cosines, at most 1",
-                case(t([[10.0, 0.0, 0.0], [0.0, 0.1, 0.05]]), randn(78, 6, 3), 3),
-            ),
-            (
-                "k equal to the number of keys: all of them, in order",
-                case(randn(79, 3, 4), randn(80, 5, 4), 5),
-            ),
-            (
-                "a zero query and a zero key: cosine 0, not NaN",
-                case(
-                    t([[0.0, 0.0, 0.0], [1.0, -1.0, 0.5]]),
-                    t([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 1.0, 0.0]]),
-                    3,
-                ),
-            ),
-            (
-                "keys 0, 2 and 3 point the same way: tied, in any order",
-                case(t([[1.0, 2.0, 0.0]]), tied, 4),
-            ),
-            (
-                "5 queries, 300 keys of 32 dimensions, k 4",
-                case(randn(81, 5, 32), randn(82, 300, 32), 4),
-            ),
-            ("k of 5 with 4 keys, and k of 0: ValueError", bad_k),
-        ],
-    )
+    verify("Exercise 7.5", [
+        ("query [1, 0], keys [1, 0], [0, 3], [3, 3], k 2: cosines 1, 0 and 0.7071, so ids "
+         "[0, 2] (the dot products 1, 0 and 3 would rank key 2 first)",
+         case(t([[1.0, 0.0]]), t([[1.0, 0.0], [0.0, 3.0], [3.0, 3.0]]), 2)),
+        ("queries of lengths 10 and 0.1: scores are cosines, at most 1",
+         case(t([[10.0, 0.0, 0.0], [0.0, 0.1, 0.05]]), randn(78, 6, 3), 3)),
+        ("k equal to the number of keys: all of them, in order",
+         case(randn(79, 3, 4), randn(80, 5, 4), 5)),
+        ("a zero query and a zero key: cosine 0, not NaN",
+         case(t([[0.0, 0.0, 0.0], [1.0, -1.0, 0.5]]),
+              t([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 1.0, 0.0]]), 3)),
+        ("keys 0, 2 and 3 point the same way: tied, in any order",
+         case(t([[1.0, 2.0, 0.0]]), tied, 4)),
+        ("5 queries, 300 keys of 32 dimensions, k 4",
+         case(randn(81, 5, 32), randn(82, 300, 32), 4)),
+        ("k of 5 with 4 keys, and k of 0: ValueError", bad_k),
+    ])
 
 
 # -- Exercise 7.6 ---------------------------------------------------------------------------
@@ -1080,177 +726,99 @@ def _parameters(cfg: GPTConfig) -> int:
 
 
 def _flops_mistakes(cfg: GPTConfig, tokens: float):
-    d, n_ctx, layers, vocab = cfg.emb_dim, cfg.context_length, cfg.n_layers, cfg.vocab_size
-    forward = forward_flops_per_token(cfg)
-    attention = layers * 2 * 2 * n_ctx * d
-    output = 2 * d * vocab
+    forward, output = forward_flops_per_token(cfg), 2 * cfg.emb_dim * cfg.vocab_size
+    attention = cfg.n_layers * 2 * 2 * cfg.context_length * cfg.emb_dim
     return [
-        (
-            "it matches the forward pass alone: training runs the forward and a backward pass "
-            "that costs about twice as much, 3 × the forward FLOPs",
-            forward * tokens,
-        ),
-        (
-            "it matches 6 × the forward FLOPs: the 6 of '6 × parameters' already counts forward "
-            "(2) and backward (4) together; with forward FLOPs, multiply by 3",
-            6 * forward * tokens,
-        ),
-        (
-            "it matches 6 × parameters × tokens, the rule of thumb: count the matrix products "
-            "themselves, which adds attention over the context and leaves out the position "
-            "embedding (a lookup, no arithmetic)",
-            6 * _parameters(cfg) * tokens,
-        ),
-        (
-            "it matches the count without attention's two products (QKᵀ and the weighted sum "
-            "of V, 2 · 2 · context · d per layer)",
-            3 * (forward - attention) * tokens,
-        ),
-        (
-            "it matches 2 · context · d per layer for attention: both QKᵀ and the weighted sum "
-            "of V cost context · d multiply-adds, 2 · 2 · context · d FLOPs together",
-            3 * (forward - attention // 2) * tokens,
-        ),
-        (
-            "it matches the count without the output layer (2 · d · vocab per token, the "
-            "largest single product in a small GPT)",
-            3 * (forward - output) * tokens,
-        ),
-        (
-            "it matches multiply-adds, not FLOPs: each multiply-add is 2 FLOPs",
-            3 * forward / 2 * tokens,
-        ),
+        ("it matches the forward pass alone: training runs the forward and a backward pass that "
+         "costs about twice as much, 3 × the forward FLOPs", forward * tokens),
+        ("it matches 6 × the forward FLOPs: the 6 of '6 × parameters' already counts forward "
+         "(2) and backward (4) together; with forward FLOPs, multiply by 3", 6 * forward * tokens),
+        ("it matches 6 × parameters × tokens, the rule of thumb: count the matrix products "
+         "themselves, which adds attention over the context and leaves out the position "
+         "embedding (a lookup, no arithmetic)", 6 * _parameters(cfg) * tokens),
+        ("it matches the count without attention's two products (QKᵀ and the weighted sum of V, "
+         "2 · 2 · context · d per layer)", 3 * (forward - attention) * tokens),
+        ("it matches 2 · context · d per layer for attention: both QKᵀ and the weighted sum of V "
+         "cost context · d multiply-adds, 2 · 2 · context · d FLOPs together",
+         3 * (forward - attention // 2) * tokens),
+        ("it matches the count without the output layer (2 · d · vocab per token, the largest "
+         "single product in a small GPT)", 3 * (forward - output) * tokens),
+        ("it matches multiply-adds, not FLOPs: each multiply-add is 2 FLOPs",
+         3 * forward / 2 * tokens),
     ]
 
 
-def _number(value, what: str) -> float:
-    value = plain(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise AssertionError(f"{what} should be a number, got {type(value).__name__}")
-    return float(value)
+def _hours_mistakes(hours: float, mfu: float, n_gpus: int):
+    return [
+        ("it is in seconds: divide by 3,600 for hours", hours * 3600),
+        ("it matches dividing by the peak alone: a run reaches only mfu of it, so divide by "
+         "peak × mfu", hours * mfu),
+        ("it matches multiplying by mfu: the GPU delivers peak × mfu FLOP/s, so divide by both",
+         hours * mfu * mfu),
+        ("it matches the GPU-hours of all GPUs together: the GPUs work at the same time, so the "
+         "wall-clock hours divide by n_gpus", hours * n_gpus),
+        ("it matches peak_tflops taken as FLOP/s: one TFLOP/s is 10¹² FLOP/s", hours * 1e12),
+    ]
 
 
 def training_cost(fn: Callable[..., tuple[float, float, float]]) -> None:
-    """Exercise 7.6: fn(cfg, tokens, peak_tflops, mfu, usd_per_hour, n_gpus=1) must return
-    (flops, hours, usd): the training FLOPs, 3 × `buildllm.model.forward_flops_per_token(cfg)`
-    × tokens; the wall-clock hours on n_gpus GPUs that each deliver peak_tflops × 10¹² × mfu
-    FLOP/s; and the price, hours × n_gpus × usd_per_hour. An mfu outside (0, 1] must raise
-    ValueError.
+    """Exercise 7.6: fn(cfg, tokens, peak_tflops, mfu, usd_per_hour, n_gpus=1) must
+    return (flops, hours, usd) as `buildllm.capstone.training_cost` computes them: 3 ×
+    forward_flops_per_token(cfg) × tokens, on n_gpus GPUs that each deliver peak × mfu, paid
+    for every GPU. An mfu outside (0, 1] raises ValueError. Cases: a toy by hand, rows of
+    Meeting-7/SCALING.md, a T4 in float32, nanoGPT's run on 8 A100s."""
 
-    Cases: a toy model by hand, GPT-2 124M at 20 tokens per parameter on an A100 and 355M on
-    10B tokens on an H100 (rows of Meeting-7/SCALING.md), a T4 in float32, nanoGPT's 124M run
-    on 8 A100s, and an mfu of 40 (a percentage) or 0.
-    """
+    @deferred
+    def case(cfg: GPTConfig, tokens: float, peak: float, mfu: float, price: float,
+             n_gpus: int = 1) -> None:
+        gpu = capstone.GPU("the case's", peak, "", price, "")
+        want = capstone.training_cost(cfg, tokens, gpu, mfu, n_gpus)
+        flops, hours, usd = want["flops"], want["hours"], want["usd"]
+        got = fn(cfg, tokens, peak, mfu, price, n_gpus=n_gpus)
+        if not (isinstance(got, (tuple, list)) and len(got) == 3):
+            raise AssertionError("return a tuple (flops, hours, usd)")
+        g_flops, g_hours, g_usd = map(_support.number, got, ("flops", "hours", "usd"))
 
-    def case(cfg: GPTConfig, tokens: float, peak: float, mfu: float, price: float, n_gpus: int = 1):
-        def test() -> None:
-            flops = 3 * forward_flops_per_token(cfg) * tokens
-            hours = flops / (peak * 1e12 * mfu * n_gpus) / 3600
-            usd = hours * n_gpus * price
-            got = fn(cfg, tokens, peak, mfu, price, n_gpus=n_gpus)
-            if not (isinstance(got, (tuple, list)) and len(got) == 3):
-                raise AssertionError("return a tuple (flops, hours, usd)")
-            g_flops, g_hours, g_usd = (
-                _number(v, w) for v, w in zip(got, ("flops", "hours", "usd"), strict=True)
-            )
-            if not math.isclose(g_flops, flops, rel_tol=1e-6):
-                for hint, wrong in _flops_mistakes(cfg, tokens):
-                    if math.isclose(g_flops, wrong, rel_tol=1e-6):
-                        raise AssertionError(
-                            f"flops is {g_flops:.4g}, expected {flops:.4g}: {hint}"
-                        )
-                raise AssertionError(
-                    f"flops is {g_flops:.4g}, expected {flops:.4g} = 3 × "
-                    f"{forward_flops_per_token(cfg):,} forward FLOPs per token × {tokens:,.0f} "
-                    "tokens"
-                )
-            if not math.isclose(g_hours, hours, rel_tol=1e-6):
-                seconds = hours * 3600
-                for hint, wrong in (
-                    ("it is in seconds: divide by 3,600 for hours", seconds),
-                    (
-                        "it matches dividing by the peak alone: a run reaches only mfu of it, so "
-                        "divide by peak × mfu",
-                        hours * mfu,
-                    ),
-                    (
-                        "it matches multiplying by mfu: the GPU delivers peak × mfu FLOP/s, so "
-                        "divide by both",
-                        hours * mfu * mfu,
-                    ),
-                    (
-                        "it matches the GPU-hours of all GPUs together: the GPUs work at the same "
-                        "time, so the wall-clock hours divide by n_gpus",
-                        hours * n_gpus,
-                    ),
-                    (
-                        "it matches peak_tflops taken as FLOP/s: one TFLOP/s is 10¹² FLOP/s",
-                        hours * 1e12,
-                    ),
-                ):
-                    if math.isclose(g_hours, wrong, rel_tol=1e-6):
-                        raise AssertionError(
-                            f"hours is {g_hours:.4g}, expected {hours:.4g}: {hint}"
-                        )
-                raise AssertionError(
-                    f"hours is {g_hours:.4g}, expected {hours:.4g} = {flops:.4g} FLOPs / "
-                    f"({peak:g} × 10¹² × {mfu:g} × {n_gpus} FLOP/s) / 3,600"
-                )
-            if not math.isclose(g_usd, usd, rel_tol=1e-6):
-                hint = ""
-                if n_gpus > 1 and math.isclose(g_usd, usd / n_gpus, rel_tol=1e-6):
-                    hint = (
-                        ": it matches paying for one GPU; every GPU is rented for those "
-                        "hours, so the price is hours × n_gpus × usd_per_hour"
-                    )
-                raise AssertionError(f"usd is {g_usd:.4g}, expected {usd:.4g}{hint}")
+        def close(x: float, y: float) -> bool:
+            return math.isclose(x, y, rel_tol=1e-6)
 
-        return test
+        if not close(g_flops, flops):
+            hint = first_hint(_flops_mistakes(cfg, tokens), lambda x: close(g_flops, x))
+            raise AssertionError(f"flops is {g_flops:.4g}, expected {flops:.4g}" + (
+                f": {hint}" if hint else f" = 3 × {forward_flops_per_token(cfg):,} forward "
+                f"FLOPs per token × {tokens:,.0f} tokens"))
+        if not close(g_hours, hours):
+            hint = first_hint(_hours_mistakes(hours, mfu, n_gpus), lambda x: close(g_hours, x))
+            raise AssertionError(f"hours is {g_hours:.4g}, expected {hours:.4g}" + (
+                f": {hint}" if hint else f" = {flops:.4g} FLOPs / ({peak:g} × 10¹² × {mfu:g} "
+                f"× {n_gpus} FLOP/s) / 3,600"))
+        if not close(g_usd, usd):
+            one = n_gpus > 1 and close(g_usd, usd / n_gpus)
+            raise AssertionError(f"usd is {g_usd:.4g}, expected {usd:.4g}" + (
+                ": it matches paying for one GPU; every GPU is rented for those hours, so "
+                "the price is hours × n_gpus × usd_per_hour" if one else ""))
 
     def bad_mfu() -> None:
         for mfu in (40, 0):
-            _expect_raises(
-                lambda mfu=mfu: fn(CONFIGS["124M"], 1e9, 312, mfu, 1.2, n_gpus=1),
-                ValueError,
-                f"mfu = {mfu} should raise ValueError: mfu is a share of the peak, above 0 and "
-                "at most 1 (40% is 0.4)",
-            )
+            expect_raises(lambda mfu=mfu: fn(CONFIGS["124M"], 1e9, 312, mfu, 1.2, n_gpus=1),
+                          ValueError, f"mfu = {mfu} should raise ValueError: mfu is a share of the "
+                          "peak, above 0 and at most 1 (40% is 0.4)")
 
     toy = GPTConfig(vocab_size=100, context_length=32, emb_dim=64, n_heads=4, n_layers=2)
     small, medium = CONFIGS["124M"], CONFIGS["355M"]
-    verify(
-        "Exercise 7.6",
-        [
-            (
-                "a toy GPT (vocab 100, context 32, 64 dims, 2 layers): 225,792 forward FLOPs "
-                "per token; 10⁹ tokens at 1 TFLOP/s, mfu 0.5, $2 an hour: 0.376 h, $0.75",
-                case(toy, 1e9, 1.0, 0.5, 2.0),
-            ),
-            (
-                "GPT-2 124M, 20 tokens per parameter, one A100 (312 TFLOP/s), mfu 0.4, $1.20: "
-                "SCALING.md's 4.7 h, $5.68",
-                case(small, 20 * _parameters(small), 312, 0.4, 1.20),
-            ),
-            (
-                "GPT-2 355M, 10B tokens, one H100 (989 TFLOP/s), mfu 0.4, $2.50: SCALING.md's "
-                "17 h, $43",
-                case(medium, 10e9, 989, 0.4, 2.50),
-            ),
-            (
-                "GPT-2 124M, 2.5B tokens on a T4 in float32 (8.1 TFLOP/s), $0.35",
-                case(small, 2.5e9, 8.1, 0.4, 0.35),
-            ),
-            (
-                "nanoGPT's GPT-2 124M run, 295B tokens on 8 A100s at mfu 0.4: 2.9 days of wall "
-                "clock, paid for 8 GPUs",
-                case(small, 600_000 * 491_520, 312, 0.4, 1.20, n_gpus=8),
-            ),
-            (
-                "cpu-small (context 256) on 50M tokens, an L4 (121 TFLOP/s), mfu 0.3",
-                case(CONFIGS["cpu-small"], 50e6, 121, 0.3, 0.80),
-            ),
-            ("mfu of 40 (a percentage) and of 0: ValueError", bad_mfu),
-        ],
-    )
+    verify("Exercise 7.6", [
+        ("a toy GPT (vocab 100, context 32, 64 dims, 2 layers): 225,792 forward FLOPs per token; "
+         "10⁹ tokens at 1 TFLOP/s, mfu 0.5, $2 an hour: 0.376 h, $0.75",
+         case(toy, 1e9, 1.0, 0.5, 2.0)),
+        ("GPT-2 124M, 20 tokens per parameter, one A100 (312 TFLOP/s), mfu 0.4, $1.20: "
+         "SCALING.md's 4.7 h, $5.68", case(small, 20 * _parameters(small), 312, 0.4, 1.20)),
+        ("GPT-2 355M, 10B tokens, one H100 (989 TFLOP/s), mfu 0.4, $2.50: SCALING.md's 17 h, $43",
+         case(medium, 10e9, 989, 0.4, 2.50)),
+        ("GPT-2 124M, 2.5B tokens on a T4 in float32 (8.1 TFLOP/s), $0.35",
+         case(small, 2.5e9, 8.1, 0.4, 0.35)),
+        ("nanoGPT's GPT-2 124M run, 295B tokens on 8 A100s at mfu 0.4: 2.9 days of wall clock, "
+         "paid for 8 GPUs", case(small, 600_000 * 491_520, 312, 0.4, 1.20, n_gpus=8)),
+        ("cpu-small (context 256) on 50M tokens, an L4 (121 TFLOP/s), mfu 0.3",
+         case(CONFIGS["cpu-small"], 50e6, 121, 0.3, 0.80)),
+        ("mfu of 40 (a percentage) and of 0: ValueError", bad_mfu),
+    ])
