@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..generation import generate
 from ..model import CONFIGS, GPTConfig, GPTModel, LayerNorm, TransformerBlock, count_parameters
 from . import expect_tensor, verify
-from ._support import Refuses, expect_close, first_broken, plain, random_gpt, randomize, seeded
+from ._support import Refuses, expect_close, fail_first, plain, randomize, seeded, tiny_gpt
 
 __all__ = ["block_forward", "cached_generation", "gelu", "greedy_generation", "layer_norm",
            "parameter_count"]
@@ -254,7 +254,7 @@ def block_forward(fn: Callable[[TransformerBlock, torch.Tensor], torch.Tensor]) 
             want = block(x)
         with seeded(seed + 1):
             got = fn(block, given)
-        first_broken([
+        fail_first(*[
             (not torch.equal(given, x), "your function changed the x it was given (an in-place "
              "x += ...?); write x = x + ... so the caller's tensor stays as it was"),
             (training and isinstance(got, torch.Tensor) and got.shape == want.shape
@@ -307,7 +307,8 @@ def greedy_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor])
     training mode must be generated from in eval mode and left in training mode.
     """
     def case(seed: int, batch: int, n_prompt: int, n_new: int, training: bool = False) -> None:
-        model = random_gpt(seed, context_length=8, drop_rate=0.1 if training else 0.0)
+        model = tiny_gpt(seed, 64, 8, 32, 4, 2, std=0.3, tie_embeddings=False,
+                         drop_rate=0.1 if training else 0.0).eval()
         ids = _prompt(seed, batch, n_prompt)
         want = generate(model, ids, n_new, use_cache=False)
         model.train(training)
@@ -368,7 +369,7 @@ def _expect_cached_calls(calls: list[tuple[int, int | None]], n_prompt: int, n_n
     if n_new and not calls:
         raise AssertionError("your function never called the model: call model(ids, cache)")
     for k, (n, length) in enumerate(calls):
-        first_broken([
+        fail_first(*[
             (length is None, f"call {k + 1} of the model passed no cache: model(ids, cache)"),
             (k == 0 and n != n_prompt, f"the first call passed {n} token{'s' * (n != 1)}: pass "
              f"the whole prompt ({n_prompt} tokens) at once, so one call fills the cache with "
@@ -397,7 +398,7 @@ def cached_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor])
     from one that recomputes everything (same tokens, all the work).
     """
     def case(seed: int, batch: int, n_prompt: int, n_new: int, n_layers: int = 2) -> None:
-        model = random_gpt(seed, context_length=16, n_layers=n_layers)
+        model = tiny_gpt(seed, 64, 16, 32, 4, n_layers, std=0.3, tie_embeddings=False).eval()
         ids = _prompt(seed, batch, n_prompt)
         want = generate(model, ids, n_new, use_cache=False)
         calls = _recorded_calls(model)

@@ -23,7 +23,7 @@ from .. import training
 from ..generation import top_k_filter, top_p_filter
 from ..model import GPTConfig, GPTModel
 from . import expect_tensor, verify
-from ._support import Refuses, expect_close, first_broken, matching, plain, randn, seeded
+from ._support import Refuses, expect_close, fail_first, matching, plain, randn, seeded
 
 __all__ = ["adamw_step", "clip_grad_norm", "cross_entropy", "lr_schedule",
            "softmax_with_temperature", "top_k", "top_p"]
@@ -95,7 +95,7 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
                 "that loss.backward() can compute gradients")
         loss = plain(expect_tensor(got, "the loss"))
         value = loss.detach().float()
-        first_broken([
+        fail_first(*[
             (value.shape == targets.shape, f"the result has shape {tuple(value.shape)}, one loss "
              "per token: return their mean, a single number"),
             (value.numel() != 1, f"the result has shape {tuple(value.shape)}; the loss is a single "
@@ -668,7 +668,7 @@ def _call_adamw(fn, params: list[torch.Tensor], state: dict, settings: dict) -> 
         raise AssertionError(
             "an in-place change to a parameter that requires grad: make the updates under "
             "torch.no_grad() (the @torch.no_grad() line above the function)") from None
-    first_broken([
+    fail_first(*[
         (all(torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True)),
          "the parameters did not change: update them in place (p.add_, p.mul_, p.copy_ or "
          "p -= ...); p = p - ... only gives the name p a new tensor"),
@@ -684,7 +684,7 @@ def _expect_adamw(params, reference, start, grads, settings: dict, frozen) -> No
         got, want = p.detach(), q.detach()
         if torch.allclose(got, want, **close):
             continue
-        first_broken([
+        fail_first(*[
             (i in frozen, f"parameter {i}, whose .grad is None, changed at step {t}; skip "
              "parameters without a gradient (PyTorch's optimizers do)"),
             (not torch.isfinite(got).all(), f"after step {t}, parameter {i} holds NaN or inf: in "
