@@ -54,8 +54,8 @@ from .instruct import encode_example, evaluate_responses, finetune, load_instruc
 from .model import CONFIGS, GPTConfig, forward_flops_per_token
 from .pretrain import GPU_PEAK_TFLOPS, RunConfig, load_run, save_run
 from .pretrain import run as run_pretraining
-from .pretrain_data import ENDOFTEXT, InputError, encode_documents, eval_batches, read_texts
-from .tokenizers import BPETokenizer
+from .pretrain_data import InputError, encode_documents, eval_batches, read_texts
+from .tokenizers import ENDOFTEXT, BPETokenizer
 from .training import evaluate as mean_loss
 from .utils import get_device, set_seed, write_atomically
 

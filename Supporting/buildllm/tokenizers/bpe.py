@@ -33,6 +33,7 @@ from typing import Literal
 import regex
 
 from ..utils import write_atomically
+from .protocol import ENDOFTEXT
 
 __all__ = [
     "GPT2_SPLIT_PATTERN",
@@ -267,6 +268,12 @@ class BPETokenizer:
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+    n_vocab = vocab_size  # tiktoken's name, which `Tokenizer` uses
+
+    @property
+    def eot_token(self) -> int | None:
+        return self.special_tokens.get(ENDOFTEXT)
 
     def __repr__(self) -> str:
         return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "

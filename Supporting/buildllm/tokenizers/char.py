@@ -1,0 +1,45 @@
+"""The character tokenizer: one token per character, as in nanoGPT's Shakespeare.
+
+The smallest vocabulary there is (65 ids for tinyshakespeare.txt), so Meeting 5's first
+pretraining runs spend their parameters on the model rather than on the embedding table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Literal
+
+__all__ = ["CharTokenizer"]
+
+
+class CharTokenizer:
+    """Ids are positions in `chars`, the sorted distinct characters. It has no special tokens.
+
+    >>> tok = CharTokenizer("abc ")
+    >>> tok.encode("cab a")
+    [2, 0, 1, 3, 0]
+    """
+
+    eot_token = None  # documents simply follow each other
+
+    def __init__(self, chars: str):
+        self.chars = "".join(sorted(set(chars)))
+        self._id = {c: i for i, c in enumerate(self.chars)}
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str, allowed_special: Collection[str] | Literal["all"] = ()) -> list[int]:
+        """Text to ids; with no special tokens, `allowed_special` changes nothing."""
+        return self.encode_ordinary(text)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        try:
+            return [self._id[c] for c in text]
+        except KeyError as err:
+            raise ValueError(f"the character {err.args[0]!r} is not in this tokenizer's "
+                             f"vocabulary of {self.n_vocab} characters") from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
