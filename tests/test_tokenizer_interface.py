@@ -4,8 +4,10 @@ One table of tokenizers, as minbpe's tests do: each row is checked for the same 
 so pretraining, chat and instruction tuning can take any of them.
 """
 
+import doctest
+from collections.abc import Callable
 from functools import cache
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import pytest
 
@@ -18,7 +20,10 @@ from buildllm.tokenizers import (
     CharTokenizer,
     SimpleTokenizer,
     Tokenizer,
+    char,
     gpt2_tokenizer,
+    protocol,
+    simple,
 )
 
 
@@ -98,3 +103,8 @@ def test_our_gpt2_bpe_gives_tiktokens_ids():
     assert ours.encode_ordinary(text) == theirs.encode_ordinary(text)
     assert ours.encode(text, allowed_special={ENDOFTEXT}) == \
         theirs.encode(text, allowed_special={ENDOFTEXT})
+
+
+@pytest.mark.parametrize("module", [char, protocol, simple])
+def test_the_docstring_examples_hold(module):
+    assert doctest.testmod(module).failed == 0

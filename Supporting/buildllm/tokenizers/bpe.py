@@ -28,12 +28,11 @@ import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Literal
 
 import regex
 
 from ..utils import write_atomically
-from .protocol import ENDOFTEXT
+from .protocol import ENDOFTEXT, AllowedSpecial
 
 __all__ = [
     "GPT2_SPLIT_PATTERN",
@@ -305,9 +304,7 @@ class BPETokenizer:
 
     # -- encoding ------------------------------------------------------------------------
 
-    def encode(
-        self, text: str, allowed_special: Collection[str] | Literal["all"] = ()
-    ) -> list[int]:
+    def encode(self, text: str, allowed_special: AllowedSpecial = ()) -> list[int]:
         """Text to ids. Special tokens in `text` must be allowed (or it raises ValueError)."""
         ids: list[int] = []
         for segment, special in self._pre.segments(text, self._allowed(allowed_special)):
@@ -327,7 +324,7 @@ class BPETokenizer:
         return ids
 
     def encode_iterable(
-        self, chunks: Iterable[str], allowed_special: Collection[str] | Literal["all"] = ()
+        self, chunks: Iterable[str], allowed_special: AllowedSpecial = ()
     ) -> Iterator[int]:
         """Ids for text arriving in chunks (e.g. an open file's lines), in bounded memory.
 
@@ -337,7 +334,7 @@ class BPETokenizer:
         for block in self._pre.safe_chunks(chunks, allowed):
             yield from self.encode(block, allowed)
 
-    def _allowed(self, allowed_special: Collection[str] | Literal["all"]) -> frozenset[str]:
+    def _allowed(self, allowed_special: AllowedSpecial) -> frozenset[str]:
         if allowed_special == "all":
             return frozenset(self.special_tokens)
         unknown = set(allowed_special) - set(self.special_tokens)

@@ -6,8 +6,9 @@ pretraining runs spend their parameters on the model rather than on the embeddin
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from typing import Literal
+from collections.abc import Sequence
+
+from .protocol import AllowedSpecial
 
 __all__ = ["CharTokenizer"]
 
@@ -16,8 +17,8 @@ class CharTokenizer:
     """Ids are positions in `chars`, the sorted distinct characters. It has no special tokens.
 
     >>> tok = CharTokenizer("abc ")
-    >>> tok.encode("cab a")
-    [2, 0, 1, 3, 0]
+    >>> tok.chars, tok.encode("cab a")
+    (' abc', [3, 1, 2, 0, 1])
     """
 
     eot_token = None  # documents simply follow each other
@@ -30,7 +31,7 @@ class CharTokenizer:
     def n_vocab(self) -> int:
         return len(self.chars)
 
-    def encode(self, text: str, allowed_special: Collection[str] | Literal["all"] = ()) -> list[int]:
+    def encode(self, text: str, allowed_special: AllowedSpecial = ()) -> list[int]:
         """Text to ids; with no special tokens, `allowed_special` changes nothing."""
         return self.encode_ordinary(text)
 

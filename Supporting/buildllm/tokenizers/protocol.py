@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
-__all__ = ["ENDOFTEXT", "Tokenizer"]
+__all__ = ["ENDOFTEXT", "AllowedSpecial", "Tokenizer"]
 
 ENDOFTEXT = "<|endoftext|>"  # separates independent documents, as in GPT-2
+AllowedSpecial = Collection[str] | Literal["all"]  # the special tokens `encode` may produce
 
 
 @runtime_checkable
@@ -39,8 +40,7 @@ class Tokenizer(Protocol):
     @property
     def eot_token(self) -> int | None: ...
 
-    def encode(self, text: str, *,
-               allowed_special: Collection[str] | Literal["all"] = ...) -> list[int]: ...
+    def encode(self, text: str, *, allowed_special: AllowedSpecial = ...) -> list[int]: ...
 
     def encode_ordinary(self, text: str) -> list[int]: ...
 

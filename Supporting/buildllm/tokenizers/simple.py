@@ -12,10 +12,8 @@ seen becomes <|unk|>) is what motivates the byte-level BPE of Meeting 2.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
-from typing import Literal
 
-from .protocol import ENDOFTEXT
+from .protocol import ENDOFTEXT, AllowedSpecial
 
 __all__ = ["UNK", "SimpleTokenizer", "split_words"]
 
@@ -61,7 +59,7 @@ class SimpleTokenizer:
     def eot_token(self) -> int | None:
         return self.str_to_int.get(ENDOFTEXT)
 
-    def encode(self, text: str, allowed_special: Collection[str] | Literal["all"] = "all") -> list[int]:
+    def encode(self, text: str, allowed_special: AllowedSpecial = "all") -> list[int]:
         """Text to ids. Unknown words become <|unk|>, or raise if the vocabulary has none.
 
         The special tokens are words of this vocabulary, so unlike GPT-2's they are allowed
