@@ -70,11 +70,8 @@ RESPONSE_HEADER = "\n\n### Response:\n"
 
 
 def end_of_text_id(enc: Tokenizer) -> int:
-    """`enc.eot_token`: 50256 in GPT-2's tiktoken encoding, and wherever a Meeting-2
-    BPETokenizer trained with <|endoftext|> as a special token put it.
-
-    Answers end with this token, so a tokenizer without it cannot be instruction-tuned here.
-    """
+    """`enc.eot_token` (50256 for GPT-2), checked: answers end with it, so a tokenizer
+    without it cannot be instruction-tuned here."""
     if enc.eot_token is None:
         raise ValueError(f"{type(enc).__name__} has no <|endoftext|> token; train a BPETokenizer "
                          "with special_tokens=['<|endoftext|>'] to instruction-tune with it")

@@ -21,15 +21,8 @@ from torch.utils.data import DistributedSampler
 
 from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 
-__all__ = [
-    "InputError",
-    "WindowStream",
-    "encode_documents",
-    "eval_batches",
-    "load_tokenizer",
-    "make_tokenizer",
-    "read_texts",
-]
+__all__ = ["InputError", "WindowStream", "encode_documents", "eval_batches", "load_tokenizer",
+           "make_tokenizer", "read_texts"]
 
 class InputError(ValueError):
     """Bad input from the user: the message says what is wrong and what to do."""

@@ -17,22 +17,7 @@ from .protocol import ENDOFTEXT, Tokenizer
 from .show import show_tokens
 from .simple import UNK, SimpleTokenizer, split_words
 
-__all__ = [
-    "ENDOFTEXT",
-    "GPT2_SPLIT_PATTERN",
-    "UNK",
-    "BPETokenizer",
-    "CharTokenizer",
-    "PreTokenizer",
-    "SimpleTokenizer",
-    "Tokenizer",
-    "count_words",
-    "gpt2_tokenizer",
-    "load_gpt2_files",
-    "merge",
-    "pair_counts",
-    "show_tokens",
-    "split_words",
-    "train_bpe",
-    "train_bpe_naive",
-]
+__all__ = ["ENDOFTEXT", "GPT2_SPLIT_PATTERN", "UNK", "BPETokenizer", "CharTokenizer",
+           "PreTokenizer", "SimpleTokenizer", "Tokenizer", "count_words", "gpt2_tokenizer",
+           "load_gpt2_files", "merge", "pair_counts", "show_tokens", "split_words", "train_bpe",
+           "train_bpe_naive"]

@@ -34,15 +34,8 @@ import regex
 from ..utils import write_atomically
 from .protocol import ENDOFTEXT, AllowedSpecial
 
-__all__ = [
-    "GPT2_SPLIT_PATTERN",
-    "BPETokenizer",
-    "PreTokenizer",
-    "from_printable",
-    "merge",
-    "pair_counts",
-    "printable",
-]
+__all__ = ["GPT2_SPLIT_PATTERN", "BPETokenizer", "PreTokenizer", "from_printable", "merge",
+           "pair_counts", "printable"]
 
 # GPT-2's pre-tokenizer: contractions, then letters, numbers and other symbols (each may
 # take one leading space), then whitespace. `\s+(?!\S)` leaves the last space of a run for
@@ -140,11 +133,15 @@ class PreTokenizer:
         pos = 0
         if allowed is not None and self.special_tokens:
             for found in self._special.finditer(text):
-                if found.group() not in allowed:
-                    raise ValueError(_disallowed_message(found.group()))
+                token = found.group()
+                if token not in allowed:
+                    raise ValueError(f"the text contains the special token {token!r}, which is "
+                                     f"not allowed here. Pass allowed_special={{{token!r}}} (or "
+                                     "'all') to encode it as one special token, or use "
+                                     "encode_ordinary() to encode it as plain text.")
                 if found.start() > pos:
                     yield text[pos : found.start()], False
-                yield found.group(), True
+                yield token, True
                 pos = found.end()
         if pos < len(text):
             yield text[pos:], False
@@ -203,14 +200,6 @@ class PreTokenizer:
                 if end <= limit and (end == start or not _SPACE.match(text, end - 1)):
                     return end
         return 0
-
-
-def _disallowed_message(token: str) -> str:
-    return (
-        f"the text contains the special token {token!r}, which is not allowed here. Pass "
-        f"allowed_special={{{token!r}}} (or 'all') to encode it as one special token, or "
-        "use encode_ordinary() to encode it as plain text."
-    )
 
 
 class BPETokenizer:

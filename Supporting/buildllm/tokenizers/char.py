@@ -1,8 +1,5 @@
-"""The character tokenizer: one token per character, as in nanoGPT's Shakespeare.
-
-The smallest vocabulary there is (65 ids for tinyshakespeare.txt), so Meeting 5's first
-pretraining runs spend their parameters on the model rather than on the embedding table.
-"""
+"""The character tokenizer of Meeting 5's first pretraining runs, as in nanoGPT's Shakespeare:
+the smallest vocabulary there is (65 ids for tinyshakespeare.txt)."""
 
 from __future__ import annotations
 
@@ -32,8 +29,7 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str, allowed_special: AllowedSpecial = ()) -> list[int]:
-        """Text to ids; with no special tokens, `allowed_special` changes nothing."""
-        return self.encode_ordinary(text)
+        return self.encode_ordinary(text)  # no special tokens: `allowed_special` changes nothing
 
     def encode_ordinary(self, text: str) -> list[int]:
         try:

@@ -1,12 +1,9 @@
-"""What every tokenizer in the course can do, written down once.
+"""What every tokenizer of the course can do, written down once (Meetings 1, 2 and 5).
 
-The word tokenizer (Meeting 1), the character tokenizer and our BPE (Meeting 2) speak the
-same small interface as tiktoken's encodings, so the rest of the course (pretraining, chat,
-instruction tuning) takes any of them without asking which it got.
-
-The names are tiktoken's own (`n_vocab`, `eot_token`, `encode_ordinary`) rather than new
-ones: GPT-2's tiktoken encoding, which `buildllm.data.gpt2_encoding()` returns and most
-notebooks use, then fits as it is, with no wrapper around it.
+The word, character and BPE tokenizers speak tiktoken's own names (`n_vocab`, `eot_token`,
+`encode_ordinary`), so GPT-2's tiktoken encoding, which `buildllm.data.gpt2_encoding()`
+returns and most notebooks use, fits as it is, with no wrapper; pretraining, chat and
+instruction tuning then take any of them without asking which one they got.
 """
 
 from __future__ import annotations
@@ -22,12 +19,9 @@ AllowedSpecial = Collection[str] | Literal["all"]  # the special tokens `encode`
 
 @runtime_checkable
 class Tokenizer(Protocol):
-    """Text to ids and back.
-
-    - `encode` reads the special tokens named in `allowed_special` as their own ids.
-    - `encode_ordinary` reads every special token as plain text, so no text can fake one.
-    - `n_vocab` is the number of ids: the size of a model's embedding table.
-    - `eot_token` is the id of <|endoftext|>, or None for a tokenizer without one.
+    """Text to ids and back. `encode` reads the special tokens in `allowed_special` as their
+    ids; `encode_ordinary` reads them as plain text, so no document can fake a boundary.
+    `n_vocab` sizes a model's embedding table; `eot_token` is <|endoftext|>'s id, or None.
 
     >>> from buildllm.data import gpt2_encoding
     >>> isinstance(gpt2_encoding(), Tokenizer)
@@ -36,12 +30,8 @@ class Tokenizer(Protocol):
 
     @property
     def n_vocab(self) -> int: ...
-
     @property
     def eot_token(self) -> int | None: ...
-
     def encode(self, text: str, *, allowed_special: AllowedSpecial = ...) -> list[int]: ...
-
     def encode_ordinary(self, text: str) -> list[int]: ...
-
     def decode(self, ids: Sequence[int]) -> str: ...

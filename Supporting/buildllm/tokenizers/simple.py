@@ -51,9 +51,7 @@ class SimpleTokenizer:
     def __len__(self) -> int:
         return len(self.str_to_int)
 
-    @property
-    def n_vocab(self) -> int:
-        return len(self)
+    n_vocab = property(__len__)  # tiktoken's name, which `Tokenizer` uses
 
     @property
     def eot_token(self) -> int | None:
@@ -62,9 +60,8 @@ class SimpleTokenizer:
     def encode(self, text: str, allowed_special: AllowedSpecial = "all") -> list[int]:
         """Text to ids. Unknown words become <|unk|>, or raise if the vocabulary has none.
 
-        The special tokens are words of this vocabulary, so unlike GPT-2's they are allowed
-        by default; one left out of `allowed_special` is read as an unknown word.
-        """
+        Special tokens are words here, so all are allowed by default (tiktoken allows none);
+        one left out of `allowed_special` is read as an unknown word."""
         unk = self.str_to_int.get(UNK)
         plain = set() if allowed_special == "all" else {ENDOFTEXT, UNK} - set(allowed_special)
         ids = []
