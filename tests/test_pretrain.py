@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 
 from buildllm.data import fetch
 from buildllm.pretrain import main, parse_config
-from buildllm.pretrain_data import CharTokenizer, WindowStream, encode_documents, read_texts
+from buildllm.pretrain_data import WindowStream, encode_documents, read_texts
 from buildllm.runs import load_run
-from buildllm.tokenizers import BPETokenizer
+from buildllm.tokenizers import BPETokenizer, CharTokenizer
 from buildllm.training import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -351,7 +351,7 @@ def test_load_run_gives_back_the_trained_model_and_its_tokenizer(text, tmp_path,
     assert tokenizer.decode(tokenizer.encode("ROMEO: ")) == "ROMEO: "
     info = json.loads((out / "run.json").read_text("utf-8"))
     assert info["result"]["val_loss"] == summary["val_loss"]
-    assert info["model"] == {"vocab_size": tokenizer.vocab_size, "context_length": 32,
+    assert info["model"] == {"vocab_size": tokenizer.n_vocab, "context_length": 32,
                              "emb_dim": 32, "n_heads": 2, "n_layers": 2, "drop_rate": 0.1,
                              "qkv_bias": True, "tie_embeddings": True}
     final = load_checkpoint(out / "checkpoint.pt")["model"]

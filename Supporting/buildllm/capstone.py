@@ -54,9 +54,9 @@ from .instruct import encode_example, evaluate_responses, finetune, load_instruc
 from .model import GPTConfig
 from .pretrain import RunConfig, check_settings, whole_numbers
 from .pretrain import run as run_pretraining
-from .pretrain_data import ENDOFTEXT, InputError, encode_documents, eval_batches, read_texts
+from .pretrain_data import InputError, encode_documents, eval_batches, read_texts
 from .runs import load_run, save_run, write_json
-from .tokenizers import BPETokenizer
+from .tokenizers import ENDOFTEXT, BPETokenizer
 from .training import evaluate as mean_loss
 from .utils import get_device, set_seed
 

@@ -199,7 +199,7 @@ class ChatSession:
         # Each piece on its own, as instruct.encode_example does, so the tokens are those of
         # training. User text that spells "<|endoftext|>" stays plain text: only the turn ends
         # are real end-of-text tokens.
-        encode = getattr(self.tokenizer, "encode_ordinary", self.tokenizer.encode)
+        encode = self.tokenizer.encode_ordinary
         return [i for p in pieces for i in ([self.eos_id] if p is _EOT else encode(p))]
 
     def _max_new_tokens(self, n: int | None) -> int:

@@ -39,6 +39,7 @@ from torch import nn
 from .data import fetch, gpt2_encoding
 from .generation import generate
 from .metrics import mean_score, rouge_l, token_f1
+from .tokenizers import Tokenizer
 from .training import param_groups
 
 __all__ = [
@@ -68,20 +69,13 @@ PREAMBLE = ("Below is an instruction that describes a task. "
 RESPONSE_HEADER = "\n\n### Response:\n"
 
 
-def end_of_text_id(enc) -> int:
-    """The id of `<|endoftext|>` in `enc`: 50256 in GPT-2's tiktoken encoding, and wherever
-    a Meeting-2 BPETokenizer trained with it as a special token put it.
-
-    Answers end with this token, so a tokenizer without it cannot be instruction-tuned here.
-    """
-    try:
-        ids = enc.encode("<|endoftext|>", allowed_special={"<|endoftext|>"})
-    except (TypeError, ValueError):
-        ids = []
-    if len(ids) != 1:
+def end_of_text_id(enc: Tokenizer) -> int:
+    """`enc.eot_token` (50256 for GPT-2), checked: answers end with it, so a tokenizer
+    without it cannot be instruction-tuned here."""
+    if enc.eot_token is None:
         raise ValueError(f"{type(enc).__name__} has no <|endoftext|> token; train a BPETokenizer "
                          "with special_tokens=['<|endoftext|>'] to instruction-tune with it")
-    return ids[0]
+    return enc.eot_token
 
 
 def _field(entry: dict, key: str) -> str:

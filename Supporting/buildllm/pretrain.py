@@ -227,10 +227,6 @@ def _load_data(cfg: RunConfig) -> _Data:
     return data
 
 
-def _vocab_size(tokenizer) -> int:
-    return getattr(tokenizer, "n_vocab", None) or tokenizer.vocab_size  # tiktoken's, or ours
-
-
 def _encode_prompt(tokenizer, prompt: str) -> list[int]:
     try:
         return tokenizer.encode(prompt)
@@ -330,7 +326,7 @@ def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
     if cfg.resume and not ckpt_path.is_file():
         raise InputError(f"--resume: there is no checkpoint to resume from in {out}")
     data = _load_data(cfg)
-    model_cfg = cfg.model_config(_vocab_size(data.tokenizer))
+    model_cfg = cfg.model_config(data.tokenizer.n_vocab)
     prompt = _encode_prompt(data.tokenizer, cfg.sample_prompt) if cfg.sample_prompt else None
     ckpt = None
     if cfg.resume:

@@ -19,19 +19,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DistributedSampler
 
-__all__ = [
-    "CharTokenizer",
-    "InputError",
-    "WindowStream",
-    "encode_documents",
-    "eval_batches",
-    "load_tokenizer",
-    "make_tokenizer",
-    "read_texts",
-]
+from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 
-ENDOFTEXT = "<|endoftext|>"
-
+__all__ = ["InputError", "WindowStream", "encode_documents", "eval_batches", "load_tokenizer",
+           "make_tokenizer", "read_texts"]
 
 class InputError(ValueError):
     """Bad input from the user: the message says what is wrong and what to do."""
@@ -66,34 +57,7 @@ def read_texts(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return texts
 
 
-class CharTokenizer:
-    """One token per character, as in nanoGPT's Shakespeare: ids are positions in `chars`.
-
-    >>> tok = CharTokenizer("abc ")
-    >>> tok.encode("cab a")
-    [2, 0, 1, 3, 0]
-    """
-
-    def __init__(self, chars: str):
-        self.chars = "".join(sorted(set(chars)))
-        self._id = {c: i for i, c in enumerate(self.chars)}
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> list[int]:
-        try:
-            return [self._id[c] for c in text]
-        except KeyError as err:
-            raise ValueError(f"the character {err.args[0]!r} is not in this tokenizer's "
-                             f"vocabulary of {self.vocab_size} characters") from None
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return "".join(self.chars[i] for i in ids)
-
-
-def make_tokenizer(name: str, texts: Sequence[str]) -> tuple[object, dict]:
+def make_tokenizer(name: str, texts: Sequence[str]) -> tuple[Tokenizer, dict]:
     """The tokenizer `name` ("gpt2", "char" or a BPE json's path) and its spec for run.json.
 
     "char" takes its vocabulary from `texts`. A BPE spec records the file's path; the
@@ -110,7 +74,7 @@ def make_tokenizer(name: str, texts: Sequence[str]) -> tuple[object, dict]:
     return load_tokenizer({"kind": "bpe", "file": name}), {"kind": "bpe", "file": name}
 
 
-def load_tokenizer(spec: dict, folder: str | os.PathLike = ".") -> object:
+def load_tokenizer(spec: dict, folder: str | os.PathLike = ".") -> Tokenizer:
     """The tokenizer a spec describes (a BPE file's path is relative to `folder`)."""
     if spec["kind"] == "gpt2":
         from .data import gpt2_encoding
@@ -119,8 +83,6 @@ def load_tokenizer(spec: dict, folder: str | os.PathLike = ".") -> object:
     if spec["kind"] == "char":
         return CharTokenizer(spec["chars"])
     if spec["kind"] == "bpe":
-        from .tokenizers import BPETokenizer
-
         try:
             return BPETokenizer.load(Path(folder) / spec["file"])
         except (OSError, ValueError) as err:
@@ -128,19 +90,13 @@ def load_tokenizer(spec: dict, folder: str | os.PathLike = ".") -> object:
     raise InputError(f"unknown tokenizer kind {spec['kind']!r}")
 
 
-def encode_documents(tokenizer, texts: Sequence[str]) -> list[int]:
+def encode_documents(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
     """All documents as one list of ids, with <|endoftext|> between them where the tokenizer
-    has it (GPT-2's and a BPE trained with it); character tokens just follow each other.
+    has it (GPT-2's and a BPE trained with it); without it, documents just follow each other.
 
     <|endoftext|> written inside a document stays plain text, so no file can fake a boundary.
     """
-    if isinstance(tokenizer, CharTokenizer):
-        return [i for text in texts for i in tokenizer.encode(text)]
-    specials = getattr(tokenizer, "special_tokens", None)  # our BPETokenizer
-    if isinstance(specials, dict):
-        separator = [specials[ENDOFTEXT]] if ENDOFTEXT in specials else []
-    else:  # tiktoken
-        separator = [tokenizer.eot_token]
+    separator = [] if tokenizer.eot_token is None else [tokenizer.eot_token]
     ids: list[int] = []
     for n, text in enumerate(texts):
         ids += (separator if n else []) + tokenizer.encode_ordinary(text)

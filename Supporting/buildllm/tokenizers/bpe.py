@@ -28,21 +28,14 @@ import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Literal
 
 import regex
 
 from ..utils import write_atomically
+from .protocol import ENDOFTEXT, AllowedSpecial
 
-__all__ = [
-    "GPT2_SPLIT_PATTERN",
-    "BPETokenizer",
-    "PreTokenizer",
-    "from_printable",
-    "merge",
-    "pair_counts",
-    "printable",
-]
+__all__ = ["GPT2_SPLIT_PATTERN", "BPETokenizer", "PreTokenizer", "from_printable", "merge",
+           "pair_counts", "printable"]
 
 # GPT-2's pre-tokenizer: contractions, then letters, numbers and other symbols (each may
 # take one leading space), then whitespace. `\s+(?!\S)` leaves the last space of a run for
@@ -140,11 +133,15 @@ class PreTokenizer:
         pos = 0
         if allowed is not None and self.special_tokens:
             for found in self._special.finditer(text):
-                if found.group() not in allowed:
-                    raise ValueError(_disallowed_message(found.group()))
+                token = found.group()
+                if token not in allowed:
+                    raise ValueError(f"the text contains the special token {token!r}, which is "
+                                     f"not allowed here. Pass allowed_special={{{token!r}}} (or "
+                                     "'all') to encode it as one special token, or use "
+                                     "encode_ordinary() to encode it as plain text.")
                 if found.start() > pos:
                     yield text[pos : found.start()], False
-                yield found.group(), True
+                yield token, True
                 pos = found.end()
         if pos < len(text):
             yield text[pos:], False
@@ -205,14 +202,6 @@ class PreTokenizer:
         return 0
 
 
-def _disallowed_message(token: str) -> str:
-    return (
-        f"the text contains the special token {token!r}, which is not allowed here. Pass "
-        f"allowed_special={{{token!r}}} (or 'all') to encode it as one special token, or "
-        "use encode_ordinary() to encode it as plain text."
-    )
-
-
 class BPETokenizer:
     """A byte-level BPE tokenizer: plain data (vocab, merges, special tokens) plus the rules.
 
@@ -268,6 +257,12 @@ class BPETokenizer:
     def vocab_size(self) -> int:
         return len(self.vocab)
 
+    n_vocab = vocab_size  # tiktoken's name, which `Tokenizer` uses
+
+    @property
+    def eot_token(self) -> int | None:
+        return self.special_tokens.get(ENDOFTEXT)
+
     def __repr__(self) -> str:
         return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
                 f"special_tokens={list(self.special_tokens)})")
@@ -298,9 +293,7 @@ class BPETokenizer:
 
     # -- encoding ------------------------------------------------------------------------
 
-    def encode(
-        self, text: str, allowed_special: Collection[str] | Literal["all"] = ()
-    ) -> list[int]:
+    def encode(self, text: str, allowed_special: AllowedSpecial = ()) -> list[int]:
         """Text to ids. Special tokens in `text` must be allowed (or it raises ValueError)."""
         ids: list[int] = []
         for segment, special in self._pre.segments(text, self._allowed(allowed_special)):
@@ -320,7 +313,7 @@ class BPETokenizer:
         return ids
 
     def encode_iterable(
-        self, chunks: Iterable[str], allowed_special: Collection[str] | Literal["all"] = ()
+        self, chunks: Iterable[str], allowed_special: AllowedSpecial = ()
     ) -> Iterator[int]:
         """Ids for text arriving in chunks (e.g. an open file's lines), in bounded memory.
 
@@ -330,7 +323,7 @@ class BPETokenizer:
         for block in self._pre.safe_chunks(chunks, allowed):
             yield from self.encode(block, allowed)
 
-    def _allowed(self, allowed_special: Collection[str] | Literal["all"]) -> frozenset[str]:
+    def _allowed(self, allowed_special: AllowedSpecial) -> frozenset[str]:
         if allowed_special == "all":
             return frozenset(self.special_tokens)
         unknown = set(allowed_special) - set(self.special_tokens)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from .bpe import BPETokenizer
-from .simple import ENDOFTEXT
+from .protocol import ENDOFTEXT
 
 __all__ = ["gpt2_tokenizer", "load_gpt2_files"]
 

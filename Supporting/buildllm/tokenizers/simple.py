@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ENDOFTEXT", "UNK", "SimpleTokenizer", "split_words"]
+from .protocol import ENDOFTEXT, AllowedSpecial
 
-ENDOFTEXT = "<|endoftext|>"  # separates independent documents, as in GPT-2
+__all__ = ["UNK", "SimpleTokenizer", "split_words"]
+
 UNK = "<|unk|>"  # stands for any word outside the vocabulary
 
 # Keep the delimiters (the capturing group) so punctuation becomes tokens of its own.
@@ -50,18 +51,32 @@ class SimpleTokenizer:
     def __len__(self) -> int:
         return len(self.str_to_int)
 
-    def encode(self, text: str) -> list[int]:
-        """Text to ids. Unknown words become <|unk|>, or raise if the vocabulary has none."""
+    n_vocab = property(__len__)  # tiktoken's name, which `Tokenizer` uses
+
+    @property
+    def eot_token(self) -> int | None:
+        return self.str_to_int.get(ENDOFTEXT)
+
+    def encode(self, text: str, allowed_special: AllowedSpecial = "all") -> list[int]:
+        """Text to ids. Unknown words become <|unk|>, or raise if the vocabulary has none.
+
+        Special tokens are words here, so all are allowed by default (tiktoken allows none);
+        one left out of `allowed_special` is read as an unknown word."""
         unk = self.str_to_int.get(UNK)
+        plain = set() if allowed_special == "all" else {ENDOFTEXT, UNK} - set(allowed_special)
         ids = []
         for piece in split_words(text):
-            if piece in self.str_to_int:
+            if piece in self.str_to_int and piece not in plain:
                 ids.append(self.str_to_int[piece])
             elif unk is not None:
                 ids.append(unk)
             else:
                 raise KeyError(f"{piece!r} is not in the vocabulary, which has no {UNK} token")
         return ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Text to ids, reading <|endoftext|> and <|unk|> in it as unknown words."""
+        return self.encode(text, allowed_special=())
 
     def decode(self, ids: list[int]) -> str:
         """Ids to text: join with spaces, then remove the space before punctuation."""
