@@ -11,20 +11,26 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils import write_atomically
+from .utils import eval_mode, write_atomically
 
 __all__ = [
     "AdamW",
+    "FitState",
     "batch_loss",
     "clip_grad_norm",
+    "cycle",
     "evaluate",
+    "fit",
     "load_checkpoint",
     "lr_at",
     "param_groups",
@@ -49,16 +55,12 @@ def evaluate(model: nn.Module, batches: Iterable, max_batches: int | None = None
 
     The model goes back to the mode it was in, so this can run in the middle of training.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for inputs, targets in batches:
-        if max_batches is not None and count >= max_batches:
-            break
-        total += batch_loss(model, inputs.to(device), targets.to(device)).item()
-        count += 1
-    model.train(was_training)
+    with eval_mode(model):
+        for inputs, targets in islice(batches, max_batches):
+            total += batch_loss(model, inputs.to(device), targets.to(device)).item()
+            count += 1
     if count == 0:
         raise ValueError("no batches to evaluate: the data is shorter than one batch")
     return total / count
@@ -216,9 +218,138 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def _cycle(loader: Iterable) -> Iterator:
+def cycle(loader: Iterable) -> Iterator:
+    """Batches from `loader` without end, from its start again (reshuffled, for a shuffling
+    DataLoader) each time it runs out. An empty loader ends at once instead of spinning."""
     while True:
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            return
+
+
+@dataclass
+class FitState:
+    """Where a `fit` run is. Every callback gets it; a resumed run passes in the one it saved."""
+
+    step: int = 0
+    seen: int = 0  # what step_fn returned, summed: tokens or examples trained on
+    lr: float = 0.0  # the learning rate of the step just taken
+    seconds: float = 0.0  # spent training; evaluations and checkpoints are left out
+    history: dict[str, list] = field(default_factory=dict)
+    timed_steps: int = 0  # steps since the last evaluation or checkpoint...
+    timed_seconds: float = 0.0  # ...and the seconds they took, when the clock last stopped
+    clock: float = 0.0  # when the clock started again
+    bar: object = None  # the progress bar
+
+
+def _wait(device: torch.device) -> None:
+    """Wait for the GPU, so that a clock reading includes the work queued so far."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def fit(
+    model: nn.Module,
+    step_fn: Callable[[object], int | None],
+    batches: Iterable,
+    *,
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+    evaluate_fn: Callable[[FitState], dict],
+    eval_every: int,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    clip: float = 0.0,
+    scaler: torch.amp.GradScaler | None = None,
+    dropout: bool = True,
+    evaluate_first: bool = False,
+    checkpoint: Callable[[FitState], None] | None = None,
+    checkpoint_every: int | None = None,
+    on_step: Callable[[FitState], None] | None = None,
+    on_eval: Callable[[FitState], None] | None = None,
+    postfix: dict[str, str] | None = None,
+    state: FitState | None = None,
+    **bar,
+) -> dict[str, list]:
+    """The training loop every meeting shares: optimizer steps up to `steps`, evaluated every
+    `eval_every` and at the end; returns the history of evaluations.
+
+    A step draws the next of `batches` (`cycle(loader)` to go round a loader), zeroes the
+    gradients, calls `step_fn(batch)`, which computes the loss and calls backward (it may
+    return the batch's tokens or examples, summed into `state.seen`), clips the gradients'
+    global norm to `clip` (0: no clipping), steps the optimizer (through `scaler`, for
+    float16) and the `scheduler`. Before the first step the model goes to train mode (eval
+    mode with `dropout=False`) and, with `evaluate_first`, is evaluated at step 0.
+    `evaluate_fn(state)` returns the numbers to record; the history gets them under their
+    names, after `step`. `postfix` formats them for the progress bar ({"val": "{val_loss:.3f}"}),
+    whose other settings are `bar` (desc, unit...). `checkpoint(state)` runs every
+    `checkpoint_every` steps and at the end; `on_step` and `on_eval` after each step and
+    evaluation. The clock waits for the GPU before it stops, so `state.seconds` holds the
+    training work alone.
+
+    >>> history = fit(model, step_fn, cycle(loader), steps=100, optimizer=AdamW(...),
+    ...               evaluate_fn=lambda s: {"val_loss": evaluate(model, val_loader)},
+    ...               eval_every=20)
+    """
+    from .progress import tqdm
+
+    state = state or FitState()
+    device = next(model.parameters()).device
+    scaler = scaler or torch.amp.GradScaler(enabled=False)  # disabled: a plain optimizer step
+    state.bar = tqdm(total=steps, initial=state.step, **bar)
+    model.train(dropout)
+    if evaluate_first and state.step == 0:
+        _record(state, evaluate_fn, postfix, on_eval)
+    state.clock, state.timed_steps = time.perf_counter(), 0
+    # zip asks the range first: after the last step it draws no batch it would not use
+    for step, batch in zip(range(state.step + 1, steps + 1), batches, strict=False):
+        state.step = step
+        optimizer.zero_grad(set_to_none=True)
+        state.seen += step_fn(batch) or 0
+        if clip > 0:
+            scaler.unscale_(optimizer)  # clip the true gradients
+            clip_grad_norm(model.parameters(), clip)
+        scaler.step(optimizer)  # float16: skipped when a gradient overflowed
+        scaler.update()
+        state.lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        state.timed_steps += 1
+        state.bar.update()
+        if on_step is not None:
+            on_step(state)
+        evaluate_now = state.step % eval_every == 0 or state.step == steps
+        save_now = checkpoint is not None and (state.step % (checkpoint_every or eval_every) == 0
+                                               or state.step == steps)
+        if evaluate_now or save_now:
+            _wait(device)
+            state.timed_seconds = time.perf_counter() - state.clock
+            state.seconds += state.timed_seconds
+            if evaluate_now:
+                _record(state, evaluate_fn, postfix, on_eval)
+            if save_now:
+                checkpoint(state)
+            state.clock, state.timed_steps = time.perf_counter(), 0
+    state.bar.close()
+    return state.history
+
+
+def _record(state: FitState, evaluate_fn, postfix: dict | None, on_eval) -> None:
+    """Evaluate, add the numbers to the history, show them, then call `on_eval`."""
+    record = {"step": state.step, **evaluate_fn(state)}
+    for key, value in record.items():
+        state.history.setdefault(key, []).append(value)
+    if postfix:
+        state.bar.set_postfix({key: text.format(**record) for key, text in postfix.items()})
+    if on_eval is not None:
+        on_eval(state)
+
+
+LOSSES = {"train": "{train_loss:.3f}", "val": "{val_loss:.3f}"}  # a progress bar's postfix
 
 
 def train_simple(
@@ -230,7 +361,7 @@ def train_simple(
     *,
     eval_every: int = 50,
     eval_batches: int | None = None,
-    on_eval=None,
+    on_eval: Callable[[int], None] | None = None,
 ) -> dict[str, list]:
     """Meeting 5's training loop: `steps` optimizer steps, evaluated every `eval_every`.
 
@@ -238,27 +369,18 @@ def train_simple(
     history: steps, train and val losses, and tokens seen at each evaluation. `on_eval(step)`,
     if given, runs after each evaluation (to print a sample, say).
     """
-    from .progress import tqdm
-
     device = next(model.parameters()).device
-    history = {"step": [], "tokens": [], "train_loss": [], "val_loss": []}
-    batches, tokens = _cycle(train_loader), 0
-    model.train()
-    progress = tqdm(range(1, steps + 1), desc="training")
-    for step in progress:
-        inputs, targets = next(batches)
-        optimizer.zero_grad(set_to_none=True)
-        loss = batch_loss(model, inputs.to(device), targets.to(device))
-        loss.backward()
-        optimizer.step()
-        tokens += inputs.numel()
-        if step % eval_every == 0 or step == steps:
-            history["step"].append(step)
-            history["tokens"].append(tokens)
-            history["train_loss"].append(evaluate(model, train_loader, eval_batches))
-            history["val_loss"].append(evaluate(model, val_loader, eval_batches))
-            progress.set_postfix(train=f"{history['train_loss'][-1]:.3f}",
-                                 val=f"{history['val_loss'][-1]:.3f}")
-            if on_eval is not None:
-                on_eval(step)
-    return history
+
+    def step_fn(batch) -> int:
+        inputs, targets = batch
+        batch_loss(model, inputs.to(device), targets.to(device)).backward()
+        return inputs.numel()
+
+    def evaluate_fn(state: FitState) -> dict:
+        return {"tokens": state.seen, "train_loss": evaluate(model, train_loader, eval_batches),
+                "val_loss": evaluate(model, val_loader, eval_batches)}
+
+    return fit(model, step_fn, cycle(train_loader), steps=steps, optimizer=optimizer,
+               evaluate_fn=evaluate_fn, eval_every=eval_every, postfix=LOSSES, desc="training",
+               on_eval=on_eval and (lambda state: on_eval(state.step)))
+
