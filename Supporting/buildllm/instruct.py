@@ -30,7 +30,6 @@ import json
 import random
 from collections.abc import Sequence
 from functools import partial
-from itertools import islice
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +38,7 @@ from torch import nn
 from .data import fetch, gpt2_encoding
 from .generation import generate
 from .metrics import mean_score, rouge_l, token_f1
-from .training import LOSSES, FitState, cycle, fit, param_groups
-from .utils import eval_mode
+from .training import LOSSES, FitState, cycle, evaluate, fit, param_groups
 
 __all__ = [
     "END_OF_TEXT",
@@ -252,16 +250,6 @@ def logits_at(model: nn.Module, inputs: torch.Tensor, keep: torch.Tensor) -> tor
         hook.remove()
 
 
-@torch.no_grad()
-def _mean_loss(model: nn.Module, loader, max_batches: int | None) -> float:
-    """`answer_loss` averaged over the first `max_batches` batches, in evaluation mode."""
-    device = next(model.parameters()).device
-    with eval_mode(model):
-        losses = [answer_loss(model, inputs.to(device), targets.to(device)).item()
-                  for inputs, targets in islice(loader, max_batches)]
-    return sum(losses) / len(losses)
-
-
 def finetune(
     model: nn.Module,
     train_data: Sequence[dict],
@@ -318,8 +306,9 @@ def finetune(
 
     def evaluate_fn(state: FitState) -> dict:
         return {"epoch": state.step / len(train_loader), "tokens": state.seen,
-                "train_loss": _mean_loss(model, train_loader, eval_batches),
-                "val_loss": _mean_loss(model, val_loader, eval_batches), "seconds": state.seconds}
+                "train_loss": evaluate(model, train_loader, eval_batches, answer_loss),
+                "val_loss": evaluate(model, val_loader, eval_batches, answer_loss),
+                "seconds": state.seconds}
 
     return fit(model, step_fn, cycle(train_loader), steps=steps, optimizer=optimizer,
                evaluate_fn=evaluate_fn, eval_every=eval_every, postfix=LOSSES, desc="fine-tuning")

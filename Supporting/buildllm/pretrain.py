@@ -438,11 +438,15 @@ class _Trainer:
                                            world_size)
                        for split, ids in (("train", data.train), ("val", data.val))}
         self.state = self._restore(ckpt)
-        self.start = self.state.step
-        self.model = self._distribute()
-        capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
-        self.capability, self.compute = capability, autocast_dtype(cfg.dtype, device.type,
-                                                                   capability)
+        self.start, self.model = self.state.step, self.raw
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(
+                self.raw, device_ids=[device.index] if device.type == "cuda" else None)
+        self.capability = (torch.cuda.get_device_capability(device) if device.type == "cuda"
+                           else None)
+        self.compute = autocast_dtype(cfg.dtype, device.type, self.capability)
         self.autocast = torch.autocast(device.type, self.compute,
                                        enabled=self.compute != torch.float32)
         # float16's small range: scale the loss up so that small gradients stay above 0
@@ -466,14 +470,6 @@ class _Trainer:
         self.stream.load_state_dict(ckpt["data"][self.rank])
         set_rng_state(ckpt["rng"][self.rank])
         return FitState(step=ckpt["step"], history=ckpt["history"])
-
-    def _distribute(self):
-        if self.world_size == 1:
-            return self.raw
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(self.raw, device_ids=ids)
 
     def _open_log(self):
         self.out.mkdir(parents=True, exist_ok=True)

@@ -50,16 +50,16 @@ def batch_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) ->
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, max_batches: int | None = None) -> float:
-    """Average `batch_loss` over (at most `max_batches` of) `batches`, without dropout.
-
-    The model goes back to the mode it was in, so this can run in the middle of training.
+def evaluate(model: nn.Module, batches: Iterable, max_batches: int | None = None,
+             loss: Callable = batch_loss) -> float:
+    """Average `loss` (by default `batch_loss`) over (at most `max_batches` of) `batches`,
+    without dropout. The model goes back to its mode, so this can run in the middle of training.
     """
     device = next(model.parameters()).device
     total, count = 0.0, 0
     with eval_mode(model):
         for inputs, targets in islice(batches, max_batches):
-            total += batch_loss(model, inputs.to(device), targets.to(device)).item()
+            total += loss(model, inputs.to(device), targets.to(device)).item()
             count += 1
     if count == 0:
         raise ValueError("no batches to evaluate: the data is shorter than one batch")
@@ -219,8 +219,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 
 def cycle(loader: Iterable) -> Iterator:
-    """Batches from `loader` without end, from its start again (reshuffled, for a shuffling
-    DataLoader) each time it runs out. An empty loader ends at once instead of spinning."""
+    """`loader`'s batches without end: it starts again (reshuffled, if it shuffles) each time
+    it runs out. An empty loader ends at once instead of spinning."""
     while True:
         empty = True
         for batch in loader:
@@ -239,57 +239,30 @@ class FitState:
     lr: float = 0.0  # the learning rate of the step just taken
     seconds: float = 0.0  # spent training; evaluations and checkpoints are left out
     history: dict[str, list] = field(default_factory=dict)
-    timed_steps: int = 0  # steps since the last evaluation or checkpoint...
-    timed_seconds: float = 0.0  # ...and the seconds they took, when the clock last stopped
-    clock: float = 0.0  # when the clock started again
+    timed_steps: int = 0  # steps since the last evaluation or checkpoint,
+    timed_seconds: float = 0.0  # the seconds they took (when the clock last stopped),
+    clock: float = 0.0  # and when the clock started
     bar: object = None  # the progress bar
 
 
-def _wait(device: torch.device) -> None:
-    """Wait for the GPU, so that a clock reading includes the work queued so far."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+def fit(model: nn.Module, step_fn: Callable[[object], int | None], batches: Iterable, *,
+        steps: int, optimizer: torch.optim.Optimizer, evaluate_fn: Callable[[FitState], dict],
+        eval_every: int, scheduler=None, clip: float = 0.0, scaler=None, dropout: bool = True,
+        evaluate_first: bool = False, checkpoint: Callable[[FitState], None] | None = None,
+        checkpoint_every: int | None = None, on_step: Callable[[FitState], None] | None = None,
+        on_eval: Callable[[FitState], None] | None = None, postfix: dict[str, str] | None = None,
+        state: FitState | None = None, **bar) -> dict[str, list]:
+    """The training loop of every meeting: `steps` optimizer steps, evaluated every
+    `eval_every` and after the last; returns the history of the evaluations.
 
-
-def fit(
-    model: nn.Module,
-    step_fn: Callable[[object], int | None],
-    batches: Iterable,
-    *,
-    steps: int,
-    optimizer: torch.optim.Optimizer,
-    evaluate_fn: Callable[[FitState], dict],
-    eval_every: int,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    clip: float = 0.0,
-    scaler: torch.amp.GradScaler | None = None,
-    dropout: bool = True,
-    evaluate_first: bool = False,
-    checkpoint: Callable[[FitState], None] | None = None,
-    checkpoint_every: int | None = None,
-    on_step: Callable[[FitState], None] | None = None,
-    on_eval: Callable[[FitState], None] | None = None,
-    postfix: dict[str, str] | None = None,
-    state: FitState | None = None,
-    **bar,
-) -> dict[str, list]:
-    """The training loop every meeting shares: optimizer steps up to `steps`, evaluated every
-    `eval_every` and at the end; returns the history of evaluations.
-
-    A step draws the next of `batches` (`cycle(loader)` to go round a loader), zeroes the
-    gradients, calls `step_fn(batch)`, which computes the loss and calls backward (it may
-    return the batch's tokens or examples, summed into `state.seen`), clips the gradients'
-    global norm to `clip` (0: no clipping), steps the optimizer (through `scaler`, for
-    float16) and the `scheduler`. Before the first step the model goes to train mode (eval
-    mode with `dropout=False`) and, with `evaluate_first`, is evaluated at step 0.
-    `evaluate_fn(state)` returns the numbers to record; the history gets them under their
-    names, after `step`. `postfix` formats them for the progress bar ({"val": "{val_loss:.3f}"}),
-    whose other settings are `bar` (desc, unit...). `checkpoint(state)` runs every
-    `checkpoint_every` steps and at the end; `on_step` and `on_eval` after each step and
-    evaluation. The clock waits for the GPU before it stops, so `state.seconds` holds the
-    training work alone.
+    Each step zeroes the gradients, calls `step_fn(next batch)` for the loss and its backward
+    (it may return the batch's tokens or examples: `state.seen` adds them up), clips the
+    gradient norm to `clip` (0: off), then steps the optimizer (through a float16 `scaler`)
+    and the `scheduler`. `evaluate_fn(state)` gives the numbers the history records after
+    `step` (also at step 0 with `evaluate_first`); `postfix` formats them for the progress
+    bar, which `bar` configures (desc=...). `checkpoint` runs every `checkpoint_every` steps
+    and after the last. `dropout=False` trains in eval mode. The clock waits for a GPU
+    before it stops, so `state.seconds` is the training work alone.
 
     >>> history = fit(model, step_fn, cycle(loader), steps=100, optimizer=AdamW(...),
     ...               evaluate_fn=lambda s: {"val_loss": evaluate(model, val_loader)},
@@ -322,11 +295,14 @@ def fit(
         state.bar.update()
         if on_step is not None:
             on_step(state)
-        evaluate_now = state.step % eval_every == 0 or state.step == steps
-        save_now = checkpoint is not None and (state.step % (checkpoint_every or eval_every) == 0
-                                               or state.step == steps)
+        evaluate_now = step % eval_every == 0 or step == steps
+        save_now = checkpoint is not None and (step % (checkpoint_every or eval_every) == 0
+                                               or step == steps)
         if evaluate_now or save_now:
-            _wait(device)
+            if device.type == "cuda":  # wait for the GPU, so that the clock counts its work
+                torch.cuda.synchronize(device)
+            elif device.type == "mps":
+                torch.mps.synchronize()
             state.timed_seconds = time.perf_counter() - state.clock
             state.seconds += state.timed_seconds
             if evaluate_now:
@@ -339,7 +315,6 @@ def fit(
 
 
 def _record(state: FitState, evaluate_fn, postfix: dict | None, on_eval) -> None:
-    """Evaluate, add the numbers to the history, show them, then call `on_eval`."""
     record = {"step": state.step, **evaluate_fn(state)}
     for key, value in record.items():
         state.history.setdefault(key, []).append(value)
@@ -352,17 +327,10 @@ def _record(state: FitState, evaluate_fn, postfix: dict | None, on_eval) -> None
 LOSSES = {"train": "{train_loss:.3f}", "val": "{val_loss:.3f}"}  # a progress bar's postfix
 
 
-def train_simple(
-    model: nn.Module,
-    train_loader: Iterable,
-    val_loader: Iterable,
-    optimizer: torch.optim.Optimizer,
-    steps: int,
-    *,
-    eval_every: int = 50,
-    eval_batches: int | None = None,
-    on_eval: Callable[[int], None] | None = None,
-) -> dict[str, list]:
+def train_simple(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
+                 optimizer: torch.optim.Optimizer, steps: int, *, eval_every: int = 50,
+                 eval_batches: int | None = None,
+                 on_eval: Callable[[int], None] | None = None) -> dict[str, list]:
     """Meeting 5's training loop: `steps` optimizer steps, evaluated every `eval_every`.
 
     Batches come from `train_loader`, again from its start when it runs out. Returns the
