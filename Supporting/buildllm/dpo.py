@@ -341,7 +341,6 @@ def train_dpo(
     reference.eval()
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
-    names = ("loss", "chosen_reward", "rejected_reward", "margin", "accuracy")
 
     def step_fn(batch: dict) -> None:
         _batch_dpo(policy, reference, batch, beta, reduction)[0].backward()
@@ -350,8 +349,8 @@ def train_dpo(
         record = {}
         for split, loader in (("train", train_loader), ("val", val_loader)):
             res = evaluate_dpo(policy, reference, loader, beta=beta, max_batches=eval_batches,
-                               reduction=reduction)
-            record.update({f"{split}_{n}": res[n] for n in names})
+                               reduction=reduction)  # loss, rewards, margin, accuracy
+            record.update({f"{split}_{name}": value for name, value in res.items()})
         return record
 
     was_training = policy.training

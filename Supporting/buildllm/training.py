@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -146,24 +147,16 @@ def lr_at(step: int, *, max_lr: float, warmup_steps: int, total_steps: int,
     return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-class _WarmupCosine:
-    """`lr_at` as a multiplier of each group's initial learning rate, for LambdaLR."""
-
-    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float):
-        self.warmup_steps, self.total_steps, self.min_ratio = warmup_steps, total_steps, min_ratio
-
-    def __call__(self, step: int) -> float:
-        return lr_at(step, max_lr=1.0, warmup_steps=self.warmup_steps,
-                     total_steps=self.total_steps, min_lr=self.min_ratio)
-
-
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
                   min_ratio: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
-    """A scheduler following `lr_at`; its state_dict goes into checkpoints like any other."""
-    _WarmupCosine(warmup_steps, total_steps, min_ratio)(0)  # validate now, not at step 0
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _WarmupCosine(warmup_steps, total_steps, min_ratio)
-    )
+    """A scheduler following `lr_at`, as a multiplier of each group's initial learning rate.
+
+    Its state_dict goes into checkpoints like any other (a partial, unlike a lambda, has one).
+    """
+    schedule = partial(lr_at, max_lr=1.0, warmup_steps=warmup_steps, total_steps=total_steps,
+                       min_lr=min_ratio)
+    schedule(0)  # validate now, not at step 0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 @torch.no_grad()
