@@ -457,7 +457,7 @@ def test_cycle_goes_round_the_loader_and_ends_at_once_on_an_empty_one():
 
 
 def counting_fit(steps=7, **kwargs):
-    """fit on a 2-weight model whose step_fn sets the gradient to (3, 4) and returns 10."""
+    """fit a 2-weight model with SGD (lr 1); step_fn sets the gradient to (3, 4), returns 10."""
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
     drawn, modes, saved = [], [], []
@@ -469,46 +469,30 @@ def counting_fit(steps=7, **kwargs):
         return 10
 
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
     history = fit(model, step_fn, iter(range(100)), steps=steps, optimizer=optimizer,
-                  evaluate_fn=lambda s: {"seen": s.seen, "lr": s.lr}, eval_every=3,
-                  checkpoint=lambda s: saved.append(s.step), disable=True, **kwargs)
+                  scheduler=scheduler, evaluate_fn=lambda s: {"seen": s.seen, "lr": s.lr},
+                  eval_every=3, checkpoint=lambda s: saved.append(s.step), disable=True, **kwargs)
     return model, history, drawn, modes, saved
 
 
 def test_fit_evaluates_every_eval_every_steps_and_after_the_last():
     _, history, drawn, modes, saved = counting_fit(evaluate_first=True, checkpoint_every=2)
-    assert history["step"] == [0, 3, 6, 7]
-    assert history["seen"] == [0, 30, 60, 70]
-    assert drawn == list(range(7))  # exactly one batch a step, none drawn after the last
-    assert saved == [2, 4, 6, 7]
-    assert all(modes)
-
-
-def test_fit_steps_the_scheduler_and_records_the_lr_of_the_step_taken():
-    model = torch.nn.Linear(2, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    history = fit(model, lambda batch: model(torch.ones(1, 2)).sum().backward(), cycle([None]),
-                  steps=4, optimizer=optimizer, eval_every=1, disable=True,
-                  scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5**s),
-                  evaluate_fn=lambda s: {"lr": s.lr})
-    assert history["lr"] == [1.0, 0.5, 0.25, 0.125]
+    assert history == {"step": [0, 3, 6, 7], "seen": [0, 30, 60, 70],
+                       "lr": [0.0, 0.25, 0.5**5, 0.5**6]}  # the lr of the step just taken
+    assert drawn == list(range(7))  # one batch a step, none drawn after the last
+    assert saved == [2, 4, 6, 7] and all(modes)
+    assert counting_fit(steps=2, dropout=False)[3] == [False, False]  # eval mode: no dropout
 
 
 def test_fit_clips_the_global_gradient_norm_before_the_step():
-    model, *_ = counting_fit(steps=1, clip=1.0)
-    torch.testing.assert_close(model.weight, torch.tensor([[-0.6, -0.8]]))  # (3, 4) / 5
-    model, *_ = counting_fit(steps=1)
-    torch.testing.assert_close(model.weight, torch.tensor([[-3.0, -4.0]]))
-
-
-def test_fit_without_dropout_trains_in_eval_mode():
-    _, _, _, modes, _ = counting_fit(steps=2, dropout=False)
-    assert modes == [False, False]
+    torch.testing.assert_close(counting_fit(1, clip=1.0)[0].weight, torch.tensor([[-0.6, -0.8]]))
+    torch.testing.assert_close(counting_fit(1)[0].weight, torch.tensor([[-3.0, -4.0]]))
 
 
 def test_fit_resumes_from_a_saved_state():
-    state = FitState(step=5, seen=50, history={"step": [3], "seen": [30], "lr": [1.0]})
+    state = FitState(step=5, seen=50, history={"step": [3], "seen": [30], "lr": [0.25]})
     _, history, drawn, _, _ = counting_fit(state=state, evaluate_first=True)
-    assert drawn == [0, 1]  # steps 6 and 7
+    assert drawn == [0, 1]  # steps 6 and 7; no evaluation at the start of a resumed run
     assert history["step"] == [3, 6, 7] and history["seen"] == [30, 60, 70]
     assert state.seconds > 0
