@@ -38,7 +38,7 @@ from torch import nn
 from .data import fetch, gpt2_encoding
 from .generation import generate
 from .metrics import mean_score, rouge_l, token_f1
-from .training import LOSSES, FitState, cycle, evaluate, fit, param_groups
+from .training import LOSSES, FitState, cycle, evaluate, fit, param_groups, token_step
 
 __all__ = [
     "END_OF_TEXT",
@@ -297,12 +297,6 @@ def finetune(
                          f"{batch_size}, or there are no validation entries ({len(val_data)})")
     steps = max(1, round(epochs * len(train_loader)))
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    device = next(model.parameters()).device
-
-    def step_fn(batch) -> int:
-        inputs, targets = batch
-        answer_loss(model, inputs.to(device), targets.to(device)).backward()
-        return inputs.numel()
 
     def evaluate_fn(state: FitState) -> dict:
         return {"epoch": state.step / len(train_loader), "tokens": state.seen,
@@ -310,8 +304,9 @@ def finetune(
                 "val_loss": evaluate(model, val_loader, eval_batches, answer_loss),
                 "seconds": state.seconds}
 
-    return fit(model, step_fn, cycle(train_loader), steps=steps, optimizer=optimizer,
-               evaluate_fn=evaluate_fn, eval_every=eval_every, postfix=LOSSES, desc="fine-tuning")
+    return fit(model, partial(token_step, model, answer_loss), cycle(train_loader), steps=steps,
+               optimizer=optimizer, evaluate_fn=evaluate_fn, eval_every=eval_every,
+               postfix=LOSSES, desc="fine-tuning")
 
 
 def _answer(enc, new_ids: list[int], eot: int) -> str:

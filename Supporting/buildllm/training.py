@@ -39,6 +39,7 @@ __all__ = [
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
+    "token_step",
     "train_simple",
     "warmup_cosine",
 ]
@@ -307,6 +308,15 @@ def fit(model: nn.Module, step_fn: Callable[[object], int | None], batches: Iter
     return state.history
 
 
+def token_step(model: nn.Module, loss: Callable, batch: tuple) -> int:
+    """A `fit` step_fn for (inputs, targets) batches: backward of `loss(model, inputs, targets)`
+    (`batch_loss`, say); returns the tokens of the inputs."""
+    inputs, targets = batch
+    device = next(model.parameters()).device
+    loss(model, inputs.to(device), targets.to(device)).backward()
+    return inputs.numel()
+
+
 def _record(state: FitState, evaluate_fn, postfix: dict | None, on_eval) -> None:
     record = {"step": state.step, **evaluate_fn(state)}
     for key, value in record.items():
@@ -330,18 +340,11 @@ def train_simple(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
     history: steps, train and val losses, and tokens seen at each evaluation. `on_eval(step)`,
     if given, runs after each evaluation (to print a sample, say).
     """
-    device = next(model.parameters()).device
-
-    def step_fn(batch) -> int:
-        inputs, targets = batch
-        batch_loss(model, inputs.to(device), targets.to(device)).backward()
-        return inputs.numel()
-
     def evaluate_fn(state: FitState) -> dict:
         return {"tokens": state.seen, "train_loss": evaluate(model, train_loader, eval_batches),
                 "val_loss": evaluate(model, val_loader, eval_batches)}
 
-    return fit(model, step_fn, cycle(train_loader), steps=steps, optimizer=optimizer,
-               evaluate_fn=evaluate_fn, eval_every=eval_every, postfix=LOSSES, desc="training",
-               on_eval=on_eval and (lambda state: on_eval(state.step)))
+    return fit(model, partial(token_step, model, batch_loss), cycle(train_loader), steps=steps,
+               optimizer=optimizer, evaluate_fn=evaluate_fn, eval_every=eval_every,
+               postfix=LOSSES, desc="training", on_eval=on_eval and (lambda s: on_eval(s.step)))
 
