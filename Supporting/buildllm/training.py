@@ -255,8 +255,11 @@ def fit(model: nn.Module, step_fn: Callable[[object], int | None], batches: Iter
     and the `scheduler`. `evaluate_fn(state)` gives the numbers the history records after
     `step` (also at step 0 with `evaluate_first`); `postfix` formats them for the progress
     bar, which `bar` configures (desc=...). `checkpoint` runs every `checkpoint_every` steps
-    and after the last. `dropout=False` trains in eval mode. The clock waits for a GPU
-    before it stops, so `state.seconds` is the training work alone.
+    and after the last, `on_step` and `on_eval` after each step and evaluation. `dropout=False`
+    trains in eval mode. The clock waits for a GPU before it stops, so `state.seconds` is the
+    training work alone. The optimizer is the caller's: this module's `AdamW` in Meeting 5;
+    Meeting 6's loops keep `torch.optim.AdamW`, which rounds differently, so that the losses
+    their notebooks print stay the same.
 
     >>> history = fit(model, step_fn, cycle(loader), steps=100, optimizer=AdamW(...),
     ...               evaluate_fn=lambda s: {"val_loss": evaluate(model, val_loader)},
