@@ -4,6 +4,7 @@ import copy
 import math
 import pickle
 import random
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,12 @@ from buildllm.datasets import create_dataloader
 from buildllm.model import GPTConfig, GPTModel
 from buildllm.training import (
     AdamW,
+    FitState,
     batch_loss,
     clip_grad_norm,
+    cycle,
     evaluate,
+    fit,
     load_checkpoint,
     lr_at,
     param_groups,
@@ -443,3 +447,52 @@ def test_train_simple_starts_the_loader_again_when_it_runs_out():
                            eval_every=100)
     assert history["step"] == [7] and history["tokens"] == [7 * 4 * 16]
 
+
+
+# --- fit: the loop every meeting shares --------------------------------------------------------
+
+def test_cycle_goes_round_the_loader_and_ends_at_once_on_an_empty_one():
+    assert list(islice(cycle([1, 2]), 5)) == [1, 2, 1, 2, 1]
+    assert list(cycle([])) == []
+
+
+def counting_fit(steps=7, **kwargs):
+    """fit a 2-weight model with SGD (lr 1); step_fn sets the gradient to (3, 4), returns 10."""
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    drawn, modes, saved = [], [], []
+
+    def step_fn(batch):
+        drawn.append(batch)
+        modes.append(model.training)
+        model.weight.grad = torch.tensor([[3.0, 4.0]])
+        return 10
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+    history = fit(model, step_fn, iter(range(100)), steps=steps, optimizer=optimizer,
+                  scheduler=scheduler, evaluate_fn=lambda s: {"seen": s.seen, "lr": s.lr},
+                  eval_every=3, checkpoint=lambda s: saved.append(s.step), disable=True, **kwargs)
+    return model, history, drawn, modes, saved
+
+
+def test_fit_evaluates_every_eval_every_steps_and_after_the_last():
+    _, history, drawn, modes, saved = counting_fit(evaluate_first=True, checkpoint_every=2)
+    assert history == {"step": [0, 3, 6, 7], "seen": [0, 30, 60, 70],
+                       "lr": [0.0, 0.25, 0.5**5, 0.5**6]}  # the lr of the step just taken
+    assert drawn == list(range(7))  # one batch a step, none drawn after the last
+    assert saved == [2, 4, 6, 7] and all(modes)
+    assert counting_fit(steps=2, dropout=False)[3] == [False, False]  # eval mode: no dropout
+
+
+def test_fit_clips_the_global_gradient_norm_before_the_step():
+    torch.testing.assert_close(counting_fit(1, clip=1.0)[0].weight, torch.tensor([[-0.6, -0.8]]))
+    torch.testing.assert_close(counting_fit(1)[0].weight, torch.tensor([[-3.0, -4.0]]))
+
+
+def test_fit_resumes_from_a_saved_state():
+    state = FitState(step=5, seen=50, history={"step": [3], "seen": [30], "lr": [0.25]})
+    _, history, drawn, _, _ = counting_fit(state=state, evaluate_first=True)
+    assert drawn == [0, 1]  # steps 6 and 7; no evaluation at the start of a resumed run
+    assert history["step"] == [3, 6, 7] and history["seen"] == [30, 60, 70]
+    assert state.seconds > 0

@@ -31,7 +31,7 @@ import csv
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from itertools import chain, islice, repeat
+from itertools import islice
 
 import pandas as pd
 import torch
@@ -40,6 +40,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .model import GPTModel, count_parameters
+from .training import FitState, cycle, fit, param_groups, warmup_cosine
+from .utils import eval_mode
 
 __all__ = [
     "LABELS",
@@ -213,19 +215,15 @@ def evaluate_classifier(model: GPTModel, loader: Iterable,
 
     Dropout is off while it measures; the model goes back to the mode it was in.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    loss, correct, seen, batches = 0.0, 0, 0, 0
-    for input_ids, labels in loader:
-        if max_batches is not None and batches >= max_batches:
-            break
-        logits = class_logits(model, input_ids.to(device))
-        labels = labels.to(device)
-        loss += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-        correct += (logits.argmax(dim=-1) == labels).sum().item()
-        seen, batches = seen + len(labels), batches + 1
-    model.train(was_training)
+    loss, correct, seen = 0.0, 0, 0
+    with eval_mode(model):
+        for input_ids, labels in islice(loader, max_batches):
+            logits = class_logits(model, input_ids.to(device))
+            labels = labels.to(device)
+            loss += F.cross_entropy(logits.float(), labels, reduction="sum").item()
+            correct += (logits.argmax(dim=-1) == labels).sum().item()
+            seen += len(labels)
     if seen == 0:
         raise ValueError("no examples to evaluate: the loader is empty")
     return loss / seen, correct / seen
@@ -250,11 +248,8 @@ def classify(model: GPTModel, enc, text: str, max_length: int | None = None,
         raise ValueError(f"max_length must be at least 1, got {max_length}")
     device = next(model.parameters()).device
     ids = torch.tensor([_encode(enc, text, END_OF_TEXT)[:limit]], device=device)
-    was_training = model.training
-    model.eval()
-    index = class_logits(model, ids).argmax(dim=-1).item()
-    model.train(was_training)
-    return labels[index]
+    with eval_mode(model):
+        return labels[class_logits(model, ids).argmax(dim=-1).item()]
 
 
 def train_classifier(
@@ -280,15 +275,9 @@ def train_classifier(
     are small, so where training ends matters less. `max_steps` stops training early, after
     that many steps (a short run; the cosine then ends there). Returns the history: `step`,
     `examples` seen, the `lr` of the step just taken, `train_loss`, `val_loss`, `train_acc`,
-    `val_acc`, and `seconds` spent training so far, evaluations left out (on a GPU, work still
-    queued when a step returns is counted in the next evaluation). `on_eval(history)`, if
-    given, runs after each evaluation.
+    `val_acc`, and `seconds` spent training so far, evaluations left out. `on_eval(history)`,
+    if given, runs after each evaluation. The loop is `buildllm.training.fit`.
     """
-    import time
-
-    from .progress import tqdm
-    from .training import param_groups, warmup_cosine
-
     if epochs < 1 or lr <= 0 or eval_every < 1 or (max_steps is not None and max_steps < 1):
         raise ValueError(f"need epochs >= 1, lr > 0, eval_every >= 1 and max_steps >= 1 (or None); "
                          f"got epochs={epochs}, lr={lr}, eval_every={eval_every}, "
@@ -303,36 +292,25 @@ def train_classifier(
     total = epochs * len(train_loader)
     if max_steps is not None:
         total = min(total, max_steps)
-    scheduler = warmup_cosine(optimizer, 0, total) if cosine else None
-    keys = ("step", "examples", "lr", "train_loss", "val_loss", "train_acc", "val_acc", "seconds")
-    history: dict[str, list] = {key: [] for key in keys}
-    step, examples, seconds = 0, 0, 0.0
-    model.train()
-    progress = tqdm(total=total, desc="fine-tuning")
-    batches = islice(chain.from_iterable(repeat(train_loader, epochs)), total)  # epoch by epoch
-    for input_ids, labels in batches:
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
+
+    def step_fn(batch) -> int:
+        input_ids, labels = batch
         logits = class_logits(model, input_ids.to(device))
         F.cross_entropy(logits.float(), labels.to(device)).backward()
-        optimizer.step()
-        used_lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
-        step, examples = step + 1, examples + len(labels)
-        seconds += time.perf_counter() - started
-        progress.update()
-        if step % eval_every == 0 or step == total:
-            train_loss, train_acc = evaluate_classifier(model, train_loader, eval_batches)
-            val_loss, val_acc = evaluate_classifier(model, val_loader, eval_batches)
-            values = (step, examples, used_lr, train_loss, val_loss, train_acc, val_acc, seconds)
-            for key, value in zip(keys, values, strict=True):
-                history[key].append(value)
-            progress.set_postfix(train_acc=f"{train_acc:.2f}", val_acc=f"{val_acc:.2f}")
-            if on_eval is not None:
-                on_eval(history)
-    progress.close()
-    return history
+        return len(labels)
+
+    def evaluate_fn(state: FitState) -> dict:
+        train_loss, train_acc = evaluate_classifier(model, train_loader, eval_batches)
+        val_loss, val_acc = evaluate_classifier(model, val_loader, eval_batches)
+        return {"examples": state.seen, "lr": state.lr, "train_loss": train_loss,
+                "val_loss": val_loss, "train_acc": train_acc, "val_acc": val_acc,
+                "seconds": state.seconds}
+
+    return fit(model, step_fn, cycle(train_loader), steps=total, optimizer=optimizer,
+               scheduler=warmup_cosine(optimizer, 0, total) if cosine else None,
+               evaluate_fn=evaluate_fn, eval_every=eval_every, desc="fine-tuning",
+               postfix={"train_acc": "{train_acc:.2f}", "val_acc": "{val_acc:.2f}"},
+               on_eval=on_eval and (lambda state: on_eval(state.history)))
 
 
 def message_words(text: str) -> list[str]:

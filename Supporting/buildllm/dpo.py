@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,8 @@ from torch.utils.data import Dataset
 
 from .data import fetch
 from .instruct import end_of_text_id, logits_at, prompt_ids, split_entries
+from .training import FitState, cycle, fit
+from .utils import eval_mode
 
 __all__ = [
     "PreferenceDataset",
@@ -277,17 +280,13 @@ def evaluate_dpo(
     whose margin is positive. The policy runs in eval mode (no dropout) and goes back to the
     mode it was in.
     """
-    was_training = policy.training
-    policy.eval()
     losses, chosen, rejected = [], [], []
-    for i, batch in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            break
-        loss, rc, rr = _batch_dpo(policy, reference, batch, beta, reduction)
-        losses.append(loss.item())
-        chosen.append(rc)
-        rejected.append(rr)
-    policy.train(was_training)
+    with eval_mode(policy):
+        for batch in islice(batches, max_batches):
+            loss, rc, rr = _batch_dpo(policy, reference, batch, beta, reduction)
+            losses.append(loss.item())
+            chosen.append(rc)
+            rejected.append(rr)
     if not losses:
         raise ValueError("no batches to evaluate")
     rc, rr = torch.cat(chosen), torch.cat(rejected)
@@ -298,24 +297,6 @@ def evaluate_dpo(
         "margin": (rc - rr).mean().item(),
         "accuracy": (rc > rr).float().mean().item(),
     }
-
-
-def _batches(loader: Iterable, epochs: int | None, steps: int | None):
-    """Yield training batches: `epochs` passes over the loader, or exactly `steps` batches."""
-    if epochs is not None:
-        for _ in range(epochs):
-            yield from loader
-        return
-    given = 0
-    while True:
-        before = given
-        for batch in loader:
-            yield batch
-            given += 1
-            if given == steps:
-                return
-        if given == before:  # an empty loader would otherwise loop forever
-            return
 
 
 def train_dpo(
@@ -347,8 +328,6 @@ def train_dpo(
     scores without it: otherwise the two differ at step 0 by dropout noise alone, and the
     rewards measure that noise as well as learning.
     """
-    from .progress import tqdm
-
     if policy is reference:
         raise ValueError("the reference must be a separate frozen copy of the policy "
                          "(frozen_copy(policy)); training the policy would move it too")
@@ -362,35 +341,25 @@ def train_dpo(
     reference.eval()
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
-    names = ("loss", "chosen_reward", "rejected_reward", "margin", "accuracy")
-    history = {"step": [], **{f"{split}_{n}": [] for split in ("train", "val") for n in names}}
 
-    def log(step: int) -> None:
-        history["step"].append(step)
+    def step_fn(batch: dict) -> None:
+        _batch_dpo(policy, reference, batch, beta, reduction)[0].backward()
+
+    def evaluate_fn(state: FitState) -> dict:
+        record = {}
         for split, loader in (("train", train_loader), ("val", val_loader)):
             res = evaluate_dpo(policy, reference, loader, beta=beta, max_batches=eval_batches,
-                               reduction=reduction)
-            for n in names:
-                history[f"{split}_{n}"].append(res[n])
-        if on_eval is not None:
-            on_eval(step)
+                               reduction=reduction)  # loss, rewards, margin, accuracy
+            record.update({f"{split}_{name}": value for name, value in res.items()})
+        return record
 
     was_training = policy.training
-    policy.train(not disable_dropout)
-    log(0)
-    progress = tqdm(_batches(train_loader, epochs, steps), total=total, desc="DPO")
-    step = 0
-    for step, batch in enumerate(progress, start=1):
-        loss, _, _ = _batch_dpo(policy, reference, batch, beta, reduction)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % eval_every == 0 or step == total:
-            log(step)
-            progress.set_postfix(loss=f"{history['val_loss'][-1]:.3f}",
-                                 margin=f"{history['val_margin'][-1]:.2f}")
+    history = fit(policy, step_fn, cycle(train_loader), steps=total, optimizer=optimizer,
+                  evaluate_fn=evaluate_fn, eval_every=eval_every, evaluate_first=True,
+                  dropout=not disable_dropout, desc="DPO",
+                  postfix={"loss": "{val_loss:.3f}", "margin": "{val_margin:.2f}"},
+                  on_eval=on_eval and (lambda state: on_eval(state.step)))
     policy.train(was_training)
-    if step == 0:
+    if history["step"][-1] == 0:
         raise ValueError("train_loader yielded no batches")
     return history
-

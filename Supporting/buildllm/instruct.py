@@ -30,7 +30,6 @@ import json
 import random
 from collections.abc import Sequence
 from functools import partial
-from itertools import chain, islice, repeat
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +39,7 @@ from .data import fetch, gpt2_encoding
 from .generation import generate
 from .metrics import mean_score, rouge_l, token_f1
 from .tokenizers import Tokenizer
-from .training import param_groups
+from .training import LOSSES, FitState, cycle, evaluate, fit, param_groups, token_step
 
 __all__ = [
     "END_OF_TEXT",
@@ -245,18 +244,6 @@ def logits_at(model: nn.Module, inputs: torch.Tensor, keep: torch.Tensor) -> tor
         hook.remove()
 
 
-@torch.no_grad()
-def _mean_loss(model: nn.Module, loader, max_batches: int | None) -> float:
-    """`answer_loss` averaged over the first `max_batches` batches, in evaluation mode."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    losses = [answer_loss(model, inputs.to(device), targets.to(device)).item()
-              for inputs, targets in islice(loader, max_batches)]
-    model.train(was_training)
-    return sum(losses) / len(losses)
-
-
 def finetune(
     model: nn.Module,
     train_data: Sequence[dict],
@@ -275,7 +262,7 @@ def finetune(
 ) -> dict[str, list]:
     """Fine-tune `model` on instruction entries with AdamW; returns the loss history.
 
-    The loop is Meeting 5's `train_simple` with `answer_loss` in place of `batch_loss`. Only
+    The loop is `buildllm.training.fit`, with `answer_loss` for Meeting 5's `batch_loss`. Only
     parameters with requires_grad are trained, so a model with frozen weights (LoRA, say)
     trains just its adapters; decay follows `buildllm.training.param_groups`. Training
     batches are shuffled with `seed`; `epochs` may be a fraction (0.5: half the batches of
@@ -284,13 +271,8 @@ def finetune(
     Sequences are cut to the model's context length unless `max_length` is shorter. `enc`
     (default GPT-2's) may be any tokenizer with <|endoftext|>: answers end with its id.
     History: "step", "epoch", "tokens" (input tokens seen, padding included), "train_loss",
-    "val_loss", and "seconds" spent training so far, evaluations left out (on a GPU, work
-    still queued when a step returns is counted in the next evaluation).
+    "val_loss", and "seconds" spent training so far, evaluations left out.
     """
-    import time
-
-    from .progress import tqdm
-
     if epochs <= 0 or lr <= 0 or batch_size < 1 or eval_every < 1:
         raise ValueError(f"need epochs > 0, lr > 0, batch_size >= 1 and eval_every >= 1; got "
                          f"epochs={epochs}, lr={lr}, batch_size={batch_size}, "
@@ -309,30 +291,16 @@ def finetune(
                          f"{batch_size}, or there are no validation entries ({len(val_data)})")
     steps = max(1, round(epochs * len(train_loader)))
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    device = next(model.parameters()).device
-    history = {"step": [], "epoch": [], "tokens": [], "train_loss": [], "val_loss": [],
-               "seconds": []}
-    train_batches, tokens, seconds = chain.from_iterable(repeat(train_loader)), 0, 0.0
-    model.train()
-    progress = tqdm(range(1, steps + 1), desc="fine-tuning")
-    for step in progress:
-        started = time.perf_counter()
-        inputs, targets = next(train_batches)
-        optimizer.zero_grad(set_to_none=True)
-        answer_loss(model, inputs.to(device), targets.to(device)).backward()
-        optimizer.step()
-        tokens += inputs.numel()
-        seconds += time.perf_counter() - started
-        if step % eval_every == 0 or step == steps:
-            history["step"].append(step)
-            history["epoch"].append(step / len(train_loader))
-            history["tokens"].append(tokens)
-            history["train_loss"].append(_mean_loss(model, train_loader, eval_batches))
-            history["val_loss"].append(_mean_loss(model, val_loader, eval_batches))
-            history["seconds"].append(seconds)
-            progress.set_postfix(train=f"{history['train_loss'][-1]:.3f}",
-                                 val=f"{history['val_loss'][-1]:.3f}")
-    return history
+
+    def evaluate_fn(state: FitState) -> dict:
+        return {"epoch": state.step / len(train_loader), "tokens": state.seen,
+                "train_loss": evaluate(model, train_loader, eval_batches, answer_loss),
+                "val_loss": evaluate(model, val_loader, eval_batches, answer_loss),
+                "seconds": state.seconds}
+
+    return fit(model, partial(token_step, model, answer_loss), cycle(train_loader), steps=steps,
+               optimizer=optimizer, evaluate_fn=evaluate_fn, eval_every=eval_every,
+               postfix=LOSSES, desc="fine-tuning")
 
 
 def _answer(enc, new_ids: list[int], eot: int) -> str:

@@ -68,7 +68,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .costs import peak_flops as _peak  # the name _train calls it by
+from .costs import peak_flops
 from .generation import generate
 from .model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
 from .pretrain_data import (
@@ -79,12 +79,14 @@ from .pretrain_data import (
     make_tokenizer,
     read_texts,
 )
+from .progress import tqdm
 from .runs import CHECKPOINT_FORMAT, DTYPES, RUN_FORMAT, load_run, read_checkpoint, save_run
 from .training import (
     AdamW,
+    FitState,
     batch_loss,
-    clip_grad_norm,
     evaluate,
+    fit,
     param_groups,
     rng_state,
     save_checkpoint,
@@ -273,14 +275,6 @@ def autocast_dtype(requested: str, device_type: str,
     return COMPUTE_DTYPES[requested]
 
 
-def _sync(device: torch.device) -> None:
-    """Wait for the GPU, so that a clock reading includes the work queued so far."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 # -- writing ---------------------------------------------------------------------------
 
 def _plot(history: dict, path: Path) -> None:
@@ -348,191 +342,213 @@ def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
 
 
 def _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt):
-    out, lead = Path(cfg.out), rank == 0
-    set_seed(cfg.seed)  # every process builds the same initial weights
-    raw = GPTModel(model_cfg).to(device)
-    optimizer = AdamW(param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
-    scheduler = warmup_cosine(optimizer, _warmup(cfg), cfg.steps, cfg.min_lr_ratio)
-    context = model_cfg.context_length
-    stream = WindowStream(data.train, context, cfg.batch_size, cfg.seed, rank, world_size)
-    scored = {split: eval_batches(ids, context, cfg.batch_size, cfg.eval_batches, rank, world_size)
-              for split, ids in (("train", data.train), ("val", data.val))}
-    history = {"step": [], "tokens": [], "train_loss": [], "val_loss": []}
-    step = 0
-    if ckpt is not None:
-        raw.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        stream.load_state_dict(ckpt["data"][rank])
-        step, history = ckpt["step"], ckpt["history"]
-        set_rng_state(ckpt["rng"][rank])
-    else:
-        set_seed(cfg.seed + rank)  # each process draws its own dropout masks
-    model = raw
-    if world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    """One process's run, top to bottom: build it, say what it is, train it, write the results."""
+    trainer = _Trainer(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt)
+    trainer.announce()
+    fit(trainer.model, trainer.micro_steps, trainer.batches(), steps=cfg.steps,
+        optimizer=trainer.optimizer, scheduler=trainer.scheduler, clip=cfg.clip,
+        scaler=trainer.scaler, evaluate_fn=trainer.evaluate, eval_every=cfg.eval_every,
+        evaluate_first=True, checkpoint=trainer.save, checkpoint_every=cfg.checkpoint_every,
+        on_step=trainer.show, on_eval=trainer.report, state=trainer.state, desc="pretraining",
+        unit="step", disable=not trainer.lead)
+    return trainer.finish()
 
-        model = DistributedDataParallel(
-            raw, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
-    compute = autocast_dtype(cfg.dtype, device.type, capability)
-    autocast = torch.autocast(device.type, compute, enabled=compute != torch.float32)
-    # float16's small range: scale the loss up so that small gradients stay above 0
-    scaler = torch.amp.GradScaler(device.type, enabled=compute == torch.float16)
-    if ckpt is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * context * world_size
-    flops_per_token = 3 * forward_flops_per_token(model_cfg)  # forward + backward (2×)
-    peak, peak_label = _peak(device, compute) if lead else (None, "")
-    checkpoint_every = cfg.checkpoint_every or cfg.eval_every
 
-    from .progress import tqdm
+class _Trainer:
+    """One process's part of a run: its model, optimizer and data, and what `fit` calls back."""
 
-    bar = tqdm(total=cfg.steps, initial=step, desc="pretraining", unit="step", disable=not lead)
-    log_file = None
-    if lead:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".checkpoint.pt.*.tmp"):  # left by a run killed while saving
+    def __init__(self, cfg, data, model_cfg, device, rank, world_size, ckpt, prompt):
+        self.cfg, self.data, self.model_cfg, self.device = cfg, data, model_cfg, device
+        self.rank, self.world_size, self.ckpt, self.prompt = rank, world_size, ckpt, prompt
+        self.out, self.lead = Path(cfg.out), rank == 0
+        set_seed(cfg.seed)  # every process builds the same initial weights
+        self.raw = GPTModel(model_cfg).to(device)
+        self.optimizer = AdamW(param_groups(self.raw, cfg.weight_decay), lr=cfg.lr,
+                               betas=(0.9, cfg.beta2))
+        self.scheduler = warmup_cosine(self.optimizer, _warmup(cfg), cfg.steps, cfg.min_lr_ratio)
+        context = model_cfg.context_length
+        self.stream = WindowStream(data.train, context, cfg.batch_size, cfg.seed, rank,
+                                   world_size)
+        self.scored = {split: eval_batches(ids, context, cfg.batch_size, cfg.eval_batches, rank,
+                                           world_size)
+                       for split, ids in (("train", data.train), ("val", data.val))}
+        self.state = self._restore(ckpt)
+        self.start, self.model = self.state.step, self.raw
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(
+                self.raw, device_ids=[device.index] if device.type == "cuda" else None)
+        self.capability = (torch.cuda.get_device_capability(device) if device.type == "cuda"
+                           else None)
+        self.compute = autocast_dtype(cfg.dtype, device.type, self.capability)
+        self.autocast = torch.autocast(device.type, self.compute,
+                                       enabled=self.compute != torch.float32)
+        # float16's small range: scale the loss up so that small gradients stay above 0
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.compute == torch.float16)
+        if ckpt is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.tokens_per_step = cfg.batch_size * cfg.grad_accum * context * world_size
+        self.flops_per_token = 3 * forward_flops_per_token(model_cfg)  # forward + backward (2×)
+        self.peak, self.peak_label = peak_flops(device, self.compute) if self.lead else (None, "")
+        self.log_file = self._open_log() if self.lead else None
+        self.shown, self.losses = time.perf_counter(), []  # for the progress bar's loss
+
+    def _restore(self, ckpt) -> FitState:
+        """Where training starts: a fresh run, or the checkpoint's step, states and history."""
+        if ckpt is None:
+            set_seed(self.cfg.seed + self.rank)  # each process draws its own dropout masks
+            return FitState()
+        self.raw.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.stream.load_state_dict(ckpt["data"][self.rank])
+        set_rng_state(ckpt["rng"][self.rank])
+        return FitState(step=ckpt["step"], history=ckpt["history"])
+
+    def _open_log(self):
+        self.out.mkdir(parents=True, exist_ok=True)
+        for stale in self.out.glob(".checkpoint.pt.*.tmp"):  # left by a run killed while saving
             stale.unlink()
-        log_path = out / "log.jsonl"
-        torn = log_path.exists() and not log_path.read_bytes().endswith(b"\n")  # killed mid-line
-        log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+        path = self.out / "log.jsonl"
+        torn = path.exists() and not path.read_bytes().endswith(b"\n")  # killed mid-line
+        log_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by finish)
         log_file.write("\n" if torn else "")
+        return log_file
 
-    def log(record: dict, line: str | None = None) -> None:
-        if lead:
-            log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
-            log_file.flush()
+    def log(self, record: dict, line: str | None = None) -> None:
+        """Append `record` to log.jsonl and print `line`, in process 0 only."""
+        if self.lead:
+            self.log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.log_file.flush()
             if line:
-                bar.write(line)
+                tqdm.write(line)
 
-    def evaluate_splits() -> dict[str, float]:
-        losses = {}
-        with autocast:
-            for split, batches in scored.items():
-                total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, windows
-                for batch in batches:
-                    n = len(batch[0])
-                    total += torch.tensor([evaluate(raw, [batch]) * n, n], device=device)
-                if world_size > 1:
-                    dist.all_reduce(total)  # every process scored its own windows
-                losses[split] = (total[0] / total[1]).item()
-        return losses
+    def announce(self) -> None:
+        """Log the start (or the resumption) with what is trained, on what, and how."""
+        cfg, model_cfg, compute, capability = (self.cfg, self.model_cfg, self.compute,
+                                               self.capability)
+        dtype_note = ""
+        if compute != COMPUTE_DTYPES[cfg.dtype]:
+            gpu = (f"this GPU (compute capability {capability[0]}.{capability[1]})"
+                   if capability else f"this {self.device.type}")
+            dtype_note = (f"\n--dtype {cfg.dtype}: {gpu} has no bfloat16 units, so it computes "
+                          "in float16 autocast with a gradient scaler instead."
+                          if compute == torch.float16 else
+                          f"\n--dtype {cfg.dtype}: float16 autocast is for GPUs; this CPU "
+                          "computes in float32.")
+        name = cfg.model if all(getattr(cfg, k) is None for k in _MODEL_FIELDS) else "custom"
+        parameters, step, resumed = count_parameters(self.raw), self.start, self.ckpt is not None
+        self.log(
+            {"event": "resume" if resumed else "start", "step": step, "config": asdict(cfg),
+             "model": asdict(model_cfg), "parameters": parameters,
+             "train_tokens": len(self.data.train), "val_tokens": len(self.data.val),
+             "device": str(self.device), "processes": self.world_size,
+             "mfu_peak": self.peak_label, "autocast_dtype": str(compute)[6:]},
+            f"{f'Resuming at step {step:,}' if resumed else 'Pretraining'} a {name} GPT of "
+            f"{parameters / 1e6:.2f}M parameters ({model_cfg.n_layers} layers, "
+            f"{model_cfg.emb_dim} dims, context {model_cfg.context_length}, vocabulary "
+            f"{model_cfg.vocab_size:,}) on {len(self.data.train):,} training and "
+            f"{len(self.data.val):,} validation tokens; {self.device}, {self.world_size} "
+            f"process{'es' * (self.world_size > 1)}, {cfg.dtype}, {self.tokens_per_step:,} "
+            f"tokens per step. MFU is against {self.peak_label}.{dtype_note}")
 
-    def evaluation(speed: float | None) -> None:
-        losses = evaluate_splits()
-        for key, value in (("step", step), ("tokens", step * tokens_per_step),
-                           ("train_loss", losses["train"]), ("val_loss", losses["val"])):
-            history[key].append(value)
-        mfu = speed * flops_per_token / (peak * world_size) if speed and peak else None
-        record = {"event": "eval", "step": step, "tokens": step * tokens_per_step,
-                  "train_loss": losses["train"], "val_loss": losses["val"],
-                  "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": speed, "mfu": mfu}
-        line = (f"step {step:,}: train loss {losses['train']:.3f}, val loss {losses['val']:.3f}"
-                f", lr {record['lr']:.2e}")
-        if speed:
-            line += f", {speed:,.0f} tokens/s" + (f", MFU {mfu:.1%}" if mfu else "")
-        if prompt is not None and lead:
-            ids = torch.tensor([prompt[-context:]], device=device)
-            new = generate(raw, ids, cfg.sample_tokens, use_cache=False, temperature=0.8,
-                           seed=cfg.seed)  # the same seed each time: differences are learning
-            record["sample"] = data.tokenizer.decode(new[0].tolist())
-            line += f"\n{record['sample']}\n"
-        log(record, line)
-        if lead:
-            _plot(history, out / "loss.png")
+    def batches(self):
+        """Each optimizer step's grad_accum micro-batches, without end."""
+        while True:
+            yield [self.stream.next_batch() for _ in range(self.cfg.grad_accum)]
 
-    def save() -> None:
-        state = {"format": CHECKPOINT_FORMAT, "model": raw.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "step": step, "data": _gather(stream.state_dict()), "rng": _gather(rng_state()),
-                 "scaler": scaler.state_dict(),
-                 "config": asdict(cfg), "model_config": asdict(model_cfg),
-                 "tokenizer": data.spec, "data_sha256": data.sha256,
-                 "world_size": world_size, "history": history}
-        if lead:
-            save_checkpoint(out / "checkpoint.pt", **state)
-            log({"event": "checkpoint", "step": step})
-
-    dtype_note = ""
-    if compute != COMPUTE_DTYPES[cfg.dtype]:
-        gpu = f"this GPU (compute capability {capability[0]}.{capability[1]})" if capability \
-            else f"this {device.type}"
-        dtype_note = (f"\n--dtype {cfg.dtype}: {gpu} has no bfloat16 units, so it computes in "
-                      "float16 autocast with a gradient scaler instead."
-                      if compute == torch.float16 else
-                      f"\n--dtype {cfg.dtype}: float16 autocast is for GPUs; this CPU computes "
-                      "in float32.")
-    name = cfg.model if all(getattr(cfg, k) is None for k in _MODEL_FIELDS) else "custom"
-    parameters = count_parameters(raw)
-    log({"event": "resume" if ckpt else "start", "step": step, "config": asdict(cfg),
-         "model": asdict(model_cfg), "parameters": parameters, "train_tokens": len(data.train),
-         "val_tokens": len(data.val), "device": str(device), "processes": world_size,
-         "mfu_peak": peak_label, "autocast_dtype": str(compute)[6:]},
-        f"{f'Resuming at step {step:,}' if ckpt else 'Pretraining'} a {name} GPT of "
-        f"{parameters / 1e6:.2f}M parameters ({model_cfg.n_layers} layers, "
-        f"{model_cfg.emb_dim} dims, context {context}, vocabulary {model_cfg.vocab_size:,}) "
-        f"on {len(data.train):,} training and {len(data.val):,} validation tokens; "
-        f"{device}, {world_size} process{'es' * (world_size > 1)}, {cfg.dtype}, "
-        f"{tokens_per_step:,} tokens per step. MFU is against {peak_label}.{dtype_note}")
-    if step == 0:
-        evaluation(None)
-
-    model.train()
-    session_steps, session_seconds = 0, 0.0
-    clock, steps_timed = time.perf_counter(), 0  # the clock times training only
-    shown, losses = time.perf_counter(), []
-    while step < cfg.steps:
-        optimizer.zero_grad(set_to_none=True)
-        for micro in range(cfg.grad_accum):
-            inputs, targets = stream.next_batch()
-            last = micro == cfg.grad_accum - 1
+    def micro_steps(self, batches: list) -> None:
+        """Forward and backward over one step's micro-batches, adding up their gradients."""
+        for micro, (inputs, targets) in enumerate(batches):
+            last = micro == len(batches) - 1
             # DDP averages the gradients of all processes during backward. Only the last
             # micro-step needs that: the others just add to this process's gradients.
-            with nullcontext() if last or world_size == 1 else model.no_sync():
-                with autocast:
-                    loss = batch_loss(model, inputs.to(device), targets.to(device))
-                scaler.scale(loss / cfg.grad_accum).backward()  # unscaled unless float16
-            losses.append(loss.detach())
-        if cfg.clip > 0:
-            scaler.unscale_(optimizer)  # clip the true gradients
-            clip_grad_norm(raw.parameters(), cfg.clip)
-        scaler.step(optimizer)  # float16: skipped when a gradient overflowed
-        scaler.update()
-        scheduler.step()
-        step, steps_timed = step + 1, steps_timed + 1
-        bar.update()
-        if lead and time.perf_counter() - shown > 1:  # .item() waits for a GPU: not every step
-            speed = steps_timed * tokens_per_step / (time.perf_counter() - clock)
-            bar.set_postfix(loss=f"{torch.stack(losses).mean().item():.3f}",
-                            tokens_per_s=f"{speed:,.0f}")
-            shown, losses = time.perf_counter(), []
-        evaluate_now = step % cfg.eval_every == 0 or step == cfg.steps
-        save_now = step % checkpoint_every == 0 or step == cfg.steps
-        if evaluate_now or save_now:
-            _sync(device)
-            seconds = time.perf_counter() - clock
-            session_steps, session_seconds = session_steps + steps_timed, session_seconds + seconds
-            if evaluate_now:
-                evaluation(steps_timed * tokens_per_step / seconds)
-            if save_now:
-                save()
-            clock, steps_timed = time.perf_counter(), 0
-    bar.close()
+            with nullcontext() if last or self.world_size == 1 else self.model.no_sync():
+                with self.autocast:
+                    loss = batch_loss(self.model, inputs.to(self.device), targets.to(self.device))
+                self.scaler.scale(loss / len(batches)).backward()  # unscaled unless float16
+            self.losses.append(loss.detach())
 
-    speed = session_steps * tokens_per_step / session_seconds if session_seconds else 0.0
-    summary = {"step": step, "tokens": step * tokens_per_step,
-               "train_loss": history["train_loss"][-1], "val_loss": history["val_loss"][-1],
-               "tokens_per_s": speed, "mfu": speed * flops_per_token / (peak * world_size)
-               if speed and peak else None, "seconds": session_seconds, "history": history}
-    if lead:
-        _finish(cfg, raw, data, summary, out)
-        log({"event": "end", **{k: v for k, v in summary.items() if k != "history"}},
-            f"Done: val loss {summary['val_loss']:.3f} after {step:,} steps. "
-            f"model.safetensors and run.json are in {out}")
-        log_file.close()
-    return raw, summary
+    def show(self, state: FitState) -> None:
+        """The recent training loss and speed on the progress bar, at most once a second
+        (.item() waits for a GPU: not every step)."""
+        if self.lead and time.perf_counter() - self.shown > 1:
+            speed = state.timed_steps * self.tokens_per_step / (time.perf_counter() - state.clock)
+            state.bar.set_postfix(loss=f"{torch.stack(self.losses).mean().item():.3f}",
+                                  tokens_per_s=f"{speed:,.0f}")
+            self.shown, self.losses = time.perf_counter(), []
+
+    def evaluate(self, state: FitState) -> dict:
+        """The mean loss over each split's scored windows, those of every process."""
+        losses = {}
+        with self.autocast:
+            for split, batches in self.scored.items():
+                total = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, windows
+                for batch in batches:
+                    n = len(batch[0])
+                    total += torch.tensor([evaluate(self.raw, [batch]) * n, n], device=self.device)
+                if self.world_size > 1:
+                    dist.all_reduce(total)  # every process scored its own windows
+                losses[split] = (total[0] / total[1]).item()
+        return {"tokens": state.step * self.tokens_per_step, "train_loss": losses["train"],
+                "val_loss": losses["val"]}
+
+    def report(self, state: FitState) -> None:
+        """Log the evaluation just made, with a sample if asked for, and redraw loss.png."""
+        step, history = state.step, state.history
+        speed = (state.timed_steps * self.tokens_per_step / state.timed_seconds
+                 if state.timed_steps else None)
+        mfu = (speed * self.flops_per_token / (self.peak * self.world_size)
+               if speed and self.peak else None)
+        record = {"event": "eval", "step": step, "tokens": history["tokens"][-1],
+                  "train_loss": history["train_loss"][-1], "val_loss": history["val_loss"][-1],
+                  "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_s": speed, "mfu": mfu}
+        line = (f"step {step:,}: train loss {record['train_loss']:.3f}, val loss "
+                f"{record['val_loss']:.3f}, lr {record['lr']:.2e}")
+        if speed:
+            line += f", {speed:,.0f} tokens/s" + (f", MFU {mfu:.1%}" if mfu else "")
+        if self.prompt is not None and self.lead:
+            ids = torch.tensor([self.prompt[-self.model_cfg.context_length:]], device=self.device)
+            new = generate(self.raw, ids, self.cfg.sample_tokens, use_cache=False,
+                           temperature=0.8, seed=self.cfg.seed)  # one seed: changes are learning
+            record["sample"] = self.data.tokenizer.decode(new[0].tolist())
+            line += f"\n{record['sample']}\n"
+        self.log(record, line)
+        if self.lead:
+            _plot(history, self.out / "loss.png")
+
+    def save(self, state: FitState) -> None:
+        """Write checkpoint.pt: everything --resume needs to go on as if never stopped."""
+        cfg, data = self.cfg, self.data
+        ckpt = {"format": CHECKPOINT_FORMAT, "model": self.raw.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "step": state.step, "data": _gather(self.stream.state_dict()),
+                "rng": _gather(rng_state()), "scaler": self.scaler.state_dict(),
+                "config": asdict(cfg), "model_config": asdict(self.model_cfg),
+                "tokenizer": data.spec, "data_sha256": data.sha256,
+                "world_size": self.world_size, "history": state.history}
+        if self.lead:
+            save_checkpoint(self.out / "checkpoint.pt", **ckpt)
+            self.log({"event": "checkpoint", "step": state.step})
+
+    def finish(self) -> tuple[GPTModel, dict]:
+        """The summary; process 0 also writes model.safetensors and run.json."""
+        state, history = self.state, self.state.history
+        seconds = state.seconds  # this session's training, evaluations and checkpoints left out
+        speed = (state.step - self.start) * self.tokens_per_step / seconds if seconds else 0.0
+        summary = {"step": state.step, "tokens": state.step * self.tokens_per_step,
+                   "train_loss": history["train_loss"][-1], "val_loss": history["val_loss"][-1],
+                   "tokens_per_s": speed, "mfu": speed * self.flops_per_token
+                   / (self.peak * self.world_size) if speed and self.peak else None,
+                   "seconds": seconds, "history": history}
+        if self.lead:
+            _finish(self.cfg, self.raw, self.data, summary, self.out)
+            self.log({"event": "end", **{k: v for k, v in summary.items() if k != "history"}},
+                     f"Done: val loss {summary['val_loss']:.3f} after {state.step:,} steps. "
+                     f"model.safetensors and run.json are in {self.out}")
+            self.log_file.close()
+        return self.raw, summary
 
 
 def _finish(cfg, model, data, summary, out: Path) -> None:

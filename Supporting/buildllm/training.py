@@ -11,20 +11,27 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils import write_atomically
+from .utils import eval_mode, write_atomically
 
 __all__ = [
     "AdamW",
+    "FitState",
     "batch_loss",
     "clip_grad_norm",
+    "cycle",
     "evaluate",
+    "fit",
     "load_checkpoint",
     "lr_at",
     "param_groups",
@@ -32,6 +39,7 @@ __all__ = [
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
+    "token_step",
     "train_simple",
     "warmup_cosine",
 ]
@@ -44,21 +52,17 @@ def batch_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) ->
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, max_batches: int | None = None) -> float:
-    """Average `batch_loss` over (at most `max_batches` of) `batches`, without dropout.
-
-    The model goes back to the mode it was in, so this can run in the middle of training.
+def evaluate(model: nn.Module, batches: Iterable, max_batches: int | None = None,
+             loss: Callable = batch_loss) -> float:
+    """Average `loss` (by default `batch_loss`) over (at most `max_batches` of) `batches`,
+    without dropout. The model goes back to its mode, so this can run in the middle of training.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    for inputs, targets in batches:
-        if max_batches is not None and count >= max_batches:
-            break
-        total += batch_loss(model, inputs.to(device), targets.to(device)).item()
-        count += 1
-    model.train(was_training)
+    with eval_mode(model):
+        for inputs, targets in islice(batches, max_batches):
+            total += loss(model, inputs.to(device), targets.to(device)).item()
+            count += 1
     if count == 0:
         raise ValueError("no batches to evaluate: the data is shorter than one batch")
     return total / count
@@ -144,24 +148,16 @@ def lr_at(step: int, *, max_lr: float, warmup_steps: int, total_steps: int,
     return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-class _WarmupCosine:
-    """`lr_at` as a multiplier of each group's initial learning rate, for LambdaLR."""
-
-    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float):
-        self.warmup_steps, self.total_steps, self.min_ratio = warmup_steps, total_steps, min_ratio
-
-    def __call__(self, step: int) -> float:
-        return lr_at(step, max_lr=1.0, warmup_steps=self.warmup_steps,
-                     total_steps=self.total_steps, min_lr=self.min_ratio)
-
-
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
                   min_ratio: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
-    """A scheduler following `lr_at`; its state_dict goes into checkpoints like any other."""
-    _WarmupCosine(warmup_steps, total_steps, min_ratio)(0)  # validate now, not at step 0
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _WarmupCosine(warmup_steps, total_steps, min_ratio)
-    )
+    """A scheduler following `lr_at`, as a multiplier of each group's initial learning rate.
+
+    Its state_dict goes into checkpoints like any other (a partial, unlike a lambda, has one).
+    """
+    schedule = partial(lr_at, max_lr=1.0, warmup_steps=warmup_steps, total_steps=total_steps,
+                       min_lr=min_ratio)
+    schedule(0)  # validate now, not at step 0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 @torch.no_grad()
@@ -216,49 +212,142 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def _cycle(loader: Iterable) -> Iterator:
+def cycle(loader: Iterable) -> Iterator:
+    """`loader`'s batches without end: it starts again (reshuffled, if it shuffles) each time
+    it runs out. An empty loader ends at once instead of spinning."""
     while True:
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            return
 
 
-def train_simple(
-    model: nn.Module,
-    train_loader: Iterable,
-    val_loader: Iterable,
-    optimizer: torch.optim.Optimizer,
-    steps: int,
-    *,
-    eval_every: int = 50,
-    eval_batches: int | None = None,
-    on_eval=None,
-) -> dict[str, list]:
+@dataclass
+class FitState:
+    """Where a `fit` run is. Every callback gets it; a resumed run passes in the one it saved."""
+
+    step: int = 0
+    seen: int = 0  # what step_fn returned, summed: tokens or examples trained on
+    lr: float = 0.0  # the learning rate of the step just taken
+    seconds: float = 0.0  # spent training; evaluations and checkpoints are left out
+    history: dict[str, list] = field(default_factory=dict)
+    timed_steps: int = 0  # steps since the last evaluation or checkpoint,
+    timed_seconds: float = 0.0  # the seconds they took (when the clock last stopped),
+    clock: float = 0.0  # and when the clock started
+    bar: object = None  # the progress bar
+
+
+def fit(model: nn.Module, step_fn: Callable[[object], int | None], batches: Iterable, *,
+        steps: int, optimizer: torch.optim.Optimizer, evaluate_fn: Callable[[FitState], dict],
+        eval_every: int, scheduler=None, clip: float = 0.0, scaler=None, dropout: bool = True,
+        evaluate_first: bool = False, checkpoint: Callable[[FitState], None] | None = None,
+        checkpoint_every: int | None = None, on_step: Callable[[FitState], None] | None = None,
+        on_eval: Callable[[FitState], None] | None = None, postfix: dict[str, str] | None = None,
+        state: FitState | None = None, **bar) -> dict[str, list]:
+    """The training loop of every meeting: `steps` optimizer steps, evaluated every
+    `eval_every` and after the last; returns the history of the evaluations.
+
+    Each step zeroes the gradients, calls `step_fn(next batch)` for the loss and its backward
+    (it may return the batch's tokens or examples: `state.seen` adds them up), clips the
+    gradient norm to `clip` (0: off), then steps the optimizer (through a float16 `scaler`)
+    and the `scheduler`. `evaluate_fn(state)` gives the numbers the history records after
+    `step` (also at step 0 with `evaluate_first`); `postfix` formats them for the progress
+    bar, which `bar` configures (desc=...). `checkpoint` runs every `checkpoint_every` steps
+    and after the last, `on_step` and `on_eval` after each step and evaluation. `dropout=False`
+    trains in eval mode. The clock waits for a GPU before it stops, so `state.seconds` is the
+    training work alone. The optimizer is the caller's: this module's `AdamW` in Meeting 5;
+    Meeting 6's loops keep `torch.optim.AdamW`, which rounds differently, so that the losses
+    their notebooks print stay the same.
+
+    >>> history = fit(model, step_fn, cycle(loader), steps=100, optimizer=AdamW(...),
+    ...               evaluate_fn=lambda s: {"val_loss": evaluate(model, val_loader)},
+    ...               eval_every=20)
+    """
+    from .progress import tqdm
+
+    state = state or FitState()
+    device = next(model.parameters()).device
+    scaler = scaler or torch.amp.GradScaler(enabled=False)  # disabled: a plain optimizer step
+    state.bar = tqdm(total=steps, initial=state.step, **bar)
+    model.train(dropout)
+    if evaluate_first and state.step == 0:
+        _record(state, evaluate_fn, postfix, on_eval)
+    state.clock, state.timed_steps = time.perf_counter(), 0
+    # zip asks the range first: after the last step it draws no batch it would not use
+    for step, batch in zip(range(state.step + 1, steps + 1), batches, strict=False):
+        state.step = step
+        optimizer.zero_grad(set_to_none=True)
+        state.seen += step_fn(batch) or 0
+        if clip > 0:
+            scaler.unscale_(optimizer)  # clip the true gradients
+            clip_grad_norm(model.parameters(), clip)
+        scaler.step(optimizer)  # float16: skipped when a gradient overflowed
+        scaler.update()
+        state.lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        state.timed_steps += 1
+        state.bar.update()
+        if on_step is not None:
+            on_step(state)
+        evaluate_now = step % eval_every == 0 or step == steps
+        save_now = checkpoint is not None and (step % (checkpoint_every or eval_every) == 0
+                                               or step == steps)
+        if evaluate_now or save_now:
+            if device.type == "cuda":  # wait for the GPU, so that the clock counts its work
+                torch.cuda.synchronize(device)
+            elif device.type == "mps":
+                torch.mps.synchronize()
+            state.timed_seconds = time.perf_counter() - state.clock
+            state.seconds += state.timed_seconds
+            if evaluate_now:
+                _record(state, evaluate_fn, postfix, on_eval)
+            if save_now:
+                checkpoint(state)
+            state.clock, state.timed_steps = time.perf_counter(), 0
+    state.bar.close()
+    return state.history
+
+
+def token_step(model: nn.Module, loss: Callable, batch: tuple) -> int:
+    """A `fit` step_fn for (inputs, targets) batches: backward of `loss(model, inputs, targets)`
+    (`batch_loss`, say); returns the tokens of the inputs."""
+    inputs, targets = batch
+    device = next(model.parameters()).device
+    loss(model, inputs.to(device), targets.to(device)).backward()
+    return inputs.numel()
+
+
+def _record(state: FitState, evaluate_fn, postfix: dict | None, on_eval) -> None:
+    record = {"step": state.step, **evaluate_fn(state)}
+    for key, value in record.items():
+        state.history.setdefault(key, []).append(value)
+    if postfix:
+        state.bar.set_postfix({key: text.format(**record) for key, text in postfix.items()})
+    if on_eval is not None:
+        on_eval(state)
+
+
+LOSSES = {"train": "{train_loss:.3f}", "val": "{val_loss:.3f}"}  # a progress bar's postfix
+
+
+def train_simple(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
+                 optimizer: torch.optim.Optimizer, steps: int, *, eval_every: int = 50,
+                 eval_batches: int | None = None,
+                 on_eval: Callable[[int], None] | None = None) -> dict[str, list]:
     """Meeting 5's training loop: `steps` optimizer steps, evaluated every `eval_every`.
 
     Batches come from `train_loader`, again from its start when it runs out. Returns the
     history: steps, train and val losses, and tokens seen at each evaluation. `on_eval(step)`,
     if given, runs after each evaluation (to print a sample, say).
     """
-    from .progress import tqdm
+    def evaluate_fn(state: FitState) -> dict:
+        return {"tokens": state.seen, "train_loss": evaluate(model, train_loader, eval_batches),
+                "val_loss": evaluate(model, val_loader, eval_batches)}
 
-    device = next(model.parameters()).device
-    history = {"step": [], "tokens": [], "train_loss": [], "val_loss": []}
-    batches, tokens = _cycle(train_loader), 0
-    model.train()
-    progress = tqdm(range(1, steps + 1), desc="training")
-    for step in progress:
-        inputs, targets = next(batches)
-        optimizer.zero_grad(set_to_none=True)
-        loss = batch_loss(model, inputs.to(device), targets.to(device))
-        loss.backward()
-        optimizer.step()
-        tokens += inputs.numel()
-        if step % eval_every == 0 or step == steps:
-            history["step"].append(step)
-            history["tokens"].append(tokens)
-            history["train_loss"].append(evaluate(model, train_loader, eval_batches))
-            history["val_loss"].append(evaluate(model, val_loader, eval_batches))
-            progress.set_postfix(train=f"{history['train_loss'][-1]:.3f}",
-                                 val=f"{history['val_loss'][-1]:.3f}")
-            if on_eval is not None:
-                on_eval(step)
-    return history
+    return fit(model, partial(token_step, model, batch_loss), cycle(train_loader), steps=steps,
+               optimizer=optimizer, evaluate_fn=evaluate_fn, eval_every=eval_every,
+               postfix=LOSSES, desc="training", on_eval=on_eval and (lambda s: on_eval(s.step)))
+
