@@ -69,9 +69,7 @@ class GPU:
 _PEAKS = dict(GPU_PEAK_TFLOPS)  # the 16-bit peaks buildllm.pretrain divides by for its MFU
 # The GPUs, peaks and example prices of Meeting-7/SCALING.md, which says where each comes from.
 GPUS = (
-    # A T4 has float16 tensor cores but no bfloat16 ones, so there buildllm.pretrain turns
-    # --dtype bf16 into float16 autocast with a gradient scaler (pretrain.autocast_dtype) and
-    # runs at the float16 peak.
+    # no bfloat16 units: --dtype bf16 runs in float16 there (buildllm.pretrain.autocast_dtype)
     GPU("T4", _PEAKS["T4"], "fp16", 0.35, "https://www.nvidia.com/en-us/data-center/tesla-t4/"),
     GPU("L4", _PEAKS["L4"], "bf16", 0.80, "https://www.nvidia.com/en-us/data-center/l4/"),
     GPU("A100 40GB", _PEAKS["A100"], "bf16", 1.20,

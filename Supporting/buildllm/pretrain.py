@@ -39,13 +39,9 @@ What lands in --out:
     model.safetensors, run.json (and tokenizer.json, for a BPE tokenizer): the final model
                       as a run folder, which `load_run` reads (see `buildllm.runs`)
 
---dtype bf16 computes in bfloat16 autocast where the hardware has bfloat16 units. A GPU older
-than NVIDIA's Ampere generation (compute capability below 8.0, Colab's T4 among them) has none,
-so there it computes in float16 autocast with a gradient scaler instead, and says so;
-`autocast_dtype` makes that choice. --dtype fp16 asks for float16 directly (on a GPU).
-
-MFU (model FLOPs utilization) is the share of the hardware's peak that the model's own
-arithmetic uses; `buildllm.costs` says how it is counted.
+--dtype bf16 computes in bfloat16 autocast, or, on a GPU without bfloat16 units (Colab's T4),
+in float16 autocast with a gradient scaler, and says so (`autocast_dtype`). MFU, the share of
+the hardware's peak that the model's own arithmetic uses, is counted as `buildllm.costs` says.
 
 Bad input (a missing, empty or non-UTF-8 file, too little text, a checkpoint from another
 run...) stops the run with a message before anything is written.
@@ -236,6 +232,8 @@ def _encode_prompt(tokenizer, prompt: str) -> list[int]:
         raise InputError(f"--sample-prompt cannot be encoded: {err}") from None
 
 
+# -- the device ------------------------------------------------------------------------
+
 def _device(name: str, local_rank: int, world_size: int) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: PyTorch sees no CUDA GPU here")
@@ -248,8 +246,6 @@ def _device(name: str, local_rank: int, world_size: int) -> torch.device:
         raise InputError("several processes cannot share one Apple GPU: use --device cpu")
     return device
 
-
-# -- the device ------------------------------------------------------------------------
 
 def autocast_dtype(requested: str, device_type: str,
                    capability: tuple[int, int] | None = None) -> torch.dtype:
@@ -334,24 +330,19 @@ def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        return _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt)
+    try:  # this process's part, top to bottom: build it, say what it is, train it, write it
+        trainer = _Trainer(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt)
+        trainer.announce()
+        fit(trainer.model, trainer.micro_steps, trainer.batches(), steps=cfg.steps,
+            optimizer=trainer.optimizer, scheduler=trainer.scheduler, clip=cfg.clip,
+            scaler=trainer.scaler, evaluate_fn=trainer.evaluate, eval_every=cfg.eval_every,
+            evaluate_first=True, checkpoint=trainer.save, checkpoint_every=cfg.checkpoint_every,
+            on_step=trainer.show, on_eval=trainer.report, state=trainer.state,
+            desc="pretraining", unit="step", disable=not trainer.lead)
+        return trainer.finish()
     finally:
         if own_group:
             dist.destroy_process_group()
-
-
-def _train(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt):
-    """One process's run, top to bottom: build it, say what it is, train it, write the results."""
-    trainer = _Trainer(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt)
-    trainer.announce()
-    fit(trainer.model, trainer.micro_steps, trainer.batches(), steps=cfg.steps,
-        optimizer=trainer.optimizer, scheduler=trainer.scheduler, clip=cfg.clip,
-        scaler=trainer.scaler, evaluate_fn=trainer.evaluate, eval_every=cfg.eval_every,
-        evaluate_first=True, checkpoint=trainer.save, checkpoint_every=cfg.checkpoint_every,
-        on_step=trainer.show, on_eval=trainer.report, state=trainer.state, desc="pretraining",
-        unit="step", disable=not trainer.lead)
-    return trainer.finish()
 
 
 class _Trainer:
@@ -426,8 +417,8 @@ class _Trainer:
 
     def announce(self) -> None:
         """Log the start (or the resumption) with what is trained, on what, and how."""
-        cfg, model_cfg, compute, capability = (self.cfg, self.model_cfg, self.compute,
-                                               self.capability)
+        cfg, model_cfg, compute = self.cfg, self.model_cfg, self.compute
+        capability = self.capability
         dtype_note = ""
         if compute != COMPUTE_DTYPES[cfg.dtype]:
             gpu = (f"this GPU (compute capability {capability[0]}.{capability[1]})"
@@ -494,13 +485,17 @@ class _Trainer:
         return {"tokens": state.step * self.tokens_per_step, "train_loss": losses["train"],
                 "val_loss": losses["val"]}
 
+    def mfu(self, speed: float | None) -> float | None:
+        """The share of the hardware's peak (all processes') that `speed` tokens/s use."""
+        return (speed * self.flops_per_token / (self.peak * self.world_size)
+                if speed and self.peak else None)
+
     def report(self, state: FitState) -> None:
         """Log the evaluation just made, with a sample if asked for, and redraw loss.png."""
         step, history = state.step, state.history
         speed = (state.timed_steps * self.tokens_per_step / state.timed_seconds
                  if state.timed_steps else None)
-        mfu = (speed * self.flops_per_token / (self.peak * self.world_size)
-               if speed and self.peak else None)
+        mfu = self.mfu(speed)
         record = {"event": "eval", "step": step, "tokens": history["tokens"][-1],
                   "train_loss": history["train_loss"][-1], "val_loss": history["val_loss"][-1],
                   "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_s": speed, "mfu": mfu}
@@ -539,22 +534,17 @@ class _Trainer:
         speed = (state.step - self.start) * self.tokens_per_step / seconds if seconds else 0.0
         summary = {"step": state.step, "tokens": state.step * self.tokens_per_step,
                    "train_loss": history["train_loss"][-1], "val_loss": history["val_loss"][-1],
-                   "tokens_per_s": speed, "mfu": speed * self.flops_per_token
-                   / (self.peak * self.world_size) if speed and self.peak else None,
-                   "seconds": seconds, "history": history}
+                   "tokens_per_s": speed, "mfu": self.mfu(speed), "seconds": seconds,
+                   "history": history}
         if self.lead:
-            _finish(self.cfg, self.raw, self.data, summary, self.out)
+            save_run(self.raw, self.data.spec, self.out, run=asdict(self.cfg),
+                     save_dtype=self.cfg.save_dtype,
+                     result={k: v for k, v in summary.items() if k != "history"})
             self.log({"event": "end", **{k: v for k, v in summary.items() if k != "history"}},
                      f"Done: val loss {summary['val_loss']:.3f} after {state.step:,} steps. "
                      f"model.safetensors and run.json are in {self.out}")
             self.log_file.close()
         return self.raw, summary
-
-
-def _finish(cfg, model, data, summary, out: Path) -> None:
-    """Write model.safetensors and run.json (and tokenizer.json): what `load_run` reads."""
-    save_run(model, data.spec, out, run=asdict(cfg), save_dtype=cfg.save_dtype,
-             result={k: v for k, v in summary.items() if k != "history"})
 
 
 # -- the command line ------------------------------------------------------------------
@@ -628,10 +618,9 @@ def _settings_from_file(path: str) -> dict:
     # Parse the values as if they were flags, so that they are checked the same way.
     argv, inputs = [], settings.pop("inputs", [])
     for key, value in settings.items():
-        if value is True:
-            argv.append(f"--{key.replace('_', '-')}")
-        elif value is not None and value is not False:
-            argv.append(f"--{key.replace('_', '-')}={value}")
+        if value is not None and value is not False:
+            flag = f"--{key.replace('_', '-')}"
+            argv.append(flag if value is True else f"{flag}={value}")
     inputs = inputs if isinstance(inputs, list) else [inputs]
     return vars(_parser().parse_args([*argv, "--", *map(str, inputs)]))
 

@@ -24,6 +24,7 @@ from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 __all__ = ["InputError", "WindowStream", "encode_documents", "eval_batches", "load_tokenizer",
            "make_tokenizer", "read_texts"]
 
+
 class InputError(ValueError):
     """Bad input from the user: the message says what is wrong and what to do."""
 
@@ -66,16 +67,15 @@ def make_tokenizer(name: str, texts: Sequence[str]) -> tuple[Tokenizer, dict]:
     if name == "char":
         tok = CharTokenizer("".join(texts))
         return tok, {"kind": "char", "chars": tok.chars}
-    if name == "gpt2":
-        return load_tokenizer({"kind": "gpt2"}), {"kind": "gpt2"}
-    if not Path(name).is_file():
+    if name != "gpt2" and not Path(name).is_file():
         raise InputError(f"--tokenizer must be gpt2, char or the path of a BPE tokenizer json "
                          f"saved in Meeting 2; {name} is none of them")
-    return load_tokenizer({"kind": "bpe", "file": name}), {"kind": "bpe", "file": name}
+    spec = {"kind": "gpt2"} if name == "gpt2" else {"kind": "bpe", "file": name}
+    return load_tokenizer(spec), spec
 
 
-def load_tokenizer(spec: dict, folder: str | os.PathLike = ".") -> Tokenizer:
-    """The tokenizer a spec describes (a BPE file's path is relative to `folder`)."""
+def load_tokenizer(spec: dict) -> Tokenizer:
+    """The tokenizer a spec (what run.json records) describes."""
     if spec["kind"] == "gpt2":
         from .data import gpt2_encoding
 
@@ -84,7 +84,7 @@ def load_tokenizer(spec: dict, folder: str | os.PathLike = ".") -> Tokenizer:
         return CharTokenizer(spec["chars"])
     if spec["kind"] == "bpe":
         try:
-            return BPETokenizer.load(Path(folder) / spec["file"])
+            return BPETokenizer.load(Path(spec["file"]))  # Path: "./a.json" reads as "a.json"
         except (OSError, ValueError) as err:
             raise InputError(str(err)) from None
     raise InputError(f"unknown tokenizer kind {spec['kind']!r}")

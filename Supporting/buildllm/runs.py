@@ -33,6 +33,7 @@ import torch
 
 from .model import GPTConfig, GPTModel
 from .pretrain_data import InputError, load_tokenizer
+from .tokenizers import Tokenizer
 from .training import load_checkpoint
 from .utils import write_atomically
 
@@ -50,7 +51,7 @@ class Run:
     the rest of what `save_run` records. It unpacks as (model, tokenizer)."""
 
     model: GPTModel
-    tokenizer: object  # encode(str) -> list[int] and decode(list[int]) -> str
+    tokenizer: Tokenizer  # buildllm.tokenizers.Tokenizer: the word, char, BPE or GPT-2 one
     tokenizer_spec: dict  # as save_run takes it: a BPE file's path leads to the file
     settings: dict = field(default_factory=dict)  # run.json's "run": how it was trained
     result: dict = field(default_factory=dict)
