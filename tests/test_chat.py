@@ -16,15 +16,11 @@ from hypothesis import strategies as st
 from stand_ins import Scripted
 
 from buildllm import instruct
-from buildllm.chat import (
-    INSTRUCTION_HEADER,
-    ChatSession,
-    ContextLengthError,
-    visible_answer,
-)
+from buildllm.chat import ChatSession, ContextLengthError
 from buildllm.chat import main as chat_main
 from buildllm.data import gpt2_encoding
 from buildllm.generation import generate, stream
+from buildllm.instruct import INSTRUCTION_HEADER, visible_answer
 from buildllm.model import GPTConfig, GPTModel
 from buildllm.pretrained import COURSE_MODEL_DIR
 

@@ -299,7 +299,8 @@ class Echo(nn.Module):
     """A stand-in model that answers each row with its instruction's first token, then stops.
 
     Token 24 of every prompt is the instruction's first (the preamble and the instruction
-    header take 24), so the answer shows which prompt a row of the batch came from.
+    header take 24), so the answer shows which prompt a row of the batch came from. Rows are
+    padded on the left, so it counts from each row's first real token.
     """
 
     def __init__(self):
@@ -308,10 +309,12 @@ class Echo(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(1))
         self.prefills = []  # (batch size, prompt length) of each generate call
 
-    def forward(self, ids, cache=None):
+    def forward(self, ids, cache=None, attention_mask=None):
         start = 0 if cache is None else cache.length
         if start == 0:
-            self.first, self.prompt_length = ids[:, 24], ids.shape[1]
+            padding = (~attention_mask.bool()).sum(dim=1)
+            self.first = ids[torch.arange(ids.shape[0]), padding + 24]
+            self.prompt_length = ids.shape[1]
             self.prefills.append(tuple(ids.shape))
         if cache is not None:
             cache.length += ids.shape[1]
@@ -322,18 +325,18 @@ class Echo(nn.Module):
         return logits
 
 
-def test_respond_all_batches_prompts_of_equal_length_and_keeps_the_order(enc):
+def test_respond_all_batches_prompts_of_any_length_and_keeps_the_order(enc):
     entries = [{"instruction": word, "input": "", "output": ""} for word in
-               ("Red", "Green", "Blue", "Magenta")]
+               ("Magenta", "Red", "Green", "Blue")]
     model = Echo()
     assert respond_all(model, enc, entries, max_new_tokens=5, progress=False) == [
-        "Red", "Green", "Blue", "Mag"]  # "Magenta" is two tokens, and the echo is the first
+        "Mag", "Red", "Green", "Blue"]  # "Magenta" is two tokens, and the echo is the first
     lengths = [len(prompt_ids(e, enc)) for e in entries]
-    assert lengths[0] == lengths[1] == lengths[2] != lengths[3]
-    assert sorted(model.prefills) == [(1, lengths[3]), (3, lengths[0])]
+    assert lengths[0] == lengths[1] + 1 and lengths[1] == lengths[2] == lengths[3]
+    assert model.prefills == [(4, lengths[0])]  # one batch, padded to the longest
     model.prefills.clear()
     respond_all(model, enc, entries, max_new_tokens=5, batch_size=2, progress=False)
-    assert sorted(model.prefills) == [(1, lengths[0]), (1, lengths[3]), (2, lengths[0])]
+    assert model.prefills == [(2, lengths[1]), (2, lengths[0])]  # shortest first: little padding
 
 
 def test_respond_all_gives_the_greedy_answers_of_respond(enc, splits):
@@ -342,6 +345,14 @@ def test_respond_all_gives_the_greedy_answers_of_respond(enc, splits):
     entries = splits[2][:12]
     assert respond_all(model, enc, entries, max_new_tokens=6, progress=False) == [
         respond(model, enc, e, max_new_tokens=6) for e in entries]
+
+
+def test_respond_all_gives_the_sampled_answers_of_respond_with_the_same_seed(enc, splits):
+    torch.manual_seed(0)
+    model = GPTModel(TINY)
+    entries, sampling = splits[2][:6], {"temperature": 1.0, "top_k": 50, "seed": 3}
+    assert respond_all(model, enc, entries, max_new_tokens=6, progress=False, **sampling) == [
+        respond(model, enc, e, max_new_tokens=6, **sampling) for e in entries]
 
 
 def test_respond_all_refuses_a_batch_size_below_one(enc):
