@@ -1,31 +1,15 @@
 """Chatting with an instruction-tuned GPT (Meeting 7): a conversation as one prompt, a reply
 streamed as it is written, and a terminal chat, `python -m buildllm.chat`.
 
-Meeting 6 taught the model one layout, Alpaca's: a preamble, an instruction, a response, and
-<|endoftext|> after it. A conversation is a list of OpenAI-style messages, {"role": "system",
-"user" or "assistant", "content": text}, and it is written in that same layout, turn after
-turn, so the model sees what it was trained on:
-
-    Below is an instruction that describes a task. Write a ... request.   <- or the system message
-
-    ### Instruction:
-    What is the capital of France?
-
-    ### Response:
-    The capital of France is Paris.<|endoftext|>
-
-    ### Instruction:
-    And of Italy?
-
-    ### Response:
-                                                                          <- the model writes here
-
-A conversation of one user message is exactly `buildllm.instruct.prompt_ids`'s prompt. The
-model was tuned on single turns only, so later turns lean on what it generalises; earlier turns
-are kept so that it can refer back to them, and the oldest are dropped when prompt and reply
-would no longer fit in the context. The reply ends at <|endoftext|>, or where the model starts
-a new "###" section. The layout and that cut are `buildllm.instruct`'s (`render_turns`,
-`visible_answer`), so the chat answers exactly as `buildllm.instruct.respond` does.
+Meeting 6 taught the model one layout, Alpaca's (`buildllm.instruct`). A conversation is a
+list of OpenAI-style messages, {"role": "system", "user" or "assistant", "content": text}, and
+`instruct.render_turns` writes it in that same layout, turn after turn, each answer ended by
+<|endoftext|> and the system message, if any, in place of the preamble, so the model sees what
+it was trained on. One user message is exactly `instruct.prompt_ids`'s prompt. The model was
+tuned on single turns only, so later turns lean on what it generalises; earlier turns are kept
+so that it can refer back to them, and the oldest are dropped when prompt and reply would no
+longer fit in the context. The reply ends at <|endoftext|>, or where the model starts a new
+"###" section (`instruct.visible_answer`), so it is what `instruct.respond` answers.
 """
 
 from __future__ import annotations

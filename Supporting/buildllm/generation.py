@@ -129,25 +129,23 @@ def generate_steps(
     attention_mask: torch.Tensor | None = None,
     use_cache: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """The decoding loop: yield each step's new tokens (batch, 1), chosen by `choose(logits)`.
+    """The one decoding loop, under `generate`, `stream` and `inference.generate_batch`: yield
+    each step's new tokens (batch, 1), chosen by `choose(last position's logits)`.
 
-    `generate`, `stream` and `buildllm.inference.generate_batch` are thin layers over this
-    one loop. With the cache, the prompt goes through the model once, then each new token
-    alone; without it, the whole sequence again, its last context_length tokens. With an
-    `attention_mask` (batch, tokens), padding stays out of sight, and every new token is
-    real. Stops once every row has produced `eos_id`. The model is in eval mode while the
-    loop runs and gets its previous mode back when it ends or is closed.
+    With the cache, the prompt goes through the model once, then each new token alone;
+    without it, the whole sequence again, its last context_length tokens. An `attention_mask`
+    (batch, tokens) hides padding; new tokens are real. Stops once every row has produced
+    `eos_id`. The model is in eval mode until the loop ends or is closed.
     """
     context = model.cfg.context_length
-    mask = attention_mask
     with eval_mode(model):
         cache = KVCache(model, ids.shape[0], ids.shape[1] + max_new_tokens) if use_cache else None
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        new = ids
+        new, mask = ids, attention_mask
         for _ in range(max_new_tokens):
-            window = None if mask is None else mask[:, -context:]
-            logits = model(new if use_cache else ids[:, -context:], cache, attention_mask=window)
-            new = choose(logits[:, -1])
+            window = None if mask is None else mask[:, -context:]  # all of it, with the cache
+            new = choose(model(new if use_cache else ids[:, -context:], cache,
+                               attention_mask=window)[:, -1])
             yield new
             ids = torch.cat([ids, new], dim=1)
             if mask is not None:
@@ -178,9 +176,9 @@ def generate(
     sampled; the same `seed` gives the same tokens (without one, torch's global generator is
     used; a list gives each row its own). With `use_cache`, prompt and new tokens must fit in
     the context length. Without it, the model sees only the last context_length tokens, so
-    generation can run on past it. An `attention_mask` lets left-padded rows share the batch
-    (see `generate_steps`). Stops early once every sequence has produced `eos_id`. The model
-    is put in eval mode while it runs (no dropout) and returned to its previous mode afterwards.
+    generation can run on past it. An `attention_mask` lets left-padded rows share the batch.
+    Stops early once every sequence has produced `eos_id`. The model is put in eval mode
+    while it runs (no dropout) and returned to its previous mode afterwards.
     """
     context = model.cfg.context_length
     if ids.ndim != 2:
@@ -229,9 +227,8 @@ def stream(
                          f"length {context}; shorten the prompt or ask for fewer tokens")
     device = next(model.parameters()).device
     choose = _chooser(temperature, top_k, top_p, seed, device)
-    steps = generate_steps(model, torch.tensor([list(ids)], device=device), max_new_tokens,
-                           choose, eos_id=eos_id)
-    return _ints(steps)
+    return _ints(generate_steps(model, torch.tensor([list(ids)], device=device), max_new_tokens,
+                                choose, eos_id=eos_id))
 
 
 def _ints(steps: Iterator[torch.Tensor]) -> Iterator[int]:

@@ -386,8 +386,7 @@ def finetune(
 
 
 def _answer(enc, new_ids: list[int], eot: int) -> str:
-    """The answer in generated ids: up to the first end-of-text (`eot`), cut as
-    `visible_answer` cuts a finished reply."""
+    """The answer in generated ids: up to the first end-of-text `eot`, cut by visible_answer."""
     if eot in new_ids:
         new_ids = new_ids[: new_ids.index(eot)]
     return visible_answer(enc.decode(new_ids), final=True)[0]
@@ -411,12 +410,11 @@ def respond_all(model: nn.Module, enc, entries: Sequence[dict], max_new_tokens: 
                 batch_size: int = 32, progress: bool = True, **sampling) -> list[str]:
     """`respond` to every entry, `batch_size` entries at a time; the answers in entry order.
 
-    Generating one token for a batch costs little more than for one prompt (reading the
-    weights dominates), so this is several times faster on the test split. Prompts of
-    different lengths share a batch, padded on the left (`buildllm.inference.generate_batch`);
-    sorted by length first, so that little padding is needed. Each answer is `respond`'s:
-    greedy ones (up to float rounding deciding a near tie), and sampled ones with a `seed`,
-    since each row draws from its own generator seeded with it.
+    A token for a batch costs little more than for one prompt (reading the weights
+    dominates), so this is several times faster on the test split. Prompts, sorted by length
+    so that little padding is needed, share batches padded on the left (`generate_batch`).
+    Each answer is `respond`'s, greedy (up to float rounding deciding a near tie) or sampled
+    with a `seed`, since each row draws from its own generator seeded with it.
     """
     from .progress import tqdm
 

@@ -168,11 +168,10 @@ class GPTModel(nn.Module):
                 *, keep: torch.Tensor | None = None, hidden: bool = False) -> torch.Tensor:
         """Logits for every position. With a KVCache, `ids` continue the tokens it holds.
 
-        The output layer is most of a small GPT's work (GPT-2's has 50,257 outputs per token),
-        so two options skip some or all of it, as nanoGPT's forward does: `keep`, a boolean
-        (batch, tokens) tensor, gives only the kept positions' logits, `model(ids)[keep]`, shape
-        (kept, vocab); `hidden=True` gives the final LayerNorm's outputs (batch, tokens,
-        emb_dim), the vectors the output layer would read.
+        The output layer is most of a small GPT's work, so, as in nanoGPT, two options skip
+        some or all of it: `keep`, a boolean (batch, tokens) tensor, gives only the kept
+        positions' logits, `model(ids)[keep]`, shape (kept, vocab); `hidden=True` gives the
+        final LayerNorm's outputs (batch, tokens, emb_dim), what the output layer would read.
 
         `attention_mask` lets rows of different lengths share a batch (Meeting 7). It has shape
         (batch, cached + new tokens), True (or 1) at real tokens and False (0) at padding, and

@@ -159,8 +159,8 @@ def hidden_states(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """A GPTModel's final-LayerNorm outputs (batch, tokens, emb_dim), without its output layer.
 
     These are the vectors the output layer turns into logits: `model.out_head` of them is
-    `model(ids)`. `GPTModel.forward(ids, hidden=True)` stops before that layer, so the 50,257
-    logits per token (most of a small GPT's work) are never computed.
+    `model(ids)`. `model(ids, hidden=True)` stops before that layer, so the 50,257 logits per
+    token (most of a small GPT's work) are never computed.
     """
     return model(ids, hidden=True)
 
