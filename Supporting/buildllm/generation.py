@@ -9,7 +9,8 @@ model's distribution instead, reshaped by a temperature and cut to the top k tok
 the top p of the probability (Meeting 5).
 
 `stream` yields one sequence's tokens as they are chosen, for a chat that shows its reply
-while it is written (Meeting 7).
+while it is written (Meeting 7). It, `generate` and `inference.generate_batch` (prompts of
+many lengths in one batch) are thin layers over one loop, `generate_steps`.
 """
 
 from __future__ import annotations

@@ -387,9 +387,8 @@ def finetune(
 
 def _answer(enc, new_ids: list[int], eot: int) -> str:
     """The answer in generated ids: up to the first end-of-text `eot`, cut by visible_answer."""
-    if eot in new_ids:
-        new_ids = new_ids[: new_ids.index(eot)]
-    return visible_answer(enc.decode(new_ids), final=True)[0]
+    ended = new_ids[: new_ids.index(eot)] if eot in new_ids else new_ids
+    return visible_answer(enc.decode(ended), final=True)[0]
 
 
 def respond(model: nn.Module, enc, entry: dict, max_new_tokens: int = 64, **sampling) -> str:
