@@ -16,14 +16,10 @@ from hypothesis import strategies as st
 from stand_ins import READS_GPT2, Scripted, tiny_gpt
 
 from buildllm import instruct
-from buildllm.chat import (
-    INSTRUCTION_HEADER,
-    ChatSession,
-    ContextLengthError,
-    visible_answer,
-)
+from buildllm.chat import ChatSession, ContextLengthError
 from buildllm.chat import main as chat_main
 from buildllm.generation import generate, stream
+from buildllm.instruct import INSTRUCTION_HEADER, visible_answer
 from buildllm.pretrained import COURSE_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -191,20 +191,7 @@ def test_answer_loss_equals_cross_entropy_over_every_position(enc):
     (full_grad,) = torch.autograd.grad(full, model.tok_emb.weight)
     torch.testing.assert_close(ours, full)
     torch.testing.assert_close(ours_grad, full_grad)
-    assert model(inputs).shape == (*inputs.shape, TINY.vocab_size)  # the hook is gone
-
-
-def test_logits_at_computes_only_the_kept_positions_and_equals_the_full_logits():
-    torch.manual_seed(0)
-    model = GPTModel(TINY).eval()
-    inputs = torch.randint(0, TINY.vocab_size, (3, 9))
-    keep = torch.rand(3, 9) < 0.4
-    seen = []
-    model.out_head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape))
-    with torch.no_grad():
-        ours, full = logits_at(model, inputs, keep), model(inputs)[keep]
-    torch.testing.assert_close(ours, full)
-    assert seen == [(int(keep.sum()), TINY.emb_dim), (3, 9, TINY.emb_dim)]
+    assert model(inputs).shape == (*inputs.shape, TINY.vocab_size)  # all logits again
 
 
 def test_logits_at_selects_from_the_full_output_of_a_model_without_out_head():
@@ -294,7 +281,8 @@ class Echo(nn.Module):
     """A stand-in model that answers each row with its instruction's first token, then stops.
 
     Token 24 of every prompt is the instruction's first (the preamble and the instruction
-    header take 24), so the answer shows which prompt a row of the batch came from.
+    header take 24), so the answer shows which prompt a row of the batch came from. Rows are
+    padded on the left, so it counts from each row's first real token.
     """
 
     def __init__(self):
@@ -303,10 +291,11 @@ class Echo(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(1))
         self.prefills = []  # (batch size, prompt length) of each generate call
 
-    def forward(self, ids, cache=None):
+    def forward(self, ids, cache=None, attention_mask=None):
         start = 0 if cache is None else cache.length
         if start == 0:
-            self.first, self.prompt_length = ids[:, 24], ids.shape[1]
+            first = ids[torch.arange(ids.shape[0]), (~attention_mask).sum(dim=1) + 24]
+            self.first, self.prompt_length = first, ids.shape[1]
             self.prefills.append(tuple(ids.shape))
         if cache is not None:
             cache.length += ids.shape[1]
@@ -317,26 +306,27 @@ class Echo(nn.Module):
         return logits
 
 
-def test_respond_all_batches_prompts_of_equal_length_and_keeps_the_order(enc):
+def test_respond_all_batches_prompts_of_any_length_and_keeps_the_order(enc):
     entries = [{"instruction": word, "input": "", "output": ""} for word in
-               ("Red", "Green", "Blue", "Magenta")]
+               ("Magenta", "Red", "Green", "Blue")]
     model = Echo()
     assert respond_all(model, enc, entries, max_new_tokens=5, progress=False) == [
-        "Red", "Green", "Blue", "Mag"]  # "Magenta" is two tokens, and the echo is the first
+        "Mag", "Red", "Green", "Blue"]  # "Magenta" is two tokens, and the echo is the first
     lengths = [len(prompt_ids(e, enc)) for e in entries]
-    assert lengths[0] == lengths[1] == lengths[2] != lengths[3]
-    assert sorted(model.prefills) == [(1, lengths[3]), (3, lengths[0])]
+    assert lengths[0] == lengths[1] + 1 and lengths[1] == lengths[2] == lengths[3]
+    assert model.prefills == [(4, lengths[0])]  # one batch, padded to the longest
     model.prefills.clear()
     respond_all(model, enc, entries, max_new_tokens=5, batch_size=2, progress=False)
-    assert sorted(model.prefills) == [(1, lengths[0]), (1, lengths[3]), (2, lengths[0])]
+    assert model.prefills == [(2, lengths[1]), (2, lengths[0])]  # shortest first: little padding
 
 
-def test_respond_all_gives_the_greedy_answers_of_respond(enc, splits):
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 1.0, "top_k": 50, "seed": 3}])
+def test_respond_all_gives_the_greedy_or_seeded_answers_of_respond(enc, splits, sampling):
     torch.manual_seed(0)
     model = GPTModel(TINY)
     entries = splits[2][:12]
-    assert respond_all(model, enc, entries, max_new_tokens=6, progress=False) == [
-        respond(model, enc, e, max_new_tokens=6) for e in entries]
+    assert respond_all(model, enc, entries, max_new_tokens=6, progress=False, **sampling) == [
+        respond(model, enc, e, max_new_tokens=6, **sampling) for e in entries]
 
 
 def test_respond_all_refuses_a_batch_size_below_one(enc):

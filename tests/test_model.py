@@ -64,6 +64,29 @@ def test_logits_have_one_row_per_position_and_one_column_per_token():
     assert model(torch.randint(0, 50257, (2, 7))).shape == (2, 7, 50257)
 
 
+def test_keep_computes_only_the_kept_positions_and_equals_the_full_logits():
+    torch.manual_seed(0)
+    model = GPTModel(CONFIGS["cpu-tiny"]).eval()
+    inputs = torch.randint(0, 50257, (3, 9))
+    keep = torch.rand(3, 9) < 0.4
+    seen = []
+    model.out_head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape))
+    with torch.no_grad():
+        ours, full = model(inputs, keep=keep), model(inputs)[keep]
+    torch.testing.assert_close(ours, full)
+    assert seen == [(int(keep.sum()), 128), (3, 9, 128)]
+
+
+@torch.no_grad()
+def test_hidden_is_what_a_hook_on_the_final_norm_sees_and_skips_the_output_layer():
+    model = GPTModel(CONFIGS["cpu-tiny"]).eval()
+    seen = []
+    model.final_norm.register_forward_hook(lambda _m, _args, out: seen.append(out))
+    model.out_head.register_forward_hook(lambda *_: pytest.fail("the output layer ran"))
+    states = model(torch.randint(0, 50257, (2, 11)), hidden=True)
+    assert states.shape == (2, 11, 128) and torch.equal(states, seen[0])
+
+
 def test_the_output_layer_is_the_token_embedding_when_tied():
     model = GPTModel(CONFIGS["cpu-tiny"])
     assert model.out_head.weight is model.tok_emb.weight

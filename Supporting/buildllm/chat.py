@@ -1,30 +1,15 @@
 """Chatting with an instruction-tuned GPT (Meeting 7): a conversation as one prompt, a reply
 streamed as it is written, and a terminal chat, `python -m buildllm.chat`.
 
-Meeting 6 taught the model one layout, Alpaca's: a preamble, an instruction, a response, and
-<|endoftext|> after it. A conversation is a list of OpenAI-style messages, {"role": "system",
-"user" or "assistant", "content": text}, and it is written in that same layout, turn after
-turn, so the model sees what it was trained on:
-
-    Below is an instruction that describes a task. Write a ... request.   <- or the system message
-
-    ### Instruction:
-    What is the capital of France?
-
-    ### Response:
-    The capital of France is Paris.<|endoftext|>
-
-    ### Instruction:
-    And of Italy?
-
-    ### Response:
-                                                                          <- the model writes here
-
-A conversation of one user message is exactly `buildllm.instruct.prompt_ids`'s prompt. The
-model was tuned on single turns only, so later turns lean on what it generalises; earlier turns
-are kept so that it can refer back to them, and the oldest are dropped when prompt and reply
-would no longer fit in the context. The reply ends at <|endoftext|>, or where the model starts
-a new "###" section, as `buildllm.instruct.respond` cuts it.
+Meeting 6 taught the model one layout, Alpaca's (`buildllm.instruct`). A conversation is a
+list of OpenAI-style messages, {"role": "system", "user" or "assistant", "content": text}, and
+`instruct.render_turns` writes it in that same layout, turn after turn, each answer ended by
+<|endoftext|> and the system message, if any, in place of the preamble, so the model sees what
+it was trained on. One user message is exactly `instruct.prompt_ids`'s prompt. The model was
+tuned on single turns only, so later turns lean on what it generalises; earlier turns are kept
+so that it can refer back to them, and the oldest are dropped when prompt and reply would no
+longer fit in the context. The reply ends at <|endoftext|>, or where the model starts a new
+"###" section (`instruct.visible_answer`), so it is what `instruct.respond` answers.
 """
 
 from __future__ import annotations
@@ -35,40 +20,19 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from . import generation
-from .instruct import PREAMBLE, RESPONSE_HEADER, end_of_text_id
+from .instruct import PREAMBLE, end_of_text_id, render_turns, visible_answer
 from .model import GPTModel
 from .runs import add_run_flag, load_run
 
-__all__ = ["INSTRUCTION_HEADER", "ROLES", "ChatSession", "ContextLengthError", "Reply",
-           "visible_answer", "main"]
+__all__ = ["ROLES", "ChatSession", "ContextLengthError", "Reply", "main"]
 
-INSTRUCTION_HEADER = "\n\n### Instruction:\n"
 ROLES = ("system", "user", "assistant")
 _SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "seed")
-_EOT = None  # marks <|endoftext|> among the text pieces of a rendered conversation
+_EOT = None  # how instruct.render_turns marks <|endoftext|> among its text pieces
 
 
 class ContextLengthError(ValueError):
     """The newest message (with the system prompt and room for the reply) exceeds the context."""
-
-
-def visible_answer(text: str, final: bool = False) -> tuple[str, bool]:
-    """The part of a reply being written that is sure to stay, and whether the reply has ended.
-
-    The finished answer is the text before the first "###" (a new section: the model is done
-    answering), stripped of surrounding whitespace. While tokens still arrive, hold back what
-    may yet change: a character still split across tokens (U+FFFD for now), one or two "#"
-    that may become "###", and trailing whitespace that a final strip would remove.
-
-    >>> visible_answer("  Paris.\\n\\n##")
-    ('Paris.', False)
-    >>> visible_answer(" Paris.\\n\\n### Instruction:")
-    ('Paris.', True)
-    """
-    answer, marker, _ = text.partition("###")
-    if marker or final:
-        return answer.strip(), bool(marker)
-    return answer.rstrip("\ufffd").rstrip("#").strip(), False
 
 
 class Reply(Iterator[str]):
@@ -171,7 +135,7 @@ class ChatSession:
 
     def format_messages(self, messages: Sequence[dict]) -> str:
         """The conversation as the model reads it (every message, none dropped), as text."""
-        pieces = _render(*_split(messages))
+        pieces = render_turns(*_split(messages))
         return "".join("<|endoftext|>" if p is _EOT else p for p in pieces)
 
     def prompt_ids(self, messages: Sequence[dict], max_new_tokens: int | None = None) -> list[int]:
@@ -187,7 +151,7 @@ class ChatSession:
         # Drop whole turns: the conversation kept starts with a user message.
         starts = [0] + [i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"]
         for start in starts:
-            ids = self._encode(_render(system, turns[start:]))
+            ids = self._encode(render_turns(system, turns[start:]))
             if len(ids) <= room:
                 return ids, start
         raise ContextLengthError(
@@ -256,23 +220,6 @@ def _split(messages: Sequence[dict]) -> tuple[str, list[dict]]:
                          f"{messages[-1]['role']!r}")
     system = "\n\n".join(m["content"] for m in messages[:n_system]) if n_system else PREAMBLE
     return system, list(messages[n_system:])
-
-
-def _render(system: str, turns: Sequence[dict]) -> list[str | None]:
-    """The conversation as text pieces, each encoded on its own, and _EOT after each answer.
-
-    One user message gives [preamble + instruction header + text, response header], which are
-    exactly the two pieces `buildllm.instruct.prompt_ids` encodes.
-    """
-    pieces: list[str | None] = []
-    head = system  # the system prompt leads the first piece, as the preamble leads format_prompt
-    for m in turns:
-        if m["role"] == "user":
-            pieces.append(head + INSTRUCTION_HEADER + m["content"])
-        else:
-            pieces += [head + RESPONSE_HEADER, m["content"], _EOT]
-        head = ""
-    return pieces + [RESPONSE_HEADER]
 
 
 # -- the terminal chat -------------------------------------------------------------------

@@ -9,18 +9,22 @@ model's distribution instead, reshaped by a temperature and cut to the top k tok
 the top p of the probability (Meeting 5).
 
 `stream` yields one sequence's tokens as they are chosen, for a chat that shows its reply
-while it is written (Meeting 7).
+while it is written (Meeting 7). It, `generate` and `inference.generate_batch` (prompts of
+many lengths in one batch) are thin layers over one loop, `generate_steps`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 
 import torch
 
 from .model import GPTModel
+from .utils import eval_mode
 
-__all__ = ["KVCache", "generate", "next_token", "stream", "top_k_filter", "top_p_filter"]
+__all__ = ["KVCache", "generate", "generate_steps", "next_token", "stream", "top_k_filter",
+           "top_p_filter"]
 
 
 class KVCache:
@@ -102,6 +106,57 @@ def next_token(
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
 
 
+def _chooser(temperature: float, top_k: int | None, top_p: float | None,
+             seed: int | Sequence[int | None] | None, device) -> Callable:
+    """`next_token` with these settings, drawing from one generator seeded with `seed`, or
+    with a list of seeds from one generator per row (so a row's draws ignore its batch)."""
+    _check_sampling(temperature, top_k, top_p)  # fail before any work
+    if seed is None or isinstance(seed, int) or temperature == 0:
+        g = None if not isinstance(seed, int) else torch.Generator(device).manual_seed(seed)
+        return lambda logits: next_token(logits, temperature, top_k, top_p, g)
+    rows = [None if s is None else torch.Generator(device).manual_seed(s) for s in seed]
+    return lambda logits: torch.cat([next_token(row, temperature, top_k, top_p, g)
+                                     for row, g in zip(logits.split(1), rows, strict=True)])
+
+
+@torch.inference_mode()  # torch enters it again each time the generator resumes
+def generate_steps(
+    model: GPTModel,
+    ids: torch.Tensor,
+    max_new_tokens: int,
+    choose: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    eos_id: int | None = None,
+    attention_mask: torch.Tensor | None = None,
+    use_cache: bool = True,
+) -> Iterator[torch.Tensor]:
+    """The one decoding loop, under `generate`, `stream` and `inference.generate_batch`: yield
+    each step's new tokens (batch, 1), chosen by `choose(last position's logits)`.
+
+    With the cache, the prompt goes through the model once, then each new token alone;
+    without it, the whole sequence again, its last context_length tokens. An `attention_mask`
+    (batch, tokens) hides padding; new tokens are real. Stops once every row has produced
+    `eos_id`. The model is in eval mode until the loop ends or is closed.
+    """
+    context = model.cfg.context_length
+    with eval_mode(model):
+        cache = KVCache(model, ids.shape[0], ids.shape[1] + max_new_tokens) if use_cache else None
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        new, mask = ids, attention_mask
+        for _ in range(max_new_tokens):
+            window = None if mask is None else mask[:, -context:]  # all of it, with the cache
+            new = choose(model(new if use_cache else ids[:, -context:], cache,
+                               attention_mask=window)[:, -1])
+            yield new
+            ids = torch.cat([ids, new], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones_like(new, dtype=torch.bool)], dim=1)
+            if eos_id is not None:
+                done |= new.squeeze(1) == eos_id
+                if done.all():
+                    return
+
+
 @torch.inference_mode()
 def generate(
     model: GPTModel,
@@ -113,14 +168,16 @@ def generate(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    seed: int | None = None,
+    seed: int | Sequence[int | None] | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Append `max_new_tokens` tokens to `ids` (batch, tokens), each chosen by `next_token`.
 
     The defaults are greedy (temperature 0). With a temperature above 0 the tokens are
     sampled; the same `seed` gives the same tokens (without one, torch's global generator is
-    used). With `use_cache`, prompt and new tokens must fit in the context length. Without it,
-    the model sees only the last context_length tokens, so generation can run on past it.
+    used; a list gives each row its own). With `use_cache`, prompt and new tokens must fit in
+    the context length. Without it, the model sees only the last context_length tokens, so
+    generation can run on past it. An `attention_mask` lets left-padded rows share the batch.
     Stops early once every sequence has produced `eos_id`. The model is put in eval mode
     while it runs (no dropout) and returned to its previous mode afterwards.
     """
@@ -132,24 +189,10 @@ def generate(
             f"{ids.shape[1]} prompt + {max_new_tokens} new tokens exceed the context length "
             f"{context}; shorten them, or pass use_cache=False to slide the window"
         )
-    generator = None if seed is None else torch.Generator(ids.device).manual_seed(seed)
-    _check_sampling(temperature, top_k, top_p)  # fail before any work
-    was_training = model.training
-    model.eval()
-    cache = KVCache(model, ids.shape[0], ids.shape[1] + max_new_tokens) if use_cache else None
-    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-    step_input = ids
-    for _ in range(max_new_tokens):
-        logits = model(step_input if use_cache else ids[:, -context:], cache)[:, -1]
-        next_id = next_token(logits, temperature, top_k, top_p, generator)
-        ids = torch.cat([ids, next_id], dim=1)
-        step_input = next_id
-        if eos_id is not None:
-            done |= next_id.squeeze(1) == eos_id
-            if done.all():
-                break
-    model.train(was_training)
-    return ids
+    choose = _chooser(temperature, top_k, top_p, seed, ids.device)
+    steps = generate_steps(model, ids, max_new_tokens, choose, eos_id=eos_id,
+                           attention_mask=attention_mask, use_cache=use_cache)
+    return torch.cat([ids, *steps], dim=1)
 
 
 def stream(
@@ -183,26 +226,13 @@ def stream(
     if len(ids) + max_new_tokens > context:
         raise ValueError(f"{len(ids)} prompt + {max_new_tokens} new tokens exceed the context "
                          f"length {context}; shorten the prompt or ask for fewer tokens")
-    _check_sampling(temperature, top_k, top_p)
     device = next(model.parameters()).device
-    prompt = torch.tensor([list(ids)], device=device)
-    generator = None if seed is None else torch.Generator(device).manual_seed(seed)
-    return _stream(model, prompt, max_new_tokens, eos_id, (temperature, top_k, top_p), generator)
+    choose = _chooser(temperature, top_k, top_p, seed, device)
+    return _ints(generate_steps(model, torch.tensor([list(ids)], device=device), max_new_tokens,
+                                choose, eos_id=eos_id))
 
 
-@torch.inference_mode()  # torch enters it each time the generator resumes
-def _stream(model, prompt, max_new_tokens, eos_id, sampling, generator) -> Iterator[int]:
-    """`stream`'s loop: `generate`'s, for one sequence with the cache, yielding each token."""
-    was_training = model.training
-    model.eval()
-    try:
-        cache = KVCache(model, 1, prompt.shape[1] + max_new_tokens)
-        step_input = prompt
-        for _ in range(max_new_tokens):
-            next_id = next_token(model(step_input, cache)[:, -1], *sampling, generator)
-            yield int(next_id)
-            if int(next_id) == eos_id:
-                return
-            step_input = next_id
-    finally:
-        model.train(was_training)
+def _ints(steps: Iterator[torch.Tensor]) -> Iterator[int]:
+    with closing(steps):  # closing this closes the loop: it frees the cache, restores the mode
+        for step in steps:
+            yield int(step)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .generation import KVCache, _check_sampling, next_token
+from .generation import generate
 
 __all__ = [
     "Int8Embedding",
@@ -73,7 +73,19 @@ def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.to(scale.dtype) * scale[:, None]
 
 
-class Int8Linear(nn.Module):
+class _Int8Rows(nn.Module):
+    """An int8 matrix and one float scale per row: what Int8Linear and Int8Embedding hold."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, shape: str):
+        super().__init__()
+        if weight.dtype != torch.int8 or scale.shape != weight.shape[:1]:
+            raise ValueError(f"expected an int8 {shape} and one scale per row, got "
+                             f"{weight.dtype} {tuple(weight.shape)} and {tuple(scale.shape)}")
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale)
+
+
+class Int8Linear(_Int8Rows):
     """A linear layer whose weight is stored in int8, with one float scale per output row.
 
     The forward uses x·(q·s)ᵀ = (x·qᵀ)·s: convert q to floats, multiply, then scale each
@@ -89,13 +101,8 @@ class Int8Linear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor,
                  bias: torch.Tensor | None = None):
-        super().__init__()
-        if weight.dtype != torch.int8 or scale.shape != weight.shape[:1]:
-            raise ValueError(f"expected an int8 (out, in) weight and one scale per row, got "
-                             f"{weight.dtype} {tuple(weight.shape)} and {tuple(scale.shape)}")
+        super().__init__(weight, scale, "(out, in) weight")
         self.out_features, self.in_features = weight.shape
-        self.register_buffer("weight", weight)
-        self.register_buffer("scale", scale)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(),
                                                            requires_grad=False)
 
@@ -117,7 +124,7 @@ class Int8Linear(nn.Module):
                f"bias={self.bias is not None}"
 
 
-class Int8Embedding(nn.Module):
+class Int8Embedding(_Int8Rows):
     """An embedding table stored in int8 with one scale per row (per token).
 
     Made by `quantize_int8` for an embedding that shares its matrix with an output layer
@@ -127,13 +134,8 @@ class Int8Embedding(nn.Module):
     """
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor):
-        super().__init__()
-        if weight.dtype != torch.int8 or scale.shape != weight.shape[:1]:
-            raise ValueError(f"expected an int8 (tokens, dim) table and one scale per row, got "
-                             f"{weight.dtype} {tuple(weight.shape)} and {tuple(scale.shape)}")
+        super().__init__(weight, scale, "(tokens, dim) table")
         self.num_embeddings, self.embedding_dim = weight.shape
-        self.register_buffer("weight", weight)
-        self.register_buffer("scale", scale)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = F.embedding(ids, self.weight)  # (…, dim) int8
@@ -234,7 +236,6 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0,
     return ids, mask
 
 
-@torch.inference_mode()
 def generate_batch(
     model: nn.Module,
     prompts: Sequence[Sequence[int]],
@@ -250,13 +251,12 @@ def generate_batch(
     """The new tokens for each prompt (lists of ids of any lengths), generated in one batch.
 
     Prompts are padded on the left with `pad_id` (any id: padding is masked, never seen) and
-    decoded together through one KV cache. Each result is what `generate` gives for that
-    prompt alone: the greedy tokens exactly (up to float rounding deciding a near tie), and
-    with a temperature above 0 and a `seed`, the same sampled tokens too, since each row draws
-    from its own generator seeded with `seed` (or `seed[i]`, one per prompt). Without a seed,
-    rows draw from torch's global generator. A result stops after `eos_id`, which it then
-    includes; generation ends when every row has stopped. The longest prompt plus
-    `max_new_tokens` must fit in the context.
+    decoded together by `generate` with the padding mask. Each result is what `generate`
+    gives for that prompt alone: the greedy tokens exactly (up to float rounding deciding a
+    near tie), and with a temperature above 0 and a `seed`, the same sampled tokens too, since
+    each row draws from its own generator seeded with `seed` (or `seed[i]`, one per prompt);
+    without a seed, from torch's global generator. A result stops after `eos_id`, which it
+    then includes. The longest prompt plus `max_new_tokens` must fit in the context.
 
     >>> generate_batch(model, [[464, 3290], [40]], 5)          # two lists of 5 new ids
     """
@@ -271,36 +271,14 @@ def generate_batch(
                          f"exceed the context length {context}; shorten it or ask for fewer")
     if not 0 <= pad_id < vocab:
         raise ValueError(f"pad_id must be a token id in [0, {vocab}), got {pad_id}")
-    _check_sampling(temperature, top_k, top_p)
-    seeds = [seed] * len(prompts) if seed is None or isinstance(seed, int) else list(seed)
-    if len(seeds) != len(prompts):
-        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one per prompt")
-
-    device = next(model.parameters()).device
-    ids, mask = left_pad(prompts, pad_id, device)
-    generators = [None if s is None else torch.Generator(device).manual_seed(s) for s in seeds]
-    was_training = model.training
-    model.eval()
-    cache = KVCache(model, len(prompts), longest + max_new_tokens)
-    new = torch.empty(len(prompts), 0, dtype=torch.long, device=device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    step_input = ids
-    for _ in range(max_new_tokens):
-        logits = model(step_input, cache, attention_mask=mask)[:, -1]  # (batch, vocab)
-        if temperature == 0 or seed is None:
-            next_id = next_token(logits, temperature, top_k, top_p)
-        else:  # one generator per row, so a row's draws do not depend on its batch
-            next_id = torch.cat([next_token(logits[i:i + 1], temperature, top_k, top_p, g)
-                                 for i, g in enumerate(generators)])
-        new = torch.cat([new, next_id], dim=1)
-        mask = torch.cat([mask, torch.ones_like(next_id, dtype=torch.bool)], dim=1)
-        step_input = next_id
-        if eos_id is not None:
-            done |= next_id.squeeze(1) == eos_id
-            if done.all():
-                break
-    model.train(was_training)
-    results = new.tolist()
+    if isinstance(seed, int):
+        seed = [seed] * len(prompts)  # one generator per row, so its batch changes nothing
+    if seed is not None and len(seed) != len(prompts):
+        raise ValueError(f"{len(seed)} seeds for {len(prompts)} prompts: give one per prompt")
+    ids, mask = left_pad(prompts, pad_id, next(model.parameters()).device)
+    out = generate(model, ids, max_new_tokens, eos_id=eos_id, temperature=temperature,
+                   top_k=top_k, top_p=top_p, seed=seed, attention_mask=mask)
+    results = out[:, ids.shape[1]:].tolist()
     if eos_id is not None:
         results = [row[: row.index(eos_id) + 1] if eos_id in row else row for row in results]
     return results

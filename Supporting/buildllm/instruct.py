@@ -37,12 +37,16 @@ from torch import nn
 
 from .data import fetch, gpt2_encoding
 from .generation import generate
+from .inference import generate_batch
 from .metrics import mean_score, rouge_l, token_f1
+from .model import GPTModel
 from .tokenizers import Tokenizer
 from .training import LOSSES, FitState, cycle, evaluate, fit, param_groups, token_step
 
 __all__ = [
     "END_OF_TEXT",
+    "INPUT_HEADER",
+    "INSTRUCTION_HEADER",
     "PREAMBLE",
     "RESPONSE_HEADER",
     "InstructionDataset",
@@ -57,14 +61,18 @@ __all__ = [
     "load_instructions",
     "logits_at",
     "prompt_ids",
+    "render_turns",
     "respond",
     "respond_all",
     "split_entries",
+    "visible_answer",
 ]
 
 END_OF_TEXT = 50256  # GPT-2's <|endoftext|>, which also serves as its padding token
 PREAMBLE = ("Below is an instruction that describes a task. "
             "Write a response that appropriately completes the request.")
+INSTRUCTION_HEADER = "\n\n### Instruction:\n"
+INPUT_HEADER = "\n\n### Input:\n"
 RESPONSE_HEADER = "\n\n### Response:\n"
 
 
@@ -92,9 +100,9 @@ def format_prompt(entry: dict) -> str:
     ### Instruction:
     Name a colour.
     """  # noqa: E501
-    text = f"{PREAMBLE}\n\n### Instruction:\n{_field(entry, 'instruction')}"
+    text = PREAMBLE + INSTRUCTION_HEADER + _field(entry, "instruction")
     if entry.get("input"):  # about 40% of the entries have no input; then it is left out
-        text += f"\n\n### Input:\n{entry['input']}"
+        text += INPUT_HEADER + entry["input"]
     return text
 
 
@@ -114,6 +122,47 @@ def prompt_ids(entry: dict, enc) -> list[int]:
     `encode_example` and a model sees at answer time what it saw in training.
     """
     return enc.encode(format_prompt(entry)) + enc.encode(RESPONSE_HEADER)
+
+
+def render_turns(system: str, turns: Sequence[dict]) -> list[str | None]:
+    """A conversation (`buildllm.chat`) in this layout, as text pieces each encoded on its own,
+    with None where an <|endoftext|> token ends each answer.
+
+    One user message gives [format_prompt's text, RESPONSE_HEADER], the pieces `prompt_ids`
+    encodes; later turns follow, each answered turn ended by <|endoftext|>.
+
+    >>> render_turns("Be brief.", [{"role": "user", "content": "Hi"}])
+    ['Be brief.\\n\\n### Instruction:\\nHi', '\\n\\n### Response:\\n']
+    """
+    pieces: list[str | None] = []
+    head = system  # the system prompt leads the first piece, as the preamble leads format_prompt
+    for m in turns:
+        if m["role"] == "user":
+            pieces.append(head + INSTRUCTION_HEADER + m["content"])
+        else:
+            pieces += [head + RESPONSE_HEADER, m["content"], None]
+        head = ""
+    return pieces + [RESPONSE_HEADER]
+
+
+def visible_answer(text: str, final: bool = False) -> tuple[str, bool]:
+    """The part of a reply being written that is sure to stay, and whether the reply has ended.
+
+    The finished answer is the text before the first "###" (a new section: the model is done
+    answering), stripped of surrounding whitespace; models that have not learned to stop
+    write one. While tokens still arrive, hold back what may yet change: a character still
+    split across tokens (U+FFFD for now), one or two "#" that may become "###", and trailing
+    whitespace that a final strip would remove.
+
+    >>> visible_answer("  Paris.\\n\\n##")
+    ('Paris.', False)
+    >>> visible_answer(" Paris.\\n\\n### Instruction:")
+    ('Paris.', True)
+    """
+    answer, marker, _ = text.partition("###")
+    if marker or final:
+        return answer.strip(), bool(marker)
+    return answer.rstrip("\ufffd").rstrip("#").strip(), False
 
 
 def encode_example(entry: dict, enc) -> tuple[list[int], int]:
@@ -217,8 +266,8 @@ def answer_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     The same number as `buildllm.training.batch_loss`, which gives `F.cross_entropy` every
     position and lets it skip targets equal to -100. But the output layer is most of a small
     GPT's work (GPT-2's vocabulary has 50,257 entries), and with the prompt masked about four
-    positions in five are skipped anyway. So a hook hands the output layer only the positions
-    whose targets count: (batch, tokens, emb_dim) in, (kept, emb_dim) out.
+    positions in five are skipped anyway. So `logits_at` computes logits only for the
+    positions whose targets count.
     """
     keep = targets != ignore_index
     if not keep.any():
@@ -230,18 +279,13 @@ def answer_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
 def logits_at(model: nn.Module, inputs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """The logits (n, vocab) of the n positions where `keep` (batch, tokens) is True.
 
-    `model(inputs)[keep]`, but for a model with an `out_head` (GPTModel, and so GPT-2) a
-    forward pre-hook hands the output layer only the kept positions' vectors, so the
-    others' logits are never computed. Instruction tuning and DPO need few of them.
+    `model(inputs)[keep]`, but a GPTModel (and so GPT-2) runs its output layer only at the
+    kept positions (`GPTModel.forward`'s `keep`), so the others' logits are never computed.
+    Instruction tuning and DPO need few of them.
     """
-    head = getattr(model, "out_head", None)
-    if not isinstance(head, nn.Module):
-        return model(inputs)[keep]
-    hook = head.register_forward_pre_hook(lambda _module, args: (args[0][keep],))
-    try:
-        return model(inputs)
-    finally:
-        hook.remove()
+    if isinstance(model, GPTModel):
+        return model(inputs, keep=keep)
+    return model(inputs)[keep]
 
 
 def finetune(
@@ -304,11 +348,9 @@ def finetune(
 
 
 def _answer(enc, new_ids: list[int], eot: int) -> str:
-    """The text of generated ids up to the first end-of-text (`eot`), cut where a "###"
-    section begins."""
-    if eot in new_ids:
-        new_ids = new_ids[: new_ids.index(eot)]
-    return enc.decode(new_ids).split("###")[0].strip()
+    """The answer in generated ids: up to the first end-of-text `eot`, cut by visible_answer."""
+    ended = new_ids[: new_ids.index(eot)] if eot in new_ids else new_ids
+    return visible_answer(enc.decode(ended), final=True)[0]
 
 
 def respond(model: nn.Module, enc, entry: dict, max_new_tokens: int = 64, **sampling) -> str:
@@ -327,33 +369,30 @@ def respond(model: nn.Module, enc, entry: dict, max_new_tokens: int = 64, **samp
 
 def respond_all(model: nn.Module, enc, entries: Sequence[dict], max_new_tokens: int = 64,
                 batch_size: int = 32, progress: bool = True, **sampling) -> list[str]:
-    """`respond` to every entry, generating for several entries at once where possible.
+    """`respond` to every entry, `batch_size` entries at a time; the answers in entry order.
 
-    GPTModel has no padding mask, so only prompts of the same length can share a batch; the
-    entries are grouped by prompt length, up to `batch_size` to a batch. Generating one token
-    for a batch costs little more than for one prompt (reading the weights dominates), so
-    this is several times faster on the test split. Greedy answers are those of `respond`;
-    sampled ones differ, since each batch draws its own random numbers.
+    A token for a batch costs little more than for one prompt (reading the weights
+    dominates), so this is several times faster on the test split. Prompts, sorted by length
+    so that little padding is needed, share batches padded on the left (`generate_batch`).
+    Each answer is `respond`'s, greedy (up to float rounding deciding a near tie) or sampled
+    with a `seed`, since each row draws from its own generator seeded with it.
     """
     from .progress import tqdm
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    device, eot = next(model.parameters()).device, end_of_text_id(enc)
+    eot = end_of_text_id(enc)
     prompts = [prompt_ids(e, enc) for e in entries]
-    groups: dict[int, list[int]] = {}
-    for i, ids in enumerate(prompts):
-        groups.setdefault(len(ids), []).append(i)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers = [""] * len(entries)
     with tqdm(total=len(entries), desc="answering", disable=not progress) as bar:
-        for length, members in groups.items():
-            for start in range(0, len(members), batch_size):
-                chunk = members[start:start + batch_size]
-                ids = torch.tensor([prompts[i] for i in chunk], device=device)
-                out = generate(model, ids, max_new_tokens, eos_id=eot, **sampling)
-                for row, i in enumerate(chunk):
-                    answers[i] = _answer(enc, out[row, length:].tolist(), eot)
-                bar.update(len(chunk))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            new = generate_batch(model, [prompts[i] for i in chunk], max_new_tokens,
+                                 eos_id=eot, **sampling)
+            for i, ids in zip(chunk, new, strict=True):
+                answers[i] = _answer(enc, ids, eot)
+            bar.update(len(chunk))
     return answers
 
 

@@ -164,9 +164,14 @@ class GPTModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, ids: torch.Tensor, cache=None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, cache=None, attention_mask: torch.Tensor | None = None,
+                *, keep: torch.Tensor | None = None, hidden: bool = False) -> torch.Tensor:
         """Logits for every position. With a KVCache, `ids` continue the tokens it holds.
+
+        The output layer is most of a small GPT's work, so, as in nanoGPT, two options skip
+        some or all of it: `keep`, a boolean (batch, tokens) tensor, gives only the kept
+        positions' logits, `model(ids)[keep]`, shape (kept, vocab); `hidden=True` gives the
+        final LayerNorm's outputs (batch, tokens, emb_dim), what the output layer would read.
 
         `attention_mask` lets rows of different lengths share a batch (Meeting 7). It has shape
         (batch, cached + new tokens), True (or 1) at real tokens and False (0) at padding, and
@@ -198,7 +203,10 @@ class GPTModel(nn.Module):
             x = block(x, cache, layer, mask)
         if cache is not None:
             cache.length += n
-        return self.out_head(self.final_norm(x))
+        x = self.final_norm(x)
+        if hidden:
+            return x
+        return self.out_head(x if keep is None else x[keep])
 
 
 def _stored_transposed(weight: nn.Parameter) -> nn.Parameter:

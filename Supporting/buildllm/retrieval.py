@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .instruct import prompt_ids
+from .utils import eval_mode
 
 __all__ = [
     "GPTEmbedder",
@@ -158,19 +159,10 @@ def hidden_states(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """A GPTModel's final-LayerNorm outputs (batch, tokens, emb_dim), without its output layer.
 
     These are the vectors the output layer turns into logits: `model.out_head` of them is
-    `model(ids)`. Two hooks get them from the unchanged model: one keeps what `final_norm`
-    returns, and one hands `out_head` zero positions, so the 50,257 logits per token (most of
-    a small GPT's work) are never computed.
+    `model(ids)`. `model(ids, hidden=True)` stops before that layer, so the 50,257 logits per
+    token (most of a small GPT's work) are never computed.
     """
-    kept = []
-    keep = model.final_norm.register_forward_hook(lambda _m, _args, out: kept.append(out))
-    skip = model.out_head.register_forward_pre_hook(lambda _m, args: (args[0][:, :0],))
-    try:
-        model(ids)
-    finally:
-        keep.remove()
-        skip.remove()
-    return kept[0]
+    return model(ids, hidden=True)
 
 
 class GPTEmbedder:
@@ -217,13 +209,9 @@ class GPTEmbedder:
                           "their first tokens are embedded: split them into shorter passages",
                           stacklevel=2)
         encoded = [ids[:limit] for ids in encoded]
-        was_training = self.model.training
-        self.model.eval()  # no dropout
-        try:
+        with eval_mode(self.model):  # no dropout
             out = [self._mean_states(encoded[start:start + self.batch_size])
                    for start in range(0, len(encoded), self.batch_size)]
-        finally:
-            self.model.train(was_training)
         vectors = torch.cat(out) if out else torch.zeros(0, self.model.cfg.emb_dim)
         return vectors if self.offset is None else vectors - self.offset
 
