@@ -42,7 +42,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +137,8 @@ class Capstone:
 
 
 # The settings each stage records. A stage also records the fingerprint of the stage before it.
-_PRETRAIN = ("model", "context_length", "emb_dim", "n_heads", "n_layers", "batch_size",
-             "grad_accum", "steps", "lr", "dtype", "val_fraction", "eval_every", "eval_batches",
-             "seed")
+_PRETRAIN = tuple(f.name for f in fields(Capstone)  # RunConfig's, but device
+                  if f.name in RunConfig.__dataclass_fields__ and f.name != "device")
 _TUNE = ("instructions", "tune_epochs", "tune_lr", "tune_batch_size", "mask_prompt", "seed")
 _EVALUATE = ("test_examples", "max_new_tokens", "eval_batches", "val_fraction", "batch_size")
 
@@ -193,8 +192,7 @@ class _Record:
         old = self.stored.get("settings", {})
         changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in self.settings.items()
                    if old.get(k) != v]
-        return ("changed: " + ", ".join(changed) if changed
-                else "an earlier stage changed")
+        return "changed: " + ", ".join(changed) if changed else "an earlier stage changed"
 
     def fresh_folder(self) -> None:
         """Empty this stage's folder (an older output with other settings goes)."""
@@ -293,9 +291,7 @@ def _held_out(cfg: Capstone, tokenizer, texts: list[str]) -> torch.Tensor:
 def train_tokenizer(cfg: Capstone) -> Stage:
     """Stage 1: a byte-level BPE of `vocab_size` tokens, <|endoftext|> the last, trained on
     the texts (Meeting 2). Output: the BPETokenizer, saved as 1-tokenizer/tokenizer.json.
-
-    It checks all the input first (the folder, your pairs file, that the text is long enough
-    for the context length), so bad input stops it before anything is written.
+    It checks all the input first: bad input stops the pipeline before anything is written.
     """
     texts = _read_corpus(cfg)
     _own_pairs(cfg)  # a broken pairs file should stop the pipeline now, not after pretraining
@@ -404,17 +400,15 @@ def evaluate(cfg: Capstone, pretrained: Stage, tuned: Stage) -> Stage:
     context = models["tuned"].cfg.context_length
     windows = eval_batches(_held_out(cfg, tokenizer, _read_corpus(cfg)), context,
                            cfg.batch_size, cfg.eval_batches)
-    text = {}
-    for label, model in models.items():
-        loss = _text_loss(model, windows)
-        text[label] = {"loss": loss, "perplexity": math.exp(loss)}
+    losses = {label: _text_loss(model, windows) for label, model in models.items()}
     _, _, test = load_instructions()
     room = context - cfg.max_new_tokens
     entries = [e for e in test if len(prompt_ids(e, tokenizer)) <= room][:cfg.test_examples]
     results = {label: evaluate_responses(model, tokenizer, entries, cfg.max_new_tokens)
                for label, model in models.items()}
     scores = {
-        "text": text,
+        "text": {label: {"loss": loss, "perplexity": math.exp(loss)}
+                 for label, loss in losses.items()},
         "answers": {label: {"rouge_l": r["rouge_l"], "token_f1": r["token_f1"]}
                     for label, r in results.items()},
         "examples": [{"instruction": e["instruction"], "input": e["input"],

@@ -36,9 +36,7 @@ def _endpoint(url: str, path: str) -> str:
     """http://host:port (optionally ending in /v1) + path -> http://host:port/v1/path."""
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ValueError(f"the judge's URL must start with http:// or https://, got {url!r}")
-    base = url.rstrip("/")
-    base = base[: -len("/v1")] if base.endswith("/v1") else base
-    return f"{base}/v1/{path}"
+    return f"{url.rstrip('/').removesuffix('/v1')}/v1/{path}"
 
 
 def available(url: str, timeout: float = 2.0) -> bool:
@@ -132,6 +130,5 @@ def judge_many(url: str, model: str, entries: Sequence[dict], responses: Sequenc
 
     if len(entries) != len(responses):
         raise ValueError(f"{len(entries)} entries but {len(responses)} responses")
-    pairs = zip(entries, responses, strict=True)
-    return [judge(url, model, e, r, **kwargs)
-            for e, r in tqdm(pairs, total=len(entries), desc="judging")]
+    return [judge(url, model, e, r, **kwargs) for e, r in
+            tqdm(zip(entries, responses, strict=True), total=len(entries), desc="judging")]

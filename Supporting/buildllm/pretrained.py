@@ -16,16 +16,8 @@ import torch
 
 from .model import GPTModel
 
-__all__ = [
-    "COURSE_MODEL_DIR",
-    "SMOKE_ENV",
-    "choose_settings",
-    "course_model",
-    "gpt2_model",
-    "gpt2_or_course_model",
-    "load_base",
-    "smoke_run",
-]
+__all__ = ["COURSE_MODEL_DIR", "SMOKE_ENV", "choose_settings", "course_model", "gpt2_model",
+           "gpt2_or_course_model", "load_base", "smoke_run"]
 
 COURSE_MODEL_DIR = Path(__file__).parent / "weights" / "course-shakespeare"
 
@@ -34,8 +26,7 @@ def course_model() -> GPTModel:
     """The course's own small GPT, pretrained on tinyshakespeare.txt, in eval mode (float32)."""
     from .runs import load_run
 
-    model, _tokenizer = load_run(COURSE_MODEL_DIR)
-    return model
+    return load_run(COURSE_MODEL_DIR).model
 
 
 def gpt2_model(size: str = "124M") -> GPTModel:
@@ -46,8 +37,7 @@ def gpt2_model(size: str = "124M") -> GPTModel:
     from .gpt2 import load_hf_state_dict
     from .model import CONFIGS
 
-    weights = gpt2_weights(size)
-    return load_hf_state_dict(GPTModel(CONFIGS[size]), load_file(weights)).eval()
+    return load_hf_state_dict(GPTModel(CONFIGS[size]), load_file(gpt2_weights(size))).eval()
 
 
 def gpt2_or_course_model(size: str = "124M") -> tuple[GPTModel, str]:
@@ -103,15 +93,8 @@ def smoke_run() -> bool:
     return os.environ.get(SMOKE_ENV, "") not in ("", "0")
 
 
-def choose_settings(
-    model_name: str,
-    device: torch.device | str,
-    *,
-    course: dict,
-    gpt2_gpu: dict,
-    gpt2_cpu: dict,
-    smoke: dict | None = None,
-) -> dict:
+def choose_settings(model_name: str, device: torch.device | str, *, course: dict,
+                    gpt2_gpu: dict, gpt2_cpu: dict, smoke: dict | None = None) -> dict:
     """The settings made for the model a notebook got and the device it runs on.
 
     GPT-2 (124M parameters) costs 15-30 times the course model (7M) per step, and wants a

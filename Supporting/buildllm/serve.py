@@ -231,8 +231,7 @@ def _sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-def create_app(chat: ChatSession, model_name: str = "buildllm", *,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(chat: ChatSession, model_name: str = "buildllm") -> FastAPI:
     """The FastAPI app serving `chat`'s model under `model_name`; run it with uvicorn.
 
     >>> uvicorn.run(create_app(ChatSession.from_run("runs/instruct"), "instruct"), port=8000)
@@ -270,7 +269,7 @@ def create_app(chat: ChatSession, model_name: str = "buildllm", *,
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        req = _parse(await _read_body(request, max_body_bytes))
+        req = _parse(await _read_body(request, MAX_BODY_BYTES))
         _check_model(req.model, model_name)
         return await _complete(chat, req, model_name, request.app.state.worker)
 
