@@ -119,6 +119,30 @@ def _number(text: str) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _date_problem(text: str, today: datetime.date) -> str | None:
+    """What a bad date should have been, or None for a good one."""
+    try:
+        date = datetime.date.fromisoformat(text)
+        if not re.fullmatch(r"\d{4}-\d\d-\d\d", text):
+            raise ValueError
+    except ValueError:
+        return "a date written YYYY-MM-DD, e.g. 2026-12-03"
+    return f"a date no later than today ({today})" if date > today else None
+
+
+def _link_problem(link: str) -> str | None:
+    """What a bad link should have been, or None for a good one (or none: it is optional)."""
+    if not link:
+        return None
+    if re.match(r"[a-z]+:", link):
+        if not re.fullmatch(r"https?://\S+", link):
+            return "an http(s):// URL without spaces, or a path in this repository"
+    elif not link.split("#")[0] or not (ROOT / link.split("#")[0]).exists():
+        return ("an https:// URL, or the path of a file in this repository relative to its "
+                "root, e.g. Meeting-5/README.md#benchmarks")
+    return None
+
+
 def _check_row(values: dict[str, str], line: int, today: datetime.date, problem) -> Row | None:
     """A Row from one line's values, or None after reporting each bad value to `problem`."""
     bad = False
@@ -154,29 +178,16 @@ def _check_row(values: dict[str, str], line: int, today: datetime.date, problem)
         fail("value", "a number, e.g. 1.752")
     elif metric is not None and not metric.low <= value <= metric.high:
         fail("value", f"{metric.unit} (from {metric.low:g} to {metric.high:g})")
-    try:
-        date = datetime.date.fromisoformat(values["date"])
-        if not re.fullmatch(r"\d{4}-\d\d-\d\d", values["date"]):
-            raise ValueError
-        if date > today:
-            fail("date", f"a date no later than today ({today})")
-    except ValueError:
-        fail("date", "a date written YYYY-MM-DD, e.g. 2026-12-03")
-    link = values["link"]
-    if link:
-        path = link.split("#")[0]
-        if re.match(r"[a-z]+:", link):
-            if not re.fullmatch(r"https?://\S+", link):
-                fail("link", "an http(s):// URL without spaces, or a path in this repository")
-        elif not path or not (ROOT / path).exists():
-            fail("link", "an https:// URL, or the path of a file in this repository relative to "
-                         "its root, e.g. Meeting-5/README.md#benchmarks")
+    for column, expected in (("date", _date_problem(values["date"], today)),
+                             ("link", _link_problem(values["link"]))):
+        if expected:
+            fail(column, expected)
     if bad:
         return None
     return Row(line, values["name"], int(values["meeting"]), int(values["model_size"]),
                values["data"], values["hardware"], values["device"], float(values["time"]),
-               values["metric"], float(values["value"]), values["value"], date,
-               values["setup"], link)
+               values["metric"], float(values["value"]), values["value"],
+               datetime.date.fromisoformat(values["date"]), values["setup"], values["link"])
 
 
 def parse(text: str, source: str = "board.csv", today: datetime.date | None = None) -> list[Row]:

@@ -411,15 +411,16 @@ def _lora_mistakes(base_out, x, a, b, rank: int, alpha: float):
 _IN_FORWARD = " in forward (no .detach(), .data or torch.no_grad())"
 
 
+def _linear(d_in: int, d_out: int, seed: int, bias: bool = True) -> nn.Linear:
+    with seeded(seed):
+        return nn.Linear(d_in, d_out, bias=bias)
+
+
 def lora_linear(cls: Callable[..., nn.Module]) -> None:
     """Exercise 6.4: cls(base, rank, alpha) must build a layer that computes what
     `buildllm.lora.LoRALinear` computes, base(x) + (alpha / rank) · x @ A.T @ B.T: A (rank, in)
     random, B (out, rank) zero, the base frozen; the output for ranks 2 and 8, alpha 3, a base
     without bias and a GPT's transposed qkv layer; gradients reaching A and B only."""
-
-    def linear(d_in: int, d_out: int, seed: int, bias: bool = True) -> nn.Linear:
-        with seeded(seed):
-            return nn.Linear(d_in, d_out, bias=bias)
 
     def build(base: nn.Linear, rank: int, alpha: float, seed: int):
         """The learner's layer and the reference, both with A and B set to the same values."""
@@ -435,7 +436,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
         return layer, ref
 
     def starts_as_base() -> None:
-        base = linear(6, 4, 64)
+        base = _linear(6, 4, 64)
         with seeded(65):
             layer = cls(base, 2, 4)
         _expect_lora_parts(layer, base, 2)
@@ -463,7 +464,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
             expect_close(got, ref(x), "the output", mistakes)
 
     def gradients() -> None:
-        layer, ref = build(linear(10, 7, 68), 3, 6, 69)
+        layer, ref = build(_linear(10, 7, 68), 3, 6, 69)
         x, weights = randn(72, 4, 10), randn(73, 4, 7)
         out = layer(x)
         if not out.requires_grad:
@@ -485,11 +486,11 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
         ("nn.Linear(6, 4), rank 2, alpha 4: A (2, 6), B (4, 2), only they train, and the fresh "
          "layer gives the base's output", starts_as_base),
         ("the same once A and B are trained: x of shape (3, 6)",
-         output(linear(6, 4, 74), 2, 4, (3, 6), 74)),
+         output(_linear(6, 4, 74), 2, 4, (3, 6), 74)),
         ("nn.Linear(12, 10), rank 8, alpha 16, x of shape (2, 5, 12)",
-         output(linear(12, 10, 75), 8, 16, (2, 5, 12), 75)),
-        ("alpha 3, rank 2: a scale of 1.5", output(linear(8, 5, 76), 2, 3, (4, 8), 76)),
-        ("nn.Linear(8, 8, bias=False)", output(linear(8, 8, 77, bias=False), 4, 8, (3, 8), 77)),
+         output(_linear(12, 10, 75), 8, 16, (2, 5, 12), 75)),
+        ("alpha 3, rank 2: a scale of 1.5", output(_linear(8, 5, 76), 2, 3, (4, 8), 76)),
+        ("nn.Linear(8, 8, bias=False)", output(_linear(8, 8, 77, bias=False), 4, 8, (3, 8), 77)),
         ("a GPT block's qkv layer, whose weight is stored transposed",
          output(qkv, 4, 8, (2, 5, 16), 78)),
         ("the gradients reach A and B, and only them", gradients),

@@ -336,6 +336,34 @@ def _fit_diagnosis(got: list[dict], want: list[dict], messages, count, budget: i
             "keep the newest")
 
 
+def _fit_with_chat_session(case) -> None:
+    """Exercise 7.3's last case: a real conversation in GPT-2's tokens, whose kept messages
+    must give the prompt that ChatSession.prompt_ids sends."""
+    def session(context: int) -> ChatSession:
+        with torch.device("meta"):  # shapes only: prompts are counted, nothing runs
+            return ChatSession(_support.tiny_gpt(None, 50257, context, 8, 1, 1),
+                               gpt2_encoding())
+
+    n_new, short, counter = 48, session(128), session(4096)
+    roles = ["system"] + ["user", "assistant"] * 3 + ["user"]
+    messages = [{"role": role, "content": text} for role, text in zip(roles, [
+        "You answer in one short sentence.", "Who wrote Hamlet?",
+        "William Shakespeare wrote it, around 1600.", "And who wrote The Odyssey?",
+        "Homer, or the poets we call by that name.", "Which of the two is older?",
+        "The Odyssey, by more than two thousand years.",
+        "Name one more play by the first author."], strict=True)]
+
+    def count(kept: list[dict]) -> int:  # the whole conversation, none of it dropped
+        return len(counter.prompt_ids(kept, 1))
+
+    budget = short.context_length - n_new
+    want = _reference_fit(messages, count, budget)
+    if want is None or counter.prompt_ids(want, 1) != short.prompt_ids(messages, n_new):
+        raise RuntimeError("this check no longer agrees with ChatSession.prompt_ids: a bug "
+                           "in the course, please report it")
+    case(messages, budget, count)()
+
+
 def fit_history(fn: Callable[..., list[dict]]) -> None:
     """Exercise 7.3: fn(messages, count_tokens, budget) must return the messages to send
     as `buildllm.chat.ChatSession` chooses them: the system messages, then the newest turns
@@ -371,31 +399,6 @@ def fit_history(fn: Callable[..., list[dict]]) -> None:
         if got != want:
             raise AssertionError(_fit_diagnosis(got, want, messages, count, budget))
 
-    def with_chat_session() -> None:
-        def session(context: int) -> ChatSession:
-            with torch.device("meta"):  # shapes only: prompts are counted, nothing runs
-                return ChatSession(_support.tiny_gpt(None, 50257, context, 8, 1, 1),
-                                   gpt2_encoding())
-
-        n_new, short, counter = 48, session(128), session(4096)
-        roles = ["system"] + ["user", "assistant"] * 3 + ["user"]
-        messages = [{"role": role, "content": text} for role, text in zip(roles, [
-            "You answer in one short sentence.", "Who wrote Hamlet?",
-            "William Shakespeare wrote it, around 1600.", "And who wrote The Odyssey?",
-            "Homer, or the poets we call by that name.", "Which of the two is older?",
-            "The Odyssey, by more than two thousand years.",
-            "Name one more play by the first author."], strict=True)]
-
-        def count(kept: list[dict]) -> int:  # the whole conversation, none of it dropped
-            return len(counter.prompt_ids(kept, 1))
-
-        budget = short.context_length - n_new
-        want = _reference_fit(messages, count, budget)
-        if want is None or counter.prompt_ids(want, 1) != short.prompt_ids(messages, n_new):
-            raise RuntimeError("this check no longer agrees with ChatSession.prompt_ids: a bug "
-                               "in the course, please report it")
-        case(messages, budget, count)()
-
     four = _chat("s sys 10, u q1 6, a a1 12, u q2 4")
     five = "u q1 6, a a1 10, u q2 5, a a2 8, u q3 4"
     verify("Exercise 7.3", [
@@ -420,7 +423,8 @@ def fit_history(fn: Callable[..., list[dict]]) -> None:
          "ValueError",
          case(_chat("s sys 6, u q1 3, a a1 3, u q2 7"), 20)),
         ("GPT-2's tokens in ChatSession's layout (115 for the whole conversation), context 128 "
-         "with 48 for the reply: the prompt ChatSession.prompt_ids sends", with_chat_session),
+         "with 48 for the reply: the prompt ChatSession.prompt_ids sends",
+         lambda: _fit_with_chat_session(case)),
     ])
 
 
