@@ -21,11 +21,14 @@ and gradients against peft itself.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from .model import count_parameters as trainable_parameters  # what an optimizer would update
 
 __all__ = ["DEFAULT_TARGETS", "LoRALinear", "add_lora", "merge_lora", "trainable_parameters"]
 
@@ -74,17 +77,10 @@ class LoRALinear(nn.Module):
         """A plain nn.Linear computing the same function: weight W + scale · B·A.
 
         The new weight keeps the base weight's memory layout (GPTModel stores its block weights
-        transposed, see `model._stored_transposed`) and its requires_grad flag.
+        transposed, see `model._stored_transposed`).
         """
-        w = self.base.weight
-        layer = nn.Linear(self.base.in_features, self.base.out_features,
-                          bias=self.base.bias is not None, device=w.device, dtype=w.dtype)
-        weight = torch.empty_strided(w.shape, w.stride(), device=w.device, dtype=w.dtype)
-        weight.copy_(w + self.scale * (self.B @ self.A))
-        layer.weight = nn.Parameter(weight, requires_grad=w.requires_grad)
-        if self.base.bias is not None:
-            layer.bias = nn.Parameter(self.base.bias.detach().clone(),
-                                      requires_grad=self.base.bias.requires_grad)
+        layer = copy.deepcopy(self.base)  # keeps the strides and requires_grad flags
+        layer.weight.add_(self.scale * (self.B @ self.A))
         return layer
 
     def extra_repr(self) -> str:
@@ -131,11 +127,6 @@ def add_lora(model: nn.Module, rank: int = 8, alpha: float = 16,
     for name, linear in chosen.items():
         _set_submodule(root, name, LoRALinear(linear, rank, alpha, dropout))
     return model
-
-
-def trainable_parameters(model: nn.Module) -> int:
-    """How many numbers an optimizer would update: parameters with requires_grad, each once."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
