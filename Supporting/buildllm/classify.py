@@ -28,6 +28,7 @@ trains in seconds and tells us what accuracy a GPT has to beat to be worth its c
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -43,23 +44,10 @@ from .model import GPTModel, count_parameters
 from .training import FitState, cycle, fit, param_groups, warmup_cosine
 from .utils import eval_mode
 
-__all__ = [
-    "LABELS",
-    "BagOfWords",
-    "SpamDataset",
-    "accuracy",
-    "add_classification_head",
-    "class_logits",
-    "classify",
-    "evaluate_classifier",
-    "fit_bag_of_words",
-    "last_token_index",
-    "load_spam",
-    "message_words",
-    "set_trainable",
-    "split_frame",
-    "train_classifier",
-]
+__all__ = ["LABELS", "BagOfWords", "SpamDataset", "accuracy", "add_classification_head",
+           "class_logits", "classify", "evaluate_classifier", "fit_bag_of_words",
+           "last_token_index", "load_spam", "message_words", "set_trainable", "split_frame",
+           "train_classifier"]
 
 LABELS = ("ham", "spam")  # label 0 and label 1; "ham" is the dataset's word for not spam
 END_OF_TEXT = 50256  # GPT-2's <|endoftext|>, our padding token
@@ -89,9 +77,8 @@ def load_spam(balance: bool = True, seed: int = 123) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def split_frame(
-    df: pd.DataFrame, fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 123
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def split_frame(df: pd.DataFrame, fractions: Sequence[float] = (0.7, 0.1, 0.2),
+                seed: int = 123) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Shuffle the rows with `seed` and cut them into training, validation and test parts.
 
     The first two parts get int(fraction · rows) rows each and the test part the rest, so
@@ -211,10 +198,8 @@ def class_logits(model: GPTModel, input_ids: torch.Tensor,
 @torch.no_grad()
 def evaluate_classifier(model: GPTModel, loader: Iterable,
                         max_batches: int | None = None) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy over (at most `max_batches` of) `loader`.
-
-    Dropout is off while it measures; the model goes back to the mode it was in.
-    """
+    """Mean cross-entropy loss and accuracy over (at most `max_batches` of) `loader`,
+    without dropout."""
     device = next(model.parameters()).device
     loss, correct, seen = 0.0, 0, 0
     with eval_mode(model):
@@ -252,20 +237,10 @@ def classify(model: GPTModel, enc, text: str, max_length: int | None = None,
         return labels[class_logits(model, ids).argmax(dim=-1).item()]
 
 
-def train_classifier(
-    model: GPTModel,
-    train_loader: Iterable,
-    val_loader: Iterable,
-    *,
-    epochs: int,
-    lr: float,
-    weight_decay: float = 0.1,
-    eval_every: int = 50,
-    eval_batches: int | None = 5,
-    cosine: bool = False,
-    max_steps: int | None = None,
-    on_eval=None,
-) -> dict[str, list]:
+def train_classifier(model: GPTModel, train_loader: Iterable, val_loader: Iterable, *,
+                     epochs: int, lr: float, weight_decay: float = 0.1, eval_every: int = 50,
+                     eval_batches: int | None = 5, cosine: bool = False,
+                     max_steps: int | None = None, on_eval=None) -> dict[str, list]:
     """Fine-tune the trainable parameters with AdamW on the cross entropy of `class_logits`.
 
     Every `eval_every` steps, and after the last, the loss and accuracy on `eval_batches`
@@ -289,9 +264,7 @@ def train_classifier(
     # several times quicker on a CPU, where updating the 50,257-row embedding dominates a step.
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr,
                                   fused=device.type in ("cpu", "cuda"))
-    total = epochs * len(train_loader)
-    if max_steps is not None:
-        total = min(total, max_steps)
+    total = min(epochs * len(train_loader), max_steps or math.inf)
 
     def step_fn(batch) -> int:
         input_ids, labels = batch
