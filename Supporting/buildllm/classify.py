@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import TensorDataset
 
 from .model import GPTModel, count_parameters
 from .training import FitState, cycle, fit, param_groups, warmup_cosine
@@ -104,7 +104,7 @@ def _encode(enc, text: str, pad_id: int) -> list[int]:
     return ids if ids else [pad_id]
 
 
-class SpamDataset(Dataset):
+class SpamDataset(TensorDataset):
     """Messages as token ids padded on the right to one length, with their labels.
 
     `max_length` defaults to the longest message in `df`; pass the training set's
@@ -129,12 +129,7 @@ class SpamDataset(Dataset):
             dtype=torch.long,
         ).reshape(len(encoded), max_length)
         self.labels = torch.tensor(df["label"].to_numpy(), dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.inputs[i], self.labels[i]
+        super().__init__(self.inputs, self.labels)
 
 
 def add_classification_head(model: GPTModel, num_classes: int = 2) -> GPTModel:
@@ -227,8 +222,7 @@ def classify(model: GPTModel, enc, text: str, max_length: int | None = None,
     The message keeps its first `max_length` tokens (default: the model's context), as in
     training. No padding is needed, since the last real token is read either way.
     """
-    limit = model.cfg.context_length if max_length is None else min(max_length,
-                                                                     model.cfg.context_length)
+    limit = min(model.cfg.context_length, math.inf if max_length is None else max_length)
     if limit < 1:
         raise ValueError(f"max_length must be at least 1, got {max_length}")
     device = next(model.parameters()).device

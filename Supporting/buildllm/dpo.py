@@ -218,22 +218,17 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 
-def _pair_logprobs(model: nn.Module, batch: dict, reduction: str):
-    """Score chosen and rejected rows in one forward pass; returns (chosen, rejected)."""
-    n = batch["chosen"].shape[0]
-    ids = torch.cat([batch["chosen"], batch["rejected"]])
-    mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
-    logp = sequence_logprob(model, ids, mask, reduction)
-    return logp[:n], logp[n:]
-
-
 def _batch_dpo(policy, reference, batch, beta, reduction):
+    """The DPO loss and rewards of a batch; each model scores its chosen and rejected rows
+    in one forward pass."""
     device = next(policy.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
-    pi_c, pi_r = _pair_logprobs(policy, batch, reduction)
+    n = batch["chosen"].shape[0]
+    ids = torch.cat([batch["chosen"], batch["rejected"]]).to(device)
+    mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]]).to(device)
+    pi = sequence_logprob(policy, ids, mask, reduction)
     with torch.no_grad():
-        ref_c, ref_r = _pair_logprobs(reference, batch, reduction)
-    return dpo_loss(pi_c, pi_r, ref_c, ref_r, beta)
+        ref = sequence_logprob(reference, ids, mask, reduction)
+    return dpo_loss(pi[:n], pi[n:], ref[:n], ref[n:], beta)
 
 
 @torch.no_grad()
