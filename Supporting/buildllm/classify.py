@@ -124,10 +124,8 @@ class SpamDataset(TensorDataset):
             raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
         self.max_length, self.pad_id = max_length, pad_id
         self.truncated = sum(len(ids) > max_length for ids in encoded)
-        self.inputs = torch.tensor(
-            [ids[:max_length] + [pad_id] * (max_length - len(ids[:max_length])) for ids in encoded],
-            dtype=torch.long,
-        ).reshape(len(encoded), max_length)
+        rows = [ids[:max_length] + [pad_id] * (max_length - len(ids)) for ids in encoded]
+        self.inputs = torch.tensor(rows, dtype=torch.long).reshape(len(rows), max_length)
         self.labels = torch.tensor(df["label"].to_numpy(), dtype=torch.long)
         super().__init__(self.inputs, self.labels)
 
@@ -153,11 +151,9 @@ def set_trainable(model: GPTModel, mode: str) -> int:
                    transformer block, the book's choice;
     "all":         every parameter.
     """
-    parts = {
-        "head": [model.out_head],
-        "last_block": [model.out_head, model.final_norm, model.trf_blocks[-1]],
-        "all": [model],
-    }
+    parts = {"head": [model.out_head],
+             "last_block": [model.out_head, model.final_norm, model.trf_blocks[-1]],
+             "all": [model]}
     if mode not in parts:
         raise ValueError(f"mode must be one of {list(parts)}, got {mode!r}")
     model.requires_grad_(False)

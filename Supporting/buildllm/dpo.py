@@ -77,11 +77,8 @@ def _encode_pair(entry: dict, enc) -> dict[str, list[int]]:
             raise ValueError(f"a preference entry needs the key {key!r}; this one has "
                              f"{sorted(entry)}")
     eot = end_of_text_id(enc)  # 50256 for GPT-2; a Meeting-2 BPE has its own
-    return {
-        "prompt": prompt_ids(entry, enc),
-        "chosen": enc.encode(entry["chosen"]) + [eot],
-        "rejected": enc.encode(entry["rejected"]) + [eot],
-    }
+    return {"prompt": prompt_ids(entry, enc), "chosen": enc.encode(entry["chosen"]) + [eot],
+            "rejected": enc.encode(entry["rejected"]) + [eot]}
 
 
 class PreferenceDataset(Dataset):
@@ -249,13 +246,9 @@ def evaluate_dpo(policy: nn.Module, reference: nn.Module, batches: Iterable[dict
     if not losses:
         raise ValueError("no batches to evaluate")
     rc, rr = torch.cat(chosen), torch.cat(rejected)
-    return {
-        "loss": sum(losses) / len(losses),
-        "chosen_reward": rc.mean().item(),
-        "rejected_reward": rr.mean().item(),
-        "margin": (rc - rr).mean().item(),
-        "accuracy": (rc > rr).float().mean().item(),
-    }
+    return {"loss": sum(losses) / len(losses), "chosen_reward": rc.mean().item(),
+            "rejected_reward": rr.mean().item(), "margin": (rc - rr).mean().item(),
+            "accuracy": (rc > rr).float().mean().item()}
 
 
 def train_dpo(policy: nn.Module, reference: nn.Module, train_loader: Iterable[dict],
