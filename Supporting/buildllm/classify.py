@@ -66,8 +66,7 @@ def load_spam(balance: bool = True, seed: int = 123) -> pd.DataFrame:
 
     df = pd.read_csv(fetch("SMSSpamCollection"), sep="\t", header=None, names=["label", "text"],
                      quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False)
-    unknown = set(df["label"]) - set(LABELS)
-    if unknown:
+    if unknown := set(df["label"]) - set(LABELS):
         raise ValueError(f"unexpected labels {sorted(unknown)} in SMSSpamCollection")
     df["label"] = (df["label"] == "spam").astype("int64")
     if balance:

@@ -44,8 +44,6 @@ from .utils import eval_mode
 __all__ = ["PreferenceDataset", "collate_preferences", "dpo_loss", "evaluate_dpo", "frozen_copy",
            "load_preferences", "sequence_logprob", "train_dpo"]
 
-REDUCTIONS = ("sum", "mean")
-
 
 def load_preferences(seed: int | None = 123) -> tuple[list[dict], list[dict], list[dict]]:
     """The book's 1,100 preference pairs, split into (train, validation, test) lists.
@@ -153,8 +151,8 @@ def sequence_logprob(model: nn.Module, input_ids: torch.Tensor, labels_mask: tor
     book's DPO notebook does; it keeps long answers from dominating the rewards, but it is
     no longer the log-probability of anything. Returns a tensor of shape (batch,).
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be one of ('sum', 'mean'), got {reduction!r}")
     if input_ids.ndim != 2 or input_ids.shape != labels_mask.shape:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and labels_mask "
                          f"{tuple(labels_mask.shape)} must both be (batch, tokens)")

@@ -58,14 +58,12 @@ class LoRALinear(nn.Module):
         _check_settings(rank, dropout)
         self.base = base.requires_grad_(False)
         self.rank, self.alpha, self.scale = rank, alpha, alpha / rank
-        weight = base.weight
-        self.A = nn.Parameter(torch.empty(rank, base.in_features, device=weight.device,
-                                          dtype=weight.dtype))
+        like = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.A = nn.Parameter(torch.empty(rank, base.in_features, **like))
         # peft's default, which is nn.Linear's own: uniform in ±1/√in, the spread of a fresh layer.
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         # Zero, so B·A = 0 and the wrapped layer starts as the pretrained one.
-        self.B = nn.Parameter(torch.zeros(base.out_features, rank, device=weight.device,
-                                          dtype=weight.dtype))
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank, **like))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,11 +72,8 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
-        """A plain nn.Linear computing the same function: weight W + scale · B·A.
-
-        The new weight keeps the base weight's memory layout (GPTModel stores its block weights
-        transposed, see `model._stored_transposed`).
-        """
+        """A plain nn.Linear computing the same function: weight W + scale · B·A, in the base
+        weight's memory layout (GPTModel stores its block weights transposed)."""
         layer = copy.deepcopy(self.base)  # keeps the strides and requires_grad flags
         layer.weight.add_(self.scale * (self.B @ self.A))
         return layer

@@ -103,7 +103,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
     Decay pulls weights toward 0. That regularizes a matrix, but a bias or a LayerNorm
     scale of 0 is no simpler than any other value, so GPT-2-style training exempts them.
-    A tied weight is listed once.
     """
     decay, no_decay = [], []
     for p in model.parameters():  # parameters() already skips the second use of a tied weight
