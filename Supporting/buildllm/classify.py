@@ -28,6 +28,7 @@ trains in seconds and tells us what accuracy a GPT has to beat to be worth its c
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -37,29 +38,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import TensorDataset
 
 from .model import GPTModel, count_parameters
 from .training import FitState, cycle, fit, param_groups, warmup_cosine
 from .utils import eval_mode
 
-__all__ = [
-    "LABELS",
-    "BagOfWords",
-    "SpamDataset",
-    "accuracy",
-    "add_classification_head",
-    "class_logits",
-    "classify",
-    "evaluate_classifier",
-    "fit_bag_of_words",
-    "last_token_index",
-    "load_spam",
-    "message_words",
-    "set_trainable",
-    "split_frame",
-    "train_classifier",
-]
+__all__ = ["LABELS", "BagOfWords", "SpamDataset", "accuracy", "add_classification_head",
+           "class_logits", "classify", "evaluate_classifier", "fit_bag_of_words",
+           "last_token_index", "load_spam", "message_words", "set_trainable", "split_frame",
+           "train_classifier"]
 
 LABELS = ("ham", "spam")  # label 0 and label 1; "ham" is the dataset's word for not spam
 END_OF_TEXT = 50256  # GPT-2's <|endoftext|>, our padding token
@@ -78,8 +66,7 @@ def load_spam(balance: bool = True, seed: int = 123) -> pd.DataFrame:
 
     df = pd.read_csv(fetch("SMSSpamCollection"), sep="\t", header=None, names=["label", "text"],
                      quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False)
-    unknown = set(df["label"]) - set(LABELS)
-    if unknown:
+    if unknown := set(df["label"]) - set(LABELS):
         raise ValueError(f"unexpected labels {sorted(unknown)} in SMSSpamCollection")
     df["label"] = (df["label"] == "spam").astype("int64")
     if balance:
@@ -89,9 +76,8 @@ def load_spam(balance: bool = True, seed: int = 123) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def split_frame(
-    df: pd.DataFrame, fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 123
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def split_frame(df: pd.DataFrame, fractions: Sequence[float] = (0.7, 0.1, 0.2),
+                seed: int = 123) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Shuffle the rows with `seed` and cut them into training, validation and test parts.
 
     The first two parts get int(fraction · rows) rows each and the test part the rest, so
@@ -117,7 +103,7 @@ def _encode(enc, text: str, pad_id: int) -> list[int]:
     return ids if ids else [pad_id]
 
 
-class SpamDataset(Dataset):
+class SpamDataset(TensorDataset):
     """Messages as token ids padded on the right to one length, with their labels.
 
     `max_length` defaults to the longest message in `df`; pass the training set's
@@ -137,17 +123,10 @@ class SpamDataset(Dataset):
             raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
         self.max_length, self.pad_id = max_length, pad_id
         self.truncated = sum(len(ids) > max_length for ids in encoded)
-        self.inputs = torch.tensor(
-            [ids[:max_length] + [pad_id] * (max_length - len(ids[:max_length])) for ids in encoded],
-            dtype=torch.long,
-        ).reshape(len(encoded), max_length)
+        rows = [ids[:max_length] + [pad_id] * (max_length - len(ids)) for ids in encoded]
+        self.inputs = torch.tensor(rows, dtype=torch.long).reshape(len(rows), max_length)
         self.labels = torch.tensor(df["label"].to_numpy(), dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.inputs[i], self.labels[i]
+        super().__init__(self.inputs, self.labels)
 
 
 def add_classification_head(model: GPTModel, num_classes: int = 2) -> GPTModel:
@@ -171,11 +150,9 @@ def set_trainable(model: GPTModel, mode: str) -> int:
                    transformer block, the book's choice;
     "all":         every parameter.
     """
-    parts = {
-        "head": [model.out_head],
-        "last_block": [model.out_head, model.final_norm, model.trf_blocks[-1]],
-        "all": [model],
-    }
+    parts = {"head": [model.out_head],
+             "last_block": [model.out_head, model.final_norm, model.trf_blocks[-1]],
+             "all": [model]}
     if mode not in parts:
         raise ValueError(f"mode must be one of {list(parts)}, got {mode!r}")
     model.requires_grad_(False)
@@ -211,10 +188,8 @@ def class_logits(model: GPTModel, input_ids: torch.Tensor,
 @torch.no_grad()
 def evaluate_classifier(model: GPTModel, loader: Iterable,
                         max_batches: int | None = None) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy over (at most `max_batches` of) `loader`.
-
-    Dropout is off while it measures; the model goes back to the mode it was in.
-    """
+    """Mean cross-entropy loss and accuracy over (at most `max_batches` of) `loader`,
+    without dropout."""
     device = next(model.parameters()).device
     loss, correct, seen = 0.0, 0, 0
     with eval_mode(model):
@@ -242,8 +217,7 @@ def classify(model: GPTModel, enc, text: str, max_length: int | None = None,
     The message keeps its first `max_length` tokens (default: the model's context), as in
     training. No padding is needed, since the last real token is read either way.
     """
-    limit = model.cfg.context_length if max_length is None else min(max_length,
-                                                                     model.cfg.context_length)
+    limit = min(model.cfg.context_length, math.inf if max_length is None else max_length)
     if limit < 1:
         raise ValueError(f"max_length must be at least 1, got {max_length}")
     device = next(model.parameters()).device
@@ -252,20 +226,10 @@ def classify(model: GPTModel, enc, text: str, max_length: int | None = None,
         return labels[class_logits(model, ids).argmax(dim=-1).item()]
 
 
-def train_classifier(
-    model: GPTModel,
-    train_loader: Iterable,
-    val_loader: Iterable,
-    *,
-    epochs: int,
-    lr: float,
-    weight_decay: float = 0.1,
-    eval_every: int = 50,
-    eval_batches: int | None = 5,
-    cosine: bool = False,
-    max_steps: int | None = None,
-    on_eval=None,
-) -> dict[str, list]:
+def train_classifier(model: GPTModel, train_loader: Iterable, val_loader: Iterable, *,
+                     epochs: int, lr: float, weight_decay: float = 0.1, eval_every: int = 50,
+                     eval_batches: int | None = 5, cosine: bool = False,
+                     max_steps: int | None = None, on_eval=None) -> dict[str, list]:
     """Fine-tune the trainable parameters with AdamW on the cross entropy of `class_logits`.
 
     Every `eval_every` steps, and after the last, the loss and accuracy on `eval_batches`
@@ -289,9 +253,7 @@ def train_classifier(
     # several times quicker on a CPU, where updating the 50,257-row embedding dominates a step.
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr,
                                   fused=device.type in ("cpu", "cuda"))
-    total = epochs * len(train_loader)
-    if max_steps is not None:
-        total = min(total, max_steps)
+    total = min(epochs * len(train_loader), max_steps or math.inf)
 
     def step_fn(batch) -> int:
         input_ids, labels = batch

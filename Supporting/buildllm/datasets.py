@@ -28,15 +28,12 @@ class SlidingWindowDataset(Dataset):
 
     def __init__(self, token_ids: Sequence[int] | torch.Tensor, context_length: int, stride: int):
         if context_length < 1 or stride < 1:
-            raise ValueError(
-                f"context_length ({context_length}) and stride ({stride}) must be >= 1"
-            )
+            raise ValueError(f"context_length ({context_length}) and stride ({stride}) "
+                             "must be >= 1")
         self.ids = torch.as_tensor(token_ids, dtype=torch.long)
         if len(self.ids) < context_length + 1:
-            raise ValueError(
-                f"{len(self.ids)} tokens cannot fill one window of {context_length} inputs "
-                f"plus 1 target; use more text or a shorter context_length"
-            )
+            raise ValueError(f"{len(self.ids)} tokens cannot fill one window of {context_length} "
+                             "inputs plus 1 target; use more text or a shorter context_length")
         self.context_length, self.stride = context_length, stride
 
     def __len__(self) -> int:
@@ -51,16 +48,9 @@ class SlidingWindowDataset(Dataset):
         return chunk[:-1], chunk[1:]
 
 
-def create_dataloader(
-    text: str,
-    batch_size: int = 4,
-    context_length: int = 256,
-    stride: int = 128,
-    shuffle: bool = True,
-    drop_last: bool = True,
-    num_workers: int = 0,
-    tokenizer=None,
-) -> DataLoader:
+def create_dataloader(text: str, batch_size: int = 4, context_length: int = 256,
+                      stride: int = 128, shuffle: bool = True, drop_last: bool = True,
+                      num_workers: int = 0, tokenizer=None) -> DataLoader:
     """Tokenize `text` (GPT-2's BPE unless another tokenizer is given) into a DataLoader.
 
     Each batch is a pair of (batch_size, context_length) tensors: inputs and targets.
@@ -72,21 +62,12 @@ def create_dataloader(
     else:
         ids = tokenizer.encode(text)
     dataset = SlidingWindowDataset(ids, context_length, stride)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        num_workers=num_workers,
-    )
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                      num_workers=num_workers)
 
 
-def random_windows(
-    token_ids: torch.Tensor,
-    batch_size: int,
-    context_length: int,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def random_windows(token_ids: torch.Tensor, batch_size: int, context_length: int,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch of windows starting at random positions: no epochs, every offset is fair game.
 
     This is how nanoGPT samples training data; Meeting 5 uses it for long pretraining runs.

@@ -41,18 +41,8 @@ from .instruct import end_of_text_id, logits_at, prompt_ids, split_entries
 from .training import FitState, cycle, fit
 from .utils import eval_mode
 
-__all__ = [
-    "PreferenceDataset",
-    "collate_preferences",
-    "dpo_loss",
-    "evaluate_dpo",
-    "frozen_copy",
-    "load_preferences",
-    "sequence_logprob",
-    "train_dpo",
-]
-
-REDUCTIONS = ("sum", "mean")
+__all__ = ["PreferenceDataset", "collate_preferences", "dpo_loss", "evaluate_dpo", "frozen_copy",
+           "load_preferences", "sequence_logprob", "train_dpo"]
 
 
 def load_preferences(seed: int | None = 123) -> tuple[list[dict], list[dict], list[dict]]:
@@ -85,11 +75,8 @@ def _encode_pair(entry: dict, enc) -> dict[str, list[int]]:
             raise ValueError(f"a preference entry needs the key {key!r}; this one has "
                              f"{sorted(entry)}")
     eot = end_of_text_id(enc)  # 50256 for GPT-2; a Meeting-2 BPE has its own
-    return {
-        "prompt": prompt_ids(entry, enc),
-        "chosen": enc.encode(entry["chosen"]) + [eot],
-        "rejected": enc.encode(entry["rejected"]) + [eot],
-    }
+    return {"prompt": prompt_ids(entry, enc), "chosen": enc.encode(entry["chosen"]) + [eot],
+            "rejected": enc.encode(entry["rejected"]) + [eot]}
 
 
 class PreferenceDataset(Dataset):
@@ -112,11 +99,8 @@ class PreferenceDataset(Dataset):
         return self.items[index]
 
 
-def collate_preferences(
-    batch: Sequence[dict[str, list[int]]],
-    pad_id: int = 50256,
-    max_length: int | None = None,
-) -> dict[str, torch.Tensor]:
+def collate_preferences(batch: Sequence[dict[str, list[int]]], pad_id: int = 50256,
+                        max_length: int | None = None) -> dict[str, torch.Tensor]:
     """Pad a list of pairs into `chosen`, `rejected` (batch, T) ids and their answer masks.
 
     Each sequence is prompt + answer. `chosen_mask[b, t]` is True where token t of row b is
@@ -153,28 +137,8 @@ def collate_preferences(
     return out
 
 
-def _scored_logits(model: nn.Module, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
-    """The logits (n, vocab) that predict the n tokens where `scored` (batch, T - 1) is True.
-
-    Position t - 1 predicts token t. `logits_at` runs a GPTModel's output layer only at
-    those positions: in a small model it is most of the work (88% of the course model's
-    multiply-adds per token, 31% of GPT-2 124M's), and DPO needs nothing from the prompt's
-    or the padding's logits.
-    """
-    inputs = ids[:, :-1]
-    context = getattr(getattr(model, "cfg", None), "context_length", None)
-    if context is not None and inputs.shape[1] > context:
-        raise ValueError(f"{ids.shape[1]} tokens do not fit the context length {context}: "
-                         f"collate with max_length={context}")
-    return logits_at(model, inputs, scored)
-
-
-def sequence_logprob(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    labels_mask: torch.Tensor,
-    reduction: str = "sum",
-) -> torch.Tensor:
+def sequence_logprob(model: nn.Module, input_ids: torch.Tensor, labels_mask: torch.Tensor,
+                     reduction: str = "sum") -> torch.Tensor:
     """log p(answer | prompt) for each row: the answer tokens' log-probabilities, summed.
 
     `labels_mask` (batch, T) marks the tokens of `input_ids` to score. Token t is predicted
@@ -187,8 +151,8 @@ def sequence_logprob(
     book's DPO notebook does; it keeps long answers from dominating the rewards, but it is
     no longer the log-probability of anything. Returns a tensor of shape (batch,).
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be one of ('sum', 'mean'), got {reduction!r}")
     if input_ids.ndim != 2 or input_ids.shape != labels_mask.shape:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and labels_mask "
                          f"{tuple(labels_mask.shape)} must both be (batch, tokens)")
@@ -200,8 +164,15 @@ def sequence_logprob(
     if (counts == 0).any():
         empty = (counts == 0).nonzero().flatten().tolist()
         raise ValueError(f"rows {empty} of labels_mask mark no tokens to score")
+    context = getattr(getattr(model, "cfg", None), "context_length", None)
+    if context is not None and input_ids.shape[1] - 1 > context:
+        raise ValueError(f"{input_ids.shape[1]} tokens do not fit the context length {context}: "
+                         f"collate with max_length={context}")
     scored = mask[:, 1:]  # (batch, T - 1): is the token predicted at this position scored?
-    logits = _scored_logits(model, input_ids, scored).float()  # (n_scored, vocab)
+    # Position t - 1 predicts token t. logits_at runs a GPTModel's output layer only where a
+    # token is scored: in a small model it is most of the work (88% of the course model's
+    # multiply-adds per token, 31% of GPT-2 124M's), and DPO needs no prompt or padding logits.
+    logits = logits_at(model, input_ids[:, :-1], scored).float()  # (n_scored, vocab)
     # cross_entropy is -log_softmax(logits)[target], computed in one fused step
     token_logp = -F.cross_entropy(logits, input_ids[:, 1:][scored], reduction="none")
     rows = scored.nonzero()[:, 0]  # which sequence each scored token belongs to
@@ -209,13 +180,9 @@ def sequence_logprob(
     return total if reduction == "sum" else total / counts
 
 
-def dpo_loss(
-    pi_chosen: torch.Tensor,
-    pi_rejected: torch.Tensor,
-    ref_chosen: torch.Tensor,
-    ref_rejected: torch.Tensor,
-    beta: float = 0.1,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float = 0.1,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The DPO loss from the four log-probabilities of each pair, and the two rewards.
 
     Returns `(loss, chosen_reward, rejected_reward)`: the loss is
@@ -246,39 +213,26 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 
-def _pair_logprobs(model: nn.Module, batch: dict, reduction: str):
-    """Score chosen and rejected rows in one forward pass; returns (chosen, rejected)."""
-    n = batch["chosen"].shape[0]
-    ids = torch.cat([batch["chosen"], batch["rejected"]])
-    mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
-    logp = sequence_logprob(model, ids, mask, reduction)
-    return logp[:n], logp[n:]
-
-
 def _batch_dpo(policy, reference, batch, beta, reduction):
+    """The DPO loss and rewards of a batch; each model scores its chosen and rejected rows
+    in one forward pass."""
     device = next(policy.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
-    pi_c, pi_r = _pair_logprobs(policy, batch, reduction)
+    n = batch["chosen"].shape[0]
+    ids = torch.cat([batch["chosen"], batch["rejected"]]).to(device)
+    mask = torch.cat([batch["chosen_mask"], batch["rejected_mask"]]).to(device)
+    pi = sequence_logprob(policy, ids, mask, reduction)
     with torch.no_grad():
-        ref_c, ref_r = _pair_logprobs(reference, batch, reduction)
-    return dpo_loss(pi_c, pi_r, ref_c, ref_r, beta)
+        ref = sequence_logprob(reference, ids, mask, reduction)
+    return dpo_loss(pi[:n], pi[n:], ref[:n], ref[n:], beta)
 
 
 @torch.no_grad()
-def evaluate_dpo(
-    policy: nn.Module,
-    reference: nn.Module,
-    batches: Iterable[dict],
-    *,
-    beta: float = 0.1,
-    max_batches: int | None = None,
-    reduction: str = "sum",
-) -> dict[str, float]:
-    """Mean loss, chosen and rejected rewards, margin and accuracy over (some of) `batches`.
-
-    The margin is chosen reward - rejected reward; the accuracy is the fraction of pairs
-    whose margin is positive. The policy runs in eval mode (no dropout) and goes back to the
-    mode it was in.
+def evaluate_dpo(policy: nn.Module, reference: nn.Module, batches: Iterable[dict], *,
+                 beta: float = 0.1, max_batches: int | None = None,
+                 reduction: str = "sum") -> dict[str, float]:
+    """Mean loss, chosen and rejected rewards, margin and accuracy over (some of) `batches`,
+    without dropout. The margin is chosen reward - rejected reward; the accuracy is the
+    fraction of pairs whose margin is positive.
     """
     losses, chosen, rejected = [], [], []
     with eval_mode(policy):
@@ -290,32 +244,17 @@ def evaluate_dpo(
     if not losses:
         raise ValueError("no batches to evaluate")
     rc, rr = torch.cat(chosen), torch.cat(rejected)
-    return {
-        "loss": sum(losses) / len(losses),
-        "chosen_reward": rc.mean().item(),
-        "rejected_reward": rr.mean().item(),
-        "margin": (rc - rr).mean().item(),
-        "accuracy": (rc > rr).float().mean().item(),
-    }
+    return {"loss": sum(losses) / len(losses), "chosen_reward": rc.mean().item(),
+            "rejected_reward": rr.mean().item(), "margin": (rc - rr).mean().item(),
+            "accuracy": (rc > rr).float().mean().item()}
 
 
-def train_dpo(
-    policy: nn.Module,
-    reference: nn.Module,
-    train_loader: Iterable[dict],
-    val_loader: Iterable[dict],
-    *,
-    epochs: int | None = None,
-    steps: int | None = None,
-    lr: float = 5e-6,
-    beta: float = 0.1,
-    weight_decay: float = 0.01,
-    eval_every: int = 5,
-    eval_batches: int | None = 5,
-    reduction: str = "sum",
-    disable_dropout: bool = True,
-    on_eval: Callable[[int], None] | None = None,
-) -> dict[str, list]:
+def train_dpo(policy: nn.Module, reference: nn.Module, train_loader: Iterable[dict],
+              val_loader: Iterable[dict], *, epochs: int | None = None, steps: int | None = None,
+              lr: float = 5e-6, beta: float = 0.1, weight_decay: float = 0.01,
+              eval_every: int = 5, eval_batches: int | None = 5, reduction: str = "sum",
+              disable_dropout: bool = True,
+              on_eval: Callable[[int], None] | None = None) -> dict[str, list]:
     """Train `policy` with the DPO loss against the frozen `reference`; returns the history.
 
     Give either `epochs` (passes over `train_loader`) or `steps` (batches). Evaluates before

@@ -21,11 +21,14 @@ and gradients against peft itself.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from .model import count_parameters as trainable_parameters  # what an optimizer would update
 
 __all__ = ["DEFAULT_TARGETS", "LoRALinear", "add_lora", "merge_lora", "trainable_parameters"]
 
@@ -55,14 +58,12 @@ class LoRALinear(nn.Module):
         _check_settings(rank, dropout)
         self.base = base.requires_grad_(False)
         self.rank, self.alpha, self.scale = rank, alpha, alpha / rank
-        weight = base.weight
-        self.A = nn.Parameter(torch.empty(rank, base.in_features, device=weight.device,
-                                          dtype=weight.dtype))
+        like = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.A = nn.Parameter(torch.empty(rank, base.in_features, **like))
         # peft's default, which is nn.Linear's own: uniform in ±1/√in, the spread of a fresh layer.
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         # Zero, so B·A = 0 and the wrapped layer starts as the pretrained one.
-        self.B = nn.Parameter(torch.zeros(base.out_features, rank, device=weight.device,
-                                          dtype=weight.dtype))
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank, **like))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,20 +72,10 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
-        """A plain nn.Linear computing the same function: weight W + scale · B·A.
-
-        The new weight keeps the base weight's memory layout (GPTModel stores its block weights
-        transposed, see `model._stored_transposed`) and its requires_grad flag.
-        """
-        w = self.base.weight
-        layer = nn.Linear(self.base.in_features, self.base.out_features,
-                          bias=self.base.bias is not None, device=w.device, dtype=w.dtype)
-        weight = torch.empty_strided(w.shape, w.stride(), device=w.device, dtype=w.dtype)
-        weight.copy_(w + self.scale * (self.B @ self.A))
-        layer.weight = nn.Parameter(weight, requires_grad=w.requires_grad)
-        if self.base.bias is not None:
-            layer.bias = nn.Parameter(self.base.bias.detach().clone(),
-                                      requires_grad=self.base.bias.requires_grad)
+        """A plain nn.Linear computing the same function: weight W + scale · B·A, in the base
+        weight's memory layout (GPTModel stores its block weights transposed)."""
+        layer = copy.deepcopy(self.base)  # keeps the strides and requires_grad flags
+        layer.weight.add_(self.scale * (self.B @ self.A))
         return layer
 
     def extra_repr(self) -> str:
@@ -131,11 +122,6 @@ def add_lora(model: nn.Module, rank: int = 8, alpha: float = 16,
     for name, linear in chosen.items():
         _set_submodule(root, name, LoRALinear(linear, rank, alpha, dropout))
     return model
-
-
-def trainable_parameters(model: nn.Module) -> int:
-    """How many numbers an optimizer would update: parameters with requires_grad, each once."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

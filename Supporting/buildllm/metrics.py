@@ -91,9 +91,8 @@ def token_f1(candidate: str, reference: str) -> float:
     return _f1(overlap, sum(cand.values()), sum(ref.values()))
 
 
-def mean_score(
-    metric: Callable[[str, str], float], candidates: Sequence[str], references: Sequence[str]
-) -> float:
+def mean_score(metric: Callable[[str, str], float], candidates: Sequence[str],
+               references: Sequence[str]) -> float:
     """The average of `metric(candidate, reference)` over paired lists.
 
     >>> mean_score(rouge_l, ["yes", "no"], ["yes", "yes"])

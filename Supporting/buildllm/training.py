@@ -24,25 +24,9 @@ from torch import nn
 
 from .utils import eval_mode, write_atomically
 
-__all__ = [
-    "AdamW",
-    "FitState",
-    "batch_loss",
-    "clip_grad_norm",
-    "cycle",
-    "evaluate",
-    "fit",
-    "load_checkpoint",
-    "lr_at",
-    "param_groups",
-    "perplexity",
-    "rng_state",
-    "save_checkpoint",
-    "set_rng_state",
-    "token_step",
-    "train_simple",
-    "warmup_cosine",
-]
+__all__ = ["AdamW", "FitState", "batch_loss", "clip_grad_norm", "cycle", "evaluate", "fit",
+           "load_checkpoint", "lr_at", "param_groups", "perplexity", "rng_state", "save_checkpoint",
+           "set_rng_state", "token_step", "train_simple", "warmup_cosine"]
 
 
 def batch_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -54,9 +38,8 @@ def batch_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) ->
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, max_batches: int | None = None,
              loss: Callable = batch_loss) -> float:
-    """Average `loss` (by default `batch_loss`) over (at most `max_batches` of) `batches`,
-    without dropout. The model goes back to its mode, so this can run in the middle of training.
-    """
+    """Average `loss` over (at most `max_batches` of) `batches`, without dropout; the model
+    goes back to its mode after, so this can run in the middle of training."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
     with eval_mode(model):
@@ -120,7 +103,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
     Decay pulls weights toward 0. That regularizes a matrix, but a bias or a LayerNorm
     scale of 0 is no simpler than any other value, so GPT-2-style training exempts them.
-    A tied weight is listed once.
     """
     decay, no_decay = [], []
     for p in model.parameters():  # parameters() already skips the second use of a tied weight
