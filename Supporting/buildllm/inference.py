@@ -145,11 +145,6 @@ class Int8Embedding(_Int8Rows):
         return f"{self.num_embeddings}, {self.embedding_dim}"
 
 
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, child, module)
-
-
 @torch.no_grad()
 def quantize_int8(model: nn.Module) -> nn.Module:
     """Replace every nn.Linear in `model` by an Int8Linear; changes `model` in place, returns it.
@@ -173,11 +168,11 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     quantized = {}  # each original nn.Linear -> its Int8Linear
     for name, linear in linears:
         quantized[linear] = Int8Linear.from_linear(linear)
-        _set_submodule(model, name, quantized[linear])
+        model.set_submodule(name, quantized[linear])
     for name, embedding in embeddings:
         tied_to = [q for linear, q in quantized.items() if linear.weight is embedding.weight]
         if tied_to:
-            _set_submodule(model, name, Int8Embedding(tied_to[0].weight, tied_to[0].scale))
+            model.set_submodule(name, Int8Embedding(tied_to[0].weight, tied_to[0].scale))
     return model
 
 

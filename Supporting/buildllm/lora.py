@@ -82,11 +82,6 @@ class LoRALinear(nn.Module):
         return f"rank={self.rank}, alpha={self.alpha}, scale={self.scale:g}"
 
 
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
-
-
 def add_lora(model: nn.Module, rank: int = 8, alpha: float = 16,
              targets: Sequence[str] = DEFAULT_TARGETS, dropout: float = 0.0) -> nn.Module:
     """Freeze every parameter of `model`, then wrap the target linear layers in LoRALinear.
@@ -120,7 +115,7 @@ def add_lora(model: nn.Module, rank: int = 8, alpha: float = 16,
         chosen.update(found)
     model.requires_grad_(False)
     for name, linear in chosen.items():
-        _set_submodule(root, name, LoRALinear(linear, rank, alpha, dropout))
+        root.set_submodule(name, LoRALinear(linear, rank, alpha, dropout))
     return model
 
 
@@ -135,5 +130,5 @@ def merge_lora(model: nn.Module) -> nn.Module:
         return model.merged()
     wrapped = [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]
     for name in wrapped:
-        _set_submodule(model, name, model.get_submodule(name).merged())
+        model.set_submodule(name, model.get_submodule(name).merged())
     return model
