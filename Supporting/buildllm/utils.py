@@ -22,20 +22,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = [
-    "CpuSpeed",
-    "MeetingMinutes",
-    "calibrate_cpu",
-    "cpu_busy",
-    "estimate_minutes",
-    "eval_mode",
-    "get_device",
-    "measure_cpu_speed",
-    "mps_agrees_with_cpu",
-    "seconds_with_gpt2",
-    "set_seed",
-    "write_atomically",
-]
+__all__ = ["CpuSpeed", "MeetingMinutes", "calibrate_cpu", "cpu_busy", "estimate_minutes",
+           "eval_mode", "get_device", "measure_cpu_speed", "mps_agrees_with_cpu",
+           "seconds_with_gpt2", "set_seed", "write_atomically"]
 
 
 def set_seed(seed: int) -> None:
@@ -57,11 +46,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
-        fd = os.open(tmp, os.O_RDWR)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -158,13 +144,8 @@ def calibrate_cpu(repeats: int = 3) -> float:
     return min(_time_workload(model, x)[0] for _ in range(repeats))
 
 
-def cpu_busy(
-    cpu_seconds: float,
-    wall_seconds: float,
-    threads: int,
-    load: float | None = None,
-    cores: int | None = None,
-) -> str | None:
+def cpu_busy(cpu_seconds: float, wall_seconds: float, threads: int, load: float | None = None,
+             cores: int | None = None) -> str | None:
     """Why a timed run looks slowed down by other programs, or None when it had the CPU.
 
     A run on `threads` threads that kept them all busy used about `threads` seconds of CPU
