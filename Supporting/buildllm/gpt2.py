@@ -56,12 +56,10 @@ def hf_key_map(cfg: GPTConfig) -> dict[str, tuple[str, bool]]:
     }  # fmt: skip
     for i in range(cfg.n_layers):
         for ours, hf in ours_to_hf.items():
-            if ours.startswith("norm"):
-                names[f"trf_blocks.{i}.{ours}.scale"] = (f"h.{i}.{hf}.weight", False)
-                names[f"trf_blocks.{i}.{ours}.shift"] = (f"h.{i}.{hf}.bias", False)
-            else:
-                names[f"trf_blocks.{i}.{ours}.weight"] = (f"h.{i}.{hf}.weight", True)
-                names[f"trf_blocks.{i}.{ours}.bias"] = (f"h.{i}.{hf}.bias", False)
+            linear = not ours.startswith("norm")  # a LayerNorm's weights are not transposed
+            weight, bias = ("weight", "bias") if linear else ("scale", "shift")
+            names[f"trf_blocks.{i}.{ours}.{weight}"] = (f"h.{i}.{hf}.weight", linear)
+            names[f"trf_blocks.{i}.{ours}.{bias}"] = (f"h.{i}.{hf}.bias", False)
     return names
 
 
@@ -92,11 +90,9 @@ def load_hf_state_dict(model: GPTModel, state_dict: Mapping[str, torch.Tensor]) 
         tensor = given[hf].t() if transposed else given[hf]
         if tensor.shape != own[name].shape:
             stored = tuple(given[hf].shape)
-            raise ValueError(
-                f"{hf} has shape {stored}, but {name} needs "
-                f"{tuple(own[name].shape[::-1]) if transposed else tuple(own[name].shape)}"
-                f"{' (stored transposed, as Conv1D)' if transposed else ''}"
-            )
+            needs = tuple(own[name].shape[::-1] if transposed else own[name].shape)
+            note = " (stored transposed, as Conv1D)" if transposed else ""
+            raise ValueError(f"{hf} has shape {stored}, but {name} needs {needs}{note}")
         ours[name] = tensor
     model.load_state_dict(ours)
     return model
