@@ -146,15 +146,6 @@ class PreTokenizer:
         if pos < len(text):
             yield text[pos:], False
 
-    def split(self, text: str, allowed: Collection[str] | None) -> Iterator[tuple[str, bool]]:
-        """Yield (piece, is_special): special tokens, and GPT-2 pre-tokens between them."""
-        for segment, special in self.segments(text, allowed):
-            if special:
-                yield segment, True
-            else:
-                for piece in _SPLIT.findall(segment):
-                    yield piece, False
-
     def safe_chunks(self, chunks: Iterable[str], allowed: Collection[str] | None) -> Iterator[str]:
         """Regroup text arriving in chunks into blocks that end on a pre-token boundary.
 
@@ -167,10 +158,8 @@ class PreTokenizer:
         size = 0
         for chunk in chunks:
             if not isinstance(chunk, str):
-                raise TypeError(
-                    f"expected text, got {type(chunk).__name__}; open files in text mode "
-                    "with encoding='utf-8'"
-                )
+                raise TypeError(f"expected text, got {type(chunk).__name__}; open files in text "
+                                "mode with encoding='utf-8'")
             held.append(chunk)
             size += len(chunk)
             if size >= _BLOCK:
@@ -210,12 +199,8 @@ class BPETokenizer:
     UTF-8 bytes must be in it too (that entry is its id).
     """
 
-    def __init__(
-        self,
-        vocab: Mapping[int, bytes],
-        merges: Sequence[tuple[bytes, bytes]],
-        special_tokens: Iterable[str] = (),
-    ):
+    def __init__(self, vocab: Mapping[int, bytes], merges: Sequence[tuple[bytes, bytes]],
+                 special_tokens: Iterable[str] = ()):
         if sorted(vocab) != list(range(len(vocab))):
             raise ValueError("vocab ids must be 0, 1, ..., n-1 with no gaps")
         self.vocab = dict(sorted(vocab.items()))
@@ -270,14 +255,8 @@ class BPETokenizer:
     # -- training ------------------------------------------------------------------------
 
     @classmethod
-    def train(
-        cls,
-        corpus: str | Path | Iterable[str],
-        vocab_size: int,
-        special_tokens: Sequence[str] = (),
-        *,
-        progress: bool = False,
-    ) -> BPETokenizer:
+    def train(cls, corpus: str | Path | Iterable[str], vocab_size: int,
+              special_tokens: Sequence[str] = (), *, progress: bool = False) -> BPETokenizer:
         """Learn merges from `corpus` (a text, a Path to a UTF-8 file, or texts).
 
         Ids 0-255 are the bytes, then one id per merge, then the special tokens, so the
