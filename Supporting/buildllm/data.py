@@ -146,16 +146,15 @@ def fetch(name: str) -> Path:
     entry = FILES[name]
     cache = cache_dir()
     mirror = mirror_dir()
+    logger = pooch.get_logger()
+    level = logger.level
     if mirror is not None:
         downloader = _copy_from(mirror / name)
+        logger.setLevel("WARNING")  # pooch would announce a "download" that is really a copy
     elif entry.url.endswith(".zip"):
         downloader = _unzip_member(name)
     else:
         downloader = pooch.HTTPDownloader(progressbar=True, timeout=60)
-    logger = pooch.get_logger()
-    level = logger.level
-    if mirror is not None:  # pooch would announce a "download" that is really a copy
-        logger.setLevel("WARNING")
     try:
         path = pooch.retrieve(
             entry.url, f"sha256:{entry.sha256}", fname=name, path=cache, downloader=downloader

@@ -90,10 +90,8 @@ def mps_agrees_with_cpu(atol: float = 1e-4) -> bool:
         t = x[:, :48].t()  # non-contiguous, as optimizer states often are
         return [y, grad, t.clone().addcdiv_(t, t.abs() + 1)]
 
-    on_mps = ops(x.to("mps"), w.detach().to("mps").requires_grad_())
-    return all(
-        torch.allclose(a, b.cpu(), atol=atol) for a, b in zip(ops(x, w), on_mps, strict=True)
-    )
+    on_mps, on_cpu = ops(x.to("mps"), w.detach().to("mps").requires_grad_()), ops(x, w)
+    return all(torch.allclose(a, b.cpu(), atol=atol) for a, b in zip(on_cpu, on_mps, strict=True))
 
 
 def get_device(verbose: bool = False) -> torch.device:

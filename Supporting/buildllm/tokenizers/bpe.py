@@ -252,8 +252,6 @@ class BPETokenizer:
         return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
                 f"special_tokens={list(self.special_tokens)})")
 
-    # -- training ------------------------------------------------------------------------
-
     @classmethod
     def train(cls, corpus: str | Path | Iterable[str], vocab_size: int,
               special_tokens: Sequence[str] = (), *, progress: bool = False) -> BPETokenizer:
@@ -269,8 +267,6 @@ class BPETokenizer:
         for token in special_tokens:
             vocab[len(vocab)] = token.encode()
         return cls(vocab, merges, special_tokens)
-
-    # -- encoding ------------------------------------------------------------------------
 
     def encode(self, text: str, allowed_special: AllowedSpecial = ()) -> list[int]:
         """Text to ids. Special tokens in `text` must be allowed (or it raises ValueError)."""
@@ -291,13 +287,10 @@ class BPETokenizer:
             ids += piece_ids if piece_ids is not None else self._encode_piece(piece)
         return ids
 
-    def encode_iterable(
-        self, chunks: Iterable[str], allowed_special: AllowedSpecial = ()
-    ) -> Iterator[int]:
-        """Ids for text arriving in chunks (e.g. an open file's lines), in bounded memory.
-
-        The ids are exactly those of `encode("".join(chunks))`.
-        """
+    def encode_iterable(self, chunks: Iterable[str],
+                        allowed_special: AllowedSpecial = ()) -> Iterator[int]:
+        """Ids for text arriving in chunks (e.g. an open file's lines), in bounded memory;
+        exactly the ids of `encode("".join(chunks))`."""
         allowed = self._allowed(allowed_special)
         for block in self._pre.safe_chunks(chunks, allowed):
             yield from self.encode(block, allowed)
@@ -330,16 +323,13 @@ class BPETokenizer:
         self._cache[piece] = ids
         return ids
 
-    # -- decoding ------------------------------------------------------------------------
-
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Ids to the raw bytes they stand for. Raises ValueError on an unknown id."""
         try:
             return b"".join([self.vocab[operator.index(i)] for i in ids])
         except KeyError as err:
-            raise ValueError(
-                f"unknown token id {err.args[0]}: this tokenizer has ids 0 to {self.vocab_size - 1}"
-            ) from None
+            raise ValueError(f"unknown token id {err.args[0]}: this tokenizer has ids 0 to "
+                             f"{self.vocab_size - 1}") from None
 
     def decode_single_token_bytes(self, token_id: int) -> bytes:
         """The bytes of one token (the same method tiktoken's encodings have)."""
@@ -348,8 +338,6 @@ class BPETokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Ids to text. Bytes that are not valid UTF-8 (say, half a character) become U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
-
-    # -- saving and loading --------------------------------------------------------------
 
     def to_printable(self) -> dict:
         """The tokenizer as JSON-ready data, spelled like GPT-2's files (see `printable`)."""
