@@ -20,6 +20,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,8 +185,6 @@ def _unzip_member(member: str):
     """A pooch downloader that downloads a zip and keeps only one member of it."""
 
     def download(url: str, output_file: str, pooch_obj: object) -> None:
-        import zipfile
-
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "archive.zip"
             pooch.HTTPDownloader(progressbar=True, timeout=60)(url, str(archive), pooch_obj)
@@ -257,9 +256,7 @@ def seed_tiktoken_cache() -> Path:
     tiktoken caches each file under the sha1 of its URL, in $TIKTOKEN_CACHE_DIR. We point
     that variable at our cache (unless you set it) and copy the registry's verified files in.
     """
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache_dir() / "tiktoken"))
-    target = Path(os.environ["TIKTOKEN_CACHE_DIR"])
-    target.mkdir(parents=True, exist_ok=True)
+    target = Path(os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache_dir() / "tiktoken")))
     for name in ("encoder.json", "vocab.bpe"):
         key = hashlib.sha1(FILES[name].url.encode()).hexdigest()
         if not (target / key).is_file():  # atomic: tiktoken never sees half a file

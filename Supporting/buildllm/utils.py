@@ -227,10 +227,9 @@ def estimate_minutes(seconds: float | None) -> dict[str, MeetingMinutes]:
 
     Supporting/tools/run_notebooks.py times every notebook on the 2-core reference machine
     and runs calibrate_cpu() there too; we scale its times by how your CPU compares.
-    notebook_times.json holds them: "seconds" with the course's own model, and
-    "gpt2_seconds" for the notebooks that load GPT-2 124M when they can (a notebook missing
-    there takes the same time with either). `seconds=None` gives the reference machine's
-    own times, for a CPU too busy to measure.
+    notebook_times.json holds them, with the course's model and with GPT-2 124M (see
+    `seconds_with_gpt2`). `seconds=None` gives the reference machine's own times, for a CPU
+    too busy to measure.
 
     >>> estimate_minutes(None)["Meeting-6"]  # MeetingMinutes(course=..., gpt2=...), minutes
     """

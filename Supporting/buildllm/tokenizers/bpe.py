@@ -304,10 +304,7 @@ class BPETokenizer:
         return frozenset(allowed_special)
 
     def _encode_piece(self, piece: str) -> list[int]:
-        """One pre-token to ids: apply the earliest-learned merge present until none is."""
-        ids = self._cache.get(piece)
-        if ids is not None:
-            return ids
+        """One uncached pre-token to ids: apply the earliest-learned merge present until none is."""
         ids = [self._byte_ids[b] for b in piece.encode("utf-8")]
         rank_of, never = self._rank.get, len(self._rank)
         while len(ids) > 1:
