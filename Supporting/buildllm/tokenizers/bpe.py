@@ -255,12 +255,9 @@ class BPETokenizer:
     @classmethod
     def train(cls, corpus: str | Path | Iterable[str], vocab_size: int,
               special_tokens: Sequence[str] = (), *, progress: bool = False) -> BPETokenizer:
-        """Learn merges from `corpus` (a text, a Path to a UTF-8 file, or texts).
-
-        Ids 0-255 are the bytes, then one id per merge, then the special tokens, so the
-        vocabulary has exactly `vocab_size` entries unless the corpus runs out of pairs
-        first (then it stops early, with a warning).
-        """
+        """Learn merges from `corpus` (a text, a Path to a UTF-8 file, or texts). Ids 0-255 are
+        the bytes, then one per merge, then the special tokens: `vocab_size` in all, unless the
+        corpus runs out of pairs first (then it stops early, with a warning)."""
         from .bpe_train import train_bpe
 
         vocab, merges = train_bpe(corpus, vocab_size, special_tokens, progress=progress)
@@ -272,10 +269,7 @@ class BPETokenizer:
         """Text to ids. Special tokens in `text` must be allowed (or it raises ValueError)."""
         ids: list[int] = []
         for segment, special in self._pre.segments(text, self._allowed(allowed_special)):
-            if special:
-                ids.append(self.special_tokens[segment])
-            else:
-                ids += self.encode_ordinary(segment)
+            ids += [self.special_tokens[segment]] if special else self.encode_ordinary(segment)
         return ids
 
     def encode_ordinary(self, text: str) -> list[int]:
