@@ -70,15 +70,12 @@ def load_hf_state_dict(model: GPTModel, state_dict: Mapping[str, torch.Tensor]) 
     expected = {hf for hf, _ in key_map.values()}
     ignorable = {"lm_head.weight"} if model.cfg.tie_embeddings else set()
     missing = sorted(expected - given.keys())
-    unexpected = sorted(
-        k for k in given.keys() - expected - ignorable if not k.endswith(_MASK_BUFFERS)
-    )
+    extra = given.keys() - expected - ignorable
+    unexpected = sorted(k for k in extra if not k.endswith(_MASK_BUFFERS))
     if missing or unexpected:
-        raise ValueError(
-            f"the state dict does not fit this GPTModel ({model.cfg.n_layers} layers): "
-            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
-        )
+        raise ValueError(f"the state dict does not fit this GPTModel ({model.cfg.n_layers} "
+                         f"layers): missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+                         f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
     if "lm_head.weight" in given and model.cfg.tie_embeddings and not torch.equal(
         given["lm_head.weight"], given["wte.weight"]
     ):

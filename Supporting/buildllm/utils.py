@@ -125,10 +125,8 @@ def _time_workload(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, floa
 
 def _workload() -> tuple[torch.nn.Module, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    model = torch.nn.Sequential(
-        *[m for _ in range(4) for m in (torch.nn.Linear(512, 512), torch.nn.GELU())]
-    )
-    return model, torch.randn(512, 512, generator=g)
+    layers = [m for _ in range(4) for m in (torch.nn.Linear(512, 512), torch.nn.GELU())]
+    return torch.nn.Sequential(*layers), torch.randn(512, 512, generator=g)
 
 
 def calibrate_cpu(repeats: int = 3) -> float:
@@ -202,10 +200,8 @@ def measure_cpu_speed(repeats: int = 3, tries: int = 3, pause: float = 2.0) -> C
             time.sleep(pause)  # give whatever else is running a moment to finish
     if len(quiet) == repeats:
         return CpuSpeed(min(quiet), None)
-    print(
-        f"This CPU is busy ({why}), so its speed and the times predicted from it are "
-        "unreliable: close other programs and run this cell again."
-    )
+    print(f"This CPU is busy ({why}), so its speed and the times predicted from it are "
+          "unreliable: close other programs and run this cell again.")
     return CpuSpeed(min(quiet + slowed), why)
 
 

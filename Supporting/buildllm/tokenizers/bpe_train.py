@@ -100,11 +100,9 @@ def _stop_early(done: int, wanted: int) -> None:
     frame, level = sys._getframe(1), 2  # stacklevel 1 is this function, 2 its caller
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
-    warnings.warn(
-        f"the corpus has no pairs left to merge after {done} of {wanted} merges, so the "
-        f"vocabulary is {wanted - done} tokens smaller than asked; give it more text",
-        stacklevel=level,
-    )
+    warnings.warn(f"the corpus has no pairs left to merge after {done} of {wanted} merges, so "
+                  f"the vocabulary is {wanted - done} tokens smaller than asked; give it more text",
+                  stacklevel=level)
 
 
 def train_bpe_naive(corpus: Corpus, vocab_size: int,
