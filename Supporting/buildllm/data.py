@@ -20,6 +20,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +28,8 @@ import pooch
 
 from .utils import write_atomically
 
-__all__ = [
-    "FILES",
-    "GPT2_CHECKPOINTS",
-    "DownloadError",
-    "cache_dir",
-    "fetch",
-    "gpt2_encoding",
-    "gpt2_weights",
-    "mirror_dir",
-    "seed_tiktoken_cache",
-    "sha256_of",
-]
+__all__ = ["FILES", "GPT2_CHECKPOINTS", "DownloadError", "cache_dir", "fetch", "gpt2_encoding",
+           "gpt2_weights", "mirror_dir", "seed_tiktoken_cache", "sha256_of"]
 
 
 @dataclass(frozen=True)
@@ -52,56 +43,39 @@ class RemoteFile:
 
 
 _GPT2_FILES = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
-_BOOK = "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main"
+_GITHUB = "https://raw.githubusercontent.com"
+_BOOK = f"{_GITHUB}/rasbt/LLMs-from-scratch/main"
 
 FILES: dict[str, RemoteFile] = {
     f.name: f
     for f in [
         RemoteFile(
-            "the-verdict.txt",
-            f"{_BOOK}/ch02/01_main-chapter-code/the-verdict.txt",
-            "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
-            20_479,
-        ),
+            "the-verdict.txt", f"{_BOOK}/ch02/01_main-chapter-code/the-verdict.txt",
+            "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f", 20_479),
         RemoteFile(
             "tinyshakespeare.txt",
-            "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-            "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-            1_115_394,
-        ),
+            f"{_GITHUB}/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+            "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed", 1_115_394),
         RemoteFile(
             # The member of the UCI zip; the mirror holds it unzipped, and so does the cache.
             "SMSSpamCollection",
             "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
-            "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
-            477_907,
-        ),
+            "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d", 477_907),
         RemoteFile(
-            "instruction-data.json",
-            f"{_BOOK}/ch07/01_main-chapter-code/instruction-data.json",
-            "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
-            203_524,
-        ),
+            "instruction-data.json", f"{_BOOK}/ch07/01_main-chapter-code/instruction-data.json",
+            "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944", 203_524),
         RemoteFile(
             "instruction-data-with-preference.json",
             f"{_BOOK}/ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json",
-            "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e",
-            386_968,
-        ),
+            "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e", 386_968),
         # GPT-2's tokenizer. These are the URLs and hashes tiktoken itself uses, which is
         # what lets seed_tiktoken_cache() hand them to tiktoken.
         RemoteFile(
-            "encoder.json",
-            f"{_GPT2_FILES}/encoder.json",
-            "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-            1_042_301,
-        ),
+            "encoder.json", f"{_GPT2_FILES}/encoder.json",
+            "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783", 1_042_301),
         RemoteFile(
-            "vocab.bpe",
-            f"{_GPT2_FILES}/vocab.bpe",
-            "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
-            456_318,
-        ),
+            "vocab.bpe", f"{_GPT2_FILES}/vocab.bpe",
+            "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5", 456_318),
     ]
 }
 
@@ -129,11 +103,8 @@ GPT2_CHECKPOINTS: dict[str, GPT2Checkpoint] = {
     c.size: c
     for c in [
         GPT2Checkpoint(
-            "124M",
-            "openai-community/gpt2",
-            "607a30d783dfa663caf39e06633721c8d4cfcd7e",
-            "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707",
-        ),
+            "124M", "openai-community/gpt2", "607a30d783dfa663caf39e06633721c8d4cfcd7e",
+            "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707"),
         GPT2Checkpoint("355M", "openai-community/gpt2-medium", "main", None),
         GPT2Checkpoint("774M", "openai-community/gpt2-large", "main", None),
         GPT2Checkpoint("1558M", "openai-community/gpt2-xl", "main", None),
@@ -176,16 +147,15 @@ def fetch(name: str) -> Path:
     entry = FILES[name]
     cache = cache_dir()
     mirror = mirror_dir()
+    logger = pooch.get_logger()
+    level = logger.level
     if mirror is not None:
         downloader = _copy_from(mirror / name)
+        logger.setLevel("WARNING")  # pooch would announce a "download" that is really a copy
     elif entry.url.endswith(".zip"):
         downloader = _unzip_member(name)
     else:
         downloader = pooch.HTTPDownloader(progressbar=True, timeout=60)
-    logger = pooch.get_logger()
-    level = logger.level
-    if mirror is not None:  # pooch would announce a "download" that is really a copy
-        logger.setLevel("WARNING")
     try:
         path = pooch.retrieve(
             entry.url, f"sha256:{entry.sha256}", fname=name, path=cache, downloader=downloader
@@ -215,8 +185,6 @@ def _unzip_member(member: str):
     """A pooch downloader that downloads a zip and keeps only one member of it."""
 
     def download(url: str, output_file: str, pooch_obj: object) -> None:
-        import zipfile
-
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "archive.zip"
             pooch.HTTPDownloader(progressbar=True, timeout=60)(url, str(archive), pooch_obj)
@@ -262,20 +230,14 @@ def gpt2_weights(size: str = "124M") -> Path:
     try:
         path = Path(hf_hub_download(ckpt.repo_id, "model.safetensors", revision=ckpt.revision))
     except Exception as err:
-        raise DownloadError(
-            ckpt.filename, ckpt.url, by_hand, f"{type(err).__name__}: {err}"
-        ) from err
+        reason = f"{type(err).__name__}: {err}"
+        raise DownloadError(ckpt.filename, ckpt.url, by_hand, reason) from err
     blob = path.resolve()  # the Hub's cache names an LFS blob by its sha256
     return _verified(path, ckpt.sha256 or blob.name, ckpt, by_hand, discard=blob)
 
 
-def _verified(
-    path: Path,
-    expected: str | None,
-    ckpt: GPT2Checkpoint,
-    by_hand: Path,
-    discard: Path | None = None,
-) -> Path:
+def _verified(path: Path, expected: str | None, ckpt: GPT2Checkpoint, by_hand: Path,
+              discard: Path | None = None) -> Path:
     """Return path if its sha256 is as expected; otherwise delete `discard` and raise."""
     if expected is None:  # a file placed by hand for a size with no pinned hash
         return path
@@ -294,9 +256,7 @@ def seed_tiktoken_cache() -> Path:
     tiktoken caches each file under the sha1 of its URL, in $TIKTOKEN_CACHE_DIR. We point
     that variable at our cache (unless you set it) and copy the registry's verified files in.
     """
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache_dir() / "tiktoken"))
-    target = Path(os.environ["TIKTOKEN_CACHE_DIR"])
-    target.mkdir(parents=True, exist_ok=True)
+    target = Path(os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache_dir() / "tiktoken")))
     for name in ("encoder.json", "vocab.bpe"):
         key = hashlib.sha1(FILES[name].url.encode()).hexdigest()
         if not (target / key).is_file():  # atomic: tiktoken never sees half a file

@@ -26,7 +26,4 @@ def sinusoidal_positions(num_positions: int, dim: int, base: float = 10_000.0) -
     positions = torch.arange(num_positions, dtype=torch.float32)[:, None]  # (P, 1)
     freqs = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # (dim/2,)
     angles = positions * freqs  # (P, dim/2)
-    out = torch.empty(num_positions, dim)
-    out[:, 0::2] = torch.sin(angles)
-    out[:, 1::2] = torch.cos(angles)
-    return out
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)  # interleaved

@@ -56,12 +56,10 @@ def hf_key_map(cfg: GPTConfig) -> dict[str, tuple[str, bool]]:
     }  # fmt: skip
     for i in range(cfg.n_layers):
         for ours, hf in ours_to_hf.items():
-            if ours.startswith("norm"):
-                names[f"trf_blocks.{i}.{ours}.scale"] = (f"h.{i}.{hf}.weight", False)
-                names[f"trf_blocks.{i}.{ours}.shift"] = (f"h.{i}.{hf}.bias", False)
-            else:
-                names[f"trf_blocks.{i}.{ours}.weight"] = (f"h.{i}.{hf}.weight", True)
-                names[f"trf_blocks.{i}.{ours}.bias"] = (f"h.{i}.{hf}.bias", False)
+            linear = not ours.startswith("norm")  # a LayerNorm's weights are not transposed
+            weight, bias = ("weight", "bias") if linear else ("scale", "shift")
+            names[f"trf_blocks.{i}.{ours}.{weight}"] = (f"h.{i}.{hf}.weight", linear)
+            names[f"trf_blocks.{i}.{ours}.{bias}"] = (f"h.{i}.{hf}.bias", False)
     return names
 
 
@@ -72,15 +70,12 @@ def load_hf_state_dict(model: GPTModel, state_dict: Mapping[str, torch.Tensor]) 
     expected = {hf for hf, _ in key_map.values()}
     ignorable = {"lm_head.weight"} if model.cfg.tie_embeddings else set()
     missing = sorted(expected - given.keys())
-    unexpected = sorted(
-        k for k in given.keys() - expected - ignorable if not k.endswith(_MASK_BUFFERS)
-    )
+    extra = given.keys() - expected - ignorable
+    unexpected = sorted(k for k in extra if not k.endswith(_MASK_BUFFERS))
     if missing or unexpected:
-        raise ValueError(
-            f"the state dict does not fit this GPTModel ({model.cfg.n_layers} layers): "
-            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
-        )
+        raise ValueError(f"the state dict does not fit this GPTModel ({model.cfg.n_layers} "
+                         f"layers): missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+                         f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
     if "lm_head.weight" in given and model.cfg.tie_embeddings and not torch.equal(
         given["lm_head.weight"], given["wte.weight"]
     ):
@@ -92,11 +87,9 @@ def load_hf_state_dict(model: GPTModel, state_dict: Mapping[str, torch.Tensor]) 
         tensor = given[hf].t() if transposed else given[hf]
         if tensor.shape != own[name].shape:
             stored = tuple(given[hf].shape)
-            raise ValueError(
-                f"{hf} has shape {stored}, but {name} needs "
-                f"{tuple(own[name].shape[::-1]) if transposed else tuple(own[name].shape)}"
-                f"{' (stored transposed, as Conv1D)' if transposed else ''}"
-            )
+            needs = tuple(own[name].shape[::-1] if transposed else own[name].shape)
+            note = " (stored transposed, as Conv1D)" if transposed else ""
+            raise ValueError(f"{hf} has shape {stored}, but {name} needs {needs}{note}")
         ours[name] = tensor
     model.load_state_dict(ours)
     return model

@@ -20,6 +20,7 @@ from tqdm.notebook import tqdm_notebook
 __all__ = ["tqdm", "trange"]
 
 if issubclass(_auto_tqdm, tqdm_notebook):  # running in a Jupyter kernel with ipywidgets
+    from IPython.display import display
 
     class tqdm(_auto_tqdm):  # noqa: N801 - tqdm's own name, so it drops in for it
         """tqdm.auto's notebook bar, whose stored text is updated when it closes."""
@@ -29,8 +30,6 @@ if issubclass(_auto_tqdm, tqdm_notebook):  # running in a Jupyter kernel with ip
             super().__init__(*args, display=False, **kwargs)
             self._handle = None
             if show and not self.disable and self.delay <= 0:
-                from IPython.display import display
-
                 self._handle = display(self.container, display_id=True)
                 self.displayed = True
 

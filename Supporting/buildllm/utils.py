@@ -22,20 +22,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = [
-    "CpuSpeed",
-    "MeetingMinutes",
-    "calibrate_cpu",
-    "cpu_busy",
-    "estimate_minutes",
-    "eval_mode",
-    "get_device",
-    "measure_cpu_speed",
-    "mps_agrees_with_cpu",
-    "seconds_with_gpt2",
-    "set_seed",
-    "write_atomically",
-]
+__all__ = ["CpuSpeed", "MeetingMinutes", "calibrate_cpu", "cpu_busy", "estimate_minutes",
+           "eval_mode", "get_device", "measure_cpu_speed", "mps_agrees_with_cpu",
+           "seconds_with_gpt2", "set_seed", "write_atomically"]
 
 
 def set_seed(seed: int) -> None:
@@ -57,11 +46,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
-        fd = os.open(tmp, os.O_RDWR)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -104,10 +90,8 @@ def mps_agrees_with_cpu(atol: float = 1e-4) -> bool:
         t = x[:, :48].t()  # non-contiguous, as optimizer states often are
         return [y, grad, t.clone().addcdiv_(t, t.abs() + 1)]
 
-    on_mps = ops(x.to("mps"), w.detach().to("mps").requires_grad_())
-    return all(
-        torch.allclose(a, b.cpu(), atol=atol) for a, b in zip(ops(x, w), on_mps, strict=True)
-    )
+    on_mps, on_cpu = ops(x.to("mps"), w.detach().to("mps").requires_grad_()), ops(x, w)
+    return all(torch.allclose(a, b.cpu(), atol=atol) for a, b in zip(on_cpu, on_mps, strict=True))
 
 
 def get_device(verbose: bool = False) -> torch.device:
@@ -141,10 +125,8 @@ def _time_workload(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, floa
 
 def _workload() -> tuple[torch.nn.Module, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    model = torch.nn.Sequential(
-        *[m for _ in range(4) for m in (torch.nn.Linear(512, 512), torch.nn.GELU())]
-    )
-    return model, torch.randn(512, 512, generator=g)
+    layers = [m for _ in range(4) for m in (torch.nn.Linear(512, 512), torch.nn.GELU())]
+    return torch.nn.Sequential(*layers), torch.randn(512, 512, generator=g)
 
 
 def calibrate_cpu(repeats: int = 3) -> float:
@@ -158,13 +140,8 @@ def calibrate_cpu(repeats: int = 3) -> float:
     return min(_time_workload(model, x)[0] for _ in range(repeats))
 
 
-def cpu_busy(
-    cpu_seconds: float,
-    wall_seconds: float,
-    threads: int,
-    load: float | None = None,
-    cores: int | None = None,
-) -> str | None:
+def cpu_busy(cpu_seconds: float, wall_seconds: float, threads: int, load: float | None = None,
+             cores: int | None = None) -> str | None:
     """Why a timed run looks slowed down by other programs, or None when it had the CPU.
 
     A run on `threads` threads that kept them all busy used about `threads` seconds of CPU
@@ -223,10 +200,8 @@ def measure_cpu_speed(repeats: int = 3, tries: int = 3, pause: float = 2.0) -> C
             time.sleep(pause)  # give whatever else is running a moment to finish
     if len(quiet) == repeats:
         return CpuSpeed(min(quiet), None)
-    print(
-        f"This CPU is busy ({why}), so its speed and the times predicted from it are "
-        "unreliable: close other programs and run this cell again."
-    )
+    print(f"This CPU is busy ({why}), so its speed and the times predicted from it are "
+          "unreliable: close other programs and run this cell again.")
     return CpuSpeed(min(quiet + slowed), why)
 
 
@@ -248,10 +223,9 @@ def estimate_minutes(seconds: float | None) -> dict[str, MeetingMinutes]:
 
     Supporting/tools/run_notebooks.py times every notebook on the 2-core reference machine
     and runs calibrate_cpu() there too; we scale its times by how your CPU compares.
-    notebook_times.json holds them: "seconds" with the course's own model, and
-    "gpt2_seconds" for the notebooks that load GPT-2 124M when they can (a notebook missing
-    there takes the same time with either). `seconds=None` gives the reference machine's
-    own times, for a CPU too busy to measure.
+    notebook_times.json holds them, with the course's model and with GPT-2 124M (see
+    `seconds_with_gpt2`). `seconds=None` gives the reference machine's own times, for a CPU
+    too busy to measure.
 
     >>> estimate_minutes(None)["Meeting-6"]  # MeetingMinutes(course=..., gpt2=...), minutes
     """

@@ -146,15 +146,6 @@ class PreTokenizer:
         if pos < len(text):
             yield text[pos:], False
 
-    def split(self, text: str, allowed: Collection[str] | None) -> Iterator[tuple[str, bool]]:
-        """Yield (piece, is_special): special tokens, and GPT-2 pre-tokens between them."""
-        for segment, special in self.segments(text, allowed):
-            if special:
-                yield segment, True
-            else:
-                for piece in _SPLIT.findall(segment):
-                    yield piece, False
-
     def safe_chunks(self, chunks: Iterable[str], allowed: Collection[str] | None) -> Iterator[str]:
         """Regroup text arriving in chunks into blocks that end on a pre-token boundary.
 
@@ -167,10 +158,8 @@ class PreTokenizer:
         size = 0
         for chunk in chunks:
             if not isinstance(chunk, str):
-                raise TypeError(
-                    f"expected text, got {type(chunk).__name__}; open files in text mode "
-                    "with encoding='utf-8'"
-                )
+                raise TypeError(f"expected text, got {type(chunk).__name__}; open files in text "
+                                "mode with encoding='utf-8'")
             held.append(chunk)
             size += len(chunk)
             if size >= _BLOCK:
@@ -210,12 +199,8 @@ class BPETokenizer:
     UTF-8 bytes must be in it too (that entry is its id).
     """
 
-    def __init__(
-        self,
-        vocab: Mapping[int, bytes],
-        merges: Sequence[tuple[bytes, bytes]],
-        special_tokens: Iterable[str] = (),
-    ):
+    def __init__(self, vocab: Mapping[int, bytes], merges: Sequence[tuple[bytes, bytes]],
+                 special_tokens: Iterable[str] = ()):
         if sorted(vocab) != list(range(len(vocab))):
             raise ValueError("vocab ids must be 0, 1, ..., n-1 with no gaps")
         self.vocab = dict(sorted(vocab.items()))
@@ -267,23 +252,12 @@ class BPETokenizer:
         return (f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
                 f"special_tokens={list(self.special_tokens)})")
 
-    # -- training ------------------------------------------------------------------------
-
     @classmethod
-    def train(
-        cls,
-        corpus: str | Path | Iterable[str],
-        vocab_size: int,
-        special_tokens: Sequence[str] = (),
-        *,
-        progress: bool = False,
-    ) -> BPETokenizer:
-        """Learn merges from `corpus` (a text, a Path to a UTF-8 file, or texts).
-
-        Ids 0-255 are the bytes, then one id per merge, then the special tokens, so the
-        vocabulary has exactly `vocab_size` entries unless the corpus runs out of pairs
-        first (then it stops early, with a warning).
-        """
+    def train(cls, corpus: str | Path | Iterable[str], vocab_size: int,
+              special_tokens: Sequence[str] = (), *, progress: bool = False) -> BPETokenizer:
+        """Learn merges from `corpus` (a text, a Path to a UTF-8 file, or texts). Ids 0-255 are
+        the bytes, then one per merge, then the special tokens: `vocab_size` in all, unless the
+        corpus runs out of pairs first (then it stops early, with a warning)."""
         from .bpe_train import train_bpe
 
         vocab, merges = train_bpe(corpus, vocab_size, special_tokens, progress=progress)
@@ -291,16 +265,11 @@ class BPETokenizer:
             vocab[len(vocab)] = token.encode()
         return cls(vocab, merges, special_tokens)
 
-    # -- encoding ------------------------------------------------------------------------
-
     def encode(self, text: str, allowed_special: AllowedSpecial = ()) -> list[int]:
         """Text to ids. Special tokens in `text` must be allowed (or it raises ValueError)."""
         ids: list[int] = []
         for segment, special in self._pre.segments(text, self._allowed(allowed_special)):
-            if special:
-                ids.append(self.special_tokens[segment])
-            else:
-                ids += self.encode_ordinary(segment)
+            ids += [self.special_tokens[segment]] if special else self.encode_ordinary(segment)
         return ids
 
     def encode_ordinary(self, text: str) -> list[int]:
@@ -312,13 +281,10 @@ class BPETokenizer:
             ids += piece_ids if piece_ids is not None else self._encode_piece(piece)
         return ids
 
-    def encode_iterable(
-        self, chunks: Iterable[str], allowed_special: AllowedSpecial = ()
-    ) -> Iterator[int]:
-        """Ids for text arriving in chunks (e.g. an open file's lines), in bounded memory.
-
-        The ids are exactly those of `encode("".join(chunks))`.
-        """
+    def encode_iterable(self, chunks: Iterable[str],
+                        allowed_special: AllowedSpecial = ()) -> Iterator[int]:
+        """Ids for text arriving in chunks (e.g. an open file's lines), in bounded memory;
+        exactly the ids of `encode("".join(chunks))`."""
         allowed = self._allowed(allowed_special)
         for block in self._pre.safe_chunks(chunks, allowed):
             yield from self.encode(block, allowed)
@@ -332,10 +298,7 @@ class BPETokenizer:
         return frozenset(allowed_special)
 
     def _encode_piece(self, piece: str) -> list[int]:
-        """One pre-token to ids: apply the earliest-learned merge present until none is."""
-        ids = self._cache.get(piece)
-        if ids is not None:
-            return ids
+        """One uncached pre-token to ids: apply the earliest-learned merge present until none is."""
         ids = [self._byte_ids[b] for b in piece.encode("utf-8")]
         rank_of, never = self._rank.get, len(self._rank)
         while len(ids) > 1:
@@ -351,16 +314,13 @@ class BPETokenizer:
         self._cache[piece] = ids
         return ids
 
-    # -- decoding ------------------------------------------------------------------------
-
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Ids to the raw bytes they stand for. Raises ValueError on an unknown id."""
         try:
             return b"".join([self.vocab[operator.index(i)] for i in ids])
         except KeyError as err:
-            raise ValueError(
-                f"unknown token id {err.args[0]}: this tokenizer has ids 0 to {self.vocab_size - 1}"
-            ) from None
+            raise ValueError(f"unknown token id {err.args[0]}: this tokenizer has ids 0 to "
+                             f"{self.vocab_size - 1}") from None
 
     def decode_single_token_bytes(self, token_id: int) -> bytes:
         """The bytes of one token (the same method tiktoken's encodings have)."""
@@ -369,8 +329,6 @@ class BPETokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Ids to text. Bytes that are not valid UTF-8 (say, half a character) become U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
-
-    # -- saving and loading --------------------------------------------------------------
 
     def to_printable(self) -> dict:
         """The tokenizer as JSON-ready data, spelled like GPT-2's files (see `printable`)."""

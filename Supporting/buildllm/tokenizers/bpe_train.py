@@ -28,12 +28,13 @@ from itertools import pairwise
 from pathlib import Path
 
 from ..progress import tqdm
-from .bpe import PreTokenizer, merge, pair_counts
+from .bpe import _SPLIT, PreTokenizer, merge, pair_counts
 
 __all__ = ["count_words", "read_utf8", "train_bpe", "train_bpe_naive"]
 
 Vocab = dict[int, bytes]
 Merges = list[tuple[bytes, bytes]]
+Corpus = str | os.PathLike | Iterable[str]  # a text, a UTF-8 file, or texts
 
 
 def read_utf8(path: str | os.PathLike, block_size: int = 1 << 20) -> Iterator[str]:
@@ -58,7 +59,7 @@ def read_utf8(path: str | os.PathLike, block_size: int = 1 << 20) -> Iterator[st
             offset += len(block)
 
 
-def count_words(corpus: str | os.PathLike | Iterable[str], special_tokens: Sequence[str] = ()):
+def count_words(corpus: Corpus, special_tokens: Sequence[str] = ()) -> Counter[str]:
     """Pre-token frequencies of `corpus`, with special tokens cut out (never merged).
 
     A `str` is the text itself; a Path is a file to read; anything else is an iterable of texts.
@@ -71,11 +72,13 @@ def count_words(corpus: str | os.PathLike | Iterable[str], special_tokens: Seque
         chunks = corpus
     pre, counts = PreTokenizer(special_tokens), Counter()
     for block in pre.safe_chunks(chunks, allowed=special_tokens):
-        counts.update(piece for piece, special in pre.split(block, special_tokens) if not special)
+        for segment, special in pre.segments(block, special_tokens):
+            if not special:
+                counts.update(_SPLIT.findall(segment))
     return counts
 
 
-def _prepare(corpus, vocab_size: int, special_tokens: Sequence[str]):
+def _prepare(corpus: Corpus, vocab_size: int, special_tokens: Sequence[str]):
     """Check the arguments; return the words (as byte lists), their counts, the merge budget."""
     if len(set(special_tokens)) != len(special_tokens) or "" in special_tokens:
         raise ValueError(f"special tokens must be distinct and non-empty: {list(special_tokens)}")
@@ -92,27 +95,18 @@ def _prepare(corpus, vocab_size: int, special_tokens: Sequence[str]):
 
 
 def _stop_early(done: int, wanted: int) -> None:
-    warnings.warn(
-        f"the corpus has no pairs left to merge after {done} of {wanted} merges, so the "
-        f"vocabulary is {wanted - done} tokens smaller than asked; give it more text",
-        stacklevel=_first_caller_outside_buildllm(),
-    )
-
-
-def _first_caller_outside_buildllm() -> int:
-    """The stack level that makes a warning point at the learner's line, not at ours."""
+    """Warn that the corpus ran out of pairs, pointing at the learner's line, not at ours."""
     package = str(Path(__file__).parents[1])
-    frame, level = sys._getframe(2), 2  # 1 is _stop_early, which calls warnings.warn
+    frame, level = sys._getframe(1), 2  # stacklevel 1 is this function, 2 its caller
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
-    return level
+    warnings.warn(f"the corpus has no pairs left to merge after {done} of {wanted} merges, so "
+                  f"the vocabulary is {wanted - done} tokens smaller than asked; give it more text",
+                  stacklevel=level)
 
 
-def train_bpe_naive(
-    corpus: str | os.PathLike | Iterable[str],
-    vocab_size: int,
-    special_tokens: Sequence[str] = (),
-) -> tuple[Vocab, Merges]:
+def train_bpe_naive(corpus: Corpus, vocab_size: int,
+                    special_tokens: Sequence[str] = ()) -> tuple[Vocab, Merges]:
     """Learn merges by recounting every pair of every word before each merge. Slow; clear."""
     words, freqs, n_merges = _prepare(corpus, vocab_size, special_tokens)
     vocab = {i: bytes([i]) for i in range(256)}
@@ -143,13 +137,8 @@ class _Greatest:
         return self.key > other.key
 
 
-def train_bpe(
-    corpus: str | os.PathLike | Iterable[str],
-    vocab_size: int,
-    special_tokens: Sequence[str] = (),
-    *,
-    progress: bool = False,
-) -> tuple[Vocab, Merges]:
+def train_bpe(corpus: Corpus, vocab_size: int, special_tokens: Sequence[str] = (), *,
+              progress: bool = False) -> tuple[Vocab, Merges]:
     """Learn the same merges as `train_bpe_naive`, updating pair counts incrementally."""
     words, freqs, n_merges = _prepare(corpus, vocab_size, special_tokens)
     vocab = {i: bytes([i]) for i in range(256)}
