@@ -37,7 +37,7 @@ What lands in --out:
                       process's random number generators and data position, the settings),
                       replaced atomically: a run killed at any moment leaves the last one whole
     model.safetensors, run.json (and tokenizer.json, for a BPE tokenizer): the final model
-                      as a run folder, which `load_run` reads (see `buildllm.runs`)
+                      as a run folder, which `buildllm.runs.load_run` reads
 
 --dtype bf16 computes in bfloat16 autocast, or, on a GPU without bfloat16 units (Colab's T4),
 in float16 autocast with a gradient scaler, and says so (`autocast_dtype`). MFU, the share of
@@ -47,7 +47,6 @@ Bad input (a missing, empty or non-UTF-8 file, too little text, a checkpoint fro
 run...) stops the run with a message before anything is written.
 
     >>> model, summary = run(RunConfig(inputs=["shakespeare.txt"], tokenizer="char", steps=50))
-    >>> model, tokenizer = load_run("runs/pretrain")
 """
 
 from __future__ import annotations
@@ -76,7 +75,7 @@ from .pretrain_data import (
     read_texts,
 )
 from .progress import tqdm
-from .runs import CHECKPOINT_FORMAT, DTYPES, RUN_FORMAT, load_run, read_checkpoint, save_run
+from .runs import CHECKPOINT_FORMAT, DTYPES, RUN_FORMAT, read_checkpoint, save_run
 from .training import (
     AdamW,
     FitState,
@@ -91,8 +90,7 @@ from .training import (
 )
 from .utils import get_device, set_seed, write_atomically
 
-__all__ = ["InputError", "RunConfig", "autocast_dtype", "load_run", "main", "parse_config", "run",
-           "save_run"]
+__all__ = ["InputError", "RunConfig", "autocast_dtype", "main", "parse_config", "run"]
 
 COMPUTE_DTYPES = {**DTYPES, "fp16": torch.float16}  # what --dtype may ask autocast for
 
