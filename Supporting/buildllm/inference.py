@@ -31,16 +31,8 @@ from torch import nn
 
 from .generation import generate
 
-__all__ = [
-    "Int8Embedding",
-    "Int8Linear",
-    "dequantize_rows",
-    "generate_batch",
-    "left_pad",
-    "model_bytes",
-    "quantize_int8",
-    "quantize_rows",
-]
+__all__ = ["Int8Embedding", "Int8Linear", "dequantize_rows", "generate_batch", "left_pad",
+           "model_bytes", "quantize_int8", "quantize_rows"]
 
 
 # -- int8 weights ------------------------------------------------------------------------
@@ -177,10 +169,8 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 
 
 def model_bytes(model: nn.Module) -> int:
-    """Bytes of memory held by `model`'s parameters and buffers, each storage counted once.
-
-    Measured from the tensors themselves, so shared weights (tied embeddings, an int8 matrix
-    used by two modules) count once, and an int8 weight counts 1 byte per number.
+    """Bytes of memory held by `model`'s parameters and buffers, each storage counted once,
+    so shared weights (tied embeddings, an int8 matrix used by two modules) count once.
 
     >>> model_bytes(nn.Linear(10, 10))                   # 110 float32 numbers
     440
@@ -231,18 +221,10 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0,
     return ids, mask
 
 
-def generate_batch(
-    model: nn.Module,
-    prompts: Sequence[Sequence[int]],
-    max_new_tokens: int,
-    *,
-    eos_id: int | None = None,
-    pad_id: int = 0,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | Sequence[int] | None = None,
-) -> list[list[int]]:
+def generate_batch(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+                   eos_id: int | None = None, pad_id: int = 0, temperature: float = 0.0,
+                   top_k: int | None = None, top_p: float | None = None,
+                   seed: int | Sequence[int] | None = None) -> list[list[int]]:
     """The new tokens for each prompt (lists of ids of any lengths), generated in one batch.
 
     Prompts are padded on the left with `pad_id` (any id: padding is masked, never seen) and
