@@ -19,9 +19,6 @@ The layout is Stanford Alpaca's (Taori et al., 2023), as in chapter 7 of the boo
 Training is still next-token prediction. `collate` builds the targets so that padding costs
 nothing, the end-of-text token teaches the model to stop, and optionally the prompt's own
 tokens are not predicted either, so the loss measures only the answers.
-
-Any tokenizer with an `<|endoftext|>` token works: GPT-2's (id 50256) or a Meeting-2
-BPETokenizer trained with it as a special token (`end_of_text_id` finds its id).
 """
 
 from __future__ import annotations
@@ -61,7 +58,7 @@ RESPONSE_HEADER = "\n\n### Response:\n"
 
 def end_of_text_id(enc: Tokenizer) -> int:
     """`enc.eot_token` (50256 for GPT-2), checked: answers end with it, so a tokenizer
-    without it cannot be instruction-tuned here."""
+    without it (a Meeting-2 BPETokenizer trained without it) cannot be instruction-tuned."""
     if enc.eot_token is None:
         raise ValueError(f"{type(enc).__name__} has no <|endoftext|> token; train a BPETokenizer "
                          "with special_tokens=['<|endoftext|>'] to instruction-tune with it")
@@ -108,11 +105,9 @@ def prompt_ids(entry: dict, enc) -> list[int]:
 
 
 def render_turns(system: str, turns: Sequence[dict]) -> list[str | None]:
-    """A conversation (`buildllm.chat`) in this layout, as text pieces each encoded on its own,
-    with None where an <|endoftext|> token ends each answer.
-
-    One user message gives [format_prompt's text, RESPONSE_HEADER], the pieces `prompt_ids`
-    encodes; later turns follow, each answered turn ended by <|endoftext|>.
+    """A conversation (`buildllm.chat`) in this layout, as text pieces each encoded on its own
+    (one user message gives the pieces `prompt_ids` encodes), with None where an
+    <|endoftext|> token ends each answer.
 
     >>> render_turns("Be brief.", [{"role": "user", "content": "Hi"}])
     ['Be brief.\\n\\n### Instruction:\\nHi', '\\n\\n### Response:\\n']
@@ -241,11 +236,9 @@ def answer_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 ignore_index: int = -100) -> torch.Tensor:
     """Mean cross entropy over the targets that count, computing logits only for those.
 
-    The same number as `buildllm.training.batch_loss`, which gives `F.cross_entropy` every
-    position and lets it skip targets equal to -100. But the output layer is most of a small
-    GPT's work (GPT-2's vocabulary has 50,257 entries), and with the prompt masked about four
-    positions in five are skipped anyway. So `logits_at` computes logits only for the
-    positions whose targets count.
+    The same number as `buildllm.training.batch_loss`, but the output layer is most of a
+    small GPT's work (GPT-2's vocabulary has 50,257 entries), and with the prompt masked
+    about four positions in five would be computed only to be skipped.
     """
     keep = targets != ignore_index
     if not keep.any():
