@@ -162,8 +162,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         quantized[linear] = Int8Linear.from_linear(linear)
         model.set_submodule(name, quantized[linear])
     for name, embedding in embeddings:
-        tied_to = [q for linear, q in quantized.items() if linear.weight is embedding.weight]
-        if tied_to:
+        if tied_to := [q for linear, q in quantized.items() if linear.weight is embedding.weight]:
             model.set_submodule(name, Int8Embedding(tied_to[0].weight, tied_to[0].scale))
     return model
 
@@ -193,9 +192,8 @@ def _check_prompts(prompts: Sequence[Sequence[int]], vocab_size: int) -> None:
             raise ValueError(f"prompt {i} is {type(prompt).__name__}, not a list of token ids")
         if len(prompt) == 0:
             raise ValueError(f"prompt {i} is empty: every prompt needs at least one token")
-        bad = [t for t in prompt if isinstance(t, bool) or not isinstance(t, Integral)
-               or not 0 <= t < vocab_size]
-        if bad:
+        if bad := [t for t in prompt if isinstance(t, bool) or not isinstance(t, Integral)
+                   or not 0 <= t < vocab_size]:
             raise ValueError(f"prompt {i} holds {bad[0]!r}, not a token id in [0, {vocab_size})")
 
 
@@ -215,9 +213,8 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0,
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros(len(prompts), width, dtype=torch.bool, device=device)
     for row, prompt in enumerate(prompts):
-        if len(prompt) > 0:
-            ids[row, width - len(prompt):] = torch.tensor([int(t) for t in prompt])
-            mask[row, width - len(prompt):] = True
+        ids[row, width - len(prompt):] = torch.tensor([int(t) for t in prompt])
+        mask[row, width - len(prompt):] = True
     return ids, mask
 
 
