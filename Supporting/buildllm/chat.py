@@ -37,10 +37,8 @@ class Reply(Iterator[str]):
     """One reply's text, in pieces as the model writes it, and its token counts when done.
 
     Iterating runs the model. Each piece is new text, whole characters only (byte-level BPE
-    can split a character across tokens), and the pieces add up to the finished answer.
-    Once the iterator is exhausted, `finish_reason` is "stop" (the model ended its answer) or
-    "length" (it ran out of tokens), and `completion_tokens` counts the tokens generated.
-    `close()` stops generation early.
+    can split a character across tokens). Once the iterator is exhausted, `finish_reason` is
+    "stop" (the model ended its answer) or "length" (it ran out of tokens).
     """
 
     def __init__(self, tokens: Iterator[int], decode: Callable[[list[int]], str], eos_id: int,

@@ -14,8 +14,7 @@ Batched generation. Decoding one token reads every weight of the model for a few
 each, so asking for the next token of 8 prompts costs little more than for one. Prompts of
 different lengths are padded on the left, so that every row's next token lands in the same
 column, and an attention mask keeps the padding out of sight (`GPTModel.forward`'s
-`attention_mask`). Greedy results are those of `buildllm.generation.generate`, one prompt at
-a time.
+`attention_mask`).
 
     >>> generate_batch(model, [enc.encode("ROMEO:"), enc.encode("To be, or not")], 20)
 """
@@ -199,10 +198,8 @@ def _check_prompts(prompts: Sequence[Sequence[int]], vocab_size: int) -> None:
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0,
              device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts padded on the left to the longest: (ids, mask), both (batch, longest).
-
-    The mask is True at real tokens. Left, so that every row's last real token, and later
-    every new token, sits in the same column.
+    """Prompts padded on the left to the longest: (ids, mask, True at real tokens), both
+    (batch, longest).
 
     >>> left_pad([[5, 6, 7], [8]], pad_id=0)
     (tensor([[5, 6, 7],

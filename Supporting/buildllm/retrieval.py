@@ -156,8 +156,7 @@ class GPTEmbedder:
 
     Texts are encoded with `enc` and batched by right-padding. Causal attention makes that
     exact: a token only attends to tokens before it, so the padding after a text changes none
-    of its hidden states, and the mean is taken over the real tokens only. Only the first
-    context_length tokens of a longer text count (a warning says so).
+    of its hidden states, and the mean is taken over the real tokens only.
 
     A GPT is trained to predict the next token, not to place similar texts close together, so
     expect these vectors to retrieve worse than TF-IDF on a small model; sentence-embedding
