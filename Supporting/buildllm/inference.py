@@ -173,10 +173,8 @@ def model_bytes(model: nn.Module) -> int:
     >>> model_bytes(nn.Linear(10, 10))                   # 110 float32 numbers
     440
     """
-    storages: dict[tuple, int] = {}
-    for t in [*model.parameters(), *model.buffers()]:
-        storage = t.untyped_storage()
-        storages[(t.device, storage.data_ptr())] = storage.nbytes()
+    storages = {(t.device, t.untyped_storage().data_ptr()): t.untyped_storage().nbytes()
+                for t in [*model.parameters(), *model.buffers()]}
     return sum(storages.values())
 
 
