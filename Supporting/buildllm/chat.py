@@ -3,13 +3,11 @@ streamed as it is written, and a terminal chat, `python -m buildllm.chat`.
 
 Meeting 6 taught the model one layout, Alpaca's (`buildllm.instruct`). A conversation is a
 list of OpenAI-style messages, {"role": "system", "user" or "assistant", "content": text}, and
-`instruct.render_turns` writes it in that same layout, turn after turn, each answer ended by
-<|endoftext|> and the system message, if any, in place of the preamble, so the model sees what
-it was trained on. One user message is exactly `instruct.prompt_ids`'s prompt. The model was
-tuned on single turns only, so later turns lean on what it generalises; earlier turns are kept
-so that it can refer back to them, and the oldest are dropped when prompt and reply would no
-longer fit in the context. The reply ends at <|endoftext|>, or where the model starts a new
-"###" section (`instruct.visible_answer`), so it is what `instruct.respond` answers.
+`instruct.render_turns` writes it in that same layout, so the model sees what it was trained
+on. The model was tuned on single turns only, so later turns lean on what it generalises;
+earlier turns are kept so that it can refer back to them, and the oldest are dropped when
+prompt and reply would no longer fit in the context. The reply is what `instruct.respond`
+would answer.
 """
 
 from __future__ import annotations
@@ -39,10 +37,8 @@ class Reply(Iterator[str]):
     """One reply's text, in pieces as the model writes it, and its token counts when done.
 
     Iterating runs the model. Each piece is new text, whole characters only (byte-level BPE
-    can split a character across tokens), and the pieces add up to the finished answer.
-    Once the iterator is exhausted, `finish_reason` is "stop" (the model ended its answer) or
-    "length" (it ran out of tokens), and `completion_tokens` counts the tokens generated.
-    `close()` stops generation early.
+    can split a character across tokens). Once the iterator is exhausted, `finish_reason` is
+    "stop" (the model ended its answer) or "length" (it ran out of tokens).
     """
 
     def __init__(self, tokens: Iterator[int], decode: Callable[[list[int]], str], eos_id: int,
@@ -107,8 +103,7 @@ class ChatSession:
     def __init__(self, model: GPTModel, tokenizer, *, max_new_tokens: int | None = None,
                  temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None):
-        self.model = model
-        self.tokenizer = tokenizer
+        self.model, self.tokenizer = model, tokenizer
         self.eos_id = end_of_text_id(tokenizer)
         self.context_length = model.cfg.context_length
         if max_new_tokens is None:

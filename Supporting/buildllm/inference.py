@@ -14,8 +14,7 @@ Batched generation. Decoding one token reads every weight of the model for a few
 each, so asking for the next token of 8 prompts costs little more than for one. Prompts of
 different lengths are padded on the left, so that every row's next token lands in the same
 column, and an attention mask keeps the padding out of sight (`GPTModel.forward`'s
-`attention_mask`). Greedy results are those of `buildllm.generation.generate`, one prompt at
-a time.
+`attention_mask`).
 
     >>> generate_batch(model, [enc.encode("ROMEO:"), enc.encode("To be, or not")], 20)
 """
@@ -31,16 +30,8 @@ from torch import nn
 
 from .generation import generate
 
-__all__ = [
-    "Int8Embedding",
-    "Int8Linear",
-    "dequantize_rows",
-    "generate_batch",
-    "left_pad",
-    "model_bytes",
-    "quantize_int8",
-    "quantize_rows",
-]
+__all__ = ["Int8Embedding", "Int8Linear", "dequantize_rows", "generate_batch", "left_pad",
+           "model_bytes", "quantize_int8", "quantize_rows"]
 
 
 # -- int8 weights ------------------------------------------------------------------------
@@ -170,25 +161,20 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         quantized[linear] = Int8Linear.from_linear(linear)
         model.set_submodule(name, quantized[linear])
     for name, embedding in embeddings:
-        tied_to = [q for linear, q in quantized.items() if linear.weight is embedding.weight]
-        if tied_to:
+        if tied_to := [q for linear, q in quantized.items() if linear.weight is embedding.weight]:
             model.set_submodule(name, Int8Embedding(tied_to[0].weight, tied_to[0].scale))
     return model
 
 
 def model_bytes(model: nn.Module) -> int:
-    """Bytes of memory held by `model`'s parameters and buffers, each storage counted once.
-
-    Measured from the tensors themselves, so shared weights (tied embeddings, an int8 matrix
-    used by two modules) count once, and an int8 weight counts 1 byte per number.
+    """Bytes of memory held by `model`'s parameters and buffers, each storage counted once,
+    so shared weights (tied embeddings, an int8 matrix used by two modules) count once.
 
     >>> model_bytes(nn.Linear(10, 10))                   # 110 float32 numbers
     440
     """
-    storages: dict[tuple, int] = {}
-    for t in [*model.parameters(), *model.buffers()]:
-        storage = t.untyped_storage()
-        storages[(t.device, storage.data_ptr())] = storage.nbytes()
+    storages = {(t.device, t.untyped_storage().data_ptr()): t.untyped_storage().nbytes()
+                for t in [*model.parameters(), *model.buffers()]}
     return sum(storages.values())
 
 
@@ -203,18 +189,15 @@ def _check_prompts(prompts: Sequence[Sequence[int]], vocab_size: int) -> None:
             raise ValueError(f"prompt {i} is {type(prompt).__name__}, not a list of token ids")
         if len(prompt) == 0:
             raise ValueError(f"prompt {i} is empty: every prompt needs at least one token")
-        bad = [t for t in prompt if isinstance(t, bool) or not isinstance(t, Integral)
-               or not 0 <= t < vocab_size]
-        if bad:
+        if bad := [t for t in prompt if isinstance(t, bool) or not isinstance(t, Integral)
+                   or not 0 <= t < vocab_size]:
             raise ValueError(f"prompt {i} holds {bad[0]!r}, not a token id in [0, {vocab_size})")
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0,
              device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts padded on the left to the longest: (ids, mask), both (batch, longest).
-
-    The mask is True at real tokens. Left, so that every row's last real token, and later
-    every new token, sits in the same column.
+    """Prompts padded on the left to the longest: (ids, mask, True at real tokens), both
+    (batch, longest).
 
     >>> left_pad([[5, 6, 7], [8]], pad_id=0)
     (tensor([[5, 6, 7],
@@ -225,24 +208,15 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0,
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros(len(prompts), width, dtype=torch.bool, device=device)
     for row, prompt in enumerate(prompts):
-        if len(prompt) > 0:
-            ids[row, width - len(prompt):] = torch.tensor([int(t) for t in prompt])
-            mask[row, width - len(prompt):] = True
+        ids[row, width - len(prompt):] = torch.tensor([int(t) for t in prompt])
+        mask[row, width - len(prompt):] = True
     return ids, mask
 
 
-def generate_batch(
-    model: nn.Module,
-    prompts: Sequence[Sequence[int]],
-    max_new_tokens: int,
-    *,
-    eos_id: int | None = None,
-    pad_id: int = 0,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | Sequence[int] | None = None,
-) -> list[list[int]]:
+def generate_batch(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+                   eos_id: int | None = None, pad_id: int = 0, temperature: float = 0.0,
+                   top_k: int | None = None, top_p: float | None = None,
+                   seed: int | Sequence[int] | None = None) -> list[list[int]]:
     """The new tokens for each prompt (lists of ids of any lengths), generated in one batch.
 
     Prompts are padded on the left with `pad_id` (any id: padding is masked, never seen) and

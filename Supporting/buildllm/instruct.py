@@ -19,9 +19,6 @@ The layout is Stanford Alpaca's (Taori et al., 2023), as in chapter 7 of the boo
 Training is still next-token prediction. `collate` builds the targets so that padding costs
 nothing, the end-of-text token teaches the model to stop, and optionally the prompt's own
 tokens are not predicted either, so the loss measures only the answers.
-
-Any tokenizer with an `<|endoftext|>` token works: GPT-2's (id 50256) or a Meeting-2
-BPETokenizer trained with it as a special token (`end_of_text_id` finds its id).
 """
 
 from __future__ import annotations
@@ -44,27 +41,10 @@ from .tokenizers import Tokenizer
 from .training import LOSSES, FitState, cycle, evaluate, fit, param_groups, token_step
 
 __all__ = [
-    "END_OF_TEXT",
-    "INPUT_HEADER",
-    "INSTRUCTION_HEADER",
-    "PREAMBLE",
-    "RESPONSE_HEADER",
-    "InstructionDataset",
-    "answer_loss",
-    "collate",
-    "encode_example",
-    "end_of_text_id",
-    "evaluate_responses",
-    "finetune",
-    "format_prompt",
-    "format_response",
-    "load_instructions",
-    "logits_at",
-    "prompt_ids",
-    "render_turns",
-    "respond",
-    "respond_all",
-    "split_entries",
+    "END_OF_TEXT", "INPUT_HEADER", "INSTRUCTION_HEADER", "PREAMBLE", "RESPONSE_HEADER",
+    "InstructionDataset", "answer_loss", "collate", "encode_example", "end_of_text_id",
+    "evaluate_responses", "finetune", "format_prompt", "format_response", "load_instructions",
+    "logits_at", "prompt_ids", "render_turns", "respond", "respond_all", "split_entries",
     "visible_answer",
 ]
 
@@ -78,7 +58,7 @@ RESPONSE_HEADER = "\n\n### Response:\n"
 
 def end_of_text_id(enc: Tokenizer) -> int:
     """`enc.eot_token` (50256 for GPT-2), checked: answers end with it, so a tokenizer
-    without it cannot be instruction-tuned here."""
+    without it (a Meeting-2 BPETokenizer trained without it) cannot be instruction-tuned."""
     if enc.eot_token is None:
         raise ValueError(f"{type(enc).__name__} has no <|endoftext|> token; train a BPETokenizer "
                          "with special_tokens=['<|endoftext|>'] to instruction-tune with it")
@@ -125,11 +105,9 @@ def prompt_ids(entry: dict, enc) -> list[int]:
 
 
 def render_turns(system: str, turns: Sequence[dict]) -> list[str | None]:
-    """A conversation (`buildllm.chat`) in this layout, as text pieces each encoded on its own,
-    with None where an <|endoftext|> token ends each answer.
-
-    One user message gives [format_prompt's text, RESPONSE_HEADER], the pieces `prompt_ids`
-    encodes; later turns follow, each answered turn ended by <|endoftext|>.
+    """A conversation (`buildllm.chat`) in this layout, as text pieces each encoded on its own
+    (one user message gives the pieces `prompt_ids` encodes), with None where an
+    <|endoftext|> token ends each answer.
 
     >>> render_turns("Be brief.", [{"role": "user", "content": "Hi"}])
     ['Be brief.\\n\\n### Instruction:\\nHi', '\\n\\n### Response:\\n']
@@ -185,9 +163,8 @@ def load_instructions(seed: int | None = 123) -> tuple[list[dict], list[dict], l
 def split_entries(data: list, seed: int | None = 123) -> tuple[list, list, list]:
     """Shuffle a copy of `data` with `seed` (None: keep the order) and cut it as the book does.
 
-    Returns (train, validation, test) with 85%, the rest, and 10% of the entries. The book
-    slices train, then test, then validation, so with the same order every entry lands in
-    the book's part. The preference data (`buildllm.dpo`) is cut by this too: it holds the
+    Returns (train, validation, test) with 85%, the rest, and 10% of the entries, sliced in
+    the book's order. The preference data (`buildllm.dpo`) is cut by this too: it holds the
     same entries in the same order, so its held-out prompts are these.
     """
     data = list(data)
@@ -215,13 +192,9 @@ class InstructionDataset(torch.utils.data.Dataset):
         return self.examples[i]
 
 
-def collate(
-    batch: Sequence[tuple[Sequence[int], int]],
-    pad_id: int = END_OF_TEXT,
-    ignore_index: int = -100,
-    max_length: int | None = None,
-    mask_prompt: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(batch: Sequence[tuple[Sequence[int], int]], pad_id: int = END_OF_TEXT,
+            ignore_index: int = -100, max_length: int | None = None,
+            mask_prompt: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad a batch of (token ids, prompt length) pairs into inputs and targets.
 
     Each sequence gets one `pad_id` appended (the end-of-text token: GPT-2's by default,
@@ -263,11 +236,9 @@ def answer_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 ignore_index: int = -100) -> torch.Tensor:
     """Mean cross entropy over the targets that count, computing logits only for those.
 
-    The same number as `buildllm.training.batch_loss`, which gives `F.cross_entropy` every
-    position and lets it skip targets equal to -100. But the output layer is most of a small
-    GPT's work (GPT-2's vocabulary has 50,257 entries), and with the prompt masked about four
-    positions in five are skipped anyway. So `logits_at` computes logits only for the
-    positions whose targets count.
+    The same number as `buildllm.training.batch_loss`, but the output layer is most of a
+    small GPT's work (GPT-2's vocabulary has 50,257 entries), and with the prompt masked
+    about four positions in five would be computed only to be skipped.
     """
     keep = targets != ignore_index
     if not keep.any():
@@ -288,32 +259,17 @@ def logits_at(model: nn.Module, inputs: torch.Tensor, keep: torch.Tensor) -> tor
     return model(inputs)[keep]
 
 
-def finetune(
-    model: nn.Module,
-    train_data: Sequence[dict],
-    val_data: Sequence[dict],
-    *,
-    epochs: float,
-    lr: float,
-    batch_size: int,
-    mask_prompt: bool,
-    enc=None,
-    weight_decay: float = 0.1,
-    eval_every: int = 20,
-    eval_batches: int | None = 5,
-    max_length: int | None = None,
-    seed: int = 123,
-) -> dict[str, list]:
+def finetune(model: nn.Module, train_data: Sequence[dict], val_data: Sequence[dict], *,
+             epochs: float, lr: float, batch_size: int, mask_prompt: bool, enc=None,
+             weight_decay: float = 0.1, eval_every: int = 20, eval_batches: int | None = 5,
+             max_length: int | None = None, seed: int = 123) -> dict[str, list]:
     """Fine-tune `model` on instruction entries with AdamW; returns the loss history.
 
-    The loop is `buildllm.training.fit`, with `answer_loss` for Meeting 5's `batch_loss`. Only
-    parameters with requires_grad are trained, so a model with frozen weights (LoRA, say)
-    trains just its adapters; decay follows `buildllm.training.param_groups`. Training
-    batches are shuffled with `seed`; `epochs` may be a fraction (0.5: half the batches of
-    one epoch). Every `eval_every` steps the loss is measured, in evaluation mode and with the
-    same masking as training, on the first `eval_batches` batches of each split (None: all).
-    Sequences are cut to the model's context length unless `max_length` is shorter. `enc`
-    (default GPT-2's) may be any tokenizer with <|endoftext|>: answers end with its id.
+    The loop is `buildllm.training.fit`, with `answer_loss` for Meeting 5's `batch_loss`, so
+    a model with frozen weights (LoRA, say) trains just its adapters. `epochs` may be a
+    fraction (0.5: half the batches of one epoch). Every `eval_every` steps the loss is
+    measured, with the same masking as training, on the first `eval_batches` batches of each
+    split (None: all). `enc` (default GPT-2's) may be any tokenizer with <|endoftext|>.
     History: "step", "epoch", "tokens" (input tokens seen, padding included), "train_loss",
     "val_loss", and "seconds" spent training so far, evaluations left out.
     """
@@ -356,10 +312,8 @@ def _answer(enc, new_ids: list[int], eot: int) -> str:
 def respond(model: nn.Module, enc, entry: dict, max_new_tokens: int = 64, **sampling) -> str:
     """The model's answer to `entry`: generated after the prompt, cut at the end of the answer.
 
-    Generation stops at `enc`'s end-of-text (or after `max_new_tokens`), and the text is
-    also cut where a new "###" section would begin, which models that have not learned to
-    stop write. `sampling` goes to `buildllm.generation.generate` (temperature, top_k,
-    top_p, seed); the default is greedy.
+    The text is also cut where a new "###" section would begin, which models that have not
+    learned to stop write. `sampling` goes to `buildllm.generation.generate`; default greedy.
     """
     device, eot = next(model.parameters()).device, end_of_text_id(enc)
     ids = torch.tensor([prompt_ids(entry, enc)], device=device)
@@ -372,10 +326,8 @@ def respond_all(model: nn.Module, enc, entries: Sequence[dict], max_new_tokens: 
     """`respond` to every entry, `batch_size` entries at a time; the answers in entry order.
 
     A token for a batch costs little more than for one prompt (reading the weights
-    dominates), so this is several times faster on the test split. Prompts, sorted by length
-    so that little padding is needed, share batches padded on the left (`generate_batch`).
-    Each answer is `respond`'s, greedy (up to float rounding deciding a near tie) or sampled
-    with a `seed`, since each row draws from its own generator seeded with it.
+    dominates), so this is several times faster. Prompts are sorted by length so that
+    little padding is needed. Each answer is `respond`'s (see `generate_batch`).
     """
     from .progress import tqdm
 
@@ -396,10 +348,8 @@ def respond_all(model: nn.Module, enc, entries: Sequence[dict], max_new_tokens: 
     return answers
 
 
-def evaluate_responses(
-    model: nn.Module, enc, entries: Sequence[dict], max_new_tokens: int = 64,
-    progress: bool = True, **sampling
-) -> dict:
+def evaluate_responses(model: nn.Module, enc, entries: Sequence[dict], max_new_tokens: int = 64,
+                       progress: bool = True, **sampling) -> dict:
     """Answer every entry (with `respond_all`) and score the answers against the references.
 
     Returns {"rouge_l": mean ROUGE-L F1, "token_f1": mean token F1, "responses": the answers}.

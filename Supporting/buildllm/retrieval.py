@@ -38,18 +38,8 @@ from torch import nn
 from .instruct import prompt_ids
 from .utils import eval_mode
 
-__all__ = [
-    "GPTEmbedder",
-    "Hit",
-    "TfidfEmbedder",
-    "VectorIndex",
-    "cosine_top_k",
-    "faiss_top_k",
-    "hidden_states",
-    "rag_entry",
-    "split_passages",
-    "words",
-]
+__all__ = ["GPTEmbedder", "Hit", "TfidfEmbedder", "VectorIndex", "cosine_top_k", "faiss_top_k",
+           "hidden_states", "rag_entry", "split_passages", "words"]
 
 Embedder = Callable[[Sequence[str]], torch.Tensor]  # n texts in, (n, dim) vectors out
 
@@ -156,12 +146,8 @@ class TfidfEmbedder:
 
 @torch.no_grad()
 def hidden_states(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """A GPTModel's final-LayerNorm outputs (batch, tokens, emb_dim), without its output layer.
-
-    These are the vectors the output layer turns into logits: `model.out_head` of them is
-    `model(ids)`. `model(ids, hidden=True)` stops before that layer, so the 50,257 logits per
-    token (most of a small GPT's work) are never computed.
-    """
+    """A GPTModel's final-LayerNorm outputs (batch, tokens, emb_dim): the vectors its output
+    layer turns into logits, whose 50,257 per token (most of a small GPT's work) are skipped."""
     return model(ids, hidden=True)
 
 
@@ -170,8 +156,7 @@ class GPTEmbedder:
 
     Texts are encoded with `enc` and batched by right-padding. Causal attention makes that
     exact: a token only attends to tokens before it, so the padding after a text changes none
-    of its hidden states, and the mean is taken over the real tokens only. Only the first
-    context_length tokens of a longer text count (a warning says so).
+    of its hidden states, and the mean is taken over the real tokens only.
 
     A GPT is trained to predict the next token, not to place similar texts close together, so
     expect these vectors to retrieve worse than TF-IDF on a small model; sentence-embedding
@@ -200,11 +185,9 @@ class GPTEmbedder:
             raise ValueError("pass a list of texts, e.g. embed([query]), not a single string")
         limit = self.model.cfg.context_length
         encoded = [self.enc.encode(t) for t in texts]
-        empty = [i for i, ids in enumerate(encoded) if not ids]
-        if empty:
+        if empty := [i for i, ids in enumerate(encoded) if not ids]:
             raise ValueError(f"texts {empty} have no tokens; a text needs at least one")
-        long = sum(len(ids) > limit for ids in encoded)
-        if long:
+        if long := sum(len(ids) > limit for ids in encoded):
             warnings.warn(f"{long} text(s) are longer than the context ({limit} tokens); only "
                           "their first tokens are embedded: split them into shorter passages",
                           stacklevel=2)
@@ -319,8 +302,7 @@ class VectorIndex:
         if isinstance(passages, str) or len(passages) == 0:
             raise ValueError("the collection is empty: give VectorIndex a list of passages "
                              "(split_passages cuts a document into them)")
-        blank = [i for i, p in enumerate(passages) if not isinstance(p, str) or not p.strip()]
-        if blank:
+        if blank := [i for i, p in enumerate(passages) if not isinstance(p, str) or not p.strip()]:
             raise ValueError(f"passages {blank[:10]} are empty or not strings")
         self.passages, self.embed = list(passages), embed
         vectors = embed(self.passages)
@@ -339,8 +321,7 @@ class VectorIndex:
             if not isinstance(q, str) or not q.strip():
                 raise ValueError(f"a query must be a non-empty string, got {q!r}")
         vectors = self.embed(list(queries)).float()
-        zero = [q for q, v in zip(queries, vectors, strict=True) if not v.any()]
-        if zero:
+        if zero := [q for q, v in zip(queries, vectors, strict=True) if not v.any()]:
             raise ValueError(f"the vector of {zero[0]!r} is all zeros, so every passage would "
                              "score 0 (with TF-IDF: none of its words occur in the collection); "
                              "rephrase it with words the documents use")
@@ -356,9 +337,8 @@ class VectorIndex:
             raise ValueError(f"k must be between 1 and the number of passages ({len(self)}), "
                              f"got {k}")
         scores, ids = cosine_top_k(self._query_vectors(queries), self.vectors, k)
-        return [[Hit(int(i), float(s), self.passages[int(i)]) for s, i in zip(row_s, row_i,
-                                                                               strict=True)]
-                for row_s, row_i in zip(scores, ids, strict=True)]
+        return [[Hit(i, s, self.passages[i]) for s, i in zip(*row, strict=True)]
+                for row in zip(scores.tolist(), ids.tolist(), strict=True)]
 
     def search(self, query: str, k: int = 3) -> list[Hit]:
         """The `k` passages most similar to `query`, best first, with their cosines."""
@@ -398,8 +378,7 @@ def rag_entry(question: str, passages: Sequence[str | Hit], enc, context_length:
     def fits(parts: list[str]) -> bool:
         return len(prompt_ids(entry(parts), enc)) <= budget
 
-    if not fits([]):
-        n = len(prompt_ids(entry([]), enc))
+    if (n := len(prompt_ids(entry([]), enc))) > budget:
         raise ValueError(f"the question alone makes a {n}-token prompt, more than the "
                          f"{budget} tokens left for it ({context_length} context - "
                          f"{max_new_tokens} new tokens); shorten it or lower max_new_tokens")
