@@ -183,3 +183,13 @@ def fail_first(*rules: tuple[object, str]) -> None:
     for seen, message in rules:
         if seen:
             raise AssertionError(message)
+
+
+# --- added for meeting5 ---
+def expect_number(value: torch.Tensor, want: torch.Tensor, what: str, mistakes, rule: str,
+                  atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """A 0-dim `value` must be close to `want`; else name the mistake it matches, or the rule."""
+    if not torch.isclose(value, want.detach(), atol=atol, rtol=rtol):
+        hint = matching(value, mistakes)
+        raise AssertionError(f"{what} is wrong: {hint}" if hint else f"{what} is "
+                             f"{value.item():.6g}, expected {want.item():.6g}: {rule}")
