@@ -14,6 +14,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable
+from difflib import SequenceMatcher
 from functools import partial
 
 import torch
@@ -43,11 +44,11 @@ def _padded(lengths: list[int], width: int, pad_id: int, seed: int, vocab: int =
 
 # -- Exercise 6.1 ---------------------------------------------------------------------------
 def _last_token_mistakes(logits, ids, pad_id: int, last):
+    """Where pad_id is 50256 the first mistake is the right answer, which is never a mistake."""
     rows, width = torch.arange(len(ids)), ids.shape[1]
-    hard_coded = [] if pad_id == END_OF_TEXT else [(
-        f"it matches padding id 50256 whatever pad_id says; this case pads with {pad_id}: use "
-        "the pad_id passed in", logits[rows, last_token_index(ids, END_OF_TEXT)])]
-    return hard_coded + [
+    return [
+        (f"it matches padding id 50256 whatever pad_id says; this case pads with {pad_id}: use "
+         "the pad_id passed in", logits[rows, last_token_index(ids, END_OF_TEXT)]),
         ("it matches the last position of every row, logits[:, -1]. That is right only for the "
          "longest message: a shorter one has padding there. Read each row at its own last real "
          "token", logits[:, -1]),
@@ -66,7 +67,6 @@ def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 6.1: fn(logits, input_ids, pad_id) must return the logits (batch, classes)
     at each row's last token that is not padding, as `buildllm.classify.class_logits` reads
     them."""
-
     @deferred
     def case(logits: torch.Tensor, ids: torch.Tensor, pad_id: int, want=None) -> None:
         last = last_token_index(ids, pad_id)
@@ -116,22 +116,20 @@ def _collate(batch, pad_id, ignore_index, max_length):
 
 
 def _collate_mistakes(batch, pad_id, ignore_index, max_length):
-    """(hint, (inputs, targets)) for the usual mistakes."""
+    """(hint, (inputs, targets)) for the usual mistakes. With the default arguments some equal
+    the right answer, which is never a mistake: the check compares with that first."""
     inputs, targets = _collate(batch, pad_id, ignore_index, max_length)
     every, same = targets.clone(), inputs.clone()
     for row, ids in enumerate(batch):
         if len(ids) - 1 < every.shape[1]:
             every[row, len(ids) - 1] = ignore_index
         same[row, len(ids) + 1 :] = ignore_index
-    out = []
-    if (pad_id, ignore_index) != (END_OF_TEXT, -100):
-        out.append(("it matches padding with 50256 and ignoring with -100 whatever the arguments "
-                    f"say; this case has pad_id={pad_id} and ignore_index={ignore_index}",
-                    _collate(batch, END_OF_TEXT, -100, max_length)))
-    if ignore_index != -100:
-        out.append((f"it matches targets masked with -100; use the ignore_index passed in "
-                    f"({ignore_index})", _collate(batch, pad_id, -100, max_length)))
-    out += [
+    return [
+        ("it matches padding with 50256 and ignoring with -100 whatever the arguments "
+         f"say; this case has pad_id={pad_id} and ignore_index={ignore_index}",
+         _collate(batch, END_OF_TEXT, -100, max_length)),
+        (f"it matches targets masked with -100; use the ignore_index passed in "
+         f"({ignore_index})", _collate(batch, pad_id, -100, max_length)),
         ("it matches the padding kept as targets: then the model is trained to predict "
          "end-of-text after end-of-text, and short examples drown in padding. Replace every "
          "padding target after the first with ignore_index",
@@ -141,13 +139,10 @@ def _collate_mistakes(batch, pad_id, ignore_index, max_length):
         ("it matches targets equal to the inputs. The target at each position is the next "
          "token: the padded sequence without its first token (padded[1:]), the inputs without "
          "its last (padded[:-1])", (inputs, same)),
+        ("it matches cutting each sequence to max_length before appending end-of-text; build "
+         "inputs and targets first, then cut both to max_length",
+         _collate([ids[:max_length] for ids in batch], pad_id, ignore_index, max_length)),
     ]
-    if max_length is not None:
-        out.append(("it matches cutting each sequence to max_length before appending "
-                    "end-of-text; build inputs and targets first, then cut both to max_length",
-                    _collate([ids[:max_length] for ids in batch], pad_id, ignore_index,
-                             max_length)))
-    return out
 
 
 def _collate_width_hint(width, want_width: int, batch, max_length) -> str:
@@ -170,7 +165,6 @@ def _collate_width_hint(width, want_width: int, batch, max_length) -> str:
 def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Exercise 6.2: fn(batch, pad_id, ignore_index, max_length) must equal
     `buildllm.instruct.collate` on the same token lists (no prompt masking)."""
-
     @deferred
     def case(batch: list[list[int]], pad_id=END_OF_TEXT, ignore_index=-100, max_length=None
              ) -> None:
@@ -232,15 +226,6 @@ def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
 
 
 # -- Exercise 6.3 ---------------------------------------------------------------------------
-def _longest_common_run(a: list[str], b: list[str]) -> int:
-    """The longest common *contiguous* run of words: a substring, not a subsequence."""
-    best, row = 0, [0] * (len(b) + 1)
-    for x in a:
-        row = [0] + [row[j - 1] + 1 if x == y else 0 for j, y in enumerate(b, start=1)]
-        best = max(best, *row)
-    return best
-
-
 def _rouge_mistakes(candidate: str, reference: str):
     c, r = metrics.words(candidate), metrics.words(reference)
     lcs = metrics.lcs_length(c, r)
@@ -261,7 +246,7 @@ def _rouge_mistakes(candidate: str, reference: str):
          "2·P·R / (P + R)", (lcs / len(c) + lcs / len(r)) / 2),
         ("it matches the longest common *substring*, an unbroken run of words. ROUGE-L uses the "
          "longest common *subsequence*: the words in the same order, gaps allowed",
-         f1(c, r, _longest_common_run(c, r))),
+         f1(c, r, SequenceMatcher(None, c, r, autojunk=False).find_longest_match().size)),
         ("it matches word overlap without order (token F1); ROUGE-L counts only words that "
          "appear in the same order in both, via the longest common subsequence",
          f1(c, r, sum((Counter(c) & Counter(r)).values()))),
@@ -281,7 +266,6 @@ def _rouge_mistakes(candidate: str, reference: str):
 def rouge_l(fn: Callable[[str, str], float]) -> None:
     """Exercise 6.3: fn(candidate, reference) must equal `buildllm.metrics.rouge_l`, the
     F-measure of the longest common subsequence of the two texts' words."""
-
     @deferred
     def case(candidate: str, reference: str) -> None:
         want = metrics.rouge_l(candidate, reference)
@@ -389,7 +373,6 @@ def _linear(d_in: int, d_out: int, seed: int, bias: bool = True) -> nn.Linear:
 def lora_linear(cls: Callable[..., nn.Module]) -> None:
     """Exercise 6.4: cls(base, rank, alpha) must build a layer that computes what
     `buildllm.lora.LoRALinear` computes, base(x) + (alpha / rank) · x @ A.T @ B.T."""
-
     def build(base: nn.Linear, rank: int, alpha: float, seed: int):
         """The learner's layer and the reference, both with A and B set to the same values."""
         with seeded(seed):
@@ -509,7 +492,6 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 6.5: fn(model, input_ids, labels_mask) must equal
     `buildllm.dpo.sequence_logprob`: per row, the sum of log p(token | tokens before it) over
     the tokens labels_mask marks."""
-
     def compare(model: GPTModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             want = dpo.sequence_logprob(model, ids, mask)
@@ -589,7 +571,6 @@ def _expect_dpo_loss(loss, want: torch.Tensor, pi_c, pi_r, ref_c, ref_r, beta: f
 def dpo_loss(fn: Callable[..., tuple]) -> None:
     """Exercise 6.6: fn(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta) must return
     (loss, chosen_reward, rejected_reward) as `buildllm.dpo.dpo_loss` does."""
-
     @deferred
     def case(pi_c, pi_r, ref_c, ref_r, beta: float, grad: bool = False, by_hand=None) -> None:
         given = [t.clone().requires_grad_(grad) for t in (pi_c, pi_r)]
