@@ -96,12 +96,10 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
         ], "the mean over every position of -log p(target), with p from a softmax over the "
            "vocabulary")
         if grad:
-            fail_if(not loss.requires_grad, "the loss carries no gradient: keep every step in "
-                    "torch (no .item(), .detach(), numpy or torch.no_grad()) so loss.backward() "
-                    "works")
-            loss.sum().backward()
-            want.backward()
-            expect_close(given.grad, reference.grad, "the gradient of the loss")
+            _support.expect_same_gradients(
+                loss, want, [("the gradient of the loss", given, reference)], "the loss carries "
+                "no gradient: keep every step in torch (no .item(), .detach(), numpy or "
+                "torch.no_grad()) so loss.backward() works")
 
     by_hand = torch.tensor([[2.0, 1.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 3.0, 2.0, 0.0]])
     large, gen = randn(3, 4, 6, scale=100.0), torch.Generator().manual_seed(5)

@@ -515,16 +515,13 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
         model = _scoring_model(80)
         reference = copy.deepcopy(model)
         ids, mask = _pairs([4, 2], [5, 8], 81)
-        got = compare(model, ids, mask)
-        fail_if(not got.requires_grad, "the result carries no gradient; DPO trains the policy "
-                "through these numbers: no torch.no_grad(), .detach() or .item() inside")
-        weights = torch.tensor([1.0, -0.5])
-        (got * weights).sum().backward()
-        (dpo.sequence_logprob(reference, ids, mask) * weights).sum().backward()
-        for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
-            want = q.grad if q.grad is not None else torch.zeros_like(q)
-            grad = p.grad if p.grad is not None else torch.zeros_like(p)
-            expect_close(grad, want, f"the gradient of {name}", atol=1e-4, rtol=1e-4)
+        _support.expect_same_gradients(
+            compare(model, ids, mask), dpo.sequence_logprob(reference, ids, mask),
+            [(f"the gradient of {name}", p, q) for (name, p), q in
+             zip(model.named_parameters(), reference.parameters(), strict=True)],
+            "the result carries no gradient; DPO trains the policy through these numbers: no "
+            "torch.no_grad(), .detach() or .item() inside",
+            weights=torch.tensor([1.0, -0.5]), atol=1e-4, rtol=1e-4)
 
     verify("Exercise 6.5", [
         ("one row: 3 prompt tokens, then 2 answer tokens", case([3], [2], 82)),
@@ -588,13 +585,13 @@ def dpo_loss(fn: Callable[..., tuple]) -> None:
         expect_close(rejected, want_r, "rejected_reward", _reward_mistakes(pi_r, ref_r))
         if not grad:
             return
-        fail_if(not loss.requires_grad, "the loss carries no gradient: keep every step in torch "
-                "(no .item() or torch.no_grad()) so that loss.backward() reaches the policy")
-        loss.sum().backward()
         ref_given = [t.clone().requires_grad_() for t in (pi_c, pi_r)]
-        dpo.dpo_loss(*ref_given, ref_c, ref_r, beta)[0].backward()
-        for name, g, r in zip(("pi_chosen", "pi_rejected"), given, ref_given, strict=True):
-            expect_close(g.grad, r.grad, f"the gradient of the loss for {name}")
+        _support.expect_same_gradients(
+            loss, dpo.dpo_loss(*ref_given, ref_c, ref_r, beta)[0],
+            [(f"the gradient of the loss for {name}", g, r) for name, g, r in
+             zip(("pi_chosen", "pi_rejected"), given, ref_given, strict=True)],
+            "the loss carries no gradient: keep every step in torch (no .item() or "
+            "torch.no_grad()) so that loss.backward() reaches the policy")
 
     same = randn(90, 3, scale=10.0) - 40
     batch = [randn(91 + i, 4, scale=5.0) - 30 for i in range(4)]
