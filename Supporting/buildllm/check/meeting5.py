@@ -439,17 +439,15 @@ def _expect_norm(got, want: float, max_norm: float, grads: list[torch.Tensor]) -
     except (TypeError, ValueError):
         raise AssertionError(f"it returned {got!r}; return the global norm of the gradients "
                              "before clipping, a number or a 0-dim tensor") from None
-    if math.isclose(got, want, rel_tol=1e-5):
-        return
+    close = partial(math.isclose, got, rel_tol=1e-5)
     hint = _support.first_hint([
         ("that is the norm after clipping; return the norm from before", min(want, max_norm)),
         ("that is the squared norm, without the square root", want**2),
         ("that is the sum of the gradients' own norms", sum(g.norm().item() for g in grads)),
-    ], lambda value: math.isclose(got, value, rel_tol=1e-5))
-    raise AssertionError(
-        f"it returned a norm of {got:.6g}, expected {want:.6g}: {hint + '; ' if hint else ''}the "
-        "global norm is the square root of the sum of the squares of every number in every "
-        "gradient")
+    ], close)
+    fail_if(not close(want), f"it returned a norm of {got:.6g}, expected {want:.6g}: "
+            f"{hint + '; ' if hint else ''}the global norm is the square root of the sum of the "
+            "squares of every number in every gradient")
 
 
 def _expect_clipped(params, reference, before, want_norm, max_norm, generator):

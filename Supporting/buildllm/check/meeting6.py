@@ -380,10 +380,8 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
         _expect_lora_parts(layer, base, rank)
         ref = lora.LoRALinear(copy.deepcopy(base), rank, alpha)
         with torch.no_grad():
-            for name, k in (("A", 1), ("B", 2)):
-                value = randn(seed + k, *getattr(layer, name).shape, scale=0.5)
-                getattr(layer, name).copy_(value)
-                getattr(ref, name).copy_(value)
+            for k, (mine, theirs) in enumerate(((layer.A, ref.A), (layer.B, ref.B)), 1):
+                theirs.copy_(mine.copy_(randn(seed + k, *mine.shape, scale=0.5)))
         return layer, ref
 
     def starts_as_base() -> None:
@@ -411,8 +409,8 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
                 raise AssertionError(
                     f"this base layer has no bias (base.bias is None), and forward failed "
                     f"with {err}: call self.base(x), which handles both kinds") from None
-            mistakes = _lora_mistakes(ref.base(x), x, ref.A, ref.B, rank, alpha)
-            expect_close(got, ref(x), "the output", mistakes)
+            expect_close(got, ref(x), "the output",
+                         _lora_mistakes(ref.base(x), x, ref.A, ref.B, rank, alpha))
 
     def gradients() -> None:
         layer, ref = build(_linear(10, 7, 68), 3, 6, 69)
