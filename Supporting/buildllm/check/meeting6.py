@@ -44,7 +44,7 @@ def _padded(lengths: list[int], width: int, pad_id: int, seed: int, vocab: int =
 
 # -- Exercise 6.1 ---------------------------------------------------------------------------
 def _last_token_mistakes(logits, ids, pad_id: int, last):
-    """Where pad_id is 50256 the first mistake is the right answer, which is never a mistake."""
+    """With pad_id 50256 the first mistake is the right answer itself, so it never matches."""
     rows, width = torch.arange(len(ids)), ids.shape[1]
     return [
         (f"it matches padding id 50256 whatever pad_id says; this case pads with {pad_id}: use "
@@ -190,11 +190,12 @@ def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
                 "which is no token id (the embedding fails on it): pad the inputs with pad_id; "
                 "only targets are masked")
 
-        same = partial(map, torch.equal, (inputs, targets))
-        if all(same(want)):
+        def same(wrong) -> bool:
+            return all(map(torch.equal, (inputs, targets), wrong))
+
+        if same(want):
             return
-        hint = first_hint(_collate_mistakes(batch, pad_id, ignore_index, max_length),
-                          lambda wrong: all(same(wrong)))
+        hint = first_hint(_collate_mistakes(batch, pad_id, ignore_index, max_length), same)
         fail_if(hint, f"the result is wrong: {hint}")
         for name, got_t, want_t, rule in (
             ("inputs", inputs, want[0], "the tokens, then pad_id to the batch's width"),
