@@ -183,3 +183,25 @@ def fail_first(*rules: tuple[object, str]) -> None:
     for seen, message in rules:
         if seen:
             raise AssertionError(message)
+
+
+# --- added for meeting5 ---
+def expect_number(value: torch.Tensor, want: torch.Tensor, what: str, mistakes, rule: str,
+                  atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """A 0-dim `value` must be close to `want`; else name the mistake it matches, or the rule."""
+    if not torch.isclose(value, want.detach(), atol=atol, rtol=rtol):
+        hint = matching(value, mistakes)
+        raise AssertionError(f"{what} is wrong: {hint}" if hint else f"{what} is "
+                             f"{value.item():.6g}, expected {want.item():.6g}: {rule}")
+
+
+def expect_same_gradients(got: torch.Tensor, want: torch.Tensor, pairs, no_grad: str,
+                          weights: torch.Tensor | float = 1.0, **tolerance) -> None:
+    """Backpropagate the learner's result and the reference's, each weighted, then compare the
+    gradients of each (what, learner's tensor, reference's tensor); a missing one counts as 0."""
+    fail_if(not got.requires_grad, no_grad)
+    (got * weights).sum().backward()
+    (want * weights).sum().backward()
+    for what, a, b in pairs:
+        grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in (a, b)]
+        expect_close(*grads, what, **tolerance)

@@ -1,18 +1,17 @@
 """Checks for the Meeting 5 exercises: the loss, sampling's filters, and a training step's parts.
 
 Each check compares the learner's function with the reference (F.cross_entropy, buildllm's
-top_k_filter, top_p_filter, lr_at and clip_grad_norm, torch.optim.AdamW) on a few cases, and
-names the mistake a wrong answer matches (the log of a softmax, a top-p that drops the token
-crossing p, Adam's L2 penalty in place of decoupled weight decay...). Inputs come from their
-own seeded generators: the same cases in every run, and no draw from the learner's RNG.
+top_k_filter, top_p_filter, lr_at and clip_grad_norm, torch.optim.AdamW) and names the mistake
+a wrong answer matches. Inputs come from their own seeded generators: the same cases in every
+run, and no draw from the learner's RNG.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 from unittest.mock import patch
 
@@ -21,9 +20,8 @@ import torch.nn.functional as F
 
 from .. import training
 from ..generation import top_k_filter, top_p_filter
-from ..model import GPTConfig, GPTModel
-from . import expect_tensor, verify
-from ._support import Refuses, expect_close, fail_first, matching, plain, randn, seeded
+from . import _support, expect_tensor, verify
+from ._support import Refuses, deferred, expect_close, fail_first, fail_if, matching, randn
 
 __all__ = ["adamw_step", "clip_grad_norm", "cross_entropy", "lr_schedule",
            "softmax_with_temperature", "top_k", "top_p"]
@@ -31,21 +29,23 @@ __all__ = ["adamw_step", "clip_grad_norm", "cross_entropy", "lr_schedule",
 NEG_INF = float("-inf")
 
 
-def _expect_unchanged(given: torch.Tensor, original: torch.Tensor) -> None:
-    if not torch.equal(given, original):
-        raise AssertionError(
+def _call(fn, logits: torch.Tensor, *args):
+    """fn's result on a copy of the logits, which must come back unchanged."""
+    given = logits.clone()
+    got = fn(given, *args)
+    fail_if(not torch.equal(given, logits),
             "your function changed the logits it was given (an in-place operation such as "
             "div_, masked_fill_ or [...] = ?); work on a copy, or use the operations that return "
             "a new tensor, so the caller's stay as they were")
+    return got
 
 
-@contextmanager
-def _refusing(owners: list[tuple[object, str]], advice: str) -> Iterator[None]:
-    """While the block runs, calling any of these methods or functions fails the check."""
-    with ExitStack() as stack:
-        for owner, name in owners:
-            stack.enter_context(patch.object(owner, name, side_effect=AssertionError(advice)))
-        yield
+def _refusing(owners: list[tuple[object, str]], advice: str) -> ExitStack:
+    """A context in which calling any of these methods or functions fails the check."""
+    stack = ExitStack()
+    for owner, name in owners:
+        stack.enter_context(patch.object(owner, name, side_effect=AssertionError(advice)))
+    return stack
 
 
 # -- Exercise 5.1 ---------------------------------------------------------------------------
@@ -55,149 +55,112 @@ class _NoCrossEntropy(Refuses):
               "target's entry, then the mean")
 
 
-def _cross_entropy_mistakes(logits: torch.Tensor, targets: torch.Tensor):
-    rows, t = logits.flatten(0, -2), targets.flatten()[:, None]
-    picked = rows.log_softmax(-1).gather(-1, t).squeeze(-1)  # log p(target), one per token
-    mistakes = [
-        ("it matches the sum over tokens; the loss is their mean", -picked.sum()),
-        ("it matches the loss without its minus sign; the loss is -log p(target), a positive "
-         "number that falls as the model improves", picked.mean()),
-        ("it matches -logit(target) with no softmax: turn the logits into log-probabilities "
-         "first, logits - logits.logsumexp(dim=-1, keepdim=True)", -rows.gather(-1, t).mean()),
-        ("it matches the log in base 2 (the loss in bits); PyTorch's losses use the natural log, "
-         "torch.log", -picked.mean() / math.log(2)),
-        ("it matches -log of the average probability; average each token's -log p instead",
-         -picked.exp().mean().log()),
-    ]
-    if logits.ndim > 1:
-        over = logits.log_softmax(0 if logits.ndim == 2 else 1)
-        mistakes.append(("it matches a softmax over the wrong dim; each position's distribution "
-                         "is over the vocabulary, the last dim: dim=-1",
-                         -over.gather(-1, targets[..., None]).mean()))
-    return mistakes
-
-
 def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Exercise 5.1: fn(logits, targets) must equal F.cross_entropy over every position.
-
-    logits are (..., vocab), targets the same without vocab. Logits in the hundreds make the
-    log of a softmax give inf; the last case compares the gradient too. The logits refuse
-    F.cross_entropy and F.nll_loss.
-    """
+    Logits in the hundreds make the log of a softmax give inf."""
+    @deferred
     def case(logits: torch.Tensor, targets: torch.Tensor, grad: bool = False) -> None:
         reference = logits.clone().requires_grad_(grad)
         want = F.cross_entropy(reference.flatten(0, -2), targets.flatten())
         given = torch.Tensor._make_subclass(_NoCrossEntropy, logits.clone(), grad)
         got = fn(given, targets.clone())
-        if isinstance(got, numbers.Number):
-            raise AssertionError(
-                f"the result is a Python {type(got).__name__}; return a tensor (no .item()), so "
-                "that loss.backward() can compute gradients")
-        loss = plain(expect_tensor(got, "the loss"))
+        fail_if(isinstance(got, numbers.Number), f"the result is a Python {type(got).__name__}; "
+                "return a tensor (no .item()), so that loss.backward() can compute gradients")
+        loss = _support.plain(expect_tensor(got, "the loss"))
         value = loss.detach().float()
-        fail_first(*[
+        fail_first(
             (value.shape == targets.shape, f"the result has shape {tuple(value.shape)}, one loss "
              "per token: return their mean, a single number"),
             (value.numel() != 1, f"the result has shape {tuple(value.shape)}; the loss is a single "
-             "number, the mean over every position"),
-        ])
+             "number, the mean over every position"))
         value = value.reshape(())
-        if not torch.isfinite(value):
-            raise AssertionError(
-                f"the loss is {value.item()}: a target's probability underflowed to 0 and "
-                "log(0) = -inf. Subtract the logsumexp instead of taking the log of a softmax: "
-                "logits - logits.logsumexp(dim=-1, keepdim=True), or log_softmax")
-        if not torch.isclose(value, want.detach(), atol=1e-5, rtol=1e-4):
-            hint = matching(value, _cross_entropy_mistakes(logits, targets))
-            raise AssertionError(
-                f"the loss is wrong: {hint}" if hint else
-                f"the loss is {value.item():.6g}, expected {want.item():.6g}: the mean over "
-                "every position of -log p(target), with p from a softmax over the vocabulary")
+        fail_if(not torch.isfinite(value), f"the loss is {value.item()}: a target's probability "
+                "underflowed to 0 and log(0) = -inf. Subtract the logsumexp instead of taking the "
+                "log of a softmax: logits - logits.logsumexp(dim=-1, keepdim=True), or log_softmax")
+        rows, t = logits.flatten(0, -2), targets.flatten()[:, None]
+        picked = rows.log_softmax(-1).gather(-1, t).squeeze(-1)  # log p(target), one per token
+        over = logits.log_softmax(0 if logits.ndim == 2 else 1)  # the dim before the vocabulary's
+        _support.expect_number(value, want, "the loss", [
+            ("it matches the sum over tokens; the loss is their mean", -picked.sum()),
+            ("it matches the loss without its minus sign; the loss is -log p(target), a positive "
+             "number that falls as the model improves", picked.mean()),
+            ("it matches -logit(target) with no softmax: turn the logits into log-probabilities "
+             "first, logits - logits.logsumexp(dim=-1, keepdim=True)",
+             -rows.gather(-1, t).mean()),
+            ("it matches the log in base 2 (the loss in bits); PyTorch's losses use the natural "
+             "log, torch.log", -picked.mean() / math.log(2)),
+            ("it matches -log of the average probability; average each token's -log p instead",
+             -picked.exp().mean().log()),
+            ("it matches a softmax over the wrong dim; each position's distribution is over the "
+             "vocabulary, the last dim: dim=-1", -over.gather(-1, targets[..., None]).mean()),
+        ], "the mean over every position of -log p(target), with p from a softmax over the "
+           "vocabulary")
         if grad:
-            if not loss.requires_grad:
-                raise AssertionError(
-                    "the loss carries no gradient: keep every step in torch (no .item(), "
-                    ".detach(), numpy or torch.no_grad()) so loss.backward() works")
-            loss.sum().backward()
-            want.backward()
-            expect_close(given.grad, reference.grad, "the gradient of the loss")
+            _support.expect_same_gradients(
+                loss, want, [("the gradient of the loss", given, reference)], "the loss carries "
+                "no gradient: keep every step in torch (no .item(), .detach(), numpy or "
+                "torch.no_grad()) so loss.backward() works")
 
     by_hand = torch.tensor([[2.0, 1.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 3.0, 2.0, 0.0]])
-    large = randn(3, 4, 6, scale=100.0)
-    gen = torch.Generator().manual_seed(5)
+    large, gen = randn(3, 4, 6, scale=100.0), torch.Generator().manual_seed(5)
     verify("Exercise 5.1", [
         ("3 rows of logits over 4 tokens, targets [0, 2, 1]",
-         partial(case, by_hand, torch.tensor([0, 2, 1]))),
-        ("a batch: logits (2, 5, 10), targets (2, 5)", partial(
-            case, randn(1, 2, 5, 10, scale=2.0), torch.randint(0, 10, (2, 5), generator=gen))),
-        ("logits in the hundreds, each target the least likely",
-         partial(case, large, large.argmin(-1))),
+         case(by_hand, torch.tensor([0, 2, 1]))),
+        ("a batch: logits (2, 5, 10), targets (2, 5)",
+         case(randn(1, 2, 5, 10, scale=2.0), torch.randint(0, 10, (2, 5), generator=gen))),
+        ("logits in the hundreds, each target the least likely", case(large, large.argmin(-1))),
         ("GPT-2's vocabulary: logits (2, 8, 50257) near 0, a loss near ln 50257 = 10.8",
-         partial(case, randn(2, 2, 8, 50257, scale=0.02),
-                 torch.randint(0, 50257, (2, 8), generator=gen))),
+         case(randn(2, 2, 8, 50257, scale=0.02), torch.randint(0, 50257, (2, 8), generator=gen))),
         ("the gradient: loss.backward() gives F.cross_entropy's",
-         partial(case, randn(4, 3, 7), torch.randint(0, 7, (3,), generator=gen), grad=True)),
+         case(randn(4, 3, 7), torch.randint(0, 7, (3,), generator=gen), grad=True)),
     ])
 
 
 # -- Exercise 5.2 ---------------------------------------------------------------------------
-def _softmax_t_mistakes(logits: torch.Tensor, t: float):
-    probs = logits.softmax(-1)
-    mistakes = [
-        ("it matches the logits multiplied by the temperature; divide them: logits / T, so that "
-         "T below 1 sharpens and T above 1 flattens", (logits * t).softmax(-1)),
-        ("it matches the probabilities divided by T after the softmax; then they no longer sum "
-         "to 1. Divide the logits, then take the softmax", probs / t),
-        ("it matches a softmax of the probabilities; scale the logits, then take one softmax",
-         (probs / t).softmax(-1)),
-        ("it matches a plain softmax: the temperature is missing", probs),
-    ]
-    if logits.ndim > 1:
-        mistakes.append(("it matches a softmax over dim 0; each row is one distribution over "
-                         "the vocabulary: softmax(dim=-1)", (logits / t).softmax(0)))
-    return mistakes
-
-
 def softmax_with_temperature(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     """Exercise 5.2: fn(logits, T) must equal softmax(logits / T) over the last dim; T = 0 gives
-    probability 1 to the largest logit (greedy decoding).
-
-    Logits up to 60 at T = 0.1 overflow a softmax written with exp and no max subtracted. The
-    logits passed in must come back unchanged.
-    """
+    probability 1 to the largest logit (greedy decoding). Logits up to 60 at T = 0.1 overflow a
+    softmax written with exp and no max subtracted."""
+    @deferred
     def case(logits: torch.Tensor, t: float) -> None:
         if t == 0:
             want, mistakes = F.one_hot(logits.argmax(-1), logits.shape[-1]).float(), []
         else:
-            want, mistakes = (logits / t).softmax(-1), _softmax_t_mistakes(logits, t)
-        given = logits.clone()
-        got = expect_tensor(fn(given, t), "the result")
-        _expect_unchanged(given, logits)
-        if got.shape == want.shape and not torch.isfinite(got).all():
-            raise AssertionError(
+            want, probs = (logits / t).softmax(-1), logits.softmax(-1)
+            mistakes = [
+                ("it matches the logits multiplied by the temperature; divide them: logits / T, "
+                 "so that T below 1 sharpens and T above 1 flattens", (logits * t).softmax(-1)),
+                ("it matches the probabilities divided by T after the softmax; then they no "
+                 "longer sum to 1. Divide the logits, then take the softmax", probs / t),
+                ("it matches a softmax of the probabilities; scale the logits, then take one "
+                 "softmax", (probs / t).softmax(-1)),
+                ("it matches a plain softmax: the temperature is missing", probs),
+                ("it matches a softmax over dim 0; each row is one distribution over the "
+                 "vocabulary: softmax(dim=-1)", (logits / t).softmax(0)),
+            ]
+        got = expect_tensor(_call(fn, logits, t), "the result")
+        fail_if(got.shape == want.shape and not torch.isfinite(got).all(),
                 "the result holds NaN or inf: at temperature 0, handle T = 0 on its own, with "
                 "probability 1 on the largest logit (F.one_hot(logits.argmax(-1), vocab))"
                 if t == 0 else
                 "the result holds NaN or inf: exp of a large logit / T overflows. Subtract each "
                 "row's largest logit before exp (softmax does), or use torch.softmax")
-        if got.shape == want.shape and matching(got, mistakes) is None:
-            sums = got.float().sum(-1)
-            if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-                raise AssertionError(
-                    f"each row should sum to 1, a probability distribution, but one sums to "
-                    f"{sums.flatten()[(sums - 1).abs().flatten().argmax()].item():.4g}")
+        sums = got.float().sum(-1)
+        if got.shape == want.shape and matching(got, mistakes) is None and not torch.allclose(
+                sums, torch.ones_like(sums), atol=1e-4):
+            raise AssertionError(
+                f"each row should sum to 1, a probability distribution, but one sums to "
+                f"{sums.flatten()[(sums - 1).abs().flatten().argmax()].item():.4g}")
         expect_close(got, want, "the result", mistakes, atol=1e-6)
 
     verify("Exercise 5.2", [
-        ("logits [1, 2, 3] at T = 1: a plain softmax",
-         partial(case, torch.tensor([1.0, 2.0, 3.0]), 1.0)),
-        ("two rows at T = 0.5: sharper", partial(case, randn(11, 2, 6, scale=2.0), 0.5)),
-        ("two rows at T = 2: flatter", partial(case, randn(12, 2, 6, scale=2.0), 2.0)),
-        ("logits up to 60 at T = 0.1", partial(case, randn(13, 3, 8, scale=30.0), 0.1)),
-        ("T = 0: greedy, all the probability on the largest logit",
-         partial(case, randn(14, 3, 6), 0.0)),
+        ("logits [1, 2, 3] at T = 1: a plain softmax", case(torch.tensor([1.0, 2.0, 3.0]), 1.0)),
+        ("two rows at T = 0.5: sharper", case(randn(11, 2, 6, scale=2.0), 0.5)),
+        ("two rows at T = 2: flatter", case(randn(12, 2, 6, scale=2.0), 2.0)),
+        ("logits up to 60 at T = 0.1", case(randn(13, 3, 8, scale=30.0), 0.1)),
+        ("T = 0: greedy, all the probability on the largest logit", case(randn(14, 3, 6), 0.0)),
         ("a (2, 3, 50257) batch at T = 0.8: one distribution per position",
-         partial(case, randn(15, 2, 3, 50257, scale=3.0), 0.8)),
+         case(randn(15, 2, 3, 50257, scale=3.0), 0.8)),
     ])
 
 
@@ -207,35 +170,23 @@ def _unsorted(sorted_logits: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return torch.full_like(sorted_logits, NEG_INF).scatter(-1, order, sorted_logits)
 
 
-def _keep_first(sorted_logits: torch.Tensor, order: torch.Tensor, n: torch.Tensor):
-    """Keep the first n[row] of each row of sorted logits, put back in token order."""
-    rank = torch.arange(sorted_logits.shape[-1])
-    return _unsorted(sorted_logits.masked_fill(rank >= n[..., None], NEG_INF), order)
-
-
 def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[int], str]):
     """Compare filtered logits: the shape, known mistakes, which tokens survive, their values."""
     got = expect_tensor(got, "the result").detach()
-    if got.shape != want.shape:
-        raise AssertionError(
-            f"the result has shape {tuple(got.shape)}, expected {tuple(want.shape)}: the logits' "
-            "own shape, with -inf for every token filtered out")
+    fail_if(got.shape != want.shape, f"the result has shape {tuple(got.shape)}, expected "
+            f"{tuple(want.shape)}: the logits' own shape, with -inf for every token filtered out")
     if torch.allclose(got.float(), want):  # equal infinities count as close
         return
     hint = matching(got, mistakes)
-    if hint is not None:
-        raise AssertionError(f"the result is wrong: {hint}")
-    if torch.isnan(got).any():
-        raise AssertionError("the result holds NaN")
+    fail_first((hint is not None, f"the result is wrong: {hint}"),
+               (torch.isnan(got).any(), "the result holds NaN"))
     keep, kept = torch.isfinite(want), torch.isfinite(got)
     if torch.equal(keep, kept):
-        if not torch.allclose(got[keep], want[keep]):
-            raise AssertionError("the right tokens survive, but their logits changed: return them "
-                                 "as they were; only the filtered ones become -inf")
+        fail_if(not torch.allclose(got[keep], want[keep]), "the right tokens survive, but their "
+                "logits changed: return them as they were; only the filtered ones become -inf")
         return
-    if kept.all():
-        raise AssertionError("no logit is -inf: the tokens filtered out must become "
-                             "float('-inf'), which softmax turns into a probability of exactly 0")
+    fail_if(kept.all(), "no logit is -inf: the tokens filtered out must become float('-inf'), "
+            "which softmax turns into a probability of exactly 0")
     rows_want, rows_got = keep.reshape(-1, keep.shape[-1]), kept.reshape(-1, kept.shape[-1])
     r = int((rows_want != rows_got).any(-1).nonzero()[0])
     ids_got, ids_want = rows_got[r].nonzero().flatten(), rows_want[r].nonzero().flatten()
@@ -248,8 +199,8 @@ def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[
 
 def _top_k_mistakes(logits: torch.Tensor, k: int):
     vocab, k = logits.shape[-1], min(k, logits.shape[-1])
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    kth, n = sorted_logits[..., k - 1 : k], torch.full(logits.shape[:-1], k)
+    sorted_logits = logits.sort(dim=-1, descending=True).values
+    kth, batch = sorted_logits[..., k - 1 : k], logits.ndim > 1 and logits.shape[0] > 1
     mistakes = [
         ("it matches the other logits set to 0; a logit of 0 can still be a likely token. Set "
          "them to float('-inf'), which softmax turns into a probability of 0",
@@ -262,48 +213,42 @@ def _top_k_mistakes(logits: torch.Tensor, k: int):
         ("it matches probabilities; return logits, with -inf for the tokens filtered out "
          "(sampling takes the softmax afterwards)", top_k_filter(logits, k).softmax(-1)),
         ("it keeps k - 1 tokens: the k-th largest logit itself stays (filter what is below it, "
-         "< not <=)", _keep_first(sorted_logits, order, n - 1) if k > 1 else None),
+         "< not <=)", top_k_filter(logits, k - 1) if k > 1 else None),
         ("it keeps k + 1 tokens: counting from 0, the k-th largest value is at index k - 1, "
-         "topk(k).values[..., -1]",
-         _keep_first(sorted_logits, order, n + 1) if k < vocab else None),
+         "topk(k).values[..., -1]", top_k_filter(logits, k + 1) if k < vocab else None),
+        ("it matches the top k of the whole batch at once; each row (each sequence's next "
+         "token) keeps its own k largest: topk along dim=-1",
+         logits.masked_fill(logits < logits.flatten().topk(k).values[-1], NEG_INF)
+         if batch else None),
     ]
-    if logits.ndim > 1 and logits.shape[0] > 1:
-        best = logits.flatten().topk(k).values[-1]
-        mistakes.append(("it matches the top k of the whole batch at once; each row (each "
-                         "sequence's next token) keeps its own k largest: topk along dim=-1",
-                         logits.masked_fill(logits < best, NEG_INF)))
     return [(hint, wrong) for hint, wrong in mistakes if wrong is not None]
 
 
 def top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
-    """Exercise 5.3: fn(logits, k) must equal buildllm.generation.top_k_filter(logits, k).
-
-    k may be larger than the vocabulary (nothing filtered, no error). The logits passed in
-    must come back unchanged.
-    """
+    """Exercise 5.3: fn(logits, k) must equal buildllm.generation.top_k_filter(logits, k);
+    k may be larger than the vocabulary (nothing filtered, no error)."""
+    @deferred
     def case(logits: torch.Tensor, k: int) -> None:
-        given, vocab = logits.clone(), logits.shape[-1]
+        vocab = logits.shape[-1]
         try:
-            got = fn(given, k)
+            got = _call(fn, logits, k)
         except RuntimeError as err:
             if k > vocab and "out of range" in str(err):
                 raise AssertionError(
                     f"k = {k} is more than the {vocab} tokens there are, and torch.topk refuses "
                     "that: use min(k, logits.shape[-1]), and keep them all") from None
             raise
-        _expect_unchanged(given, logits)
         _expect_filtered(got, top_k_filter(logits, k), _top_k_mistakes(logits, k),
                          lambda r: f"the {min(k, vocab)} largest logits of each row stay")
 
     verify("Exercise 5.3", [
         ("one row [1, 3, 0.5, 2, -1], k = 2: tokens 1 and 3 stay",
-         partial(case, torch.tensor([1.0, 3.0, 0.5, 2.0, -1.0]), 2)),
-        ("three rows of 10, k = 3: each row its own top 3", partial(case, randn(21, 3, 10), 3)),
-        ("k = 1: only the largest logit stays", partial(case, randn(22, 2, 8), 1)),
-        ("k = 10 of 10 tokens: nothing is filtered", partial(case, randn(23, 2, 10), 10)),
-        ("k = 100 of 10 tokens: keep them all, no error", partial(case, randn(24, 2, 10), 100)),
-        ("GPT-2's vocabulary, (2, 50257), k = 50",
-         partial(case, randn(25, 2, 50257, scale=3.0), 50)),
+         case(torch.tensor([1.0, 3.0, 0.5, 2.0, -1.0]), 2)),
+        ("three rows of 10, k = 3: each row its own top 3", case(randn(21, 3, 10), 3)),
+        ("k = 1: only the largest logit stays", case(randn(22, 2, 8), 1)),
+        ("k = 10 of 10 tokens: nothing is filtered", case(randn(23, 2, 10), 10)),
+        ("k = 100 of 10 tokens: keep them all, no error", case(randn(24, 2, 10), 100)),
+        ("GPT-2's vocabulary, (2, 50257), k = 50", case(randn(25, 2, 50257, scale=3.0), 50)),
     ])
 
 
@@ -311,8 +256,12 @@ def _top_p_mistakes(logits: torch.Tensor, p: float):
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.softmax(-1)
     total = probs.cumsum(-1)
-    n = ((total - probs) < p).sum(-1)  # the nucleus: tokens whose better ones sum to < p
-    vocab_probs = logits.softmax(-1)
+    n = ((total - probs) < p).sum(-1, keepdim=True)  # the nucleus: tokens whose better ones sum < p
+
+    def back(drop: torch.Tensor, fill: float = NEG_INF) -> torch.Tensor:
+        return _unsorted(sorted_logits.masked_fill(drop, fill), order)
+
+    by_id = logits.softmax(-1)
     up_logits, up_order = logits.sort(dim=-1)
     up_probs = up_logits.softmax(-1)
     up = _unsorted(up_logits.masked_fill(up_probs.cumsum(-1) - up_probs >= p, NEG_INF), up_order)
@@ -320,20 +269,19 @@ def _top_p_mistakes(logits: torch.Tensor, p: float):
                "least p")
     mistakes = [
         (f"it matches dropping the token whose probability takes the sum past p; keep it: "
-         f"{nucleus}", _unsorted(sorted_logits.masked_fill(total > p, NEG_INF), order)),
+         f"{nucleus}", back(total > p)),
         (f"it matches dropping the token that takes the sum to p or past it; keep it: {nucleus}",
-         _unsorted(sorted_logits.masked_fill(total >= p, NEG_INF), order)),
+         back(total >= p)),
         ("it keeps one token too many: stop at the first token that takes the sum to p or past "
-         "it", _keep_first(sorted_logits, order, n + 1)),
+         "it", back(torch.arange(logits.shape[-1]) > n)),
         ("it matches a running sum in token-id order; sort the probabilities from most to least "
-         "likely first", logits.masked_fill(vocab_probs.cumsum(-1) - vocab_probs >= p, NEG_INF)),
+         "likely first", logits.masked_fill(by_id.cumsum(-1) - by_id >= p, NEG_INF)),
         ("it matches a sort from the least likely up; sort with descending=True", up),
         ("it matches the result left in sorted order; put each logit back at its token id, "
          "scattering with the indices that sort returned",
          sorted_logits.masked_fill(total - probs >= p, NEG_INF)),
         ("it matches the other logits set to 0; set them to float('-inf'), which softmax turns "
-         "into a probability of 0",
-         _unsorted(sorted_logits.masked_fill(total - probs >= p, 0.0), order)),
+         "into a probability of 0", back(total - probs >= p, 0.0)),
         ("it matches probabilities; return logits, with -inf for the tokens filtered out",
          top_p_filter(logits, p).softmax(-1)),
     ]
@@ -347,15 +295,13 @@ def _top_p_mistakes(logits: torch.Tensor, p: float):
 def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     """Exercise 5.4: fn(logits, p) must equal buildllm.generation.top_p_filter(logits, p).
 
-    The token that crosses p stays. In every case the probability before each token is at
-    least 1e-3 away from p, so sums taken in another order or precision agree. The logits
-    passed in must come back unchanged.
+    In every case the probability before each token is at least 1e-3 away from p, so sums
+    taken in another order or precision agree.
     """
+    @deferred
     def case(logits: torch.Tensor, p: float) -> None:
-        want, given = top_p_filter(logits, p), logits.clone()
-        rows = logits.reshape(-1, logits.shape[-1])
-        got = fn(given, p)
-        _expect_unchanged(given, logits)
+        want, rows = top_p_filter(logits, p), logits.reshape(-1, logits.shape[-1])
+        got = _call(fn, logits, p)
 
         def what_to_keep(r: int) -> str:
             n = int(torch.isfinite(want.reshape(rows.shape)[r]).sum())
@@ -369,15 +315,14 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     sharp_to_flat = randn(31, 3, 12) * torch.tensor([[4.0], [1.5], [0.3]])
     verify("Exercise 5.4", [
         ("probabilities [0.15, 0.5, 0.05, 0.3], p = 0.7: tokens 1 and 3 (0.8)",
-         partial(case, by_hand, 0.7)),
-        ("the same, p = 0.9: tokens 1, 3 and 0 (0.95)", partial(case, by_hand, 0.9)),
+         case(by_hand, 0.7)),
+        ("the same, p = 0.9: tokens 1, 3 and 0 (0.95)", case(by_hand, 0.9)),
         ("a sure model: [0.01, 0.97, 0.02], p = 0.9: its top token alone",
-         partial(case, torch.tensor([0.01, 0.97, 0.02]).log(), 0.9)),
-        ("three rows, sharp to flat, p = 0.8: each row its own nucleus",
-         partial(case, sharp_to_flat, 0.8)),
-        ("p = 1: every token stays", partial(case, randn(32, 2, 8), 1.0)),
+         case(torch.tensor([0.01, 0.97, 0.02]).log(), 0.9)),
+        ("three rows, sharp to flat, p = 0.8: each row its own nucleus", case(sharp_to_flat, 0.8)),
+        ("p = 1: every token stays", case(randn(32, 2, 8), 1.0)),
         ("GPT-2's vocabulary, (2, 50257), p = 0.95: nuclei of 18 and 11 tokens",
-         partial(case, randn(39, 2, 50257, scale=8.0), 0.95)),
+         case(randn(39, 2, 50257, scale=8.0), 0.95)),
     ])
 
 
@@ -428,13 +373,13 @@ _WHY_AT = {
 def lr_schedule(fn: Callable[..., float]) -> None:
     """Exercise 5.5: fn(step, max_lr=, warmup_steps=, total_steps=, min_lr=) must equal
     buildllm.training.lr_at at every step from 0 to a few past total_steps."""
+    @deferred
     def case(m: float, w: int, t: int, lo: float, every: int = 1) -> None:
         settings = dict(max_lr=m, warmup_steps=w, total_steps=t, min_lr=lo)
         close = partial(math.isclose, rel_tol=1e-6, abs_tol=1e-12)
         steps = range(0, t + 4 * every, every)
         phase = {s: "warmup" if s < w else "decay" if s < t else "after" for s in steps}
-        want = [training.lr_at(s, **settings) for s in steps]
-        got = []
+        want, got = [training.lr_at(s, **settings) for s in steps], []
         for s in steps:
             value = fn(s, **settings)
             try:
@@ -448,20 +393,19 @@ def lr_schedule(fn: Callable[..., float]) -> None:
         for hint, part, wrong in _SCHEDULE_MISTAKES:
             theirs = [wrong(s, m, w, t, lo) if phase[s] == part else r
                       for s, r in zip(steps, want, strict=True)]
-            if all(close(a, b) for a, b in zip(got, theirs, strict=True)):
-                raise AssertionError(f"the schedule is wrong: {hint}")
+            fail_if(all(close(a, b) for a, b in zip(got, theirs, strict=True)),
+                    f"the schedule is wrong: {hint}")
         s = steps[bad[0]]
         raise AssertionError(f"at step {s} the rate is {got[bad[0]]:.6g}, expected "
                              f"{want[bad[0]]:.6g}: {_WHY_AT[phase[s]]}")
 
     verify("Exercise 5.5", [
-        ("max_lr 1, 10 warmup steps of 100, down to 0", partial(case, 1.0, 10, 100, 0.0)),
-        ("GPT-3's shape: 6e-4 down to 6e-5, 20 warmup steps of 200",
-         partial(case, 6e-4, 20, 200, 6e-5)),
-        ("no warmup: warmup_steps = 0", partial(case, 3e-3, 0, 50, 3e-4)),
-        ("warmup_steps = 1: step 0 is already at max_lr", partial(case, 1e-3, 1, 30, 0.0)),
+        ("max_lr 1, 10 warmup steps of 100, down to 0", case(1.0, 10, 100, 0.0)),
+        ("GPT-3's shape: 6e-4 down to 6e-5, 20 warmup steps of 200", case(6e-4, 20, 200, 6e-5)),
+        ("no warmup: warmup_steps = 0", case(3e-3, 0, 50, 3e-4)),
+        ("warmup_steps = 1: step 0 is already at max_lr", case(1e-3, 1, 30, 0.0)),
         ("a long run: 2,000 warmup steps of 60,000, every 250th step",
-         partial(case, 6e-4, 2000, 60000, 6e-5, every=250)),
+         case(6e-4, 2000, 60000, 6e-5, every=250)),
     ])
 
 
@@ -477,13 +421,10 @@ def _gradients(seed: int, shapes, scale: float, without_grad=()) -> list[torch.T
     return params
 
 
-def _model_gradients(seed: int) -> GPTModel:
+def _model_gradients(seed: int) -> torch.nn.Module:
     """A small GPT's parameters after one backward pass on random tokens."""
-    cfg = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2,
-                    drop_rate=0.0)
-    with seeded(seed):
-        model = GPTModel(cfg)
-        ids = torch.randint(0, 50, (2, 9))
+    with _support.seeded(seed):
+        model, ids = _support.tiny_gpt(None, 50, 8, 16, 2, 2), torch.randint(0, 50, (2, 9))
     training.batch_loss(model, ids[:, :-1], ids[:, 1:]).backward()
     return model
 
@@ -492,50 +433,27 @@ def _all_close(xs, ys) -> bool:
     return all(torch.allclose(x, y, rtol=1e-5, atol=1e-8) for x, y in zip(xs, ys, strict=True))
 
 
-def _clip_mistakes(grads: list[torch.Tensor], max_norm: float, total: float):
-    summed = torch.stack([g.norm() for g in grads]).sum().item()
-    return [
-        ("each gradient was clipped to max_norm on its own; clip them together, by the norm of "
-         "all gradients as one long vector, so the update keeps its direction",
-         [g * min(1.0, max_norm / (g.norm().item() + 1e-6)) for g in grads]),
-        ("they were scaled to a norm of max_norm although their norm was already below it; "
-         "scale only when the norm is above max_norm, by max_norm / norm",
-         [g * max_norm / (total + 1e-6) for g in grads]),
-        ("they were divided by their norm, giving a norm of 1; multiply by max_norm / norm",
-         [g / total for g in grads]),
-        ("each number was clamped to ±max_norm (clipping by value); scale every gradient by one "
-         "factor, max_norm / norm", [g.clamp(-max_norm, max_norm) for g in grads]),
-        ("they were scaled using the sum of the gradients' own norms; the global norm is the "
-         "square root of the sum of every gradient's squares",
-         [g * min(1.0, max_norm / (summed + 1e-6)) for g in grads]),
-    ]
-
-
 def _expect_norm(got, want: float, max_norm: float, grads: list[torch.Tensor]) -> None:
     try:
         got = float(got)
     except (TypeError, ValueError):
         raise AssertionError(f"it returned {got!r}; return the global norm of the gradients "
                              "before clipping, a number or a 0-dim tensor") from None
-    if math.isclose(got, want, rel_tol=1e-5):
-        return
-    why = {
-        min(want, max_norm): "that is the norm after clipping; return the norm from before",
-        want**2: "that is the squared norm, without the square root",
-        sum(g.norm().item() for g in grads): "that is the sum of the gradients' own norms",
-    }
-    hint = next((h for value, h in why.items() if math.isclose(got, value, rel_tol=1e-5)), None)
-    raise AssertionError(
-        f"it returned a norm of {got:.6g}, expected {want:.6g}: {hint + '; ' if hint else ''}the "
-        "global norm is the square root of the sum of the squares of every number in every "
-        "gradient")
+    close = partial(math.isclose, got, rel_tol=1e-5)
+    hint = _support.first_hint([
+        ("that is the norm after clipping; return the norm from before", min(want, max_norm)),
+        ("that is the squared norm, without the square root", want**2),
+        ("that is the sum of the gradients' own norms", sum(g.norm().item() for g in grads)),
+    ], close)
+    fail_if(not close(want), f"it returned a norm of {got:.6g}, expected {want:.6g}: "
+            f"{hint + '; ' if hint else ''}the global norm is the square root of the sum of the "
+            "squares of every number in every gradient")
 
 
 def _expect_clipped(params, reference, before, want_norm, max_norm, generator):
     """Compare the gradients after clipping with the reference's; name the mistake that fits."""
     for i, (p, q) in enumerate(zip(params, reference, strict=True)):
-        if (p.grad is None) != (q.grad is None):
-            raise AssertionError(
+        fail_if((p.grad is None) != (q.grad is None),
                 f"parameter {i} had no gradient (.grad is None) and now has one; skip the "
                 "parameters whose .grad is None" if q.grad is None
                 else f"parameter {i}'s gradient is gone: scale the gradients, keep them")
@@ -543,15 +461,28 @@ def _expect_clipped(params, reference, before, want_norm, max_norm, generator):
     if _all_close(got, [q.grad for q in reference if q.grad is not None]):
         return
     scale = min(1.0, max_norm / (want_norm + 1e-6))
-    if scale < 1 and all(torch.equal(a, b) for a, b in zip(got, before, strict=True)):
-        raise AssertionError(
+    fail_if(scale < 1 and all(torch.equal(a, b) for a, b in zip(got, before, strict=True)),
             "the gradients were not scaled: scale each p.grad in place, with p.grad.mul_(scale) "
             "or p.grad *= scale (g = g * scale only makes a new tensor)"
             + (". And parameters may be a generator, like model.parameters(), which runs out "
                "after one pass: make a list of it first" if generator else ""))
-    for hint, wrong in _clip_mistakes(before, max_norm, want_norm):
-        if _all_close(got, wrong):
-            raise AssertionError(f"the gradients are wrong: {hint}")
+    summed = torch.stack([g.norm() for g in before]).sum().item()
+    for hint, wrong in [
+        ("each gradient was clipped to max_norm on its own; clip them together, by the norm of "
+         "all gradients as one long vector, so the update keeps its direction",
+         [g * min(1.0, max_norm / (g.norm().item() + 1e-6)) for g in before]),
+        ("they were scaled to a norm of max_norm although their norm was already below it; "
+         "scale only when the norm is above max_norm, by max_norm / norm",
+         [g * max_norm / (want_norm + 1e-6) for g in before]),
+        ("they were divided by their norm, giving a norm of 1; multiply by max_norm / norm",
+         [g / want_norm for g in before]),
+        ("each number was clamped to ±max_norm (clipping by value); scale every gradient by one "
+         "factor, max_norm / norm", [g.clamp(-max_norm, max_norm) for g in before]),
+        ("they were scaled using the sum of the gradients' own norms; the global norm is the "
+         "square root of the sum of every gradient's squares",
+         [g * min(1.0, max_norm / (summed + 1e-6)) for g in before]),
+    ]:
+        fail_if(_all_close(got, wrong), f"the gradients are wrong: {hint}")
     raise AssertionError(
         f"the gradients are wrong: with a norm of {want_norm:.4g} and max_norm {max_norm}, "
         f"every gradient should be multiplied by {scale:.4g}")
@@ -561,9 +492,10 @@ def clip_grad_norm(fn: Callable[..., object]) -> None:
     """Exercise 5.6: fn(parameters, max_norm) must scale the gradients in place as
     buildllm.training.clip_grad_norm does, and return the global norm before clipping.
 
-    The last case passes model.parameters(), a generator that runs out after one pass. The
-    parameters themselves must not change, and clip_grad_norm_ refuses to be called.
+    The last case passes model.parameters(), a generator that runs out after one pass.
+    clip_grad_norm_ refuses to be called.
     """
+    @deferred
     def case(make: Callable[[], list[torch.Tensor]], max_norm: float, generator=False) -> None:
         reference, params = make(), make()
         if generator:  # make() built a model
@@ -575,9 +507,9 @@ def clip_grad_norm(fn: Callable[..., object]) -> None:
         with _refusing([(torch.nn.utils, "clip_grad_norm_"), (training, "clip_grad_norm")],
                        "this exercise asks you to write gradient clipping out"):
             got_norm = fn(model.parameters() if generator else params, max_norm)
-        if any(not torch.equal(p.detach(), w) for p, w in zip(params, weights, strict=True)):
-            raise AssertionError("your function changed the parameters themselves; it should "
-                                 "scale their gradients, p.grad")
+        fail_if(any(not torch.equal(p.detach(), w) for p, w in zip(params, weights, strict=True)),
+                "your function changed the parameters themselves; it should scale their "
+                "gradients, p.grad")
         _expect_norm(got_norm, want_norm, max_norm, before)
         _expect_clipped(params, reference, before, want_norm, max_norm, generator)
 
@@ -589,15 +521,14 @@ def clip_grad_norm(fn: Callable[..., object]) -> None:
     shapes = [(4, 3), (3,), (2, 2, 2), (1,), (5, 1)]
     verify("Exercise 5.6", [
         ("gradients [3, 4] and [0, 12], max_norm 1: the norm is 13, so scale by 1/13",
-         partial(case, two, 1.0)),
-        ("the same, max_norm 20: the norm, 13, is below it, so nothing changes",
-         partial(case, two, 20.0)),
+         case(two, 1.0)),
+        ("the same, max_norm 20: the norm, 13, is below it, so nothing changes", case(two, 20.0)),
         ("five tensors of different shapes, max_norm 0.5",
-         partial(case, partial(_gradients, 41, shapes, 1.0), 0.5)),
+         case(partial(_gradients, 41, shapes, 1.0), 0.5)),
         ("a parameter whose .grad is None is skipped",
-         partial(case, partial(_gradients, 42, shapes[:3], 2.0, without_grad={1}), 1.0)),
+         case(partial(_gradients, 42, shapes[:3], 2.0, without_grad={1}), 1.0)),
         ("a small GPT's gradients, passed as model.parameters(), max_norm 0.1",
-         partial(case, partial(_model_gradients, 43), 0.1, generator=True)),
+         case(partial(_model_gradients, 43), 0.1, generator=True)),
     ])
 
 
@@ -616,18 +547,13 @@ def _adamw(params, grads, lr, betas, eps, weight_decay, mistake=""):
                 g = g + weight_decay * p
             elif mistake != "decay after":
                 p.mul_(1 - (1 if mistake == "decay without lr" else lr) * weight_decay)
-            if mistake == "betas swapped in m":
-                m[i] = beta1 * g + (1 - beta1) * m[i]
-            else:
-                m[i] = beta1 * m[i] + (1 - beta1) * g
+            m[i] = (beta1 * g + (1 - beta1) * m[i] if mistake == "betas swapped in m"
+                    else beta1 * m[i] + (1 - beta1) * g)
             v[i] = beta2 * v[i] + (1 - beta2) * (g.abs() if mistake == "abs" else g * g)
-            m_hat, v_hat = m[i], v[i]
-            if mistake != "no bias correction":
-                m_hat, v_hat = m[i] / (1 - beta1**t), v[i] / (1 - beta2**t)
-            if mistake == "eps inside":
-                p.sub_(lr * m_hat / (v_hat + eps).sqrt())
-            else:
-                p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+            m_hat, v_hat = ((m[i], v[i]) if mistake == "no bias correction"
+                            else (m[i] / (1 - beta1**t), v[i] / (1 - beta2**t)))
+            p.sub_(lr * m_hat / ((v_hat + eps).sqrt() if mistake == "eps inside"
+                                 else v_hat.sqrt() + eps))
             if mistake == "decay after":
                 p.mul_(1 - lr * weight_decay)
     return params
@@ -668,13 +594,12 @@ def _call_adamw(fn, params: list[torch.Tensor], state: dict, settings: dict) -> 
         raise AssertionError(
             "an in-place change to a parameter that requires grad: make the updates under "
             "torch.no_grad() (the @torch.no_grad() line above the function)") from None
-    fail_first(*[
+    fail_first(
         (all(torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True)),
          "the parameters did not change: update them in place (p.add_, p.mul_, p.copy_ or "
          "p -= ...); p = p - ... only gives the name p a new tensor"),
         (not state, "after the first call `state` is still empty: keep m, v and the step count "
-         "in it (not in global variables), so that each optimizer has its own"),
-    ])
+         "in it (not in global variables), so that each optimizer has its own"))
 
 
 def _expect_adamw(params, reference, start, grads, settings: dict, frozen) -> None:
@@ -684,19 +609,17 @@ def _expect_adamw(params, reference, start, grads, settings: dict, frozen) -> No
         got, want = p.detach(), q.detach()
         if torch.allclose(got, want, **close):
             continue
-        fail_first(*[
+        fail_first(
             (i in frozen, f"parameter {i}, whose .grad is None, changed at step {t}; skip "
              "parameters without a gradient (PyTorch's optimizers do)"),
             (not torch.isfinite(got).all(), f"after step {t}, parameter {i} holds NaN or inf: in "
-             "the bias correction 1 - β^t, t counts steps from 1, so it is never 0"),
-        ])
+             "the bias correction 1 - β^t, t counts steps from 1, so it is never 0"))
         for mistake, hint in _ADAMW_MISTAKES.items():
             options = settings | (dict(betas=(0.9, 0.999), eps=1e-8) if mistake == "defaults"
                                   else dict(mistake=mistake))
             theirs = _adamw(start, grads, **options)
-            if all(torch.allclose(a.detach(), b, **close)
-                   for a, b in zip(params, theirs, strict=True)):
-                raise AssertionError(f"after step {t}: {hint}")
+            fail_if(all(torch.allclose(a.detach(), b, **close)
+                        for a, b in zip(params, theirs, strict=True)), f"after step {t}: {hint}")
         k = int((~torch.isclose(got, want, **close)).flatten().nonzero()[0])
         raise AssertionError(
             f"after step {t}, parameter {i} is off from torch.optim.AdamW's by up to "
@@ -708,10 +631,10 @@ def adamw_step(fn: Callable[..., object]) -> None:
     """Exercise 5.7: fn(params, state, lr=, betas=, eps=, weight_decay=) must update params in
     place as torch.optim.AdamW's step does, keeping m, v and the step count in `state`.
 
-    Each case starts from an empty state and compares the parameters with AdamW's after every
-    step, to within 1e-6; a large lr and decay show where the decay goes, gradients and eps
-    near 1e-4 where eps goes. torch's Adam and AdamW, and buildllm's, refuse to step.
+    Each case compares the parameters with AdamW's after every step, to within 1e-6; a large
+    lr and decay show where the decay goes, gradients and eps near 1e-4 where eps goes.
     """
+    @deferred
     def case(shapes, steps: int, lr: float, weight_decay: float, betas=(0.9, 0.999),
              eps: float = 1e-8, scale: float = 1.0, frozen=(), seed: int = 0) -> None:
         gen = torch.Generator().manual_seed(seed)
@@ -730,16 +653,15 @@ def adamw_step(fn: Callable[..., object]) -> None:
             _expect_adamw(params, reference, start, grads[:t], settings, frozen)
 
     verify("Exercise 5.7", [
-        ("one tensor of 4 numbers, one step, no weight decay",
-         partial(case, [(4,)], 1, 1e-2, 0.0)),
+        ("one tensor of 4 numbers, one step, no weight decay", case([(4,)], 1, 1e-2, 0.0)),
         ("three tensors, 5 steps, lr 0.01, weight decay 0.1",
-         partial(case, [(3, 4), (4,), (2, 2, 3)], 5, 1e-2, 0.1, seed=1)),
+         case([(3, 4), (4,), (2, 2, 3)], 5, 1e-2, 0.1, seed=1)),
         ("lr 0.1 and weight decay 0.5, 5 steps: where the decay goes shows",
-         partial(case, [(5,), (2, 3)], 5, 0.1, 0.5, seed=2)),
+         case([(5,), (2, 3)], 5, 0.1, 0.5, seed=2)),
         ("betas (0.8, 0.99), eps 1e-6, 10 steps: use the ones passed in",
-         partial(case, [(6,)], 10, 1e-2, 0.01, betas=(0.8, 0.99), eps=1e-6, seed=3)),
+         case([(6,)], 10, 1e-2, 0.01, betas=(0.8, 0.99), eps=1e-6, seed=3)),
         ("gradients around 1e-4 and eps 1e-4, 5 steps: where eps goes shows",
-         partial(case, [(8,)], 5, 1e-2, 0.1, eps=1e-4, scale=1e-4, seed=4)),
+         case([(8,)], 5, 1e-2, 0.1, eps=1e-4, scale=1e-4, seed=4)),
         ("a frozen parameter: its .grad stays None and it stays as it was",
-         partial(case, [(3,), (3,), (2,)], 4, 1e-2, 0.1, frozen={1}, seed=5)),
+         case([(3,), (3,), (2,)], 4, 1e-2, 0.1, frozen={1}, seed=5)),
     ])

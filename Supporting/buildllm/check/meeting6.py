@@ -3,11 +3,7 @@ a LoRA layer, and DPO's two halves.
 
 Each check runs the learner's code on a table of cases, compares it with the package and
 names a known mistake when the answer matches one. Inputs come from fixed seeds and models are
-built in a forked RNG, so the learner's notebook draws the same random numbers:
-
-    >>> from buildllm import check
-    >>> check.meeting6.dpo_loss(dpo_loss)
-    ✓ Exercise 6.6: all 6 cases pass.
+built in a forked RNG, so the learner's notebook draws the same random numbers.
 """
 
 from __future__ import annotations
@@ -18,6 +14,8 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable
+from difflib import SequenceMatcher
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +26,7 @@ from ..classify import add_classification_head, class_logits, last_token_index
 from ..instruct import END_OF_TEXT
 from ..model import GPTModel
 from . import _support, expect_tensor, verify
-from ._support import deferred, expect_close, fail_first, first_hint, plain, randn, seeded
+from ._support import deferred, expect_close, fail_first, fail_if, first_hint, plain, randn, seeded
 
 __all__ = ["collate", "dpo_loss", "last_token_logits", "lora_linear", "rouge_l",
            "sequence_logprob"]
@@ -45,14 +43,12 @@ def _padded(lengths: list[int], width: int, pad_id: int, seed: int, vocab: int =
 
 
 # -- Exercise 6.1 ---------------------------------------------------------------------------
-
-
 def _last_token_mistakes(logits, ids, pad_id: int, last):
+    """With pad_id 50256 the first mistake is the right answer itself, so it never matches."""
     rows, width = torch.arange(len(ids)), ids.shape[1]
-    hard_coded = [] if pad_id == END_OF_TEXT else [(
-        f"it matches padding id 50256 whatever pad_id says; this case pads with {pad_id}: use "
-        "the pad_id passed in", logits[rows, last_token_index(ids, END_OF_TEXT)])]
-    return hard_coded + [
+    return [
+        (f"it matches padding id 50256 whatever pad_id says; this case pads with {pad_id}: use "
+         "the pad_id passed in", logits[rows, last_token_index(ids, END_OF_TEXT)]),
         ("it matches the last position of every row, logits[:, -1]. That is right only for the "
          "longest message: a shorter one has padding there. Read each row at its own last real "
          "token", logits[:, -1]),
@@ -70,9 +66,7 @@ def _last_token_mistakes(logits, ids, pad_id: int, last):
 def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 6.1: fn(logits, input_ids, pad_id) must return the logits (batch, classes)
     at each row's last token that is not padding, as `buildllm.classify.class_logits` reads
-    them: rows with and without right padding, padding id 0, three classes, and a small GPT
-    with a two-class head (where the answer must equal class_logits)."""
-
+    them."""
     @deferred
     def case(logits: torch.Tensor, ids: torch.Tensor, pad_id: int, want=None) -> None:
         last = last_token_index(ids, pad_id)
@@ -84,17 +78,14 @@ def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
                 f"an index past the end of a row ({err}): with n real tokens, the last one "
                 "is at index n - 1, and a row without padding has no position n") from None
         batch, classes = len(ids), logits.shape[-1]
-        if got.shape == (batch, batch, classes):
-            raise AssertionError(
-                f"the result has shape {tuple(got.shape)}: logits[:, last] gives every row "
-                "at every row's index. Pair each row with its own position: "
-                "logits[torch.arange(batch), last]")
-        if got.shape == (batch, 1, classes):
-            raise AssertionError(
-                f"the result has shape {tuple(got.shape)}, expected {(batch, classes)}: "
-                "drop the tokens dimension (squeeze(1)), one row of class logits per message")
-        mistakes = _last_token_mistakes(logits, ids, pad_id, last)
-        expect_close(got, expected, "the result", mistakes)
+        fail_first(
+            (got.shape == (batch, batch, classes), f"the result has shape {tuple(got.shape)}: "
+             "logits[:, last] gives every row at every row's index. Pair each row with its own "
+             "position: logits[torch.arange(batch), last]"),
+            (got.shape == (batch, 1, classes), f"the result has shape {tuple(got.shape)}, "
+             f"expected {(batch, classes)}: drop the tokens dimension (squeeze(1)), one row of "
+             "class logits per message"))
+        expect_close(got, expected, "the result", _last_token_mistakes(logits, ids, pad_id, last))
 
     def on_a_model() -> Callable[[], None]:
         with seeded(61):  # the head too: it is drawn after the GPT's weights
@@ -120,29 +111,25 @@ def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
 
 
 # -- Exercise 6.2 ---------------------------------------------------------------------------
-
-
 def _collate(batch, pad_id, ignore_index, max_length):
     return instruct.collate([(list(ids), 0) for ids in batch], pad_id, ignore_index, max_length)
 
 
 def _collate_mistakes(batch, pad_id, ignore_index, max_length):
-    """(hint, (inputs, targets)) for the usual mistakes."""
+    """(hint, (inputs, targets)) for the usual mistakes. With the default arguments some equal
+    the right answer, which is never a mistake: the check compares with that first."""
     inputs, targets = _collate(batch, pad_id, ignore_index, max_length)
     every, same = targets.clone(), inputs.clone()
     for row, ids in enumerate(batch):
         if len(ids) - 1 < every.shape[1]:
             every[row, len(ids) - 1] = ignore_index
         same[row, len(ids) + 1 :] = ignore_index
-    out = []
-    if (pad_id, ignore_index) != (END_OF_TEXT, -100):
-        out.append(("it matches padding with 50256 and ignoring with -100 whatever the arguments "
-                    f"say; this case has pad_id={pad_id} and ignore_index={ignore_index}",
-                    _collate(batch, END_OF_TEXT, -100, max_length)))
-    if ignore_index != -100:
-        out.append((f"it matches targets masked with -100; use the ignore_index passed in "
-                    f"({ignore_index})", _collate(batch, pad_id, -100, max_length)))
-    out += [
+    return [
+        ("it matches padding with 50256 and ignoring with -100 whatever the arguments "
+         f"say; this case has pad_id={pad_id} and ignore_index={ignore_index}",
+         _collate(batch, END_OF_TEXT, -100, max_length)),
+        (f"it matches targets masked with -100; use the ignore_index passed in "
+         f"({ignore_index})", _collate(batch, pad_id, -100, max_length)),
         ("it matches the padding kept as targets: then the model is trained to predict "
          "end-of-text after end-of-text, and short examples drown in padding. Replace every "
          "padding target after the first with ignore_index",
@@ -152,13 +139,10 @@ def _collate_mistakes(batch, pad_id, ignore_index, max_length):
         ("it matches targets equal to the inputs. The target at each position is the next "
          "token: the padded sequence without its first token (padded[1:]), the inputs without "
          "its last (padded[:-1])", (inputs, same)),
+        ("it matches cutting each sequence to max_length before appending end-of-text; build "
+         "inputs and targets first, then cut both to max_length",
+         _collate([ids[:max_length] for ids in batch], pad_id, ignore_index, max_length)),
     ]
-    if max_length is not None:
-        out.append(("it matches cutting each sequence to max_length before appending "
-                    "end-of-text; build inputs and targets first, then cut both to max_length",
-                    _collate([ids[:max_length] for ids in batch], pad_id, ignore_index,
-                             max_length)))
-    return out
 
 
 def _collate_width_hint(width, want_width: int, batch, max_length) -> str:
@@ -180,10 +164,7 @@ def _collate_width_hint(width, want_width: int, batch, max_length) -> str:
 
 def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Exercise 6.2: fn(batch, pad_id, ignore_index, max_length) must equal
-    `buildllm.instruct.collate` on the same token lists (no prompt masking): the worked
-    example, uneven and equal lengths, pad_id 0 with ignore_index -1, a max_length that cuts
-    and one that does not (pad to the batch's longest), and one token. The lists stay as given."""
-
+    `buildllm.instruct.collate` on the same token lists (no prompt masking)."""
     @deferred
     def case(batch: list[list[int]], pad_id=END_OF_TEXT, ignore_index=-100, max_length=None
              ) -> None:
@@ -205,18 +186,17 @@ def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
                 (t.shape != want[0].shape, f"the {name} have shape {tuple(t.shape)}, expected "
                  f"{tuple(want[0].shape)}: "
                  + _collate_width_hint(width, want[0].shape[1], batch, max_length)))
-        if (inputs == ignore_index).any():
-            raise AssertionError(
-                f"the inputs hold ignore_index ({ignore_index}), which is no token id (the "
-                "embedding fails on it): pad the inputs with pad_id; only targets are masked")
+        fail_if((inputs == ignore_index).any(), f"the inputs hold ignore_index ({ignore_index}), "
+                "which is no token id (the embedding fails on it): pad the inputs with pad_id; "
+                "only targets are masked")
 
         def same(wrong) -> bool:
             return all(map(torch.equal, (inputs, targets), wrong))
 
         if same(want):
             return
-        if hint := first_hint(_collate_mistakes(batch, pad_id, ignore_index, max_length), same):
-            raise AssertionError(f"the result is wrong: {hint}")
+        hint = first_hint(_collate_mistakes(batch, pad_id, ignore_index, max_length), same)
+        fail_if(hint, f"the result is wrong: {hint}")
         for name, got_t, want_t, rule in (
             ("inputs", inputs, want[0], "the tokens, then pad_id to the batch's width"),
             ("targets", targets, want[1], "the next token at each position, then one "
@@ -247,17 +227,6 @@ def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
 
 
 # -- Exercise 6.3 ---------------------------------------------------------------------------
-
-
-def _longest_common_run(a: list[str], b: list[str]) -> int:
-    """The longest common *contiguous* run of words: a substring, not a subsequence."""
-    best, row = 0, [0] * (len(b) + 1)
-    for x in a:
-        row = [0] + [row[j - 1] + 1 if x == y else 0 for j, y in enumerate(b, start=1)]
-        best = max(best, *row)
-    return best
-
-
 def _rouge_mistakes(candidate: str, reference: str):
     c, r = metrics.words(candidate), metrics.words(reference)
     lcs = metrics.lcs_length(c, r)
@@ -278,7 +247,7 @@ def _rouge_mistakes(candidate: str, reference: str):
          "2·P·R / (P + R)", (lcs / len(c) + lcs / len(r)) / 2),
         ("it matches the longest common *substring*, an unbroken run of words. ROUGE-L uses the "
          "longest common *subsequence*: the words in the same order, gaps allowed",
-         f1(c, r, _longest_common_run(c, r))),
+         f1(c, r, SequenceMatcher(None, c, r, autojunk=False).find_longest_match().size)),
         ("it matches word overlap without order (token F1); ROUGE-L counts only words that "
          "appear in the same order in both, via the longest common subsequence",
          f1(c, r, sum((Counter(c) & Counter(r)).values()))),
@@ -297,9 +266,7 @@ def _rouge_mistakes(candidate: str, reference: str):
 
 def rouge_l(fn: Callable[[str, str], float]) -> None:
     """Exercise 6.3: fn(candidate, reference) must equal `buildllm.metrics.rouge_l`, the
-    F-measure of the longest common subsequence of the two texts' words: by hand, precision
-    and recall that differ, another order, gaps, case, punctuation, empty answers, 40 words."""
-
+    F-measure of the longest common subsequence of the two texts' words."""
     @deferred
     def case(candidate: str, reference: str) -> None:
         want = metrics.rouge_l(candidate, reference)
@@ -309,14 +276,11 @@ def rouge_l(fn: Callable[[str, str], float]) -> None:
             raise AssertionError(
                 "division by zero: a text without words has no precision or recall. Return "
                 "0.0 when only one text has no words, 1.0 when neither has any") from None
-
-        def close(x: float) -> bool:
-            return math.isclose(got, x, rel_tol=1e-9, abs_tol=1e-9)
-
+        close = partial(math.isclose, got, rel_tol=1e-9, abs_tol=1e-9)
         if close(want):
             return
-        if hint := first_hint(_rouge_mistakes(candidate, reference), close):
-            raise AssertionError(f"the score is {got:.4g}, expected {want:.4g}: {hint}")
+        hint = first_hint(_rouge_mistakes(candidate, reference), close)
+        fail_if(hint, f"the score is {got:.4g}, expected {want:.4g}: {hint}")
         c, r = metrics.words(candidate), metrics.words(reference)
         raise AssertionError(
             f"the score is {got:.6g}, expected {want:.6g}: the words are {c} and {r}, "
@@ -344,39 +308,30 @@ def rouge_l(fn: Callable[[str, str], float]) -> None:
 
 
 # -- Exercise 6.4 ---------------------------------------------------------------------------
-
-
 def _expect_lora_parts(layer, base: nn.Linear, rank: int) -> None:
     """A and B exist, are parameters of the right shapes, and only they train."""
-    if not isinstance(layer, nn.Module):
-        raise AssertionError(
-            f"LoRALinear(...) gave a {type(layer).__name__}; make it a subclass of nn.Module "
-            "(and call super().__init__() first)")
+    fail_if(not isinstance(layer, nn.Module), f"LoRALinear(...) gave a {type(layer).__name__}; "
+            "make it a subclass of nn.Module (and call super().__init__() first)")
     for name in ("A", "B"):
-        if not isinstance(getattr(layer, name, None), nn.Parameter):
-            raise AssertionError(
-                f"the layer has no parameter self.{name}: store the two matrices as "
-                "nn.Parameter attributes A and B, so the optimizer finds them")
+        fail_if(not isinstance(getattr(layer, name, None), nn.Parameter), f"the layer has no "
+                f"parameter self.{name}: store the two matrices as nn.Parameter attributes A and "
+                "B, so the optimizer finds them")
     d_in, d_out = base.in_features, base.out_features
     got, want = (tuple(layer.A.shape), tuple(layer.B.shape)), ((rank, d_in), (d_out, rank))
-    if got != want:
-        why = "A is (rank, in_features) and B is (out_features, rank)"
-        if got == ((d_in, rank), (rank, d_out)):
-            why = ("that is the book's layout, x @ A @ B. Here they are stored like nn.Linear "
-                   "weights (and peft's lora_A and lora_B): A (rank, in_features), B "
-                   "(out_features, rank), and the update is x @ A.T @ B.T")
-        elif got == ((d_out, rank), (rank, d_in)):
-            why = "A and B are swapped: A reads the input (rank, in_features), B writes the output"
-        raise AssertionError(
-            f"for nn.Linear({d_in}, {d_out}) and rank {rank}, A has shape {got[0]} and B "
-            f"{got[1]}, expected {want[0]} and {want[1]}: {why}")
+    why = {  # for a square layer the book's layout is A and B swapped: the book's wins
+        ((d_out, rank), (rank, d_in)): "A and B are swapped: A reads the input (rank, "
+        "in_features), B writes the output",
+        ((d_in, rank), (rank, d_out)): "that is the book's layout, x @ A @ B. Here they are "
+        "stored like nn.Linear weights (and peft's lora_A and lora_B): A (rank, in_features), "
+        "B (out_features, rank), and the update is x @ A.T @ B.T",
+    }.get(got, "A is (rank, in_features) and B is (out_features, rank)")
+    fail_if(got != want, f"for nn.Linear({d_in}, {d_out}) and rank {rank}, A has shape {got[0]} "
+            f"and B {got[1]}, expected {want[0]} and {want[1]}: {why}")
     trainable = {name for name, p in layer.named_parameters() if p.requires_grad}
-    if trainable - {"A", "B"}:
-        raise AssertionError(
-            f"{sorted(trainable - {'A', 'B'})} would train too: freeze the base layer "
-            "(base.requires_grad_(False)), so that only A and B learn")
-    if {"A", "B"} - trainable:
-        raise AssertionError("A and B must have requires_grad=True: they are what LoRA trains")
+    fail_first(
+        (trainable - {"A", "B"}, f"{sorted(trainable - {'A', 'B'})} would train too: freeze the "
+         "base layer (base.requires_grad_(False)), so that only A and B learn"),
+        ({"A", "B"} - trainable, "A and B must have requires_grad=True: they are what LoRA trains"))
 
 
 def _expect_lora_start(layer) -> None:
@@ -418,10 +373,7 @@ def _linear(d_in: int, d_out: int, seed: int, bias: bool = True) -> nn.Linear:
 
 def lora_linear(cls: Callable[..., nn.Module]) -> None:
     """Exercise 6.4: cls(base, rank, alpha) must build a layer that computes what
-    `buildllm.lora.LoRALinear` computes, base(x) + (alpha / rank) · x @ A.T @ B.T: A (rank, in)
-    random, B (out, rank) zero, the base frozen; the output for ranks 2 and 8, alpha 3, a base
-    without bias and a GPT's transposed qkv layer; gradients reaching A and B only."""
-
+    `buildllm.lora.LoRALinear` computes, base(x) + (alpha / rank) · x @ A.T @ B.T."""
     def build(base: nn.Linear, rank: int, alpha: float, seed: int):
         """The learner's layer and the reference, both with A and B set to the same values."""
         with seeded(seed):
@@ -429,10 +381,8 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
         _expect_lora_parts(layer, base, rank)
         ref = lora.LoRALinear(copy.deepcopy(base), rank, alpha)
         with torch.no_grad():
-            for name, k in (("A", 1), ("B", 2)):
-                value = randn(seed + k, *getattr(layer, name).shape, scale=0.5)
-                getattr(layer, name).copy_(value)
-                getattr(ref, name).copy_(value)
+            for k, (mine, theirs) in enumerate(((layer.A, ref.A), (layer.B, ref.B)), 1):
+                theirs.copy_(mine.copy_(randn(seed + k, *mine.shape, scale=0.5)))
         return layer, ref
 
     def starts_as_base() -> None:
@@ -460,25 +410,24 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
                 raise AssertionError(
                     f"this base layer has no bias (base.bias is None), and forward failed "
                     f"with {err}: call self.base(x), which handles both kinds") from None
-            mistakes = _lora_mistakes(ref.base(x), x, ref.A, ref.B, rank, alpha)
-            expect_close(got, ref(x), "the output", mistakes)
+            expect_close(got, ref(x), "the output",
+                         _lora_mistakes(ref.base(x), x, ref.A, ref.B, rank, alpha))
 
     def gradients() -> None:
         layer, ref = build(_linear(10, 7, 68), 3, 6, 69)
         x, weights = randn(72, 4, 10), randn(73, 4, 7)
         out = layer(x)
-        if not out.requires_grad:
-            raise AssertionError("the output carries no gradient: compute the update from self.A "
-                                 "and self.B themselves" + _IN_FORWARD)
+        fail_if(not out.requires_grad, "the output carries no gradient: compute the update from "
+                "self.A and self.B themselves" + _IN_FORWARD)
         (out * weights).sum().backward()
         (ref(x) * weights).sum().backward()
         for name, p in layer.named_parameters():
-            if name not in ("A", "B") and p.grad is not None:
-                raise AssertionError(f"{name} got a gradient: the base layer must stay frozen")
+            fail_if(name not in ("A", "B") and p.grad is not None,
+                    f"{name} got a gradient: the base layer must stay frozen")
         for name in ("A", "B"):
-            if (grad := getattr(layer, name).grad) is None:
-                raise AssertionError(f"{name} got no gradient: compute the update from self.{name} "
-                                     "itself" + _IN_FORWARD)
+            grad = getattr(layer, name).grad
+            fail_if(grad is None, f"{name} got no gradient: compute the update from self.{name} "
+                    "itself" + _IN_FORWARD)
             expect_close(grad, getattr(ref, name).grad, f"the gradient of {name}")
 
     qkv = _support.tiny_gpt(67, 64, 8, 16, 2, 1).trf_blocks[0].att.qkv  # stored transposed
@@ -498,7 +447,6 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
 
 
 # -- Exercise 6.5 ---------------------------------------------------------------------------
-
 _VOCAB = 97
 
 
@@ -542,24 +490,20 @@ def _logprob_mistakes(model: GPTModel, ids: torch.Tensor, mask: torch.Tensor):
 def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 6.5: fn(model, input_ids, labels_mask) must equal
     `buildllm.dpo.sequence_logprob`: per row, the sum of log p(token | tokens before it) over
-    the tokens labels_mask marks, for a small random GPT: one row by hand, three padded rows, a
-    60-token answer (a product of probabilities underflows), and the gradient."""
-
+    the tokens labels_mask marks."""
     def compare(model: GPTModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             want = dpo.sequence_logprob(model, ids, mask)
         got = expect_tensor(plain(fn(model, ids.clone(), mask.clone())), "the result")
-        if got.shape != want.shape and got.numel() == 1:
-            raise AssertionError(
-                f"the result has shape {tuple(got.shape)}, one number for the whole batch; "
-                f"return one per row, shape {tuple(want.shape)} (sum over dim=1 only)")
-        if got.shape == want.shape and not torch.isfinite(got.detach()).all():
-            raise AssertionError(
-                "the result holds -inf or NaN: a product of many probabilities underflows to 0 "
-                "and log(0) = -inf. Add log-probabilities (log_softmax) instead of multiplying "
-                "probabilities")
-        mistakes = _logprob_mistakes(model, ids, mask)
-        expect_close(got, want, "the result", mistakes, atol=1e-4, rtol=1e-5)
+        fail_first(
+            (got.shape != want.shape and got.numel() == 1, f"the result has shape "
+             f"{tuple(got.shape)}, one number for the whole batch; return one per row, shape "
+             f"{tuple(want.shape)} (sum over dim=1 only)"),
+            (got.shape == want.shape and not torch.isfinite(got.detach()).all(), "the result "
+             "holds -inf or NaN: a product of many probabilities underflows to 0 and log(0) = "
+             "-inf. Add log-probabilities (log_softmax) instead of multiplying probabilities"))
+        expect_close(got, want, "the result", _logprob_mistakes(model, ids, mask), atol=1e-4,
+                     rtol=1e-5)
         return got
 
     @deferred
@@ -570,18 +514,13 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
         model = _scoring_model(80)
         reference = copy.deepcopy(model)
         ids, mask = _pairs([4, 2], [5, 8], 81)
-        got = compare(model, ids, mask)
-        if not got.requires_grad:
-            raise AssertionError(
-                "the result carries no gradient; DPO trains the policy through these numbers: "
-                "no torch.no_grad(), .detach() or .item() inside")
-        weights = torch.tensor([1.0, -0.5])
-        (got * weights).sum().backward()
-        (dpo.sequence_logprob(reference, ids, mask) * weights).sum().backward()
-        for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
-            want = q.grad if q.grad is not None else torch.zeros_like(q)
-            grad = p.grad if p.grad is not None else torch.zeros_like(p)
-            expect_close(grad, want, f"the gradient of {name}", atol=1e-4, rtol=1e-4)
+        _support.expect_same_gradients(
+            compare(model, ids, mask), dpo.sequence_logprob(reference, ids, mask),
+            [(f"the gradient of {name}", p, q) for (name, p), q in
+             zip(model.named_parameters(), reference.parameters(), strict=True)],
+            "the result carries no gradient; DPO trains the policy through these numbers: no "
+            "torch.no_grad(), .detach() or .item() inside",
+            weights=torch.tensor([1.0, -0.5]), atol=1e-4, rtol=1e-4)
 
     verify("Exercise 6.5", [
         ("one row: 3 prompt tokens, then 2 answer tokens", case([3], [2], 82)),
@@ -593,11 +532,20 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
 
 
 # -- Exercise 6.6 ---------------------------------------------------------------------------
+def _reward_mistakes(pi: torch.Tensor, ref: torch.Tensor):
+    return [("it matches the logratio without β: the reward is β · (pi - ref)", pi - ref),
+            ("it matches the policy's log-probability alone: the reward is β · (pi - ref)", pi)]
 
 
-def _dpo_mistakes(pi_c, pi_r, ref_c, ref_r, beta: float):
+def _expect_dpo_loss(loss, want: torch.Tensor, pi_c, pi_r, ref_c, ref_r, beta: float) -> None:
+    loss = expect_tensor(loss, "the loss")
+    fail_if(loss.numel() != 1, f"the loss has shape {tuple(loss.shape)}; it is one number, the "
+            "mean over the pairs")
+    fail_if(not torch.isfinite(loss.detach()).all(), f"the loss is {loss.item()}: σ(x) of a "
+            "margin far below 0 rounds to 0, and log(0) = -inf. Use F.logsigmoid(x), which "
+            "computes log σ(x) without forming σ(x) (for x far below 0 it is about x)")
     margin = (pi_c - ref_c) - (pi_r - ref_r)
-    return [
+    _support.expect_number(loss.detach().reshape(()), want, "the loss", [
         ("it matches the sign flipped: -log σ(rejected - chosen). The loss should fall as the "
          "chosen answer gains on the rejected one: -log σ(β · (chosen logratio - rejected "
          "logratio))", -F.logsigmoid(-beta * margin).mean()),
@@ -612,39 +560,13 @@ def _dpo_mistakes(pi_c, pi_r, ref_c, ref_r, beta: float):
          -F.logsigmoid(beta * margin).sum()),
         ("it matches log σ without the minus sign; the loss is -log σ(...), a positive number",
          F.logsigmoid(beta * margin).mean()),
-    ]
-
-
-def _reward_mistakes(pi: torch.Tensor, ref: torch.Tensor):
-    return [("it matches the logratio without β: the reward is β · (pi - ref)", pi - ref),
-            ("it matches the policy's log-probability alone: the reward is β · (pi - ref)", pi)]
-
-
-def _expect_dpo_loss(loss, want: torch.Tensor, logps, beta: float) -> None:
-    loss = expect_tensor(loss, "the loss")
-    if loss.numel() != 1:
-        raise AssertionError(
-            f"the loss has shape {tuple(loss.shape)}; it is one number, the mean over the pairs")
-    if not torch.isfinite(loss.detach()).all():
-        raise AssertionError(
-            f"the loss is {loss.item()}: σ(x) of a margin far below 0 rounds to 0, and log(0) = "
-            "-inf. Use F.logsigmoid(x), which computes log σ(x) without forming σ(x) (for x far "
-            "below 0 it is about x)")
-    value = loss.detach().reshape(())
-    if not torch.isclose(value, want, atol=1e-6, rtol=1e-5):
-        hint = _support.matching(value, _dpo_mistakes(*logps, beta))
-        raise AssertionError(
-            f"the loss is wrong: {hint}" if hint else
-            f"the loss is {value.item():.6g}, expected {want.item():.6g}: -log σ(β · ((pi_chosen "
-            "- ref_chosen) - (pi_rejected - ref_rejected))), averaged over the pairs")
+    ], "-log σ(β · ((pi_chosen - ref_chosen) - (pi_rejected - ref_rejected))), averaged over "
+       "the pairs", atol=1e-6, rtol=1e-5)
 
 
 def dpo_loss(fn: Callable[..., tuple]) -> None:
     """Exercise 6.6: fn(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta) must return
-    (loss, chosen_reward, rejected_reward) as `buildllm.dpo.dpo_loss` does: policy = reference
-    (ln 2), one pair by hand, batches, margins of ±150 (log(sigmoid(x)) gives -inf), beta 2,
-    and the gradient for the policy's log-probabilities."""
-
+    (loss, chosen_reward, rejected_reward) as `buildllm.dpo.dpo_loss` does."""
     @deferred
     def case(pi_c, pi_r, ref_c, ref_r, beta: float, grad: bool = False, by_hand=None) -> None:
         given = [t.clone().requires_grad_(grad) for t in (pi_c, pi_r)]
@@ -657,20 +579,18 @@ def dpo_loss(fn: Callable[..., tuple]) -> None:
                    (not (isinstance(got, (tuple, list)) and len(got) == 3),
                     "return a tuple (loss, chosen_reward, rejected_reward)"))
         loss, chosen, rejected = (plain(t) for t in got)
-        _expect_dpo_loss(loss, want, (pi_c, pi_r, ref_c, ref_r), beta)
+        _expect_dpo_loss(loss, want, pi_c, pi_r, ref_c, ref_r, beta)
         expect_close(chosen, want_c, "chosen_reward", _reward_mistakes(pi_c, ref_c))
         expect_close(rejected, want_r, "rejected_reward", _reward_mistakes(pi_r, ref_r))
         if not grad:
             return
-        if not loss.requires_grad:
-            raise AssertionError(
-                "the loss carries no gradient: keep every step in torch (no .item() or "
-                "torch.no_grad()) so that loss.backward() reaches the policy")
-        loss.sum().backward()
         ref_given = [t.clone().requires_grad_() for t in (pi_c, pi_r)]
-        dpo.dpo_loss(*ref_given, ref_c, ref_r, beta)[0].backward()
-        for name, g, r in zip(("pi_chosen", "pi_rejected"), given, ref_given, strict=True):
-            expect_close(g.grad, r.grad, f"the gradient of the loss for {name}")
+        _support.expect_same_gradients(
+            loss, dpo.dpo_loss(*ref_given, ref_c, ref_r, beta)[0],
+            [(f"the gradient of the loss for {name}", g, r) for name, g, r in
+             zip(("pi_chosen", "pi_rejected"), given, ref_given, strict=True)],
+            "the loss carries no gradient: keep every step in torch (no .item() or "
+            "torch.no_grad()) so that loss.backward() reaches the policy")
 
     same = randn(90, 3, scale=10.0) - 40
     batch = [randn(91 + i, 4, scale=5.0) - 30 for i in range(4)]
