@@ -28,7 +28,16 @@ from ..data import gpt2_encoding
 from ..model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
 from ..serve import create_app
 from . import _support, verify
-from ._support import deferred, expect_raises, fail_first, first_hint, randn, tensors
+from ._support import (
+    cases,
+    deferred,
+    expect_raises,
+    fail_first,
+    fail_if,
+    first_hint,
+    randn,
+    tensors,
+)
 
 __all__ = ["cosine_top_k", "fit_history", "left_pad", "quantize_rows", "read_stream",
            "training_cost"]
@@ -38,11 +47,9 @@ __all__ = ["cosine_top_k", "fit_history", "left_pad", "quantize_rows", "read_str
 
 
 def _scale_mistakes(w: torch.Tensor):
-    """(hint, scale) for the usual mistakes; each is a (rows,) tensor."""
+    """(hint, scale) for the usual mistakes; one scale per column has the rows' shape only on
+    a square matrix."""
     absmax = w.abs().amax(dim=1)
-    per_column = [] if w.shape[0] != w.shape[1] else [(
-        "it matches one scale per column, w.abs().amax(dim=0): the scales belong to the rows, "
-        "the output features, so reduce over dim=1", w.abs().amax(dim=0) / 127)]
     return [
         ("it matches one scale for the whole matrix, max|w| / 127: give each row its own, "
          "w.abs().amax(dim=1) / 127, or one large row makes every small row round to zero",
@@ -57,7 +64,9 @@ def _scale_mistakes(w: torch.Tensor):
          "of 0, so divide by 127", absmax / 255),
         ("it matches 127 / max|row|, the scale upside down: scale = max|row| / 127",
          127 / absmax),
-    ] + per_column
+        ("it matches one scale per column, w.abs().amax(dim=0): the scales belong to the rows, "
+         "the output features, so reduce over dim=1", w.abs().amax(dim=0) / 127),
+    ]
 
 
 def _quantize_mistakes(w: torch.Tensor, scale: torch.Tensor):
@@ -76,7 +85,9 @@ def _quantize_mistakes(w: torch.Tensor, scale: torch.Tensor):
         torch.round(w / safe[None, :]).clamp(-127, 127))])
 
 
-def _expect_scale_shape(scale: torch.Tensor, weight: torch.Tensor) -> None:
+def _expect_scale(scale: torch.Tensor, q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Fail on a scale of the wrong shape or size, or a row of zeros whose scale is not positive
+    (0 / 0 is NaN) or whose q is not 0; return the right scale, max|row| / 127."""
     rows, shape = weight.shape[0], tuple(scale.shape)
     per_column = " (one per column: reduce over dim=1, the row)" * (shape == (weight.shape[1],))
     fail_first(
@@ -87,90 +98,75 @@ def _expect_scale_shape(scale: torch.Tensor, weight: torch.Tensor) -> None:
          "number per row (scale[:, None] gives the column when you divide)"),
         (shape != (rows,), f"scale has shape {shape}, expected ({rows},){per_column}"),
         (not scale.is_floating_point(), f"scale is {scale.dtype}; it is a float, max|row| / 127"))
-
-
-def _expect_zero_rows(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> None:
-    """A row of zeros needs a positive scale (no 0 / 0) and q = 0."""
-    if zero.any():
-        r = int(zero.nonzero()[0])
-        if not (torch.isfinite(scale[r]) and scale[r] > 0):
-            raise AssertionError(
+    absmax = weight.abs().amax(dim=1)
+    live, want = absmax != 0, absmax / 127
+    if not live.all():
+        r = int((~live).nonzero()[0])
+        fail_if(not (torch.isfinite(scale[r]) and scale[r] > 0),
                 f"row {r} is all zeros and its scale is {scale[r].item()}: with scale 0, "
                 "w / scale is 0 / 0 = NaN. Give such a row any positive scale (1, say, or clamp "
                 "the scale to a tiny minimum), and its q is 0")
-        if q[r].any():
-            raise AssertionError(f"row {r} is all zeros, but q[{r}] is {q[r].tolist()}: it "
-                                 "should be 0")
+        fail_if(q[r].any(), f"row {r} is all zeros, but q[{r}] is {q[r].tolist()}: it should be 0")
+    if not torch.allclose(scale[live].float(), want[live], rtol=1e-5, atol=0):
+        hint = first_hint(_scale_mistakes(weight), lambda wrong: wrong.shape == scale.shape
+                          and torch.allclose(scale[live].float(), wrong[live].float(), rtol=1e-5))
+        fail_if(hint, f"scale is wrong: {hint}")
+        r = int((~torch.isclose(scale.float(), want, rtol=1e-5) & live).nonzero()[0])
+        raise AssertionError(
+            f"scale[{r}] is {scale[r].item():.6g}, expected max|row {r}| / 127 = "
+            f"{absmax[r].item():.6g} / 127 = {want[r].item():.6g}")
+    return want
+
+
+def _quantizes(fn, weight: torch.Tensor) -> None:
+    given = weight.clone()
+    got = fn(given)
+    fail_if(not torch.equal(given, weight), "your function changed the weight it was given (an "
+            "in-place operation such as div_ or w /= ...): quantizing must leave the float model "
+            "as it was")
+    q, scale = tensors(got, ("q", "scale"))
+    fail_first((q.shape != weight.shape, f"q has shape {tuple(q.shape)}, expected "
+                f"{tuple(weight.shape)}: one int8 number per weight"),
+               (q.dtype != torch.int8, f"q is {q.dtype}; store it as torch.int8, one byte per "
+                "weight (round first, then .to(torch.int8))"))
+    want = _expect_scale(scale, q, weight)
+    steps = weight / torch.where(want > 0, want, torch.ones_like(want))[:, None]
+    expected = inference.quantize_rows(weight)[0].float()
+    # Where w / scale is a half step (rare: 63.5), either neighbour is as good.
+    tie = (steps.abs().frac() - 0.5).abs() < 1e-4
+    diff = (q.float() - expected).abs()
+    bad = ((diff > 0) & ~(tie & (diff == 1))).nonzero()
+    if len(bad):
+        hint = first_hint(_quantize_mistakes(weight, want),
+                          lambda wrong: torch.equal(q.float(), wrong.to(torch.int8).float()))
+        fail_if(hint, f"q is wrong: {hint}")
+        i, j = (int(k) for k in bad[0])
+        raise AssertionError(
+            f"q[{i}, {j}] is {q[i, j].item()}, expected {int(expected[i, j])}: the weight "
+            f"{weight[i, j].item():.6g} is {steps[i, j].item():.4f} steps of "
+            f"{want[i].item():.6g}, and rounds to {int(expected[i, j])}")
 
 
 def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Exercise 7.1: fn(weight) must return (q, scale) as
-    `buildllm.inference.quantize_rows` does: scale = max|row| / 127 per row, q =
-    round(weight / scale) as int8. Cases: a row by hand, rows a million times apart, a
-    negative extreme, an all-zero row (a positive scale, q = 0), a square matrix (where a wrong
-    broadcast still runs), an nn.Linear's weight. The weight stays as given."""
-
-    @deferred
-    def case(weight: torch.Tensor) -> None:
-        given = weight.clone()
-        got = fn(given)
-        if not torch.equal(given, weight):
-            raise AssertionError(
-                "your function changed the weight it was given (an in-place operation such "
-                "as div_ or w /= ...): quantizing must leave the float model as it was")
-        q, scale = tensors(got, ("q", "scale"))
-        fail_first((q.shape != weight.shape, f"q has shape {tuple(q.shape)}, expected "
-                    f"{tuple(weight.shape)}: one int8 number per weight"),
-                   (q.dtype != torch.int8, f"q is {q.dtype}; store it as torch.int8, one byte per "
-                    "weight (round first, then .to(torch.int8))"))
-        _expect_scale_shape(scale, weight)
-        absmax = weight.abs().amax(dim=1)
-        live, want = absmax != 0, absmax / 127
-        _expect_zero_rows(q, scale, ~live)
-        if not torch.allclose(scale[live].float(), want[live], rtol=1e-5, atol=0):
-            def same(wrong) -> bool:
-                return torch.allclose(scale[live].float(), wrong[live].float(), rtol=1e-5)
-
-            if hint := first_hint(_scale_mistakes(weight), same):
-                raise AssertionError(f"scale is wrong: {hint}")
-            r = int((~torch.isclose(scale.float(), want, rtol=1e-5) & live).nonzero()[0])
-            raise AssertionError(
-                f"scale[{r}] is {scale[r].item():.6g}, expected max|row {r}| / 127 = "
-                f"{absmax[r].item():.6g} / 127 = {want[r].item():.6g}")
-        steps = weight / torch.where(live, want, torch.ones_like(want))[:, None]
-        expected = inference.quantize_rows(weight)[0].float()
-        # Where w / scale is a half step (rare: 63.5), either neighbour is as good.
-        tie = (steps.abs().frac() - 0.5).abs() < 1e-4
-        diff = (q.float() - expected).abs()
-        bad = (diff > 0) & ~(tie & (diff == 1))
-        if bad.any():
-            def same_q(wrong) -> bool:
-                return torch.equal(q.float(), wrong.to(torch.int8).float())
-
-            if hint := first_hint(_quantize_mistakes(weight, want), same_q):
-                raise AssertionError(f"q is wrong: {hint}")
-            i, j = (int(k) for k in bad.nonzero()[0])
-            raise AssertionError(
-                f"q[{i}, {j}] is {q[i, j].item()}, expected {int(expected[i, j])}: the weight "
-                f"{weight[i, j].item():.6g} is {steps[i, j].item():.4f} steps of "
-                f"{want[i].item():.6g}, and rounds to {int(expected[i, j])}")
-
+    """Exercise 7.1: fn(weight) must return (q, scale) as `buildllm.inference.quantize_rows`
+    does: scale = max|row| / 127 per row (any positive scale for a row of zeros), q =
+    round(weight / scale) as int8. A square matrix is among the cases because there a wrong
+    broadcast still runs. The weight stays as given."""
     with _support.seeded(71):
         linear_weight = torch.nn.Linear(48, 32).weight.detach().clone()
     t = torch.tensor
-    verify("Exercise 7.1", [
-        ("one row by hand, [0.2, -1.0, 0.7, 0.0]: scale 1/127, q [25, -127, 89, 0]",
-         case(t([[0.2, -1.0, 0.7, 0.0]]))),
-        ("three rows of sizes 0.001, 1 and 1000",
-         case(randn(72, 3, 5) * t([[1e-3], [1.0], [1e3]]))),
-        ("rows whose largest magnitude is negative: [-2.0, 0.5, 1.0, -0.25] and "
-         "[0.1, -0.3, 0.2, -0.05]", case(t([[-2.0, 0.5, 1.0, -0.25], [0.1, -0.3, 0.2, -0.05]]))),
-        ("an all-zero row between two others: a positive scale and q = 0, no NaN",
-         case(t([[0.5, -0.25, 1.5], [0.0, 0.0, 0.0], [-3.0, 2.0, 1.0]]))),
-        ("a square (6, 6) matrix whose rows differ in size",
-         case(randn(73, 6, 6) * t([[0.1], [1.0], [3.0], [0.01], [10.0], [0.5]]))),
-        ("the weight of an nn.Linear(48, 32): 32 rows, 32 scales", case(linear_weight)),
-    ])
+    verify("Exercise 7.1", cases(_quantizes, fn, {
+        "one row by hand, [0.2, -1.0, 0.7, 0.0]: scale 1/127, q [25, -127, 89, 0]":
+            t([[0.2, -1.0, 0.7, 0.0]]),
+        "three rows of sizes 0.001, 1 and 1000": randn(72, 3, 5) * t([[1e-3], [1.0], [1e3]]),
+        "rows whose largest magnitude is negative: [-2.0, 0.5, 1.0, -0.25] and "
+        "[0.1, -0.3, 0.2, -0.05]": t([[-2.0, 0.5, 1.0, -0.25], [0.1, -0.3, 0.2, -0.05]]),
+        "an all-zero row between two others: a positive scale and q = 0, no NaN":
+            t([[0.5, -0.25, 1.5], [0.0, 0.0, 0.0], [-3.0, 2.0, 1.0]]),
+        "a square (6, 6) matrix whose rows differ in size":
+            randn(73, 6, 6) * t([[0.1], [1.0], [3.0], [0.01], [10.0], [0.5]]),
+        "the weight of an nn.Linear(48, 32): 32 rows, 32 scales": linear_weight,
+    }))
 
 
 # -- Exercise 7.2 ---------------------------------------------------------------------------
