@@ -172,110 +172,95 @@ def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]
 # -- Exercise 7.2 ---------------------------------------------------------------------------
 
 
-def _padded(prompts: list[list[int]], pad_id: int):
-    """(ids, mask, positions) as buildllm.inference.left_pad pads and GPTModel numbers them,
-    and (ids, mask) of the same prompts padded on the right."""
-    ids, mask = inference.left_pad(prompts, pad_id)
-    right_ids, right_mask = inference.left_pad([p[::-1] for p in prompts], pad_id)
-    return ids, mask, (mask.cumsum(1) - 1).clamp(min=0), right_ids.flip(1), right_mask.flip(1)
+def _pads(fn, prompts: list[list[int]], pad_id: int = 0) -> None:
+    given = [list(p) for p in prompts]
+    got = fn(given, pad_id=pad_id)
+    fail_if(given != prompts, "your function changed the prompts it was given (insert or +=): "
+            "build new rows, and leave the caller's token lists as they were")
+    ids, mask, positions = tensors(got, ("ids", "mask", "positions"))
+    want_ids, want_mask = inference.left_pad(prompts, pad_id)
+    right_ids, right_mask = (x.flip(1) for x in inference.left_pad([p[::-1] for p in prompts],
+                                                                  pad_id))
+    named = {"ids": ids, "mask": mask, "positions": positions}
+    fail_first(*((t.shape != want_ids.shape, f"{name} has shape {tuple(t.shape)}, expected "
+                  f"{tuple(want_ids.shape)}: one row per prompt, as wide as the longest")
+                 for name, t in named.items()),
+               *((named[name].dtype != torch.long, f"{name} is {named[name].dtype}; make it "
+                  "torch.long (token ids and positions index embedding tables)")
+                 for name in ("ids", "positions")),
+               (mask.dtype != torch.bool, f"mask is {mask.dtype}; make it torch.bool, True at "
+                "real tokens"),
+               (torch.equal(ids, right_ids) and not torch.equal(ids, want_ids),
+                f"ids are padded on the right, {ids.tolist()}: pad on the left, so that every "
+                "row's last token, and every token generated after it, lands in the same column"),
+               (not torch.equal(ids, want_ids),
+                f"ids are {ids.tolist()}, expected {want_ids.tolist()}"))
+    if not torch.equal(mask, want_mask):
+        fail_first(
+            (torch.equal(mask, want_ids != pad_id), f"mask is {mask.tolist()}, expected "
+             f"{want_mask.tolist()}: it matches ids != pad_id, which calls a real token that "
+             f"happens to be {pad_id} padding. Mark the real tokens from each prompt's length "
+             "instead"),
+            (torch.equal(mask, right_mask), "mask marks the first columns, as for padding on the "
+             "right: the real tokens are the last len(prompt) columns of each row"),
+            (torch.equal(mask, ~want_mask), "mask is True at the padding and False at the real "
+             "tokens: turn it round (True where attention may look)"),
+            (True, f"mask is {mask.tolist()}, expected {want_mask.tolist()}"))
+    _expect_positions(positions, want_mask)
 
 
-def _expect_mask(mask, want_mask, want_ids, right_mask, pad_id: int) -> None:
-    fail_first(
-        (torch.equal(mask, want_ids != pad_id), f"mask is {mask.tolist()}, expected "
-         f"{want_mask.tolist()}: it matches ids != pad_id, which calls a real token that happens "
-         f"to be {pad_id} padding. Mark the real tokens from each prompt's length instead"),
-        (torch.equal(mask, right_mask), "mask marks the first columns, as for padding on the "
-         "right: the real tokens are the last len(prompt) columns of each row"),
-        (torch.equal(mask, ~want_mask), "mask is True at the padding and False at the real "
-         "tokens: turn it round (True where attention may look)"),
-        (True, f"mask is {mask.tolist()}, expected {want_mask.tolist()}"))
-
-
-def _expect_positions(positions, want_pos, want_mask) -> None:
+def _expect_positions(positions: torch.Tensor, mask: torch.Tensor) -> None:
+    """Positions as GPTModel numbers a padded batch: each row's real tokens from 0."""
     if (positions < 0).any():
         r, c = (int(k) for k in (positions < 0).nonzero()[0])
         raise AssertionError(
             f"positions[{r}, {c}] is {positions[r, c].item()} at padding: an embedding table has "
             "no row -1, so the model would fail (or, in some libraries, read the last row). "
             "Clamp the padding's positions to 0, as GPTModel does")
-    if not torch.equal(positions[want_mask], want_pos[want_mask]):
-        width = want_mask.shape[1]
-        if torch.equal(positions, torch.arange(width).expand_as(positions)):
-            raise AssertionError(
+    want = (mask.cumsum(1) - 1).clamp(min=0)
+    if not torch.equal(positions[mask], want[mask]):
+        width = mask.shape[1]
+        fail_if(torch.equal(positions, torch.arange(width).expand_as(positions)),
                 f"positions are 0 to {width - 1} in every row, counting the padding: a row's "
                 "first real token must be at position 0, as it was in training, however much "
                 "padding comes before it")
-        r = int((positions != want_pos)[want_mask.any(1)].any(1).nonzero()[0])
+        r = int((positions != want)[mask.any(1)].any(1).nonzero()[0])
         raise AssertionError(
-            f"positions[{r}] is {positions[r].tolist()}, expected {want_pos[r].tolist()} (the "
+            f"positions[{r}] is {positions[r].tolist()}, expected {want[r].tolist()} (the "
             "padding's positions may be anything from 0 up)")
 
 
 def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
     """Exercise 7.2: fn(prompts, pad_id=0) must return (ids, mask, positions) as
     `buildllm.inference.left_pad` pads the prompts (on the left) and `GPTModel` numbers them:
-    positions count each row's real tokens from 0 (at padding any position from 0 up). Cases:
-    by hand, equal lengths, one prompt, pad id 50256, a real token equal to the pad id, eight
-    random lengths, and an empty prompt (ValueError). The lists stay as given."""
-
-    @deferred
-    def case(prompts: list[list[int]], pad_id: int = 0) -> None:
-        given = [list(p) for p in prompts]
-        got = fn(given, pad_id=pad_id)
-        if given != prompts:
-            raise AssertionError(
-                "your function changed the prompts it was given (insert or +=): build new "
-                "rows, and leave the caller's token lists as they were")
-        ids, mask, positions = tensors(got, ("ids", "mask", "positions"))
-        want_ids, want_mask, want_pos, right_ids, right_mask = _padded(prompts, pad_id)
-        named = {"ids": ids, "mask": mask, "positions": positions}
-        fail_first(*((t.shape != want_ids.shape, f"{name} has shape {tuple(t.shape)}, expected "
-                      f"{tuple(want_ids.shape)}: one row per prompt, as wide as the longest")
-                     for name, t in named.items()),
-                   *((named[name].dtype != torch.long, f"{name} is {named[name].dtype}; make it "
-                      "torch.long (token ids and positions index embedding tables)")
-                     for name in ("ids", "positions")),
-                   (mask.dtype != torch.bool, f"mask is {mask.dtype}; make it torch.bool, True "
-                    "at real tokens"),
-                   (torch.equal(ids, right_ids) and not torch.equal(ids, want_ids),
-                    f"ids are padded on the right, {ids.tolist()}: pad on the left, so that every "
-                    "row's last token, and every token generated after it, lands in the same "
-                    "column"),
-                   (not torch.equal(ids, want_ids),
-                    f"ids are {ids.tolist()}, expected {want_ids.tolist()}"))
-        if not torch.equal(mask, want_mask):
-            _expect_mask(mask, want_mask, want_ids, right_mask, pad_id)
-        _expect_positions(positions, want_pos, want_mask)
-
-    def empty_prompt() -> None:
-        expect_raises(lambda: fn([[5, 6], []], pad_id=0), ValueError,
-                      "an empty prompt should raise ValueError (with a message saying which "
-                      "prompt): the model needs at least one token to predict the next from")
-
+    positions count each row's real tokens from 0 (at padding any position from 0 up). An
+    empty prompt raises ValueError; the lists stay as given."""
     gen = torch.Generator().manual_seed(74)
     lengths = torch.randint(1, 21, (8,), generator=gen).tolist()
     many = [torch.randint(1, 50000, (n,), generator=gen).tolist() for n in lengths]
-    verify("Exercise 7.2", [
-        ("[[5, 6, 7], [8]] with pad_id 0: ids [[5, 6, 7], [0, 0, 8]], positions "
-         "[[0, 1, 2], [?, ?, 0]]", case([[5, 6, 7], [8]])),
-        ("two prompts of 4 tokens: no padding", case([[1, 2, 3, 4], [9, 8, 7, 6]])),
-        ("one prompt", case([[464, 3290, 318]])),
-        ("pad_id 50256, prompts of 1, 6, 3 and 6 tokens",
-         case([[40], [1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11, 12, 13, 14, 15]], 50256)),
-        ("pad_id 0 and a prompt that holds token 0 itself, [0, 11, 0]", case([[0, 11, 0], [12]])),
-        (f"eight prompts of {', '.join(map(str, lengths))} tokens", case(many, 50256)),
-        ("an empty prompt: ValueError", empty_prompt),
-    ])
+    verify("Exercise 7.2", [*cases(_pads, fn, {
+        "[[5, 6, 7], [8]] with pad_id 0: ids [[5, 6, 7], [0, 0, 8]], positions "
+        "[[0, 1, 2], [?, ?, 0]]": [[5, 6, 7], [8]],
+        "two prompts of 4 tokens: no padding": [[1, 2, 3, 4], [9, 8, 7, 6]],
+        "one prompt": [[464, 3290, 318]],
+        "pad_id 50256, prompts of 1, 6, 3 and 6 tokens":
+            ([[40], [1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11, 12, 13, 14, 15]], 50256),
+        "pad_id 0 and a prompt that holds token 0 itself, [0, 11, 0]": [[0, 11, 0], [12]],
+        f"eight prompts of {', '.join(map(str, lengths))} tokens": (many, 50256),
+    }), ("an empty prompt: ValueError", lambda: expect_raises(
+        lambda: fn([[5, 6], []], pad_id=0), ValueError, "an empty prompt should raise ValueError "
+        "(with a message saying which prompt): the model needs at least one token to predict "
+        "the next from"))])
 
 
 # -- Exercise 7.3 ---------------------------------------------------------------------------
 
 
 def _reference_fit(messages: list[dict], count: Callable[[list[dict]], int], budget: int):
-    """ChatSession's rule for any count: system messages stay; keep the newest turns, from a
-    user message (or from the start), the longest run that fits. None if even the last message
-    does not. (ChatSession counts its own tokens; the GPT-2 case below checks the two agree.)"""
+    """ChatSession's rule, for a count of any kind (ChatSession counts its own tokens in its
+    own layout, so it cannot judge the by-hand counts; the GPT-2 case checks that the two
+    agree): system messages stay; keep the newest turns, from a user message (or from the
+    start), the longest run that fits. None if even the last message does not."""
     n_system = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
     system, turns = messages[:n_system], messages[n_system:]
     starts = [0] + [i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"]
@@ -284,14 +269,8 @@ def _reference_fit(messages: list[dict], count: Callable[[list[dict]], int], bud
 
 def _roles(messages: list[dict]) -> str:
     """[system 'sys', user 'q1', ...]: each message's role and first word."""
-
-    def one(m) -> str:
-        if not isinstance(m, dict):
-            return repr(m)
-        first = str(m.get("content", "")).split()[:1]
-        return f"{m.get('role', '?')} {first[0]!r}" if first else str(m.get("role", "?"))
-
-    return "[" + ", ".join(one(m) for m in messages) + "]"
+    firsts = [(m.get("role", "?"), str(m.get("content", "")).split()[:1]) for m in messages]
+    return "[" + ", ".join(f"{r} {w[0]!r}" if w else str(r) for r, w in firsts) + "]"
 
 
 def _chat(spec: str) -> list[dict]:
@@ -332,16 +311,36 @@ def _fit_diagnosis(got: list[dict], want: list[dict], messages, count, budget: i
             "keep the newest")
 
 
-def _fit_with_chat_session(case) -> None:
-    """Exercise 7.3's last case: a real conversation in GPT-2's tokens, whose kept messages
-    must give the prompt that ChatSession.prompt_ids sends."""
-    def session(context: int) -> ChatSession:
-        with torch.device("meta"):  # shapes only: prompts are counted, nothing runs
-            return ChatSession(_support.tiny_gpt(None, 50257, context, 8, 1, 1),
-                               gpt2_encoding())
+def _fits(fn, messages: list[dict], budget: int, count=_words_count) -> None:
+    def run() -> list[dict]:
+        given = copy.deepcopy(messages)
+        got = fn(given, lambda kept: count(list(kept)), budget)
+        fail_if(given != messages, "your function changed the list it was given (pop, del or "
+                "remove): that list is the conversation the user sees. Build a new list of the "
+                "messages to keep")
+        return got
 
-    n_new, short, counter = 48, session(128), session(4096)
-    roles = ["system"] + ["user", "assistant"] * 3 + ["user"]
+    want = _reference_fit(messages, count, budget)
+    if want is None:
+        need = count([m for m in messages if m["role"] == "system"] + messages[-1:])
+        return expect_raises(run, ValueError, f"even the system messages and the last user "
+                             f"message make {need} tokens, over the budget of {budget}: raise "
+                             "ValueError with a message that says so (a cut-off prompt would "
+                             "fail later, less clearly)")
+    got = run()
+    fail_if(not isinstance(got, list) or not all(isinstance(m, dict) for m in got),
+            f"the result is {type(got).__name__}; return a list of the message dicts to send")
+    if got != want:
+        raise AssertionError(_fit_diagnosis(got, want, messages, count, budget))
+
+
+def _chat_session_case() -> tuple[list[dict], int, Callable[[list[dict]], int]]:
+    """Exercise 7.3's last case, (messages, budget, count): a real conversation counted in
+    GPT-2's tokens, whose kept messages must give the prompt that ChatSession.prompt_ids sends."""
+    with torch.device("meta"):  # shapes only: prompts are counted, nothing runs
+        short, counter = (ChatSession(_support.tiny_gpt(None, 50257, n, 8, 1, 1), gpt2_encoding())
+                          for n in (128, 4096))
+    n_new, roles = 48, ["system"] + ["user", "assistant"] * 3 + ["user"]
     messages = [{"role": role, "content": text} for role, text in zip(roles, [
         "You answer in one short sentence.", "Who wrote Hamlet?",
         "William Shakespeare wrote it, around 1600.", "And who wrote The Odyssey?",
@@ -352,12 +351,11 @@ def _fit_with_chat_session(case) -> None:
     def count(kept: list[dict]) -> int:  # the whole conversation, none of it dropped
         return len(counter.prompt_ids(kept, 1))
 
-    budget = short.context_length - n_new
-    want = _reference_fit(messages, count, budget)
+    want = _reference_fit(messages, count, short.context_length - n_new)
     if want is None or counter.prompt_ids(want, 1) != short.prompt_ids(messages, n_new):
         raise RuntimeError("this check no longer agrees with ChatSession.prompt_ids: a bug "
                            "in the course, please report it")
-    case(messages, budget, count)()
+    return messages, short.context_length - n_new, count
 
 
 def fit_history(fn: Callable[..., list[dict]]) -> None:
@@ -366,62 +364,27 @@ def fit_history(fn: Callable[..., list[dict]]) -> None:
     from a user message (or the first message) with count_tokens(kept) <= budget; ValueError
     if even the last user message does not fit. Counts by hand (4 per message, 1 per word, 3
     for the reply), then GPT-2's, where the result must be ChatSession.prompt_ids's prompt."""
-
-    def run(messages: list[dict], count, budget: int):
-        given = copy.deepcopy(messages)
-        got = fn(given, lambda kept: count(list(kept)), budget)
-        if given != messages:
-            raise AssertionError(
-                "your function changed the list it was given (pop, del or remove): that list is "
-                "the conversation the user sees. Build a new list of the messages to keep")
-        return got
-
-    @deferred
-    def case(messages: list[dict], budget: int, count=_words_count) -> None:
-        want = _reference_fit(messages, count, budget)
-        if want is None:
-            n_system = sum(m["role"] == "system" for m in messages)
-            need = count(messages[:n_system] + messages[-1:])
-            expect_raises(
-                lambda: run(messages, count, budget), ValueError,
-                f"even the system messages and the last user message make {need} tokens, "
-                f"over the budget of {budget}: raise ValueError with a message that says "
-                "so (a cut-off prompt would fail later, less clearly)")
-            return
-        got = run(messages, count, budget)
-        if not isinstance(got, list) or not all(isinstance(m, dict) for m in got):
-            raise AssertionError(f"the result is {type(got).__name__}; return a list of the "
-                                 "message dicts to send")
-        if got != want:
-            raise AssertionError(_fit_diagnosis(got, want, messages, count, budget))
-
     four = _chat("s sys 10, u q1 6, a a1 12, u q2 4")
     five = "u q1 6, a a1 10, u q2 5, a a2 8, u q3 4"
-    verify("Exercise 7.3", [
-        ("everything fits: system, user, assistant, user make 51 tokens, budget 100",
-         case(four, 100)),
-        ("exactly the budget: the same four messages, budget 51, all stay", case(four, 51)),
-        ("user, assistant, user, assistant, user (56 tokens), budget 40: the first turn goes, "
-         "32 tokens stay", case(_chat(five), 40)),
-        ("the same, budget 30: an assistant message cannot start the history, so only the last "
-         "question stays (11 tokens), though [assistant, user] would make 23",
-         case(_chat(five), 30)),
-        ("a system message and seven more (83 tokens), budget 60: the system message stays, the "
-         "first turn goes (59 tokens)",
-         case(_chat(f"s sys 10, {five}, a a3 3, u q4 2"), 60)),
-        ("two system messages, then a question asked twice in a row (59 tokens), budget 46: only "
-         "the first asking goes",
-         case(_chat("s sys1 3, s sys2 4, u q1 9, u q1-again 7, a a1 6, u q2 3"), 46)),
-        ("a conversation that opens with the assistant's greeting (44 tokens), budget 35: the "
-         "greeting goes, 35 tokens stay",
-         case(_chat("a hello 5, u q1 6, a a1 9, u q2 5"), 35)),
-        ("even the last question with the system message (24 tokens) is over a budget of 20: "
-         "ValueError",
-         case(_chat("s sys 6, u q1 3, a a1 3, u q2 7"), 20)),
-        ("GPT-2's tokens in ChatSession's layout (115 for the whole conversation), context 128 "
+    verify("Exercise 7.3", [*cases(_fits, fn, {
+        "everything fits: system, user, assistant, user make 51 tokens, budget 100": (four, 100),
+        "exactly the budget: the same four messages, budget 51, all stay": (four, 51),
+        "user, assistant, user, assistant, user (56 tokens), budget 40: the first turn goes, "
+        "32 tokens stay": (_chat(five), 40),
+        "the same, budget 30: an assistant message cannot start the history, so only the last "
+        "question stays (11 tokens), though [assistant, user] would make 23": (_chat(five), 30),
+        "a system message and seven more (83 tokens), budget 60: the system message stays, the "
+        "first turn goes (59 tokens)": (_chat(f"s sys 10, {five}, a a3 3, u q4 2"), 60),
+        "two system messages, then a question asked twice in a row (59 tokens), budget 46: only "
+        "the first asking goes":
+            (_chat("s sys1 3, s sys2 4, u q1 9, u q1-again 7, a a1 6, u q2 3"), 46),
+        "a conversation that opens with the assistant's greeting (44 tokens), budget 35: the "
+        "greeting goes, 35 tokens stay": (_chat("a hello 5, u q1 6, a a1 9, u q2 5"), 35),
+        "even the last question with the system message (24 tokens) is over a budget of 20: "
+        "ValueError": (_chat("s sys 6, u q1 3, a a1 3, u q2 7"), 20),
+    }), ("GPT-2's tokens in ChatSession's layout (115 for the whole conversation), context 128 "
          "with 48 for the reply: the prompt ChatSession.prompt_ids sends",
-         lambda: _fit_with_chat_session(case)),
-    ])
+         lambda: _fits(fn, *_chat_session_case()))])
 
 
 # -- Exercise 7.4 ---------------------------------------------------------------------------
