@@ -430,15 +430,15 @@ def _reference_read(lines) -> tuple[list[str], str | None]:
 
 _ONE_PASS = ("a live stream can be read only once: go through the lines in one loop (no len(), "
              "no indexing, no second pass)")
-_CRASH_HINTS = (
-    (json.JSONDecodeError, "json.loads failed on a line that is not JSON: skip blank lines and "
-     "comments (lines starting with ':'), take what follows 'data:' (the space after the colon "
-     "is optional), and stop at [DONE]"),
-    (KeyError, "a chunk lacks a key you read with [...]: the last chunk's delta is {}, without "
-     "'content'; use .get('content')"),
-    (IndexError, 'a list was empty: the usage chunk has "choices": [], so loop over the choices '
-     "instead of reading choices[0]"),
-    (TypeError, "a value was None: a delta's content can be null; count it as ''"),
+_CRASH_HINTS = (  # (hint, the exception it explains)
+    ("json.loads failed on a line that is not JSON: skip blank lines and comments (lines "
+     "starting with ':'), take what follows 'data:' (the space after the colon is optional), "
+     "and stop at [DONE]", json.JSONDecodeError),
+    ("a chunk lacks a key you read with [...]: the last chunk's delta is {}, without "
+     "'content'; use .get('content')", KeyError),
+    ('a list was empty: the usage chunk has "choices": [], so loop over the choices instead of '
+     "reading choices[0]", IndexError),
+    ("a value was None: a delta's content can be null; count it as ''", TypeError),
 )
 
 
@@ -449,12 +449,10 @@ def _read(fn, lines: list[str], once: bool):
     except (NotImplementedError, AssertionError):
         raise
     except Exception as err:
-        if once and isinstance(err, TypeError):
-            raise AssertionError(f"TypeError: {err}. The lines came as an iterator: "
-                                 f"{_ONE_PASS}") from None
-        for kind, hint in _CRASH_HINTS:
-            if isinstance(err, kind):
-                raise AssertionError(f"{type(err).__name__}: {err}. {hint}") from None
+        fail_if(once and isinstance(err, TypeError),
+                f"TypeError: {err}. The lines came as an iterator: {_ONE_PASS}")
+        hint = next((hint for hint, kind in _CRASH_HINTS if isinstance(err, kind)), None)
+        fail_if(hint, f"{type(err).__name__}: {err}. {hint}")
         raise
 
 
@@ -491,86 +489,77 @@ def _served_stream() -> list[str]:
     return lines
 
 
+def _reads(fn, lines: list[str], once: bool = False) -> None:
+    every, want_reason = _reference_read(lines)
+    want_text = "".join(every)
+    got = _read(fn, lines, once)
+    fail_if(once and isinstance(got, (tuple, list)) and got and got[0] == "",
+            f"the text is empty when the lines come as an iterator: {_ONE_PASS}")
+    fail_if(not (isinstance(got, (tuple, list)) and len(got) == 2),
+            "return a tuple (text, finish_reason)")
+    text, reason = got
+    fail_if(not isinstance(text, str),
+            f"the text is a {type(text).__name__}; join the pieces into one string")
+    if text != want_text:
+        hint = first_hint(_text_mistakes(every), text.__eq__)
+        fail_if(hint, f"the text is {text!r:.120}: {hint}")
+        raise AssertionError(f"the text is {text!r:.200}, expected {want_text!r:.200}")
+    fail_if(reason != want_reason, f"finish_reason is {reason!r}, expected {want_reason!r}" + (
+        ": the stream ended before any chunk gave a finish_reason" if want_reason is None else
+        ": it comes in the last chunk that has choices (its delta is {}), and the chunks before "
+        "it say null"))
+
+
+def _error_event(fn) -> None:
+    lines = _stream([" The", " answer"], finish=None, done=False) + [
+        'data: {"error": {"message": "generation failed: out of memory", "type": '
+        '"server_error", "param": null, "code": null}}', "", "data: [DONE]", ""]
+    try:
+        got = fn(lines)
+    except NotImplementedError:
+        raise
+    except RuntimeError as err:
+        fail_if("out of memory" not in str(err), f"the RuntimeError says {str(err)!r}; pass on "
+                "the server's message, 'generation failed: out of memory', so the user learns "
+                "what went wrong")
+        return
+    except Exception as err:  # noqa: BLE001 -- a learner's crash, reported with its type
+        raise AssertionError(
+            f"an error event should raise RuntimeError with its message; your function "
+            f"raised {type(err).__name__}: {err}") from None
+    raise AssertionError(
+        f'the stream carried an error event, {{"error": {{"message": ...}}}}, and your '
+        f"function returned {got!r:.120}: raise RuntimeError(message) instead, or a failed "
+        "reply would pass for a short one")
+
+
 def read_stream(fn: Callable[..., tuple[str, str | None]]) -> None:
     """Exercise 7.4: fn(lines) must read a streamed chat completion (the lines of
     Server-Sent Events, as httpx's `response.iter_lines()` gives them) into (text,
-    finish_reason), as the `openai` client does; an error event raises RuntimeError. Cases:
-    by hand, spaces and line breaks, "length", a usage chunk, comments, "data:" without its
-    space, null content, non-ASCII, no [DONE], a one-pass iterator, an error event, and a real
-    stream from `buildllm.serve`, which must say what the same request says unstreamed."""
-
-    @deferred
-    def case(lines: list[str] | Callable[[], list[str]], once: bool = False) -> None:
-        given = lines() if callable(lines) else lines
-        every, want_reason = _reference_read(given)
-        want_text = "".join(every)
-        got = _read(fn, given, once)
-        if once and isinstance(got, (tuple, list)) and got and got[0] == "":
-            raise AssertionError(f"the text is empty when the lines come as an iterator: "
-                                 f"{_ONE_PASS}")
-        if not (isinstance(got, (tuple, list)) and len(got) == 2):
-            raise AssertionError("return a tuple (text, finish_reason)")
-        text, reason = got
-        if not isinstance(text, str):
-            raise AssertionError(f"the text is a {type(text).__name__}; join the pieces into "
-                                 "one string")
-        if text != want_text:
-            if hint := first_hint(_text_mistakes(every), text.__eq__):
-                raise AssertionError(f"the text is {text!r:.120}: {hint}")
-            raise AssertionError(f"the text is {text!r:.200}, expected {want_text!r:.200}")
-        if reason != want_reason:
-            more = (": the stream ended before any chunk gave a finish_reason"
-                    if want_reason is None else ": it comes in the last chunk that has "
-                    "choices (its delta is {}), and the chunks before it say null")
-            raise AssertionError(f"finish_reason is {reason!r}, expected {want_reason!r}{more}")
-
-    def error_event() -> None:
-        lines = _stream([" The", " answer"], finish=None, done=False) + [
-            'data: {"error": {"message": "generation failed: out of memory", "type": '
-            '"server_error", "param": null, "code": null}}', "", "data: [DONE]", ""]
-        try:
-            got = fn(lines)
-        except NotImplementedError:
-            raise
-        except RuntimeError as err:
-            if "out of memory" not in str(err):
-                raise AssertionError(
-                    f"the RuntimeError says {str(err)!r}; pass on the server's message, "
-                    "'generation failed: out of memory', so the user learns what went wrong"
-                ) from None
-            return
-        except Exception as err:  # noqa: BLE001 -- a learner's crash, reported with its type
-            raise AssertionError(
-                f"an error event should raise RuntimeError with its message; your function "
-                f"raised {type(err).__name__}: {err}") from None
-        raise AssertionError(
-            f'the stream carried an error event, {{"error": {{"message": ...}}}}, and your '
-            f"function returned {got!r:.120}: raise RuntimeError(message) instead, or a failed "
-            "reply would pass for a short one")
-
+    finish_reason), as the `openai` client does; an error event raises RuntimeError. The last
+    case is a real stream from `buildllm.serve`, which must say what the same request says
+    unstreamed."""
     events = _stream(["Still", " here"])
-    verify("Exercise 7.4", [
-        ("'Hel', 'lo', ', world', finish_reason 'stop'", case(_stream(["Hel", "lo", ", world"]))),
-        ("pieces with spaces and line breaks: ' The', ' answer', ':\\n\\n', ' 42. '",
-         case(_stream([" The", " answer", ":\n\n", " 42. "]))),
-        ("a reply cut by max_tokens: finish_reason 'length'",
-         case(_stream(["Once", " upon", " a"], "length"))),
-        ('a usage chunk after the last choice (stream_options include_usage): "choices": []',
-         case(_stream(["Yes", "."], usage=True))),
-        ("comment lines ': keep-alive' before and between events",
-         case([": keep-alive", "", *events[:2], ": keep-alive", "", *events[2:]])),
-        ("'data:' without the space after the colon",
-         case(_stream(["No", " space"], data="data:"))),
-        ("a delta whose content is null", case(_stream(["Some", None, "thing"]))),
-        ("non-ASCII text: 'Caf', 'é ', '🙂', ' 東京'", case(_stream(["Caf", "é ", "🙂", " 東京"]))),
-        ("a stream that ends without [DONE] or a finish_reason: the text so far, finish_reason "
-         "None", case(_stream(["Cut", " short"], finish=None, done=False))),
-        ("the lines as an iterator that can be read once, as from a live response",
-         case(_stream(["One", " pass"], usage=True), once=True)),
-        ("an error event: RuntimeError with the server's message", error_event),
+    verify("Exercise 7.4", [*cases(_reads, fn, {
+        "'Hel', 'lo', ', world', finish_reason 'stop'": _stream(["Hel", "lo", ", world"]),
+        "pieces with spaces and line breaks: ' The', ' answer', ':\\n\\n', ' 42. '":
+            _stream([" The", " answer", ":\n\n", " 42. "]),
+        "a reply cut by max_tokens: finish_reason 'length'":
+            _stream(["Once", " upon", " a"], "length"),
+        'a usage chunk after the last choice (stream_options include_usage): "choices": []':
+            _stream(["Yes", "."], usage=True),
+        "comment lines ': keep-alive' before and between events":
+            [": keep-alive", "", *events[:2], ": keep-alive", "", *events[2:]],
+        "'data:' without the space after the colon": _stream(["No", " space"], data="data:"),
+        "a delta whose content is null": _stream(["Some", None, "thing"]),
+        "non-ASCII text: 'Caf', 'é ', '🙂', ' 東京'": _stream(["Caf", "é ", "🙂", " 東京"]),
+        "a stream that ends without [DONE] or a finish_reason: the text so far, finish_reason "
+        "None": _stream(["Cut", " short"], finish=None, done=False),
+        "the lines as an iterator that can be read once, as from a live response":
+            (_stream(["One", " pass"], usage=True), True),
+    }), ("an error event: RuntimeError with the server's message", lambda: _error_event(fn)),
         ("a real stream from buildllm.serve (a small random model, sampled, with usage): the "
-         "same reply as without streaming", case(_served_stream)),
-    ])
+         "same reply as without streaming", lambda: _reads(fn, _served_stream()))])
 
 
 # -- Exercise 7.5 ---------------------------------------------------------------------------
