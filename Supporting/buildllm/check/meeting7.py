@@ -572,39 +572,64 @@ class _NoCosine(_support.Refuses):
 
 
 def _score_mistakes(queries: torch.Tensor, keys: torch.Tensor, sims: torch.Tensor, k: int):
-    def top(s: torch.Tensor) -> torch.Tensor:
-        return s.topk(k, dim=1).values
-
+    """(hint, top-k scores) for the usual mistakes, from the (queries, keys) scores they give."""
     qn, kn = F.normalize(queries, dim=1), F.normalize(keys, dim=1)
-    return [
+    return [(hint, scores.topk(k, dim=1, largest=largest).values) for hint, scores, largest in [
         ("they come in increasing order; the best match comes first (topk's default, "
-         "largest=True, or sort descending)", sims.topk(k, dim=1, largest=False).values),
+         "largest=True, or sort descending)", sims, False),
         ("they match unit queries times raw keys: normalise the keys too, or a long key wins for "
-         "its length alone", top(qn @ keys.T)),
+         "its length alone", qn @ keys.T, True),
         ("they match the plain dot products q·x: scale the keys and the queries to length 1 "
-         "first, or a long vector wins for its length alone", top(queries @ keys.T)),
+         "first, or a long vector wins for its length alone", queries @ keys.T, True),
         ("they match raw queries times unit keys: normalise the queries too, so that the scores "
-         "are cosines, from -1 to 1", top(queries @ kn.T)),
+         "are cosines, from -1 to 1", queries @ kn.T, True),
         ("they match vectors normalised along dim=0, each coordinate across the vectors: "
          "normalise each vector, along dim=1",
-         top(F.normalize(queries, dim=0) @ F.normalize(keys, dim=0).T)),
-    ]
+         F.normalize(queries, dim=0) @ F.normalize(keys, dim=0).T, True),
+    ]]
 
 
-def _expect_ids(ids: torch.Tensor, scores: torch.Tensor, sims: torch.Tensor, k: int) -> None:
-    n_keys = sims.shape[1]
-    if ids.min() < 0 or ids.max() >= n_keys:
-        raise AssertionError(f"ids hold {ids.min().item()} to {ids.max().item()}, not key "
-                             f"positions from 0 to {n_keys - 1}")
+def _tops(fn, queries: torch.Tensor, keys: torch.Tensor, k: int) -> None:
+    q_given, k_given = queries.clone(), keys.clone()
+    got = fn(q_given.as_subclass(_NoCosine), k_given.as_subclass(_NoCosine), k)
+    fail_if(not (torch.equal(q_given, queries) and torch.equal(k_given, keys)),
+            "your function changed the vectors it was given (an in-place operation such as div_ "
+            "or /=): those are the index's stored vectors; normalise copies")
+    scores, ids = tensors(got, ("scores", "ids"))
+    nq, shapes = queries.shape[0], (tuple(scores.shape), tuple(ids.shape))
+    flipped = ": take topk along dim=1, over the keys of each query" * ((k, nq) in shapes)
+    fail_first(
+        (ids.is_floating_point() and not scores.is_floating_point(), "scores are integers "
+         "and ids floats: return (scores, ids) in that order, as topk's (values, indices)"),
+        (shapes != ((nq, k), (nq, k)), f"scores have shape {shapes[0]} and ids {shapes[1]}, "
+         f"expected ({nq}, {k}) each{flipped}"),
+        (ids.is_floating_point(), f"ids are {ids.dtype}; they are positions of keys, "
+         "integers (topk's indices)"),
+        (not torch.isfinite(scores).all(), "scores hold NaN: a zero vector has length 0, and "
+         "dividing by it gives 0 / 0. Its cosine should be 0: F.normalize does that, or "
+         "divide by norm.clamp(min=1e-12)"))
+    # All the cosines by brute force, each pair on its own; 0 for a zero vector.
+    sims = F.cosine_similarity(queries[:, None, :], keys[None, :, :], dim=-1)
+    _support.expect_close(scores, sims.topk(k, dim=1).values, "scores",
+                          _score_mistakes(queries, keys, sims, k))
+    fail_if(ids.min() < 0 or ids.max() >= len(keys), f"ids hold {ids.min().item()} to "
+            f"{ids.max().item()}, not key positions from 0 to {len(keys) - 1}")
     for r in range(len(ids)):
-        if len(set(ids[r].tolist())) != k:
-            raise AssertionError(f"row {r} of ids, {ids[r].tolist()}, names a key twice")
-        if not torch.allclose(sims[r, ids[r]], scores[r], atol=1e-5):
-            raise AssertionError(
+        fail_if(len(set(ids[r].tolist())) != k, f"row {r} of ids, {ids[r].tolist()}, names a key "
+                "twice")
+        fail_if(not torch.allclose(sims[r, ids[r]], scores[r], atol=1e-5),
                 f"ids[{r}] is {ids[r].tolist()}, whose cosines are "
                 f"{[round(x, 4) for x in sims[r, ids[r]].tolist()]}, not the scores "
                 f"{[round(x, 4) for x in scores[r].tolist()]}: each id must be the key its score "
                 "belongs to")
+
+
+def _bad_k(fn) -> None:
+    keys = randn(76, 4, 3)
+    for k in (5, 0):
+        expect_raises(lambda k=k: fn(randn(77, 2, 3), keys, k), ValueError,
+                      f"k = {k} with 4 keys should raise ValueError saying that k must be "
+                      "between 1 and the number of keys")
 
 
 def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -613,60 +638,22 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
     `buildllm.retrieval.cosine_top_k` finds them (compared with PyTorch's cosine_similarity,
     which fn may not call). Ties in any order; a zero vector has cosine 0; k outside 1 to the
     number of keys raises ValueError. The tensors stay as given."""
-
-    @deferred
-    def case(queries: torch.Tensor, keys: torch.Tensor, k: int) -> None:
-        q_given, k_given = queries.clone(), keys.clone()
-        got = fn(q_given.as_subclass(_NoCosine), k_given.as_subclass(_NoCosine), k)
-        if not (torch.equal(q_given, queries) and torch.equal(k_given, keys)):
-            raise AssertionError(
-                "your function changed the vectors it was given (an in-place operation such "
-                "as div_ or /=): those are the index's stored vectors; normalise copies")
-        scores, ids = tensors(got, ("scores", "ids"))
-        nq, shapes = queries.shape[0], (tuple(scores.shape), tuple(ids.shape))
-        flipped = ": take topk along dim=1, over the keys of each query" * ((k, nq) in shapes)
-        fail_first(
-            (ids.is_floating_point() and not scores.is_floating_point(), "scores are integers "
-             "and ids floats: return (scores, ids) in that order, as topk's (values, indices)"),
-            (shapes != ((nq, k), (nq, k)), f"scores have shape {shapes[0]} and ids {shapes[1]}, "
-             f"expected ({nq}, {k}) each{flipped}"),
-            (ids.is_floating_point(), f"ids are {ids.dtype}; they are positions of keys, "
-             "integers (topk's indices)"),
-            (not torch.isfinite(scores).all(), "scores hold NaN: a zero vector has length 0, and "
-             "dividing by it gives 0 / 0. Its cosine should be 0: F.normalize does that, or "
-             "divide by norm.clamp(min=1e-12)"))
-        # All the cosines by brute force, each pair on its own; 0 for a zero vector.
-        sims = F.cosine_similarity(queries[:, None, :], keys[None, :, :], dim=-1)
-        want = sims.topk(k, dim=1).values
-        _support.expect_close(scores, want, "scores", _score_mistakes(queries, keys, sims, k))
-        _expect_ids(ids, scores, sims, k)
-
-    def bad_k() -> None:
-        keys = randn(76, 4, 3)
-        for k in (5, 0):
-            expect_raises(lambda k=k: fn(randn(77, 2, 3), keys, k), ValueError,
-                          f"k = {k} with 4 keys should raise ValueError saying that k must be "
-                          "between 1 and the number of keys")
-
     t = torch.tensor
     tied = t([[1.0, 2.0, 0.0], [0.0, 0.0, 1.0], [2.0, 4.0, 0.0], [1.0, 2.0, 0.0], [3.0, 0.0, 1.0]])
-    verify("Exercise 7.5", [
-        ("query [1, 0], keys [1, 0], [0, 3], [3, 3], k 2: cosines 1, 0 and 0.7071, so ids "
-         "[0, 2] (the dot products 1, 0 and 3 would rank key 2 first)",
-         case(t([[1.0, 0.0]]), t([[1.0, 0.0], [0.0, 3.0], [3.0, 3.0]]), 2)),
-        ("queries of lengths 10 and 0.1: scores are cosines, at most 1",
-         case(t([[10.0, 0.0, 0.0], [0.0, 0.1, 0.05]]), randn(78, 6, 3), 3)),
-        ("k equal to the number of keys: all of them, in order",
-         case(randn(79, 3, 4), randn(80, 5, 4), 5)),
-        ("a zero query and a zero key: cosine 0, not NaN",
-         case(t([[0.0, 0.0, 0.0], [1.0, -1.0, 0.5]]),
-              t([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 1.0, 0.0]]), 3)),
-        ("keys 0, 2 and 3 point the same way: tied, in any order",
-         case(t([[1.0, 2.0, 0.0]]), tied, 4)),
-        ("5 queries, 300 keys of 32 dimensions, k 4",
-         case(randn(81, 5, 32), randn(82, 300, 32), 4)),
-        ("k of 5 with 4 keys, and k of 0: ValueError", bad_k),
-    ])
+    verify("Exercise 7.5", [*cases(_tops, fn, {
+        "query [1, 0], keys [1, 0], [0, 3], [3, 3], k 2: cosines 1, 0 and 0.7071, so ids "
+        "[0, 2] (the dot products 1, 0 and 3 would rank key 2 first)":
+            (t([[1.0, 0.0]]), t([[1.0, 0.0], [0.0, 3.0], [3.0, 3.0]]), 2),
+        "queries of lengths 10 and 0.1: scores are cosines, at most 1":
+            (t([[10.0, 0.0, 0.0], [0.0, 0.1, 0.05]]), randn(78, 6, 3), 3),
+        "k equal to the number of keys: all of them, in order":
+            (randn(79, 3, 4), randn(80, 5, 4), 5),
+        "a zero query and a zero key: cosine 0, not NaN": (t([[0.0, 0.0, 0.0], [1.0, -1.0, 0.5]]),
+                                                           t([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0],
+                                                              [-1.0, 1.0, 0.0]]), 3),
+        "keys 0, 2 and 3 point the same way: tied, in any order": (t([[1.0, 2.0, 0.0]]), tied, 4),
+        "5 queries, 300 keys of 32 dimensions, k 4": (randn(81, 5, 32), randn(82, 300, 32), 4),
+    }), ("k of 5 with 4 keys, and k of 0: ValueError", lambda: _bad_k(fn))])
 
 
 # -- Exercise 7.6 ---------------------------------------------------------------------------
