@@ -17,27 +17,19 @@ import copy
 import json
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from fastapi.testclient import TestClient
 
-from .. import capstone, inference
+from .. import costs, inference
 from ..chat import ChatSession
 from ..data import gpt2_encoding
 from ..model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
 from ..serve import create_app
 from . import _support, verify
-from ._support import (
-    cases,
-    deferred,
-    expect_raises,
-    fail_first,
-    fail_if,
-    first_hint,
-    randn,
-    tensors,
-)
+from ._support import cases, expect_raises, fail_first, fail_if, first_hint, randn, tensors
 
 __all__ = ["cosine_top_k", "fit_history", "left_pad", "quantize_rows", "read_stream",
            "training_cost"]
@@ -666,7 +658,7 @@ def _parameters(cfg: GPTConfig) -> int:
 
 def _flops_mistakes(cfg: GPTConfig, tokens: float):
     forward, output = forward_flops_per_token(cfg), 2 * cfg.emb_dim * cfg.vocab_size
-    attention = cfg.n_layers * 2 * 2 * cfg.context_length * cfg.emb_dim
+    attention = forward - forward_flops_per_token(cfg, context=0)
     return [
         ("it matches the forward pass alone: training runs the forward and a backward pass that "
          "costs about twice as much, 3 × the forward FLOPs", forward * tokens),
@@ -700,64 +692,57 @@ def _hours_mistakes(hours: float, mfu: float, n_gpus: int):
     ]
 
 
+def _costs(fn, cfg: GPTConfig, tokens: float, peak: float, mfu: float, price: float,
+           n_gpus: int = 1) -> None:
+    want = costs.training_cost(cfg, tokens, costs.GPU("the case's", peak, "", price, ""), mfu,
+                               n_gpus)
+    flops, hours, usd = want["flops"], want["hours"], want["usd"]
+    got = fn(cfg, tokens, peak, mfu, price, n_gpus=n_gpus)
+    fail_if(not (isinstance(got, (tuple, list)) and len(got) == 3),
+            "return a tuple (flops, hours, usd)")
+    g_flops, g_hours, g_usd = map(_support.number, got, ("flops", "hours", "usd"))
+    close = partial(math.isclose, rel_tol=1e-6)
+    if not close(g_flops, flops):
+        hint = first_hint(_flops_mistakes(cfg, tokens), partial(close, g_flops))
+        raise AssertionError(f"flops is {g_flops:.4g}, expected {flops:.4g}" + (
+            f": {hint}" if hint else f" = 3 × {forward_flops_per_token(cfg):,} forward "
+            f"FLOPs per token × {tokens:,.0f} tokens"))
+    if not close(g_hours, hours):
+        hint = first_hint(_hours_mistakes(hours, mfu, n_gpus), partial(close, g_hours))
+        raise AssertionError(f"hours is {g_hours:.4g}, expected {hours:.4g}" + (
+            f": {hint}" if hint else f" = {flops:.4g} FLOPs / ({peak:g} × 10¹² × {mfu:g} "
+            f"× {n_gpus} FLOP/s) / 3,600"))
+    one = n_gpus > 1 and close(g_usd, usd / n_gpus)
+    fail_if(not close(g_usd, usd), f"usd is {g_usd:.4g}, expected {usd:.4g}" + (
+        ": it matches paying for one GPU; every GPU is rented for those hours, so the price is "
+        "hours × n_gpus × usd_per_hour" if one else ""))
+
+
+def _bad_mfu(fn) -> None:
+    for mfu in (40, 0):
+        expect_raises(lambda mfu=mfu: fn(CONFIGS["124M"], 1e9, 312, mfu, 1.2, n_gpus=1),
+                      ValueError, f"mfu = {mfu} should raise ValueError: mfu is a share of the "
+                      "peak, above 0 and at most 1 (40% is 0.4)")
+
+
 def training_cost(fn: Callable[..., tuple[float, float, float]]) -> None:
     """Exercise 7.6: fn(cfg, tokens, peak_tflops, mfu, usd_per_hour, n_gpus=1) must
-    return (flops, hours, usd) as `buildllm.capstone.training_cost` computes them: 3 ×
+    return (flops, hours, usd) as `buildllm.costs.training_cost` computes them: 3 ×
     forward_flops_per_token(cfg) × tokens, on n_gpus GPUs that each deliver peak × mfu, paid
-    for every GPU. An mfu outside (0, 1] raises ValueError. Cases: a toy by hand, rows of
-    Meeting-7/SCALING.md, a T4 in float32, nanoGPT's run on 8 A100s."""
-
-    @deferred
-    def case(cfg: GPTConfig, tokens: float, peak: float, mfu: float, price: float,
-             n_gpus: int = 1) -> None:
-        gpu = capstone.GPU("the case's", peak, "", price, "")
-        want = capstone.training_cost(cfg, tokens, gpu, mfu, n_gpus)
-        flops, hours, usd = want["flops"], want["hours"], want["usd"]
-        got = fn(cfg, tokens, peak, mfu, price, n_gpus=n_gpus)
-        if not (isinstance(got, (tuple, list)) and len(got) == 3):
-            raise AssertionError("return a tuple (flops, hours, usd)")
-        g_flops, g_hours, g_usd = map(_support.number, got, ("flops", "hours", "usd"))
-
-        def close(x: float, y: float) -> bool:
-            return math.isclose(x, y, rel_tol=1e-6)
-
-        if not close(g_flops, flops):
-            hint = first_hint(_flops_mistakes(cfg, tokens), lambda x: close(g_flops, x))
-            raise AssertionError(f"flops is {g_flops:.4g}, expected {flops:.4g}" + (
-                f": {hint}" if hint else f" = 3 × {forward_flops_per_token(cfg):,} forward "
-                f"FLOPs per token × {tokens:,.0f} tokens"))
-        if not close(g_hours, hours):
-            hint = first_hint(_hours_mistakes(hours, mfu, n_gpus), lambda x: close(g_hours, x))
-            raise AssertionError(f"hours is {g_hours:.4g}, expected {hours:.4g}" + (
-                f": {hint}" if hint else f" = {flops:.4g} FLOPs / ({peak:g} × 10¹² × {mfu:g} "
-                f"× {n_gpus} FLOP/s) / 3,600"))
-        if not close(g_usd, usd):
-            one = n_gpus > 1 and close(g_usd, usd / n_gpus)
-            raise AssertionError(f"usd is {g_usd:.4g}, expected {usd:.4g}" + (
-                ": it matches paying for one GPU; every GPU is rented for those hours, so "
-                "the price is hours × n_gpus × usd_per_hour" if one else ""))
-
-    def bad_mfu() -> None:
-        for mfu in (40, 0):
-            expect_raises(lambda mfu=mfu: fn(CONFIGS["124M"], 1e9, 312, mfu, 1.2, n_gpus=1),
-                          ValueError, f"mfu = {mfu} should raise ValueError: mfu is a share of the "
-                          "peak, above 0 and at most 1 (40% is 0.4)")
-
+    for every GPU. An mfu outside (0, 1] raises ValueError."""
     toy = GPTConfig(vocab_size=100, context_length=32, emb_dim=64, n_heads=4, n_layers=2)
     small, medium = CONFIGS["124M"], CONFIGS["355M"]
-    verify("Exercise 7.6", [
-        ("a toy GPT (vocab 100, context 32, 64 dims, 2 layers): 225,792 forward FLOPs per token; "
-         "10⁹ tokens at 1 TFLOP/s, mfu 0.5, $2 an hour: 0.376 h, $0.75",
-         case(toy, 1e9, 1.0, 0.5, 2.0)),
-        ("GPT-2 124M, 20 tokens per parameter, one A100 (312 TFLOP/s), mfu 0.4, $1.20: "
-         "SCALING.md's 4.7 h, $5.68", case(small, 20 * _parameters(small), 312, 0.4, 1.20)),
-        ("GPT-2 355M, 10B tokens, one H100 (989 TFLOP/s), mfu 0.4, $2.50: SCALING.md's 17 h, $43",
-         case(medium, 10e9, 989, 0.4, 2.50)),
-        ("GPT-2 124M, 2.5B tokens on a T4 in float32 (8.1 TFLOP/s), $0.35",
-         case(small, 2.5e9, 8.1, 0.4, 0.35)),
-        ("nanoGPT's GPT-2 124M run, 295B tokens on 8 A100s at mfu 0.4: 2.9 days of wall clock, "
-         "paid for 8 GPUs", case(small, 600_000 * 491_520, 312, 0.4, 1.20, n_gpus=8)),
-        ("cpu-small (context 256) on 50M tokens, an L4 (121 TFLOP/s), mfu 0.3",
-         case(CONFIGS["cpu-small"], 50e6, 121, 0.3, 0.80)),
-        ("mfu of 40 (a percentage) and of 0: ValueError", bad_mfu),
-    ])
+    verify("Exercise 7.6", [*cases(_costs, fn, {
+        "a toy GPT (vocab 100, context 32, 64 dims, 2 layers): 225,792 forward FLOPs per token; "
+        "10⁹ tokens at 1 TFLOP/s, mfu 0.5, $2 an hour: 0.376 h, $0.75": (toy, 1e9, 1.0, 0.5, 2.0),
+        "GPT-2 124M, 20 tokens per parameter, one A100 (312 TFLOP/s), mfu 0.4, $1.20: "
+        "SCALING.md's 4.7 h, $5.68": (small, 20 * _parameters(small), 312, 0.4, 1.20),
+        "GPT-2 355M, 10B tokens, one H100 (989 TFLOP/s), mfu 0.4, $2.50: SCALING.md's 17 h, $43":
+            (medium, 10e9, 989, 0.4, 2.50),
+        "GPT-2 124M, 2.5B tokens on a T4 in float32 (8.1 TFLOP/s), $0.35":
+            (small, 2.5e9, 8.1, 0.4, 0.35),
+        "nanoGPT's GPT-2 124M run, 295B tokens on 8 A100s at mfu 0.4: 2.9 days of wall clock, "
+        "paid for 8 GPUs": (small, 600_000 * 491_520, 312, 0.4, 1.20, 8),
+        "cpu-small (context 256) on 50M tokens, an L4 (121 TFLOP/s), mfu 0.3":
+            (CONFIGS["cpu-small"], 50e6, 121, 0.3, 0.80),
+    }), ("mfu of 40 (a percentage) and of 0: ValueError", lambda: _bad_mfu(fn))])
