@@ -1,14 +1,9 @@
 """Checks for the Meeting 7 exercises: int8 weights, left padding, a chat history that fits
 the context, a streamed reply, cosine search, and what training costs.
 
-Each check runs the learner's code on a table of cases, compares it with the package (or with
-PyTorch's cosine_similarity) and names a known mistake when the answer matches one. Inputs
-come from fixed seeds and models are built in a forked RNG, so the learner's notebook draws
-the same random numbers:
-
-    >>> from buildllm import check
-    >>> check.meeting7.cosine_top_k(cosine_top_k)
-    ✓ Exercise 7.5: all 7 cases pass.
+Each compares with the package (or PyTorch's cosine_similarity) on a table of cases and names
+the mistake a wrong answer matches. Inputs come from fixed seeds and forked RNGs, so the
+learner's notebook draws the same random numbers.
 """
 
 from __future__ import annotations
@@ -35,12 +30,8 @@ __all__ = ["cosine_top_k", "fit_history", "left_pad", "quantize_rows", "read_str
            "training_cost"]
 
 
-# -- Exercise 7.1 ---------------------------------------------------------------------------
-
-
 def _scale_mistakes(w: torch.Tensor):
-    """(hint, scale) for the usual mistakes; one scale per column has the rows' shape only on
-    a square matrix."""
+    """(hint, scale) for the usual mistakes; one per column has the rows' shape when square."""
     absmax = w.abs().amax(dim=1)
     return [
         ("it matches one scale for the whole matrix, max|w| / 127: give each row its own, "
@@ -54,8 +45,7 @@ def _scale_mistakes(w: torch.Tensor):
          absmax / 128),
         ("it matches max|row| / 255 (the range of uint8): int8 holds -127 to 127 on each side "
          "of 0, so divide by 127", absmax / 255),
-        ("it matches 127 / max|row|, the scale upside down: scale = max|row| / 127",
-         127 / absmax),
+        ("it matches 127 / max|row|, the scale upside down: scale = max|row| / 127", 127 / absmax),
         ("it matches one scale per column, w.abs().amax(dim=0): the scales belong to the rows, "
          "the output features, so reduce over dim=1", w.abs().amax(dim=0) / 127),
     ]
@@ -78,8 +68,8 @@ def _quantize_mistakes(w: torch.Tensor, scale: torch.Tensor):
 
 
 def _expect_scale(scale: torch.Tensor, q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Fail on a scale of the wrong shape or size, or a row of zeros whose scale is not positive
-    (0 / 0 is NaN) or whose q is not 0; return the right scale, max|row| / 127."""
+    """Fail on a wrong scale (a row of zeros needs a positive one, and q = 0); return the right
+    one, max|row| / 127."""
     rows, shape = weight.shape[0], tuple(scale.shape)
     per_column = " (one per column: reduce over dim=1, the row)" * (shape == (weight.shape[1],))
     fail_first(
@@ -94,19 +84,18 @@ def _expect_scale(scale: torch.Tensor, q: torch.Tensor, weight: torch.Tensor) ->
     live, want = absmax != 0, absmax / 127
     if not live.all():
         r = int((~live).nonzero()[0])
-        fail_if(not (torch.isfinite(scale[r]) and scale[r] > 0),
-                f"row {r} is all zeros and its scale is {scale[r].item()}: with scale 0, "
-                "w / scale is 0 / 0 = NaN. Give such a row any positive scale (1, say, or clamp "
-                "the scale to a tiny minimum), and its q is 0")
+        fail_if(not (torch.isfinite(scale[r]) and scale[r] > 0), f"row {r} is all zeros and its "
+                f"scale is {scale[r].item()}: with scale 0, w / scale is 0 / 0 = NaN. Give such a "
+                "row any positive scale (1, say, or clamp the scale to a tiny minimum), and its q "
+                "is 0")
         fail_if(q[r].any(), f"row {r} is all zeros, but q[{r}] is {q[r].tolist()}: it should be 0")
     if not torch.allclose(scale[live].float(), want[live], rtol=1e-5, atol=0):
-        hint = first_hint(_scale_mistakes(weight), lambda wrong: wrong.shape == scale.shape
-                          and torch.allclose(scale[live].float(), wrong[live].float(), rtol=1e-5))
-        fail_if(hint, f"scale is wrong: {hint}")
+        fail_if(hint := first_hint(_scale_mistakes(weight), lambda wrong: wrong.shape == scale.shape
+                                   and torch.allclose(scale[live].float(), wrong[live].float(),
+                                                      rtol=1e-5)), f"scale is wrong: {hint}")
         r = int((~torch.isclose(scale.float(), want, rtol=1e-5) & live).nonzero()[0])
-        raise AssertionError(
-            f"scale[{r}] is {scale[r].item():.6g}, expected max|row {r}| / 127 = "
-            f"{absmax[r].item():.6g} / 127 = {want[r].item():.6g}")
+        raise AssertionError(f"scale[{r}] is {scale[r].item():.6g}, expected max|row {r}| / 127 = "
+                             f"{absmax[r].item():.6g} / 127 = {want[r].item():.6g}")
     return want
 
 
@@ -129,9 +118,8 @@ def _quantizes(fn, weight: torch.Tensor) -> None:
     diff = (q.float() - expected).abs()
     bad = ((diff > 0) & ~(tie & (diff == 1))).nonzero()
     if len(bad):
-        hint = first_hint(_quantize_mistakes(weight, want),
-                          lambda wrong: torch.equal(q.float(), wrong.to(torch.int8).float()))
-        fail_if(hint, f"q is wrong: {hint}")
+        fail_if(hint := first_hint(_quantize_mistakes(weight, want), lambda wrong: torch.equal(
+            q.float(), wrong.to(torch.int8).float())), f"q is wrong: {hint}")
         i, j = (int(k) for k in bad[0])
         raise AssertionError(
             f"q[{i}, {j}] is {q[i, j].item()}, expected {int(expected[i, j])}: the weight "
@@ -141,9 +129,8 @@ def _quantizes(fn, weight: torch.Tensor) -> None:
 
 def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Exercise 7.1: fn(weight) must return (q, scale) as `buildllm.inference.quantize_rows`
-    does: scale = max|row| / 127 per row (any positive scale for a row of zeros), q =
-    round(weight / scale) as int8. A square matrix is among the cases because there a wrong
-    broadcast still runs. The weight stays as given."""
+    does, leaving the weight as it was. A square matrix is among the cases because there a
+    wrong broadcast still runs."""
     with _support.seeded(71):
         linear_weight = torch.nn.Linear(48, 32).weight.detach().clone()
     t = torch.tensor
@@ -159,9 +146,6 @@ def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]
             randn(73, 6, 6) * t([[0.1], [1.0], [3.0], [0.01], [10.0], [0.5]]),
         "the weight of an nn.Linear(48, 32): 32 rows, 32 scales": linear_weight,
     }))
-
-
-# -- Exercise 7.2 ---------------------------------------------------------------------------
 
 
 def _pads(fn, prompts: list[list[int]], pad_id: int = 0) -> None:
@@ -198,35 +182,29 @@ def _pads(fn, prompts: list[list[int]], pad_id: int = 0) -> None:
             (torch.equal(mask, ~want_mask), "mask is True at the padding and False at the real "
              "tokens: turn it round (True where attention may look)"),
             (True, f"mask is {mask.tolist()}, expected {want_mask.tolist()}"))
-    _expect_positions(positions, want_mask)
-
-
-def _expect_positions(positions: torch.Tensor, mask: torch.Tensor) -> None:
-    """Positions as GPTModel numbers a padded batch: each row's real tokens from 0."""
     if (positions < 0).any():
         r, c = (int(k) for k in (positions < 0).nonzero()[0])
         raise AssertionError(
             f"positions[{r}, {c}] is {positions[r, c].item()} at padding: an embedding table has "
             "no row -1, so the model would fail (or, in some libraries, read the last row). "
             "Clamp the padding's positions to 0, as GPTModel does")
-    want = (mask.cumsum(1) - 1).clamp(min=0)
-    if not torch.equal(positions[mask], want[mask]):
-        width = mask.shape[1]
+    want = (want_mask.cumsum(1) - 1).clamp(min=0)  # as GPTModel numbers a padded batch
+    if not torch.equal(positions[want_mask], want[want_mask]):
+        width = want_mask.shape[1]
         fail_if(torch.equal(positions, torch.arange(width).expand_as(positions)),
                 f"positions are 0 to {width - 1} in every row, counting the padding: a row's "
                 "first real token must be at position 0, as it was in training, however much "
                 "padding comes before it")
-        r = int((positions != want)[mask.any(1)].any(1).nonzero()[0])
-        raise AssertionError(
-            f"positions[{r}] is {positions[r].tolist()}, expected {want[r].tolist()} (the "
-            "padding's positions may be anything from 0 up)")
+        r = int((positions != want)[want_mask.any(1)].any(1).nonzero()[0])
+        raise AssertionError(f"positions[{r}] is {positions[r].tolist()}, expected "
+                             f"{want[r].tolist()} (the padding's positions may be anything from "
+                             "0 up)")
 
 
 def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
     """Exercise 7.2: fn(prompts, pad_id=0) must return (ids, mask, positions) as
-    `buildllm.inference.left_pad` pads the prompts (on the left) and `GPTModel` numbers them:
-    positions count each row's real tokens from 0 (at padding any position from 0 up). An
-    empty prompt raises ValueError; the lists stay as given."""
+    `buildllm.inference.left_pad` pads the prompts and `GPTModel` numbers them (at padding any
+    position from 0 up), leaving the lists as they were."""
     gen = torch.Generator().manual_seed(74)
     lengths = torch.randint(1, 21, (8,), generator=gen).tolist()
     many = [torch.randint(1, 50000, (n,), generator=gen).tolist() for n in lengths]
@@ -245,14 +223,11 @@ def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]])
         "the next from"))])
 
 
-# -- Exercise 7.3 ---------------------------------------------------------------------------
-
-
 def _reference_fit(messages: list[dict], count: Callable[[list[dict]], int], budget: int):
-    """ChatSession's rule, for a count of any kind (ChatSession counts its own tokens in its
-    own layout, so it cannot judge the by-hand counts; the GPT-2 case checks that the two
-    agree): system messages stay; keep the newest turns, from a user message (or from the
-    start), the longest run that fits. None if even the last message does not."""
+    """ChatSession's rule for a count of any kind (ChatSession counts its own tokens in its own
+    layout, so it cannot judge the by-hand counts; the GPT-2 case checks that the two agree):
+    system messages stay; keep the newest turns, from a user message (or from the start), the
+    longest run that fits. None if even the last message does not."""
     n_system = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
     system, turns = messages[:n_system], messages[n_system:]
     starts = [0] + [i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"]
@@ -278,31 +253,6 @@ def _words_count(messages: list[dict]) -> int:
     return sum(4 + len(m["content"].split()) for m in messages) + 3
 
 
-def _fit_diagnosis(got: list[dict], want: list[dict], messages, count, budget: int) -> str:
-    """What is wrong with keeping `got` where `want` was right."""
-    system = [m for m in messages if m["role"] == "system"]
-    rest = got[len(system) :]
-    if system and got[: len(system)] != system:
-        return (f"you kept {_roles(got)}: the system messages must stay, first (they say who the "
-                "assistant is); drop old turns instead")
-    if not got or got[-1] != messages[-1]:
-        return (f"you kept {_roles(got)}, without the last user message: it is the one to "
-                "answer, so it always stays")
-    if rest and rest[0]["role"] == "assistant" and rest != messages[len(system) :]:
-        return (f"you kept {_roles(got)}: after the system messages it starts with an "
-                "assistant's reply to a question that is gone. Drop whole turns: the kept "
-                "conversation starts at a user message")
-    if count(got) > budget:
-        return (f"you kept {_roles(got)}, which makes {count(got)} tokens, over the budget of "
-                f"{budget}: keep dropping the oldest turn while the count is > budget")
-    if got == messages[: len(system)] + messages[len(messages) - len(rest) :]:
-        return (f"you dropped {len(messages) - len(got)} messages, but only "
-                f"{len(messages) - len(want)} had to go: {_roles(want)} makes {count(want)} "
-                f"tokens, within the budget of {budget} (<= budget fits)")
-    return (f"you kept {_roles(got)}, expected {_roles(want)}: drop the oldest messages first, "
-            "keep the newest")
-
-
 def _fits(fn, messages: list[dict], budget: int, count=_words_count) -> None:
     def run() -> list[dict]:
         given = copy.deepcopy(messages)
@@ -312,18 +262,34 @@ def _fits(fn, messages: list[dict], budget: int, count=_words_count) -> None:
                 "messages to keep")
         return got
 
-    want = _reference_fit(messages, count, budget)
-    if want is None:
-        need = count([m for m in messages if m["role"] == "system"] + messages[-1:])
-        return expect_raises(run, ValueError, f"even the system messages and the last user "
-                             f"message make {need} tokens, over the budget of {budget}: raise "
-                             "ValueError with a message that says so (a cut-off prompt would "
-                             "fail later, less clearly)")
+    system = [m for m in messages if m["role"] == "system"]
+    if (want := _reference_fit(messages, count, budget)) is None:
+        return expect_raises(run, ValueError, "even the system messages and the last user "
+                             f"message make {count(system + messages[-1:])} tokens, over the "
+                             f"budget of {budget}: raise ValueError with a message that says so "
+                             "(a cut-off prompt would fail later, less clearly)")
     got = run()
     fail_if(not isinstance(got, list) or not all(isinstance(m, dict) for m in got),
             f"the result is {type(got).__name__}; return a list of the message dicts to send")
-    if got != want:
-        raise AssertionError(_fit_diagnosis(got, want, messages, count, budget))
+    if got == want:
+        return
+    rest = got[len(system) :]
+    fail_if(system and got[: len(system)] != system, f"you kept {_roles(got)}: the system "
+            "messages must stay, first (they say who the assistant is); drop old turns instead")
+    fail_if(not got or got[-1] != messages[-1], f"you kept {_roles(got)}, without the last user "
+            "message: it is the one to answer, so it always stays")
+    fail_if(rest and rest[0]["role"] == "assistant" and rest != messages[len(system) :],
+            f"you kept {_roles(got)}: after the system messages it starts with an assistant's "
+            "reply to a question that is gone. Drop whole turns: the kept conversation starts "
+            "at a user message")
+    fail_if(count(got) > budget, f"you kept {_roles(got)}, which makes {count(got)} tokens, over "
+            f"the budget of {budget}: keep dropping the oldest turn while the count is > budget")
+    fail_if(got == system + messages[len(messages) - len(rest) :], f"you dropped "
+            f"{len(messages) - len(got)} messages, but only {len(messages) - len(want)} had to "
+            f"go: {_roles(want)} makes {count(want)} tokens, within the budget of {budget} "
+            "(<= budget fits)")
+    raise AssertionError(f"you kept {_roles(got)}, expected {_roles(want)}: drop the oldest "
+                         "messages first, keep the newest")
 
 
 def _chat_session_case() -> tuple[list[dict], int, Callable[[list[dict]], int]]:
@@ -343,19 +309,17 @@ def _chat_session_case() -> tuple[list[dict], int, Callable[[list[dict]], int]]:
     def count(kept: list[dict]) -> int:  # the whole conversation, none of it dropped
         return len(counter.prompt_ids(kept, 1))
 
-    want = _reference_fit(messages, count, short.context_length - n_new)
+    want = _reference_fit(messages, count, budget := short.context_length - n_new)
     if want is None or counter.prompt_ids(want, 1) != short.prompt_ids(messages, n_new):
-        raise RuntimeError("this check no longer agrees with ChatSession.prompt_ids: a bug "
-                           "in the course, please report it")
-    return messages, short.context_length - n_new, count
+        raise RuntimeError("this check no longer agrees with ChatSession.prompt_ids: a bug in the "
+                           "course, please report it")
+    return messages, budget, count
 
 
 def fit_history(fn: Callable[..., list[dict]]) -> None:
-    """Exercise 7.3: fn(messages, count_tokens, budget) must return the messages to send
-    as `buildllm.chat.ChatSession` chooses them: the system messages, then the newest turns
-    from a user message (or the first message) with count_tokens(kept) <= budget; ValueError
-    if even the last user message does not fit. Counts by hand (4 per message, 1 per word, 3
-    for the reply), then GPT-2's, where the result must be ChatSession.prompt_ids's prompt."""
+    """Exercise 7.3: fn(messages, count_tokens, budget) must return the messages to send as
+    `buildllm.chat.ChatSession` chooses them, or raise ValueError if even the last user message
+    does not fit. Counts by hand (4 per message, 1 per word, 3 for the reply), then GPT-2's."""
     four = _chat("s sys 10, u q1 6, a a1 12, u q2 4")
     five = "u q1 6, a a1 10, u q2 5, a a2 8, u q3 4"
     verify("Exercise 7.3", [*cases(_fits, fn, {
@@ -368,8 +332,8 @@ def fit_history(fn: Callable[..., list[dict]]) -> None:
         "a system message and seven more (83 tokens), budget 60: the system message stays, the "
         "first turn goes (59 tokens)": (_chat(f"s sys 10, {five}, a a3 3, u q4 2"), 60),
         "two system messages, then a question asked twice in a row (59 tokens), budget 46: only "
-        "the first asking goes":
-            (_chat("s sys1 3, s sys2 4, u q1 9, u q1-again 7, a a1 6, u q2 3"), 46),
+        "the first asking goes": (_chat("s sys1 3, s sys2 4, u q1 9, u q1-again 7, a a1 6, u q2 3"),
+                                  46),
         "a conversation that opens with the assistant's greeting (44 tokens), budget 35: the "
         "greeting goes, 35 tokens stay": (_chat("a hello 5, u q1 6, a a1 9, u q2 5"), 35),
         "even the last question with the system message (24 tokens) is over a budget of 20: "
@@ -377,9 +341,6 @@ def fit_history(fn: Callable[..., list[dict]]) -> None:
     }), ("GPT-2's tokens in ChatSession's layout (115 for the whole conversation), context 128 "
          "with 48 for the reply: the prompt ChatSession.prompt_ids sends",
          lambda: _fits(fn, *_chat_session_case()))])
-
-
-# -- Exercise 7.4 ---------------------------------------------------------------------------
 
 
 def _stream(pieces: list[str | None], finish: str | None = "stop", *, usage: bool = False,
@@ -403,12 +364,10 @@ def _stream(pieces: list[str | None], finish: str | None = "stop", *, usage: boo
 
 
 def _reference_read(lines) -> tuple[list[str], str | None]:
-    """(each choice's piece of text, finish_reason), read as the `openai` client reads."""
+    """(each choice's piece of text, finish_reason), read as the `openai` client reads: a blank
+    line ends an event, ":" starts a comment, and only `data:` lines carry chunks."""
     pieces, reason = [], None
-    for line in lines:
-        if not line.startswith("data:"):
-            continue  # a blank line ends an event; ":" starts a comment; other fields
-        data = line[5:].removeprefix(" ")
+    for data in (line[5:].removeprefix(" ") for line in lines if line.startswith("data:")):
         if data == "[DONE]":
             break
         event = json.loads(data)
@@ -432,20 +391,6 @@ _CRASH_HINTS = (  # (hint, the exception it explains)
      "reading choices[0]", IndexError),
     ("a value was None: a delta's content can be null; count it as ''", TypeError),
 )
-
-
-def _read(fn, lines: list[str], once: bool):
-    """fn's answer, its crash explained where a known mistake explains it."""
-    try:
-        return fn(iter(lines) if once else list(lines))
-    except (NotImplementedError, AssertionError):
-        raise
-    except Exception as err:
-        fail_if(once and isinstance(err, TypeError),
-                f"TypeError: {err}. The lines came as an iterator: {_ONE_PASS}")
-        hint = next((hint for hint, kind in _CRASH_HINTS if isinstance(err, kind)), None)
-        fail_if(hint, f"{type(err).__name__}: {err}. {hint}")
-        raise
 
 
 def _text_mistakes(every: list[str]):
@@ -483,8 +428,16 @@ def _served_stream() -> list[str]:
 
 def _reads(fn, lines: list[str], once: bool = False) -> None:
     every, want_reason = _reference_read(lines)
-    want_text = "".join(every)
-    got = _read(fn, lines, once)
+    try:
+        got = fn(iter(lines) if once else list(lines))
+    except (NotImplementedError, AssertionError):
+        raise
+    except Exception as err:  # a crash, explained where a known mistake explains it
+        fail_if(once and isinstance(err, TypeError),
+                f"TypeError: {err}. The lines came as an iterator: {_ONE_PASS}")
+        hint = next((hint for hint, kind in _CRASH_HINTS if isinstance(err, kind)), None)
+        fail_if(hint, f"{type(err).__name__}: {err}. {hint}")
+        raise
     fail_if(once and isinstance(got, (tuple, list)) and got and got[0] == "",
             f"the text is empty when the lines come as an iterator: {_ONE_PASS}")
     fail_if(not (isinstance(got, (tuple, list)) and len(got) == 2),
@@ -492,9 +445,9 @@ def _reads(fn, lines: list[str], once: bool = False) -> None:
     text, reason = got
     fail_if(not isinstance(text, str),
             f"the text is a {type(text).__name__}; join the pieces into one string")
-    if text != want_text:
-        hint = first_hint(_text_mistakes(every), text.__eq__)
-        fail_if(hint, f"the text is {text!r:.120}: {hint}")
+    if text != (want_text := "".join(every)):
+        fail_if(hint := first_hint(_text_mistakes(every), text.__eq__),
+                f"the text is {text!r:.120}: {hint}")
         raise AssertionError(f"the text is {text!r:.200}, expected {want_text!r:.200}")
     fail_if(reason != want_reason, f"finish_reason is {reason!r}, expected {want_reason!r}" + (
         ": the stream ended before any chunk gave a finish_reason" if want_reason is None else
@@ -516,28 +469,24 @@ def _error_event(fn) -> None:
                 "what went wrong")
         return
     except Exception as err:  # noqa: BLE001 -- a learner's crash, reported with its type
-        raise AssertionError(
-            f"an error event should raise RuntimeError with its message; your function "
-            f"raised {type(err).__name__}: {err}") from None
-    raise AssertionError(
-        f'the stream carried an error event, {{"error": {{"message": ...}}}}, and your '
-        f"function returned {got!r:.120}: raise RuntimeError(message) instead, or a failed "
-        "reply would pass for a short one")
+        raise AssertionError(f"an error event should raise RuntimeError with its message; your "
+                             f"function raised {type(err).__name__}: {err}") from None
+    raise AssertionError(f'the stream carried an error event, {{"error": {{"message": ...}}}}, '
+                         f"and your function returned {got!r:.120}: raise RuntimeError(message) "
+                         "instead, or a failed reply would pass for a short one")
 
 
 def read_stream(fn: Callable[..., tuple[str, str | None]]) -> None:
-    """Exercise 7.4: fn(lines) must read a streamed chat completion (the lines of
-    Server-Sent Events, as httpx's `response.iter_lines()` gives them) into (text,
-    finish_reason), as the `openai` client does; an error event raises RuntimeError. The last
-    case is a real stream from `buildllm.serve`, which must say what the same request says
-    unstreamed."""
+    """Exercise 7.4: fn(lines) must read the lines of a streamed chat completion (as httpx's
+    `response.iter_lines()` gives them) into (text, finish_reason) as the `openai` client does,
+    and raise RuntimeError on an error event. The last case streams from `buildllm.serve`."""
     events = _stream(["Still", " here"])
     verify("Exercise 7.4", [*cases(_reads, fn, {
         "'Hel', 'lo', ', world', finish_reason 'stop'": _stream(["Hel", "lo", ", world"]),
         "pieces with spaces and line breaks: ' The', ' answer', ':\\n\\n', ' 42. '":
             _stream([" The", " answer", ":\n\n", " 42. "]),
-        "a reply cut by max_tokens: finish_reason 'length'":
-            _stream(["Once", " upon", " a"], "length"),
+        "a reply cut by max_tokens: finish_reason 'length'": _stream(["Once", " upon", " a"],
+                                                                     "length"),
         'a usage chunk after the last choice (stream_options include_usage): "choices": []':
             _stream(["Yes", "."], usage=True),
         "comment lines ': keep-alive' before and between events":
@@ -552,9 +501,6 @@ def read_stream(fn: Callable[..., tuple[str, str | None]]) -> None:
     }), ("an error event: RuntimeError with the server's message", lambda: _error_event(fn)),
         ("a real stream from buildllm.serve (a small random model, sampled, with usage): the "
          "same reply as without streaming", lambda: _reads(fn, _served_stream()))])
-
-
-# -- Exercise 7.5 ---------------------------------------------------------------------------
 
 
 class _NoCosine(_support.Refuses):
@@ -609,8 +555,8 @@ def _tops(fn, queries: torch.Tensor, keys: torch.Tensor, k: int) -> None:
     for r in range(len(ids)):
         fail_if(len(set(ids[r].tolist())) != k, f"row {r} of ids, {ids[r].tolist()}, names a key "
                 "twice")
-        fail_if(not torch.allclose(sims[r, ids[r]], scores[r], atol=1e-5),
-                f"ids[{r}] is {ids[r].tolist()}, whose cosines are "
+        fail_if(not torch.allclose(sims[r, ids[r]], scores[r], atol=1e-5), f"ids[{r}] is "
+                f"{ids[r].tolist()}, whose cosines are "
                 f"{[round(x, 4) for x in sims[r, ids[r]].tolist()]}, not the scores "
                 f"{[round(x, 4) for x in scores[r].tolist()]}: each id must be the key its score "
                 "belongs to")
@@ -619,17 +565,15 @@ def _tops(fn, queries: torch.Tensor, keys: torch.Tensor, k: int) -> None:
 def _bad_k(fn) -> None:
     keys = randn(76, 4, 3)
     for k in (5, 0):
-        expect_raises(lambda k=k: fn(randn(77, 2, 3), keys, k), ValueError,
-                      f"k = {k} with 4 keys should raise ValueError saying that k must be "
-                      "between 1 and the number of keys")
+        expect_raises(lambda k=k: fn(randn(77, 2, 3), keys, k), ValueError, f"k = {k} with 4 keys "
+                      "should raise ValueError saying that k must be between 1 and the number of "
+                      "keys")
 
 
 def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Exercise 7.5: fn(queries, keys, k) must return (scores, ids), each (queries, k):
-    the k keys of largest cosine with each query, best first, as
-    `buildllm.retrieval.cosine_top_k` finds them (compared with PyTorch's cosine_similarity,
-    which fn may not call). Ties in any order; a zero vector has cosine 0; k outside 1 to the
-    number of keys raises ValueError. The tensors stay as given."""
+    """Exercise 7.5: fn(queries, keys, k) must return (scores, ids) as
+    `buildllm.retrieval.cosine_top_k` does (compared with PyTorch's cosine_similarity, which fn
+    may not call), ties in any order, leaving the tensors as they were."""
     t = torch.tensor
     tied = t([[1.0, 2.0, 0.0], [0.0, 0.0, 1.0], [2.0, 4.0, 0.0], [1.0, 2.0, 0.0], [3.0, 0.0, 1.0]])
     verify("Exercise 7.5", [*cases(_tops, fn, {
@@ -646,9 +590,6 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
         "keys 0, 2 and 3 point the same way: tied, in any order": (t([[1.0, 2.0, 0.0]]), tied, 4),
         "5 queries, 300 keys of 32 dimensions, k 4": (randn(81, 5, 32), randn(82, 300, 32), 4),
     }), ("k of 5 with 4 keys, and k of 0: ValueError", lambda: _bad_k(fn))])
-
-
-# -- Exercise 7.6 ---------------------------------------------------------------------------
 
 
 def _parameters(cfg: GPTConfig) -> int:
@@ -694,8 +635,7 @@ def _hours_mistakes(hours: float, mfu: float, n_gpus: int):
 
 def _costs(fn, cfg: GPTConfig, tokens: float, peak: float, mfu: float, price: float,
            n_gpus: int = 1) -> None:
-    want = costs.training_cost(cfg, tokens, costs.GPU("the case's", peak, "", price, ""), mfu,
-                               n_gpus)
+    want = costs.training_cost(cfg, tokens, costs.GPU("", peak, "", price, ""), mfu, n_gpus)
     flops, hours, usd = want["flops"], want["hours"], want["usd"]
     got = fn(cfg, tokens, peak, mfu, price, n_gpus=n_gpus)
     fail_if(not (isinstance(got, (tuple, list)) and len(got) == 3),
@@ -726,10 +666,9 @@ def _bad_mfu(fn) -> None:
 
 
 def training_cost(fn: Callable[..., tuple[float, float, float]]) -> None:
-    """Exercise 7.6: fn(cfg, tokens, peak_tflops, mfu, usd_per_hour, n_gpus=1) must
-    return (flops, hours, usd) as `buildllm.costs.training_cost` computes them: 3 ×
-    forward_flops_per_token(cfg) × tokens, on n_gpus GPUs that each deliver peak × mfu, paid
-    for every GPU. An mfu outside (0, 1] raises ValueError."""
+    """Exercise 7.6: fn(cfg, tokens, peak_tflops, mfu, usd_per_hour, n_gpus=1) must return
+    (flops, hours, usd) as `buildllm.costs.training_cost` computes them, and raise ValueError
+    for an mfu outside (0, 1]."""
     toy = GPTConfig(vocab_size=100, context_length=32, emb_dim=64, n_heads=4, n_layers=2)
     small, medium = CONFIGS["124M"], CONFIGS["355M"]
     verify("Exercise 7.6", [*cases(_costs, fn, {
