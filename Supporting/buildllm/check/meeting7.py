@@ -1,14 +1,9 @@
 """Checks for the Meeting 7 exercises: int8 weights, left padding, a chat history that fits
-the context, a streamed reply, cosine search, and what training costs.
-
-Each compares with the package (or PyTorch's cosine_similarity) on a table of cases and names
-the mistake a wrong answer matches. Inputs come from fixed seeds and forked RNGs, so the
-learner's notebook draws the same random numbers.
-"""
+the context, a streamed reply, cosine search, and what training costs. Each compares with the
+package on fixed inputs (seeds, forked RNGs) and names the mistake a wrong answer matches."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Callable
@@ -31,7 +26,6 @@ __all__ = ["cosine_top_k", "fit_history", "left_pad", "quantize_rows", "read_str
 
 
 def _scale_mistakes(w: torch.Tensor):
-    """(hint, scale) for the usual mistakes; one per column has the rows' shape when square."""
     absmax = w.abs().amax(dim=1)
     return [
         ("it matches one scale for the whole matrix, max|w| / 127: give each row its own, "
@@ -52,7 +46,6 @@ def _scale_mistakes(w: torch.Tensor):
 
 
 def _quantize_mistakes(w: torch.Tensor, scale: torch.Tensor):
-    """(hint, q) for the usual rounding and broadcasting mistakes, with the right scale."""
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     x = w / safe[:, None]
     return [
@@ -129,8 +122,7 @@ def _quantizes(fn, weight: torch.Tensor) -> None:
 
 def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Exercise 7.1: fn(weight) must return (q, scale) as `buildllm.inference.quantize_rows`
-    does, leaving the weight as it was. A square matrix is among the cases because there a
-    wrong broadcast still runs."""
+    does, leaving the weight as it was (a square case: there a wrong broadcast still runs)."""
     with _support.seeded(71):
         linear_weight = torch.nn.Linear(48, 32).weight.detach().clone()
     t = torch.tensor
@@ -203,8 +195,7 @@ def _pads(fn, prompts: list[list[int]], pad_id: int = 0) -> None:
 
 def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
     """Exercise 7.2: fn(prompts, pad_id=0) must return (ids, mask, positions) as
-    `buildllm.inference.left_pad` pads the prompts and `GPTModel` numbers them (at padding any
-    position from 0 up), leaving the lists as they were."""
+    `buildllm.inference.left_pad` pads and `GPTModel` numbers them, leaving the lists as given."""
     gen = torch.Generator().manual_seed(74)
     lengths = torch.randint(1, 21, (8,), generator=gen).tolist()
     many = [torch.randint(1, 50000, (n,), generator=gen).tolist() for n in lengths]
@@ -255,7 +246,7 @@ def _words_count(messages: list[dict]) -> int:
 
 def _fits(fn, messages: list[dict], budget: int, count=_words_count) -> None:
     def run() -> list[dict]:
-        given = copy.deepcopy(messages)
+        given = [dict(m) for m in messages]
         got = fn(given, lambda kept: count(list(kept)), budget)
         fail_if(given != messages, "your function changed the list it was given (pop, del or "
                 "remove): that list is the conversation the user sees. Build a new list of the "
@@ -300,10 +291,9 @@ def _chat_session_case() -> tuple[list[dict], int, Callable[[list[dict]], int]]:
                           for n in (128, 4096))
     n_new, roles = 48, ["system"] + ["user", "assistant"] * 3 + ["user"]
     messages = [{"role": role, "content": text} for role, text in zip(roles, [
-        "You answer in one short sentence.", "Who wrote Hamlet?",
-        "William Shakespeare wrote it, around 1600.", "And who wrote The Odyssey?",
-        "Homer, or the poets we call by that name.", "Which of the two is older?",
-        "The Odyssey, by more than two thousand years.",
+        "You answer in one short sentence.", "Who wrote Hamlet?", "William Shakespeare wrote it, "
+        "around 1600.", "And who wrote The Odyssey?", "Homer, or the poets we call by that name.",
+        "Which of the two is older?", "The Odyssey, by more than two thousand years.",
         "Name one more play by the first author."], strict=True)]
 
     def count(kept: list[dict]) -> int:  # the whole conversation, none of it dropped
@@ -318,8 +308,7 @@ def _chat_session_case() -> tuple[list[dict], int, Callable[[list[dict]], int]]:
 
 def fit_history(fn: Callable[..., list[dict]]) -> None:
     """Exercise 7.3: fn(messages, count_tokens, budget) must return the messages to send as
-    `buildllm.chat.ChatSession` chooses them, or raise ValueError if even the last user message
-    does not fit. Counts by hand (4 per message, 1 per word, 3 for the reply), then GPT-2's."""
+    `buildllm.chat.ChatSession` chooses them (ValueError if even the last one does not fit)."""
     four = _chat("s sys 10, u q1 6, a a1 12, u q2 4")
     five = "u q1 6, a a1 10, u q2 5, a a2 8, u q3 4"
     verify("Exercise 7.3", [*cases(_fits, fn, {
@@ -394,7 +383,6 @@ _CRASH_HINTS = (  # (hint, the exception it explains)
 
 
 def _text_mistakes(every: list[str]):
-    """(hint, text) for the usual ways of joining the pieces (`every` holds the empty ones)."""
     pieces = [p for p in every if p]
     spaced = ("it matches the pieces joined with spaces: join them with ''; each piece brings its "
               "own spaces")
@@ -477,9 +465,8 @@ def _error_event(fn) -> None:
 
 
 def read_stream(fn: Callable[..., tuple[str, str | None]]) -> None:
-    """Exercise 7.4: fn(lines) must read the lines of a streamed chat completion (as httpx's
-    `response.iter_lines()` gives them) into (text, finish_reason) as the `openai` client does,
-    and raise RuntimeError on an error event. The last case streams from `buildllm.serve`."""
+    """Exercise 7.4: fn(lines) must read a streamed chat completion's lines (httpx's
+    `iter_lines()`) into (text, finish_reason) as the `openai` client does."""
     events = _stream(["Still", " here"])
     verify("Exercise 7.4", [*cases(_reads, fn, {
         "'Hel', 'lo', ', world', finish_reason 'stop'": _stream(["Hel", "lo", ", world"]),
@@ -510,7 +497,6 @@ class _NoCosine(_support.Refuses):
 
 
 def _score_mistakes(queries: torch.Tensor, keys: torch.Tensor, sims: torch.Tensor, k: int):
-    """(hint, top-k scores) for the usual mistakes, from the (queries, keys) scores they give."""
     qn, kn = F.normalize(queries, dim=1), F.normalize(keys, dim=1)
     return [(hint, scores.topk(k, dim=1, largest=largest).values) for hint, scores, largest in [
         ("they come in increasing order; the best match comes first (topk's default, "
@@ -572,8 +558,8 @@ def _bad_k(fn) -> None:
 
 def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Exercise 7.5: fn(queries, keys, k) must return (scores, ids) as
-    `buildllm.retrieval.cosine_top_k` does (compared with PyTorch's cosine_similarity, which fn
-    may not call), ties in any order, leaving the tensors as they were."""
+    `buildllm.retrieval.cosine_top_k` does; PyTorch's cosine_similarity, which fn may not call,
+    is the reference."""
     t = torch.tensor
     tied = t([[1.0, 2.0, 0.0], [0.0, 0.0, 1.0], [2.0, 4.0, 0.0], [1.0, 2.0, 0.0], [3.0, 0.0, 1.0]])
     verify("Exercise 7.5", [*cases(_tops, fn, {
@@ -667,8 +653,7 @@ def _bad_mfu(fn) -> None:
 
 def training_cost(fn: Callable[..., tuple[float, float, float]]) -> None:
     """Exercise 7.6: fn(cfg, tokens, peak_tflops, mfu, usd_per_hour, n_gpus=1) must return
-    (flops, hours, usd) as `buildllm.costs.training_cost` computes them, and raise ValueError
-    for an mfu outside (0, 1]."""
+    (flops, hours, usd) as `buildllm.costs.training_cost` computes them."""
     toy = GPTConfig(vocab_size=100, context_length=32, emb_dim=64, n_heads=4, n_layers=2)
     small, medium = CONFIGS["124M"], CONFIGS["355M"]
     verify("Exercise 7.6", [*cases(_costs, fn, {
