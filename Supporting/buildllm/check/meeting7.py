@@ -291,10 +291,11 @@ def _chat_session_case() -> tuple[list[dict], int, Callable[[list[dict]], int]]:
                           for n in (128, 4096))
     n_new, roles = 48, ["system"] + ["user", "assistant"] * 3 + ["user"]
     messages = [{"role": role, "content": text} for role, text in zip(roles, [
-        "You answer in one short sentence.", "Who wrote Hamlet?", "William Shakespeare wrote it, "
-        "around 1600.", "And who wrote The Odyssey?", "Homer, or the poets we call by that name.",
-        "Which of the two is older?", "The Odyssey, by more than two thousand years.",
-        "Name one more play by the first author."], strict=True)]
+        "You answer in one short sentence.", "Who wrote Hamlet?",
+        "William Shakespeare wrote it, around 1600.", "And who wrote The Odyssey?",
+        "Homer, or the poets we call by that name.", "Which of the two is older?",
+        "The Odyssey, by more than two thousand years.", "Name one more play by the first author."
+    ], strict=True)]
 
     def count(kept: list[dict]) -> int:  # the whole conversation, none of it dropped
         return len(counter.prompt_ids(kept, 1))
