@@ -5,6 +5,12 @@ bodies, known Host names, the API key when one is set, no CORS unless asked for,
 that stall are cut off)."""
 
 
+import json
+import statistics
+import threading
+import time
+
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,6 +19,7 @@ from stand_ins import Scripted
 from buildllm import chat as chat_module
 from buildllm.chat import ChatSession, ContextLengthError
 from buildllm.instruct import render_turns
+from buildllm.serve import MAX_BODY_BYTES, MAX_MESSAGES, BackgroundServer, create_app
 from buildllm.tokenizers import ENDOFTEXT, BPETokenizer, SimpleTokenizer
 
 MODEL = "tiny"
@@ -72,3 +79,68 @@ def test_the_linear_fit_gives_the_tokens_and_errors_of_the_quadratic_one(
         assert str(found.value) == str(err)
     else:
         assert chat._fit(messages, n_new) == expected
+
+
+# -- the largest request allowed, and /health meanwhile ------------------------------------
+
+@pytest.fixture(scope="module")
+def server(chat):  # conftest's chat session over a tiny random GPT (context 128)
+    with BackgroundServer(create_app(chat, MODEL)) as running:
+        yield running
+
+
+def post(server, body: bytes | str, content_type: str | None = "application/json",
+         **headers) -> httpx.Response:
+    if content_type:
+        headers["Content-Type"] = content_type
+    return httpx.post(f"{server.url}/v1/chat/completions", content=body, headers=headers,
+                      timeout=120)
+
+
+def largest_request(n_messages: int = MAX_MESSAGES) -> bytes:
+    """`n_messages` messages in just under MAX_BODY_BYTES: short words, the most tokens per
+    byte, in every message but the last, a short question, so that fitting the conversation
+    must read everything and then drop all but the question."""
+    request = {"model": MODEL, "max_tokens": 64, "messages": [
+        {"role": "user" if n % 2 == 0 else "assistant", "content": ""}
+        for n in range(n_messages - 1)] + [{"role": "user", "content": "Hi"}]}
+    size = (MAX_BODY_BYTES - len(json.dumps(request))) // (n_messages - 1)
+    for message in request["messages"][:-1]:
+        message["content"] = ("ab " * size)[:size]
+    body = json.dumps(request).encode()
+    assert 0.99 * MAX_BODY_BYTES < len(body) <= MAX_BODY_BYTES
+    return body
+
+
+def test_health_answers_at_once_while_the_largest_request_allowed_is_handled(server):
+    body, answer = largest_request(), {}
+    sender = threading.Thread(target=lambda: answer.update(response=post(server, body)))
+    seconds = []
+    with httpx.Client(base_url=server.url, timeout=30) as pinger:
+        pinger.get("/health")  # the connection is open before the timing starts
+        sender.start()
+        while sender.is_alive():
+            start = time.perf_counter()
+            assert pinger.get("/health").status_code == 200
+            seconds.append(time.perf_counter() - start)
+            time.sleep(0.01)
+    sender.join()
+    response = answer["response"]
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["prompt_tokens"] < 64  # every turn but the question dropped
+    # The issue asks for 100 ms. Fitting runs in a thread of its own and the model in
+    # another, so a ping only waits for its turn at Python's lock (5 ms slices); on a shared
+    # 2-core machine other processes can still stall one ping now and then, hence the
+    # median under 0.1 s and every ping under 0.5 s. Fitting on the event loop, as before,
+    # held every ping for seconds.
+    assert len(seconds) >= 3, seconds
+    assert statistics.median(seconds) < 0.1 and max(seconds) < 0.5, seconds
+
+
+def test_more_messages_than_allowed_are_refused_in_openais_shape(server):
+    response = post(server, largest_request(MAX_MESSAGES + 1))
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": f"messages: {MAX_MESSAGES + 1} messages is more than the {MAX_MESSAGES} this "
+                   "server takes: leave out the oldest turns",
+        "type": "invalid_request_error", "param": "messages", "code": None}

@@ -49,9 +49,11 @@ from starlette.exceptions import HTTPException
 from .chat import ChatSession, ContextLengthError, Reply
 from .runs import add_run_flag
 
-__all__ = ["MAX_BODY_BYTES", "APIError", "BackgroundServer", "ChatRequest", "create_app", "main"]
+__all__ = ["MAX_BODY_BYTES", "MAX_MESSAGES", "APIError", "BackgroundServer", "ChatRequest",
+           "create_app", "main"]
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: far more text than any context here holds
+MAX_MESSAGES = 400  # per request: far more turns than any context here holds
 CHECK_QUESTION = "Who wrote Hamlet?"  # what `--check` asks
 
 
@@ -124,6 +126,14 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     stream: bool | None = False
     stream_options: _StreamOptions | None = None
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _not_too_many(cls, messages):
+        if isinstance(messages, list) and len(messages) > MAX_MESSAGES:
+            raise ValueError(f"{len(messages)} messages is more than the {MAX_MESSAGES} this "
+                             "server takes: leave out the oldest turns")
+        return messages
 
 
 # Fields this server cannot honour, and the values that ask for nothing.
@@ -231,8 +241,12 @@ def _sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-def create_app(chat: ChatSession, model_name: str = "buildllm") -> FastAPI:
+def create_app(chat: ChatSession, model_name: str = "buildllm", *,
+               read_timeout: float = 30.0) -> FastAPI:
     """The FastAPI app serving `chat`'s model under `model_name`; run it with uvicorn.
+
+    A request body that has not all arrived `read_timeout` seconds after its headers is
+    refused (408): a client that stalls mid-upload does not hold a connection for ever.
 
     >>> uvicorn.run(create_app(ChatSession.from_run("runs/instruct"), "instruct"), port=8000)
     """
@@ -269,7 +283,7 @@ def create_app(chat: ChatSession, model_name: str = "buildllm") -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        req = _parse(await _read_body(request, MAX_BODY_BYTES))
+        req = _parse(await _read_body(request, MAX_BODY_BYTES, read_timeout))
         _check_model(req.model, model_name)
         return await _complete(chat, req, model_name, request.app.state.worker)
 
@@ -303,7 +317,7 @@ def _check_model(name: str, served: str) -> None:
 
 async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, worker: _Worker):
     """The reply to a chat-completions request: one JSON body, or a stream of events."""
-    reply = _start_reply(chat, req)
+    reply = await asyncio.to_thread(_start_reply, chat, req)  # encoding 1 MiB takes a while
     job = worker.submit(reply)
     reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -351,19 +365,27 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, worker
                                       "X-Accel-Buffering": "no"})  # proxies: do not buffer
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The request body, refused with 413 once it passes `limit` bytes (before reading it all
-    when the client says its length)."""
+    when the client says its length), and with 408 if it is not all there in `timeout` s."""
     too_big = APIError(413, f"the request body is over {limit:,} bytes", code="request_too_large")
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise too_big
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise too_big
-    return bytes(body)
+
+    async def read() -> bytes:
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise too_big
+        return bytes(body)
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise APIError(408, f"the request body did not arrive within {timeout:g} s: send it "
+                       "all at once", code="request_timeout") from None
 
 
 def _start_reply(chat: ChatSession, req: ChatRequest) -> Reply:
@@ -399,7 +421,9 @@ class BackgroundServer:
                  timeout: float = 60.0):
         import uvicorn
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not the default 0: asyncio then turns Nagle's algorithm off for each
+        # connection, which would otherwise hold a reply's last write back for 40 ms.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind((host, port))
         self.url = f"http://{host}:{sock.getsockname()[1]}"
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
