@@ -6,14 +6,17 @@ that stall are cut off)."""
 
 
 import json
+import socket
 import statistics
 import threading
 import time
 
 import httpx
+import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openai import OpenAI
 from stand_ins import Scripted
 
 from buildllm import chat as chat_module
@@ -144,3 +147,132 @@ def test_more_messages_than_allowed_are_refused_in_openais_shape(server):
         "message": f"messages: {MAX_MESSAGES + 1} messages is more than the {MAX_MESSAGES} this "
                    "server takes: leave out the oldest turns",
         "type": "invalid_request_error", "param": "messages", "code": None}
+
+
+# -- only the callers the server was started for -----------------------------------------
+
+QUESTION = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def refusal(response: httpx.Response, status: int) -> dict:
+    """The error of a refused request, checked to be in OpenAI's shape."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    return error
+
+
+def test_a_cross_site_text_plain_post_is_refused_and_gets_no_cors_headers(server):
+    # What a page on another site can send without a CORS preflight: a "simple" request.
+    response = post(server, json.dumps(QUESTION), content_type="text/plain;charset=UTF-8",
+                    Origin="https://evil.example")
+    error = refusal(response, 415)
+    assert error["message"] == ("the request body must be JSON (Content-Type: "
+                                "application/json), not text/plain")
+    assert not [h for h in response.headers if h.lower().startswith("access-control-")]
+    refusal(post(server, json.dumps(QUESTION), content_type=None), 415)  # unlabelled
+    fine = post(server, json.dumps(QUESTION), content_type="application/json; charset=utf-8",
+                Origin="https://evil.example")
+    assert fine.status_code == 200 and "access-control-allow-origin" not in fine.headers
+
+
+def test_a_host_the_server_was_not_started_for_is_refused(chat):
+    with BackgroundServer(create_app(chat, MODEL, allowed_hosts=["mybox.local"])) as server:
+        def health(host: str) -> httpx.Response:
+            return httpx.get(f"{server.url}/health", headers={"Host": host})
+
+        for host in ("localhost", "localhost:1234", "127.0.0.1:99", "[::1]:8000",
+                     "192.168.1.7", "MyBox.local:8000"):
+            assert health(host).status_code == 200, host  # a name and an address, any port
+        error = refusal(health("evil.example:8000"), 421)
+        assert error["message"] == ("this server does not answer to the name 'evil.example'; "
+                                    "start it with --allowed-host evil.example to let clients "
+                                    "use that name")
+        refusal(httpx.post(f"{server.url}/v1/chat/completions", json=QUESTION,
+                           headers={"Host": "rebound.evil.example"}), 421)
+    with BackgroundServer(create_app(chat, MODEL, allowed_hosts=["*"])) as anything:
+        assert httpx.get(f"{anything.url}/health", headers={"Host": "x.proxy"}).status_code == 200
+
+
+def test_with_a_key_the_api_answers_only_those_who_send_it(chat):
+    with BackgroundServer(create_app(chat, MODEL, api_key="s3cret key")) as server:
+        def client(key: str) -> OpenAI:
+            return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=60)
+
+        for key in ("unused", "s3cret", "s3cret key2"):
+            with pytest.raises(openai.AuthenticationError, match="missing or wrong API key"):
+                client(key).chat.completions.create(**QUESTION)
+        missing = httpx.get(f"{server.url}/v1/models")
+        assert refusal(missing, 401)["code"] == "invalid_api_key"
+        assert missing.headers["www-authenticate"] == "Bearer"
+        done = client("s3cret key").chat.completions.create(**QUESTION)
+        assert done.choices[0].message.content == chat.reply(QUESTION["messages"],
+                                                             max_new_tokens=4)
+        for open_path in ("/", "/health"):  # the page asks for the key itself
+            assert httpx.get(f"{server.url}{open_path}").status_code == 200
+
+
+def test_cors_is_opened_only_to_the_origins_given(chat):
+    preflight = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    with BackgroundServer(create_app(chat, MODEL,
+                                     cors_origins=["https://friend.example"])) as server:
+        url = f"{server.url}/v1/chat/completions"
+        friend = httpx.options(url, headers={**preflight, "Origin": "https://friend.example"})
+        assert friend.status_code == 200
+        assert friend.headers["access-control-allow-origin"] == "https://friend.example"
+        evil = httpx.options(url, headers={**preflight, "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in evil.headers
+        done = httpx.post(url, json=QUESTION, headers={"Origin": "https://friend.example"},
+                          timeout=60)
+        assert done.status_code == 200
+        assert done.headers["access-control-allow-origin"] == "https://friend.example"
+
+
+def test_an_upload_that_stalls_is_cut_off_and_the_server_goes_on(chat):
+    with BackgroundServer(create_app(chat, MODEL, read_timeout=1.0)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        body = json.dumps(QUESTION).encode()
+        with socket.create_connection((host, int(port)), timeout=30) as upload:
+            upload.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"Content-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+            start, answer = time.perf_counter(), b""
+            while b"}}" not in answer and (part := upload.recv(65536)):  # ...and stall
+                answer += part
+            waited = time.perf_counter() - start
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ")
+        assert json.loads(payload)["error"]["message"] == (
+            "the request body did not arrive within 1 s: send it all at once")
+        assert 0.9 < waited < 10
+        assert httpx.post(f"{server.url}/v1/chat/completions", json=QUESTION,
+                          timeout=60).status_code == 200
+
+
+def test_serving_beyond_this_machine_without_a_key_warns_in_one_line(monkeypatch, capsys):
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from buildllm.pretrained import COURSE_MODEL_DIR
+    from buildllm.serve import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app,
+                                                                              **options))
+    monkeypatch.delenv("BUILDLLM_API_KEY", raising=False)
+    command = ["--run", str(COURSE_MODEL_DIR), "--device", "cpu", "--host", "0.0.0.0"]
+    main(command)
+    warning = capsys.readouterr().err
+    assert warning == ("warning: serving on 0.0.0.0 with no API key: anyone who can reach this "
+                       "machine can use the model (set --api-key or BUILDLLM_API_KEY)\n")
+    assert served["host"] == "0.0.0.0"
+    monkeypatch.setenv("BUILDLLM_API_KEY", "from-the-environment")
+    main(command)
+    assert capsys.readouterr().err == ""  # a key: no warning
+    with TestClient(served["app"]) as client:
+        assert client.get("/v1/models").status_code == 401
+        models = client.get("/v1/models", headers={"Authorization": "Bearer from-the-environment"})
+        assert models.status_code == 200
+    main(["--run", str(COURSE_MODEL_DIR), "--device", "cpu", "--api-key", ""])
+    assert capsys.readouterr().err == ""  # 127.0.0.1: no warning, even without a key

@@ -29,21 +29,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
+import ipaddress
 import json
+import os
 import queue
 import socket
+import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 from .chat import ChatSession, ContextLengthError, Reply
@@ -241,12 +247,18 @@ def _sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-def create_app(chat: ChatSession, model_name: str = "buildllm", *,
+def create_app(chat: ChatSession, model_name: str = "buildllm", *, api_key: str | None = None,
+               allowed_hosts: Sequence[str] = (), cors_origins: Sequence[str] = (),
                read_timeout: float = 30.0) -> FastAPI:
     """The FastAPI app serving `chat`'s model under `model_name`; run it with uvicorn.
 
-    A request body that has not all arrived `read_timeout` seconds after its headers is
-    refused (408): a client that stalls mid-upload does not hold a connection for ever.
+    With `api_key`, the API (/v1/...) answers only requests that carry it, as OpenAI's
+    clients send theirs: `Authorization: Bearer <key>`. `allowed_hosts` are the names,
+    besides localhost and IP addresses, that clients may reach the server by ("*": any);
+    `cors_origins` are the web pages (e.g. "https://example.org") whose scripts may call the
+    API (none by default). A request body that has not all arrived `read_timeout` seconds
+    after its headers is refused (408): a client that stalls mid-upload does not hold a
+    connection for ever.
 
     >>> uvicorn.run(create_app(ChatSession.from_run("runs/instruct"), "instruct"), port=8000)
     """
@@ -263,6 +275,11 @@ def create_app(chat: ChatSession, model_name: str = "buildllm", *,
     app = FastAPI(title="buildllm", summary="An OpenAI-compatible chat server for a buildllm "
                   "model", lifespan=lifespan)
     _answer_errors_as_openai_does(app)
+    app.add_middleware(_CallerCheck, api_key=api_key, hosts=allowed_hosts)
+    if cors_origins:  # added last, so outermost: it answers browsers' preflight requests
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def chat_page() -> str:
@@ -307,6 +324,70 @@ def _answer_errors_as_openai_does(app: FastAPI) -> None:
         found = APIError(500, f"the server failed: {type(err).__name__}: {err}",
                          kind="server_error")
         return JSONResponse(found.body(), status_code=500)
+
+
+class _CallerCheck:
+    """Refuse, in OpenAI's error shape, a request that is not for this server.
+
+    - A Host header other than localhost, an IP address or an allowed name (421): a web page
+      whose own name its attacker re-points at 127.0.0.1 ("DNS rebinding") sends its own
+      name as the Host, and could otherwise read the replies.
+    - No API key, or a wrong one, when the server has one (401); the chat page and /health
+      are open, the page asks for the key.
+    - A POST whose body is not JSON (415): any web page may send a text/plain POST to any
+      address without asking first, but not an application/json one.
+    """
+
+    def __init__(self, app, api_key: str | None, hosts: Sequence[str]):
+        self.app, self.any_host = app, "*" in hosts
+        # testserver: the name FastAPI's TestClient sends (Meeting 7's exercises use one)
+        self.hosts = {"localhost", "testserver", *(_host_name(h) for h in hosts)}
+        self.key = f"Bearer {api_key}".encode() if api_key else None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and (refusal := self.refusal(scope)):
+            headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
+            response = JSONResponse(refusal.body(), status_code=refusal.status, headers=headers)
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope) -> APIError | None:
+        headers = Headers(scope=scope)
+        host = _host_name(headers.get("host", ""))
+        if not (self.any_host or host in self.hosts or _is_address(host)):
+            return APIError(421, f"this server does not answer to the name {host!r}; start it "
+                            f"with --allowed-host {host} to let clients use that name",
+                            code="misdirected_request")
+        authorization = headers.get("authorization", "").encode("latin-1")
+        if (self.key and scope["path"].startswith("/v1/")
+                and not hmac.compare_digest(authorization, self.key)):
+            return APIError(401, "a missing or wrong API key: send the server's key as "
+                            "'Authorization: Bearer <key>' (OpenAI clients: api_key=...)",
+                            kind="authentication_error", code="invalid_api_key")
+        media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+        if scope["method"] == "POST" and media_type != "application/json":
+            return APIError(415, f"the request body must be JSON (Content-Type: "
+                            f"application/json), not {media_type or 'unlabelled'}",
+                            code="unsupported_media_type")
+        return None
+
+
+def _host_name(host: str) -> str:
+    """A Host header's name, without the port: "[::1]:8000" -> "[::1]", "::1" -> "[::1]"."""
+    host = host.strip().lower()
+    if host.count(":") > 1 and not host.startswith("["):  # a bare IPv6 address
+        return f"[{host}]"
+    return host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
+
+
+def _is_address(host: str) -> bool:
+    """Whether a Host is an IP address, which DNS rebinding cannot send: its pages' Host is a
+    name, the attacker's."""
+    try:
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _check_model(name: str, served: str) -> None:
@@ -458,8 +539,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a model through OpenAI's chat-completions API, with a chat page.")
     add_run_flag(p)
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only)")
+                   help="address to listen on (default 127.0.0.1: this machine only; "
+                        "0.0.0.0: every network this machine is on)")
     p.add_argument("--port", type=int, default=8000, help="(default 8000)")
+    p.add_argument("--api-key", metavar="KEY", default=os.environ.get("BUILDLLM_API_KEY"),
+                   help="answer the API only with 'Authorization: Bearer KEY' (default: the "
+                        "BUILDLLM_API_KEY environment variable, which other users cannot see "
+                        "in the process list; none: no key)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a name clients may reach the server by, besides localhost and IP "
+                        "addresses (repeatable; '*': any, e.g. behind Colab's port proxy)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web page origin, e.g. https://example.org, whose scripts may call "
+                        "the API (repeatable; default none)")
     p.add_argument("--model-name", metavar="NAME",
                    help="the name clients ask for (default: the folder's name)")
     p.add_argument("--max-new-tokens", type=int, metavar="N",
@@ -477,7 +569,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def check(app: FastAPI, name: str, question: str = CHECK_QUESTION, host: str = "127.0.0.1",
-          max_tokens: int = 24) -> str:
+          max_tokens: int = 24, api_key: str | None = None) -> str:
     """Start `app` on a free port, ask `question` through the chat-completions API as any
     client would, and stop the server; returns a report of what came back. Raises
     `RuntimeError` when the server does not answer as the API says it should.
@@ -492,7 +584,8 @@ def check(app: FastAPI, name: str, question: str = CHECK_QUESTION, host: str = "
         page = httpx.get(f"{server.url}/", timeout=30)
         reply = httpx.post(f"{server.url}/v1/chat/completions", timeout=300, json={
             "model": name, "max_tokens": max_tokens, "temperature": 0.8, "seed": 1,
-            "messages": [{"role": "user", "content": question}]})
+            "messages": [{"role": "user", "content": question}]},
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None)
     if page.status_code != 200 or reply.status_code != 200:
         raise RuntimeError(f"the server answered {page.status_code} for the chat page and "
                            f"{reply.status_code} for a chat completion: {reply.text[:300]}")
@@ -520,17 +613,30 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     name = args.model_name or folder.resolve().name
+    app = create_app(chat, name, api_key=args.api_key, allowed_hosts=[args.host,
+                     *args.allowed_host], cors_origins=args.cors_origin)
+    if not (args.api_key or _is_loopback(args.host)):
+        print(f"warning: serving on {args.host} with no API key: anyone who can reach this "
+              "machine can use the model (set --api-key or BUILDLLM_API_KEY)", file=sys.stderr,
+              flush=True)
     if args.check is not None:
         try:
-            print(check(create_app(chat, name), name, args.check, host=args.host), flush=True)
+            print(check(app, name, args.check, host=args.host, api_key=args.api_key), flush=True)
         except RuntimeError as err:
             raise SystemExit(f"error: {err}") from None
         return
     print(f"Serving {name!r}: the chat page at http://{args.host}:{args.port}/ and the OpenAI "
           f"API at http://{args.host}:{args.port}/v1", flush=True)
-    uvicorn.run(create_app(chat, name), host=args.host, port=args.port,
-                log_level=args.log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=5)
 
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` (an address or name to listen on) is this machine only."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 if __name__ == "__main__":
     main()
