@@ -6,7 +6,7 @@
 Clients written for OpenAI's API then work unchanged, streaming included:
 
     from openai import OpenAI
-    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")  # or --api-key's
     client.chat.completions.create(model="instruct", messages=[{"role": "user", ...}])
 
 and http://127.0.0.1:8000/ is a chat page that shows each reply as it is written. The server
@@ -21,8 +21,23 @@ were asked for. The event loop never waits for the model: it goes on accepting c
 refusing bad requests and passing each piece of text on as soon as the worker has it. When
 a client hangs up, its reply stops after the token being computed.
 
-There is no authentication: the default address, 127.0.0.1, accepts connections from this
-machine only. Serve on 0.0.0.0 only on a network you trust.
+The default address, 127.0.0.1, accepts connections from this machine only. The server also
+checks who calls it, since a web page open in a browser on this machine can call it too:
+
+- a POST body must be JSON (415): a page may send a plain-text POST to any address without
+  asking, but not a JSON one;
+- the Host header must be localhost, an IP address or a name given with --allowed-host
+  (421): a page whose name its owner re-points at this machine ("DNS rebinding") sends its
+  own name; --allowed-host '*' accepts any, as behind Colab's port proxy;
+- with --api-key KEY (or BUILDLLM_API_KEY), the API answers only requests that carry
+  `Authorization: Bearer KEY`, as every OpenAI client sends its api_key (401). The chat page
+  and /health stay open, and the page asks for the key;
+- no other site's scripts may read the replies (CORS), unless --cors-origin names it.
+
+Serving on 0.0.0.0 (every network this machine is on) without a key prints a warning.
+Bodies over 1 MiB (413), more than 400 messages (400) and bodies that take over 30 s to
+arrive (408) are refused; fitting a conversation into the context runs off the event loop,
+so /health and the other clients are answered meanwhile.
 """
 
 from __future__ import annotations
