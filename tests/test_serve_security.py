@@ -276,3 +276,13 @@ def test_serving_beyond_this_machine_without_a_key_warns_in_one_line(monkeypatch
         assert models.status_code == 200
     main(["--run", str(COURSE_MODEL_DIR), "--device", "cpu", "--api-key", ""])
     assert capsys.readouterr().err == ""  # 127.0.0.1: no warning, even without a key
+
+
+def test_the_check_sends_the_key_of_a_server_that_has_one(chat):
+    from buildllm.serve import check
+
+    app = create_app(chat, MODEL, api_key="s3cret")
+    assert check(app, MODEL, "Hi", max_tokens=4, api_key="s3cret").startswith("asked 'Hi'")
+    with pytest.raises(RuntimeError, match="answered 200 for the chat page and 401 for a chat "
+                                           "completion: .*missing or wrong API key"):
+        check(app, MODEL, "Hi", max_tokens=4)
