@@ -186,8 +186,8 @@ def test_a_host_the_server_was_not_started_for_is_refused(chat):
             assert health(host).status_code == 200, host  # a name and an address, any port
         error = refusal(health("evil.example:8000"), 421)
         assert error["message"] == ("this server does not answer to the name 'evil.example'; "
-                                    "start it with --allowed-host evil.example to let clients "
-                                    "use that name")
+                                    "start it with --allowed-host evil.example (create_app's "
+                                    "allowed_hosts) to let clients use that name")
         refusal(httpx.post(f"{server.url}/v1/chat/completions", json=QUESTION,
                            headers={"Host": "rebound.evil.example"}), 421)
     with BackgroundServer(create_app(chat, MODEL, allowed_hosts=["*"])) as anything:

@@ -371,7 +371,8 @@ class _CallerCheck:
         host = _host_name(headers.get("host", ""))
         if not (self.any_host or host in self.hosts or _is_address(host)):
             return APIError(421, f"this server does not answer to the name {host!r}; start it "
-                            f"with --allowed-host {host} to let clients use that name",
+                            f"with --allowed-host {host} (create_app's allowed_hosts) to let "
+                            "clients use that name",
                             code="misdirected_request")
         authorization = headers.get("authorization", "").encode("latin-1")
         if (self.key and scope["path"].startswith("/v1/")
@@ -559,8 +560,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="(default 8000)")
     p.add_argument("--api-key", metavar="KEY", default=os.environ.get("BUILDLLM_API_KEY"),
                    help="answer the API only with 'Authorization: Bearer KEY' (default: the "
-                        "BUILDLLM_API_KEY environment variable, which other users cannot see "
-                        "in the process list; none: no key)")
+                        "BUILDLLM_API_KEY environment variable, which, unlike a flag, other "
+                        "users cannot see in the process list; with neither, no key)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a name clients may reach the server by, besides localhost and IP "
                         "addresses (repeatable; '*': any, e.g. behind Colab's port proxy)")
@@ -652,6 +653,7 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return host == "localhost"
+
 
 if __name__ == "__main__":
     main()
