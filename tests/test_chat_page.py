@@ -119,3 +119,24 @@ def test_the_page_shows_the_servers_error_and_goes_on(browser, server):
     assert after.get_attribute("textContent") == api_answer(
         server, [{"role": "user", "content": "Name a colour."}])
     assert len(browser.find_elements(By.CSS_SELECTOR, ".message.assistant")) == 2
+
+
+def test_with_an_api_key_the_page_asks_for_it_once(browser, chat):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with BackgroundServer(create_app(chat, MODEL, api_key="s3cret")) as keyed:
+        browser.get(f"{keyed.url}/")
+        for key in ("wrong", "s3cret"):  # a wrong key is asked for again
+            prompt = WebDriverWait(browser, 30).until(expected_conditions.alert_is_present())
+            assert prompt.text == "This server needs its API key:"
+            prompt.send_keys(key)
+            prompt.accept()
+        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "model").text == MODEL)
+        reply = send(browser, "Name a colour.")  # the key is kept: no second question
+        assert reply.get_attribute("data-state") == "done"
+        client = OpenAI(base_url=f"{keyed.url}/v1", api_key="s3cret", max_retries=0)
+        done = client.chat.completions.create(model=MODEL, temperature=0, messages=[
+            {"role": "user", "content": "Name a colour."}])
+        assert reply.get_attribute("textContent") == done.choices[0].message.content

@@ -27,6 +27,7 @@ __all__ = ["ROLES", "ChatSession", "ContextLengthError", "Reply", "main"]
 ROLES = ("system", "user", "assistant")
 _SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "seed")
 _EOT = None  # how instruct.render_turns marks <|endoftext|> among its text pieces
+_MARK = "\n\n###"  # how every turn's header starts, before its first space
 
 
 class ContextLengthError(ValueError):
@@ -139,18 +140,38 @@ class ChatSession:
         return self._fit(messages, max_new_tokens)[0]
 
     def _fit(self, messages: Sequence[dict], max_new_tokens: int | None) -> tuple[list[int], int]:
-        """(prompt tokens, number of messages dropped) for a reply of `max_new_tokens`."""
+        """(prompt tokens, number of messages dropped) for a reply of `max_new_tokens`.
+
+        Whole turns are dropped, oldest first, so that the conversation kept starts with a
+        user message. Each turn is encoded once and the lengths are running sums, so a long
+        conversation costs time in proportion to its length, not to its length squared."""
         n_new = self._max_new_tokens(max_new_tokens)
         system, turns = _split(messages)
         room = self.context_length - n_new
-        # Drop whole turns: the conversation kept starts with a user message.
+        # A turn starts with a header, "\n\n### Instruction:" or "\n\n### Response:", and the
+        # first turn kept has the system prompt in front of it (render_turns). No tokenizer
+        # here (GPT-2's, the course's BPE, the word or character one) puts a non-space
+        # character and the space after it in one token, so a turn's tokens are those of its
+        # text up to "###", then those of the rest: only the part up to "###" depends on
+        # whether the turn comes first.
+        lead = self._encode([system + _MARK])
+        mark = self._encode([_MARK])
+        rest = [self._encode(_after_mark(render_turns("", [turn])[:-1])) for turn in turns]
+        end = self._encode(render_turns("", [])[-1:])  # the header the reply follows
+        after = [len(end)]  # after[i]: the tokens of turns i, i+1, ... when not first, and end
+        for ids in reversed(rest):
+            after.append(after[-1] + len(mark) + len(ids))
+        after.reverse()
         starts = [0] + [i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"]
         for start in starts:
-            ids = self._encode(render_turns(system, turns[start:]))
-            if len(ids) <= room:
-                return ids, start
+            n_prompt = len(lead) + len(rest[start]) + after[start + 1]
+            if n_prompt <= room:
+                ids = lead + rest[start]
+                for more in rest[start + 1:]:
+                    ids += mark + more
+                return ids + end, start
         raise ContextLengthError(
-            f"the last message's prompt (with the system prompt and headers) is {len(ids)} "
+            f"the last message's prompt (with the system prompt and headers) is {n_prompt} "
             f"tokens, and with {n_new} new tokens that exceeds the context length "
             f"{self.context_length}: shorten the message or ask for fewer new tokens")
 
@@ -191,6 +212,12 @@ class ChatSession:
     def reply(self, messages: Sequence[dict], **sampling) -> str:
         """The whole reply to the conversation's last message, as one string (see `stream`)."""
         return "".join(self.stream(messages, **sampling))
+
+
+def _after_mark(pieces: list[str | None]) -> list[str | None]:
+    """A turn's text pieces without the "\n\n###" its header starts with (see `_fit`)."""
+    assert pieces[0].startswith(_MARK), f"a turn must start with {_MARK!r}: {pieces[0]!r}"
+    return [pieces[0][len(_MARK):], *pieces[1:]]
 
 
 def _split(messages: Sequence[dict]) -> tuple[str, list[dict]]:

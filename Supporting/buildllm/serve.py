@@ -6,7 +6,7 @@
 Clients written for OpenAI's API then work unchanged, streaming included:
 
     from openai import OpenAI
-    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")  # or --api-key's
     client.chat.completions.create(model="instruct", messages=[{"role": "user", ...}])
 
 and http://127.0.0.1:8000/ is a chat page that shows each reply as it is written. The server
@@ -21,37 +21,60 @@ were asked for. The event loop never waits for the model: it goes on accepting c
 refusing bad requests and passing each piece of text on as soon as the worker has it. When
 a client hangs up, its reply stops after the token being computed.
 
-There is no authentication: the default address, 127.0.0.1, accepts connections from this
-machine only. Serve on 0.0.0.0 only on a network you trust.
+The default address, 127.0.0.1, accepts connections from this machine only. The server also
+checks who calls it, since a web page open in a browser on this machine can call it too:
+
+- a POST body must be JSON (415): a page may send a plain-text POST to any address without
+  asking, but not a JSON one;
+- the Host header must be localhost, an IP address or a name given with --allowed-host
+  (421): a page whose name its owner re-points at this machine ("DNS rebinding") sends its
+  own name; --allowed-host '*' accepts any, as behind Colab's port proxy;
+- with --api-key KEY (or BUILDLLM_API_KEY), the API answers only requests that carry
+  `Authorization: Bearer KEY`, as every OpenAI client sends its api_key (401). The chat page
+  and /health stay open, and the page asks for the key;
+- no other site's scripts may read the replies (CORS), unless --cors-origin names it.
+
+Serving on 0.0.0.0 (every network this machine is on) without a key prints a warning.
+Bodies over 1 MiB (413), more than 400 messages (400) and bodies that take over 30 s to
+arrive (408) are refused; fitting a conversation into the context runs off the event loop,
+so /health and the other clients are answered meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
+import ipaddress
 import json
+import os
 import queue
 import socket
+import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 from .chat import ChatSession, ContextLengthError, Reply
 from .runs import add_run_flag
 
-__all__ = ["MAX_BODY_BYTES", "APIError", "BackgroundServer", "ChatRequest", "create_app", "main"]
+__all__ = ["MAX_BODY_BYTES", "MAX_MESSAGES", "APIError", "BackgroundServer", "ChatRequest",
+           "create_app", "main"]
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: far more text than any context here holds
+MAX_MESSAGES = 400  # per request: far more turns than any context here holds
 CHECK_QUESTION = "Who wrote Hamlet?"  # what `--check` asks
 
 
@@ -124,6 +147,14 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     stream: bool | None = False
     stream_options: _StreamOptions | None = None
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _not_too_many(cls, messages):
+        if isinstance(messages, list) and len(messages) > MAX_MESSAGES:
+            raise ValueError(f"{len(messages)} messages is more than the {MAX_MESSAGES} this "
+                             "server takes: leave out the oldest turns")
+        return messages
 
 
 # Fields this server cannot honour, and the values that ask for nothing.
@@ -231,8 +262,18 @@ def _sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-def create_app(chat: ChatSession, model_name: str = "buildllm") -> FastAPI:
+def create_app(chat: ChatSession, model_name: str = "buildllm", *, api_key: str | None = None,
+               allowed_hosts: Sequence[str] = (), cors_origins: Sequence[str] = (),
+               read_timeout: float = 30.0) -> FastAPI:
     """The FastAPI app serving `chat`'s model under `model_name`; run it with uvicorn.
+
+    With `api_key`, the API (/v1/...) answers only requests that carry it, as OpenAI's
+    clients send theirs: `Authorization: Bearer <key>`. `allowed_hosts` are the names,
+    besides localhost and IP addresses, that clients may reach the server by ("*": any);
+    `cors_origins` are the web pages (e.g. "https://example.org") whose scripts may call the
+    API (none by default). A request body that has not all arrived `read_timeout` seconds
+    after its headers is refused (408): a client that stalls mid-upload does not hold a
+    connection for ever.
 
     >>> uvicorn.run(create_app(ChatSession.from_run("runs/instruct"), "instruct"), port=8000)
     """
@@ -249,6 +290,11 @@ def create_app(chat: ChatSession, model_name: str = "buildllm") -> FastAPI:
     app = FastAPI(title="buildllm", summary="An OpenAI-compatible chat server for a buildllm "
                   "model", lifespan=lifespan)
     _answer_errors_as_openai_does(app)
+    app.add_middleware(_CallerCheck, api_key=api_key, hosts=allowed_hosts)
+    if cors_origins:  # added last, so outermost: it answers browsers' preflight requests
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def chat_page() -> str:
@@ -269,7 +315,7 @@ def create_app(chat: ChatSession, model_name: str = "buildllm") -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        req = _parse(await _read_body(request, MAX_BODY_BYTES))
+        req = _parse(await _read_body(request, MAX_BODY_BYTES, read_timeout))
         _check_model(req.model, model_name)
         return await _complete(chat, req, model_name, request.app.state.worker)
 
@@ -295,6 +341,71 @@ def _answer_errors_as_openai_does(app: FastAPI) -> None:
         return JSONResponse(found.body(), status_code=500)
 
 
+class _CallerCheck:
+    """Refuse, in OpenAI's error shape, a request that is not for this server.
+
+    - A Host header other than localhost, an IP address or an allowed name (421): a web page
+      whose own name its attacker re-points at 127.0.0.1 ("DNS rebinding") sends its own
+      name as the Host, and could otherwise read the replies.
+    - No API key, or a wrong one, when the server has one (401); the chat page and /health
+      are open, the page asks for the key.
+    - A POST whose body is not JSON (415): any web page may send a text/plain POST to any
+      address without asking first, but not an application/json one.
+    """
+
+    def __init__(self, app, api_key: str | None, hosts: Sequence[str]):
+        self.app, self.any_host = app, "*" in hosts
+        # testserver: the name FastAPI's TestClient sends (Meeting 7's exercises use one)
+        self.hosts = {"localhost", "testserver", *(_host_name(h) for h in hosts)}
+        self.key = f"Bearer {api_key}".encode() if api_key else None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and (refusal := self.refusal(scope)):
+            headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
+            response = JSONResponse(refusal.body(), status_code=refusal.status, headers=headers)
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope) -> APIError | None:
+        headers = Headers(scope=scope)
+        host = _host_name(headers.get("host", ""))
+        if not (self.any_host or host in self.hosts or _is_address(host)):
+            return APIError(421, f"this server does not answer to the name {host!r}; start it "
+                            f"with --allowed-host {host} (create_app's allowed_hosts) to let "
+                            "clients use that name",
+                            code="misdirected_request")
+        authorization = headers.get("authorization", "").encode("latin-1")
+        if (self.key and scope["path"].startswith("/v1/")
+                and not hmac.compare_digest(authorization, self.key)):
+            return APIError(401, "a missing or wrong API key: send the server's key as "
+                            "'Authorization: Bearer <key>' (OpenAI clients: api_key=...)",
+                            kind="authentication_error", code="invalid_api_key")
+        media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+        if scope["method"] == "POST" and media_type != "application/json":
+            return APIError(415, f"the request body must be JSON (Content-Type: "
+                            f"application/json), not {media_type or 'unlabelled'}",
+                            code="unsupported_media_type")
+        return None
+
+
+def _host_name(host: str) -> str:
+    """A Host header's name, without the port: "[::1]:8000" -> "[::1]", "::1" -> "[::1]"."""
+    host = host.strip().lower()
+    if host.count(":") > 1 and not host.startswith("["):  # a bare IPv6 address
+        return f"[{host}]"
+    return host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
+
+
+def _is_address(host: str) -> bool:
+    """Whether a Host is an IP address, which DNS rebinding cannot send: its pages' Host is a
+    name, the attacker's."""
+    try:
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    return True
+
+
 def _check_model(name: str, served: str) -> None:
     if name != served:
         raise APIError(404, f"the model {name!r} does not exist; this server serves "
@@ -303,7 +414,7 @@ def _check_model(name: str, served: str) -> None:
 
 async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, worker: _Worker):
     """The reply to a chat-completions request: one JSON body, or a stream of events."""
-    reply = _start_reply(chat, req)
+    reply = await asyncio.to_thread(_start_reply, chat, req)  # encoding 1 MiB takes a while
     job = worker.submit(reply)
     reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -351,19 +462,27 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, worker
                                       "X-Accel-Buffering": "no"})  # proxies: do not buffer
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The request body, refused with 413 once it passes `limit` bytes (before reading it all
-    when the client says its length)."""
+    when the client says its length), and with 408 if it is not all there in `timeout` s."""
     too_big = APIError(413, f"the request body is over {limit:,} bytes", code="request_too_large")
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise too_big
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise too_big
-    return bytes(body)
+
+    async def read() -> bytes:
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise too_big
+        return bytes(body)
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise APIError(408, f"the request body did not arrive within {timeout:g} s: send it "
+                       "all at once", code="request_timeout") from None
 
 
 def _start_reply(chat: ChatSession, req: ChatRequest) -> Reply:
@@ -399,7 +518,9 @@ class BackgroundServer:
                  timeout: float = 60.0):
         import uvicorn
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not the default 0: asyncio then turns Nagle's algorithm off for each
+        # connection, which would otherwise hold a reply's last write back for 40 ms.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind((host, port))
         self.url = f"http://{host}:{sock.getsockname()[1]}"
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
@@ -434,8 +555,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a model through OpenAI's chat-completions API, with a chat page.")
     add_run_flag(p)
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only)")
+                   help="address to listen on (default 127.0.0.1: this machine only; "
+                        "0.0.0.0: every network this machine is on)")
     p.add_argument("--port", type=int, default=8000, help="(default 8000)")
+    p.add_argument("--api-key", metavar="KEY", default=os.environ.get("BUILDLLM_API_KEY"),
+                   help="answer the API only with 'Authorization: Bearer KEY' (default: the "
+                        "BUILDLLM_API_KEY environment variable, which, unlike a flag, other "
+                        "users cannot see in the process list; with neither, no key)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a name clients may reach the server by, besides localhost and IP "
+                        "addresses (repeatable; '*': any, e.g. behind Colab's port proxy)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web page origin, e.g. https://example.org, whose scripts may call "
+                        "the API (repeatable; default none)")
     p.add_argument("--model-name", metavar="NAME",
                    help="the name clients ask for (default: the folder's name)")
     p.add_argument("--max-new-tokens", type=int, metavar="N",
@@ -453,7 +585,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def check(app: FastAPI, name: str, question: str = CHECK_QUESTION, host: str = "127.0.0.1",
-          max_tokens: int = 24) -> str:
+          max_tokens: int = 24, api_key: str | None = None) -> str:
     """Start `app` on a free port, ask `question` through the chat-completions API as any
     client would, and stop the server; returns a report of what came back. Raises
     `RuntimeError` when the server does not answer as the API says it should.
@@ -468,7 +600,8 @@ def check(app: FastAPI, name: str, question: str = CHECK_QUESTION, host: str = "
         page = httpx.get(f"{server.url}/", timeout=30)
         reply = httpx.post(f"{server.url}/v1/chat/completions", timeout=300, json={
             "model": name, "max_tokens": max_tokens, "temperature": 0.8, "seed": 1,
-            "messages": [{"role": "user", "content": question}]})
+            "messages": [{"role": "user", "content": question}]},
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None)
     if page.status_code != 200 or reply.status_code != 200:
         raise RuntimeError(f"the server answered {page.status_code} for the chat page and "
                            f"{reply.status_code} for a chat completion: {reply.text[:300]}")
@@ -496,16 +629,30 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     name = args.model_name or folder.resolve().name
+    app = create_app(chat, name, api_key=args.api_key, allowed_hosts=[args.host,
+                     *args.allowed_host], cors_origins=args.cors_origin)
+    if not (args.api_key or _is_loopback(args.host)):
+        print(f"warning: serving on {args.host} with no API key: anyone who can reach this "
+              "machine can use the model (set --api-key or BUILDLLM_API_KEY)", file=sys.stderr,
+              flush=True)
     if args.check is not None:
         try:
-            print(check(create_app(chat, name), name, args.check, host=args.host), flush=True)
+            print(check(app, name, args.check, host=args.host, api_key=args.api_key), flush=True)
         except RuntimeError as err:
             raise SystemExit(f"error: {err}") from None
         return
     print(f"Serving {name!r}: the chat page at http://{args.host}:{args.port}/ and the OpenAI "
           f"API at http://{args.host}:{args.port}/v1", flush=True)
-    uvicorn.run(create_app(chat, name), host=args.host, port=args.port,
-                log_level=args.log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=5)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` (an address or name to listen on) is this machine only."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 if __name__ == "__main__":
