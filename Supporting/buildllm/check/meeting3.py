@@ -1,8 +1,6 @@
 """Checks for the Meeting 3 exercises: attention weights, causal mask, heads, multi-head attention.
 
-Each compares the learner's function with `buildllm.attention` (causal_mask, MultiHeadAttention)
-on a table of cases; a wrong answer is matched against the usual mistakes (scores not scaled, a
-mask off by one or transposed, heads split without a transpose...) to name the one it makes:
+Each compares with `buildllm.attention` and names the usual mistake a wrong answer makes:
 
     >>> check.meeting3.mask(causal_mask)
     ✓ Exercise 3.2: all 7 cases pass.
@@ -35,8 +33,7 @@ def _at(index) -> str:
 
 
 def _expect_shape(got, shape: tuple[int, ...], what: str, meaning: str) -> None:
-    expect_tensor(got, what)
-    fail_if(tuple(got.shape) != shape,
+    fail_if(tuple(expect_tensor(got, what).shape) != shape,
             f"{what} has shape {tuple(got.shape)}, expected {shape} {meaning}")
 
 
@@ -98,10 +95,7 @@ def _weights(fn: Callable, shape: tuple[int, ...], n_keys: int | None, seed: int
 
 
 def weights(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise 3.1: fn(queries, keys, mask=None) must be softmax(q kᵀ / √d), masked.
-
-    With d = 16 a missing scale shows; the last mask is rectangular, as with a KV cache.
-    """
+    """Exercise 3.1: fn(queries, keys, mask=None) must be softmax(q kᵀ / √d), masked."""
     verify("Exercise 3.1", cases(_weights, fn, {  # label: (query shape, keys, seed, masked)
         "6 embeddings of size 3 as both queries and keys": ((6, 3), None, 1),
         "3 queries, 5 keys, d = 4": ((3, 4), 5, 2),
@@ -146,10 +140,7 @@ def _mask(fn: Callable, *sizes: int) -> None:
 
 
 def mask(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise 3.2: fn(n_queries, n_keys=None) must equal buildllm.attention.causal_mask.
-
-    With more keys than queries (a KV cache), the queries are the last positions.
-    """
+    """Exercise 3.2: fn(n_queries, n_keys=None) must equal buildllm.attention.causal_mask."""
     verify("Exercise 3.2", cases(_mask, fn, {
         "4 tokens": 4, "1 token": 1, "64 tokens": 64, "5 queries, n_keys = 5": (5, 5),
         "1 new query, 5 keys: it sees them all": (1, 5), "3 new queries, 7 keys": (3, 7),
@@ -184,8 +175,7 @@ def _split(fn: Callable, x: torch.Tensor, num_heads: int, clone: bool = True) ->
 def split(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     """Exercise 3.3: fn(x, num_heads) must equal MultiHeadAttention.split_heads.
 
-    Numbered entries let a message say which entry of x landed where; a slice of a fused
-    q, k, v projection is not contiguous in memory.
+    Numbered entries let a message say which entry of x landed where.
     """
     verify("Exercise 3.3", cases(_split, fn, {  # label: (x, num_heads, clone x first)
         "numbered, (1, 3, 4), 2 heads": (_numbered(1, 3, 4), 2),
@@ -243,19 +233,6 @@ class _NoFusedAttention(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _without_fused_attention(fn: Callable[..., torch.Tensor], *args) -> torch.Tensor:
-    """fn(*args) under _NoFusedAttention; a crash names the learner's line, not the mode's."""
-    try:
-        with _NoFusedAttention():
-            return fn(*args)
-    except (AssertionError, NotImplementedError):
-        raise
-    except Exception as err:
-        frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename != __file__]
-        at = f"\n  at line {frames[-1].lineno}: {frames[-1].line}" if frames else ""
-        raise AssertionError(f"crashed with {type(err).__name__}: {err}{at}") from None
-
-
 def _mha(x, p: dict, h: int, *, divide_by=lambda hd, d: math.sqrt(hd), see=causal_mask, dim=-1,
          split=True, merge=True, by_head=False, out_proj=True, qkv_bias=True,
          out_bias=True) -> torch.Tensor:
@@ -311,7 +288,15 @@ def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: in
     p = {"qkv_weight": attn.qkv.weight, "qkv_bias": attn.qkv.bias if qkv_bias else None,
          "out_weight": attn.out_proj.weight, "out_bias": attn.out_proj.bias}
     p = {name: None if w is None else w.detach().clone() for name, w in p.items()}
-    got = _without_fused_attention(fn, x.clone(), *p.values(), h)
+    try:
+        with _NoFusedAttention():
+            got = fn(x.clone(), *p.values(), h)
+    except (AssertionError, NotImplementedError):
+        raise
+    except Exception as err:  # name the learner's line, not the mode's
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename != __file__]
+        at = f"\n  at line {frames[-1].lineno}: {frames[-1].line}" if frames else ""
+        raise AssertionError(f"crashed with {type(err).__name__}: {err}{at}") from None
     _expect_shape(got, tuple(want.shape), "the output", "(batch, tokens, d_out)")
     fail_if(got.isnan().any(),
             "the output contains NaN: a token whose scores are all -inf gets 0/0 from the "
@@ -334,10 +319,7 @@ def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: in
 
 def multi_head(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 3.5: fn(x, qkv_weight, qkv_bias, out_weight, out_bias, num_heads) must equal
-    buildllm.attention.MultiHeadAttention (eval mode, no dropout) with those weights.
-
-    PyTorch's own attention (F.scaled_dot_product_attention) is refused: it is the reference.
-    """
+    buildllm.attention.MultiHeadAttention (eval mode, no dropout) with those weights."""
     verify("Exercise 3.5", cases(_attention, fn, {  # (batch, tokens, d_in, d_out, heads, seed)
         "1 sequence of 4 tokens, d 6, 2 heads": (1, 4, 6, 6, 2, 1),
         "a batch of 2 sequences of 5 tokens, 3 heads": (2, 5, 12, 12, 3, 2),
