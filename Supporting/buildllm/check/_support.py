@@ -24,10 +24,8 @@ def randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
 
 
 def fail_if(wrong: object, message: str) -> None:
-    """Fail the case with `message` when `wrong`: one line per named mistake in a check.
-
-    The message is built whether or not the case fails, so it must be cheap and safe to build.
-    """
+    """Fail the case with `message` when `wrong`; the message is built either way, so it must
+    be cheap and safe to build."""
     if wrong:
         raise AssertionError(message)
 
@@ -37,20 +35,13 @@ def cases(check, fn, table: dict) -> list:
 
     An argument that is not a tuple is the only one: {"a single id": [7]} runs check(fn, [7]).
     """
-
-    def case(args) -> object:
-        args = args if isinstance(args, tuple) else (args,)
-        return lambda: check(fn, *args)
-
-    return [(label, case(args)) for label, args in table.items()]
+    return [(label, partial(check, fn, *(args if isinstance(args, tuple) else (args,))))
+            for label, args in table.items()]
 
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run the block with the global RNG seeded, and leave the caller's RNG as it was.
-
-    manual_seed reseeds the GPU's generators too, so they are forked and put back as well.
-    """
+    """Run the block with the global RNG seeded, leaving the caller's (GPUs' too) as it was."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         yield
@@ -67,10 +58,8 @@ def randomize(module: nn.Module, std: float) -> nn.Module:
 def expect_close(
     got, want: torch.Tensor, what: str, mistakes=(), x=None, atol: float = 1e-5, rtol: float = 1e-4
 ) -> None:
-    """Compare tensors; on a difference, name the known mistake that gives `got`, if one does.
-
-    `mistakes` holds (hint, tensor) pairs; `x`, the input, is shown next to a wrong entry.
-    """
+    """Compare tensors; on a difference, name the known mistake (hint, tensor) that gives `got`,
+    if one does; `x`, the input, is shown next to a wrong entry."""
     got = expect_tensor(got, what).detach()
     if got.shape != want.shape:
         raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
@@ -78,9 +67,7 @@ def expect_close(
     bad = ~torch.isclose(got, want, atol=atol, rtol=rtol)
     if not bad.any():
         return
-    for hint, wrong in mistakes:
-        if torch.allclose(got, wrong.float(), atol=atol, rtol=rtol):
-            raise AssertionError(f"{what} is wrong: {hint}")
+    fail_if(hint := matching(got, mistakes, atol, rtol), f"{what} is wrong: {hint}")
     i = tuple(int(k) for k in bad.nonzero()[0])
     at = f" (input {x[i].item():.6g})" if x is not None and x.shape == got.shape else ""
     if not torch.isfinite(got[i]):
@@ -111,10 +98,10 @@ def plain(value):
     return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else value
 
 
-def matching(got: torch.Tensor, mistakes) -> str | None:
+def matching(got: torch.Tensor, mistakes, atol: float = 1e-5, rtol: float = 1e-4) -> str | None:
     """The hint of the first known mistake whose result equals `got` (infinities included)."""
     return first_hint(mistakes, lambda wrong: wrong.shape == got.shape and torch.allclose(
-        got.float(), wrong.float(), rtol=1e-4, atol=1e-5))
+        got.float(), wrong.float(), rtol=rtol, atol=atol))
 
 
 def first_hint(mistakes, same: Callable[[object], bool]) -> str | None:
@@ -164,8 +151,8 @@ def expect_raises(call: Callable[[], object], kind: type[Exception], why: str) -
 
 def tiny_gpt(seed: int | None, vocab: int, context: int, emb: int, heads: int, layers: int,
              std: float | None = None, **config) -> GPTModel:
-    """A small GPTModel without dropout, built from its own seed (None: the caller's seeded
-    block), its weights drawn from N(0, std²) when std is given."""
+    """A small GPTModel without dropout, from its own seed (None: the caller's seeded block),
+    its weights drawn from N(0, std²) when std is given."""
     cfg = GPTConfig(vocab_size=vocab, context_length=context, emb_dim=emb, n_heads=heads,
                     n_layers=layers, **{"drop_rate": 0.0, **config})
     with seeded(seed) if seed is not None else nullcontext():
@@ -181,5 +168,4 @@ def deferred(check: Callable[..., None]) -> Callable[..., Callable[[], None]]:
 def fail_first(*rules: tuple[object, str]) -> None:
     """A table of (mistake seen?, what to tell the learner): fail with the first one seen."""
     for seen, message in rules:
-        if seen:
-            raise AssertionError(message)
+        fail_if(seen, message)

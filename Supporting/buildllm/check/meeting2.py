@@ -1,7 +1,6 @@
 """Checks for the Meeting 2 exercises: byte-level BPE, from pair counts to parity with tiktoken.
 
-Each compares the learner's function with `buildllm.tokenizers` (pair_counts, merge, train_bpe,
-BPETokenizer), or with tiktoken where a case uses GPT-2's vocabulary, on a table of cases:
+Each compares with `buildllm.tokenizers`, or with tiktoken for GPT-2's vocabulary:
 
     >>> check.meeting2.pair_counts(get_pair_counts)
     ✓ Exercise 2.1: all 6 cases pass.
@@ -109,10 +108,7 @@ def _merge(fn: Callable, ids: list[int] | Callable, pair: tuple[int, int], new_i
 
 
 def merge(fn: Callable[[list[int], tuple[int, int], int], list[int]]) -> None:
-    """Exercise 2.2: fn(ids, pair, new_id) must equal buildllm.tokenizers.merge, input untouched.
-
-    Ids of several digits defeat replacing in a string.
-    """
+    """Exercise 2.2: fn(ids, pair, new_id) must equal buildllm.tokenizers.merge, input untouched."""
     verify("Exercise 2.2", cases(_merge, fn, {  # label: (ids, pair, new_id)
         "[1, 2, 3, 1, 2], pair (1, 2) -> 4": ([1, 2, 3, 1, 2], (1, 2), 4),
         "[5, 5, 5], pair (5, 5): left to right, no overlap": ([5, 5, 5], (5, 5), 6),
@@ -183,20 +179,15 @@ _TRAINING = {  # label: (text, vocab_size)
 
 
 def train(fn: Callable[[str, int], tuple[Vocab, Merges]]) -> None:
-    """Exercise 2.3: fn(text, vocab_size) must return the (vocab, merges) of train_bpe.
-
-    At the first wrong merge the message says why: a tie broken the wrong way, a pair that
-    crosses pre-tokens, or a pair that is not the most frequent.
-    """
+    """Exercise 2.3: fn(text, vocab_size) must return the (vocab, merges) of train_bpe."""
     verify("Exercise 2.3", cases(_trains, fn, _TRAINING))
 
 
 def fast_train(fn: Callable[[str, int], tuple[Vocab, Merges]], speedup: float = 3.0) -> None:
     """Exercise 2.6: like Exercise 2.3, and at least `speedup` times faster than the plain way.
 
-    500 merges on The Verdict must equal train_bpe's and take at most 1/speedup of the time
-    train_bpe_naive takes here and now: a ratio of two timings on one machine does not depend
-    on the machine. A time just over the limit is measured up to twice more.
+    The limit is a ratio to train_bpe_naive's time here and now, so it does not depend on
+    the machine; a time just over it may be a pause in the background, and is measured again.
     """
     timings: list[float] = []
 
@@ -204,7 +195,6 @@ def fast_train(fn: Callable[[str, int], tuple[Vocab, Merges]], speedup: float = 
         start = time.perf_counter()
         train_bpe_naive(_verdict(), 756)
         naive = time.perf_counter() - start
-        # A time just over the limit may be a pause in the background: measure it again.
         while naive < min(timings) * speedup < 2 * naive and len(timings) < 3:
             start = time.perf_counter()
             fn(_verdict(), 756)
@@ -238,10 +228,7 @@ def _decodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str, dro
 
 
 def decode(fn: Callable[[list[int], Vocab], str]) -> None:
-    """Exercise 2.4: fn(ids, vocab) must equal BPETokenizer.decode, broken UTF-8 included.
-
-    An emoji cut short is not valid UTF-8, and must become U+FFFD, not an error.
-    """
+    """Exercise 2.4: fn(ids, vocab) must equal BPETokenizer.decode, broken UTF-8 included."""
     verify("Exercise 2.4", cases(_decodes, fn, {  # label: (tokenizer, text, ids cut off)
         "no ids": (_small, ""),
         "a sentence, in a small trained vocabulary": (_small, "I had always thought"),
@@ -277,8 +264,7 @@ def _encodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str | Ca
 def encode(fn: Callable[[str, Vocab, Merges], list[int]]) -> None:
     """Exercise 2.5: fn(text, vocab, merges) must give BPETokenizer's ids, then tiktoken's.
 
-    The earlier-learned merge must win although the later occurs more often, and ids must be
-    found in vocab, not computed (the vocabulary numbered backwards tells).
+    Ids numbered backwards tell ids looked up in vocab from ids computed from bytes or ranks.
     """
     verify("Exercise 2.5", cases(_encodes, fn, {  # label: (tokenizer, text, against tiktoken)
         "a sentence, in a small trained vocabulary": (_small, "I had always thought"),
