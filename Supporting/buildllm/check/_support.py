@@ -86,11 +86,12 @@ class Refuses(torch.Tensor):
 
     banned: frozenset = frozenset()
     advice = ""
+    message = "your function called {name}: {advice}"
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         if func in cls.banned:
-            raise AssertionError(f"your function called {func.__name__}: {cls.advice}")
+            raise AssertionError(cls.message.format(name=func.__name__, advice=cls.advice))
         return super().__torch_function__(func, types, args, kwargs or {})
 
 

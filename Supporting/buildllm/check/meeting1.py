@@ -1,7 +1,6 @@
 """Checks for the Meeting 1 exercises: vocabulary, sliding windows, one-hot embedding, sinusoids.
 
-Each compares the learner's function with the reference in `buildllm` (SimpleTokenizer,
-SlidingWindowDataset, F.embedding, sinusoidal_positions) on a table of cases:
+Each compares the learner's function with the reference in `buildllm` on a table of cases:
 
     >>> check.meeting1.vocabulary(build_vocab)
     ✓ Exercise 1.1: all 5 cases pass.
@@ -19,13 +18,12 @@ from ..datasets import SlidingWindowDataset
 from ..embeddings import sinusoidal_positions
 from ..tokenizers import SimpleTokenizer
 from . import expect_equal, expect_tensor, verify
-from ._support import cases, fail_if, plain, randn
+from ._support import Refuses, cases, fail_if, plain, randn
 
 __all__ = ["one_hot_embedding", "sinusoidal", "sliding_windows", "vocabulary"]
 
 
 def _vocab(build_vocab: Callable, text: str | Callable[[], str]) -> None:
-    """Compare with SimpleTokenizer's vocabulary and name the first difference, not the dict."""
     text = text if isinstance(text, str) else text()
     actual, expected = build_vocab(text), SimpleTokenizer.from_text(text).str_to_int
     fail_if(not isinstance(actual, dict),
@@ -55,7 +53,6 @@ def vocabulary(build_vocab: Callable[[str], dict[str, int]]) -> None:
 
 
 def _windows(fn: Callable, n: int, context_length: int, stride: int, as_tensor=False) -> None:
-    """Compare with SlidingWindowDataset, naming the first window that differs."""
     ids = [(7 * i + 3) % 50 for i in range(n)]  # ids are not their positions
     result = fn(torch.tensor(ids) if as_tensor else ids, context_length, stride)
     fail_if(not (isinstance(result, tuple | list) and len(result) == 2),
@@ -85,19 +82,14 @@ def sliding_windows(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Non
     }))
 
 
-class _NoLookup(torch.Tensor):
+class _NoLookup(Refuses):
     """A weight table that refuses to be indexed, so only the one-hot route passes."""
 
-    lookups = frozenset({torch.Tensor.__getitem__, torch.Tensor.index_select, torch.gather,
-                         torch.Tensor.gather, torch.Tensor.take, torch.index_select, torch.take,
-                         torch.embedding, F.embedding})
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        if func in cls.lookups:
-            raise AssertionError(f"your function looked rows up directly ({func.__name__}); "
-                                 "this exercise asks for one_hot(ids) @ weight instead")
-        return super().__torch_function__(func, types, args, kwargs or {})
+    banned = frozenset({torch.Tensor.__getitem__, torch.Tensor.index_select, torch.gather,
+                        torch.Tensor.gather, torch.Tensor.take, torch.index_select, torch.take,
+                        torch.embedding, F.embedding})
+    message = ("your function looked rows up directly ({name}); this exercise asks for "
+               "one_hot(ids) @ weight instead")
 
 
 def _embeds(fn: Callable, vocab_size: int, dim: int, ids: list, seed: int) -> None:
@@ -122,7 +114,6 @@ def one_hot_embedding(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
 
 
 def _encoding(fn: Callable, *args: float) -> None:
-    """Compare position encodings and name the first wrong entry, not the whole table."""
     got, want = expect_tensor(fn(*args), "the encoding"), sinusoidal_positions(*args)
     fail_if(got.shape != want.shape, f"shape is {tuple(got.shape)}, expected {tuple(want.shape)}")
     close = torch.isclose(got.float(), want, atol=1e-5, rtol=1e-4)
@@ -135,10 +126,7 @@ def _encoding(fn: Callable, *args: float) -> None:
 
 
 def sinusoidal(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise 1.4: fn(num_positions, dim, base) must equal sinusoidal_positions(...).
-
-    Sines and cosines interleave (not two halves), and a base given must be used.
-    """
+    """Exercise 1.4: fn(num_positions, dim, base) must equal sinusoidal_positions(...)."""
     verify("Exercise 1.4", cases(_encoding, fn, {
         "4 positions, dim 6": (4, 6), "1 position, dim 2": (1, 2), "50 positions, dim 16": (50, 16),
         "128 positions, dim 64": (128, 64), "10 positions, dim 8, base 100": (10, 8, 100.0),
