@@ -38,7 +38,6 @@ def _expect_shape(got, shape: tuple[int, ...], what: str, meaning: str) -> None:
 
 
 def _first(where: torch.Tensor) -> tuple[int, ...] | None:
-    """The index of the first True entry of `where`, or None."""
     return tuple(where.nonzero()[0].tolist()) if where.any() else None
 
 
@@ -149,10 +148,8 @@ def mask(fn: Callable[..., torch.Tensor]) -> None:
 
 
 def _split_reference(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    d = x.shape[-1]
     with torch.random.fork_rng(devices=[]):  # building a module draws random weights
-        attn = MultiHeadAttention(d, d, 1, 0.0, num_heads)
-    return attn.split_heads(x)
+        return MultiHeadAttention(x.shape[-1], x.shape[-1], 1, 0.0, num_heads).split_heads(x)
 
 
 def _split(fn: Callable, x: torch.Tensor, num_heads: int, clone: bool = True) -> None:
@@ -285,7 +282,7 @@ def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: in
             param.copy_(randn(100 * seed + k, *param.shape, scale=d_in**-0.5))
         x = randn(seed, b, n, d_in)
         want = attn(x)
-    p = {"qkv_weight": attn.qkv.weight, "qkv_bias": attn.qkv.bias if qkv_bias else None,
+    p = {"qkv_weight": attn.qkv.weight, "qkv_bias": attn.qkv.bias,  # None without qkv_bias
          "out_weight": attn.out_proj.weight, "out_bias": attn.out_proj.bias}
     p = {name: None if w is None else w.detach().clone() for name, w in p.items()}
     try:
