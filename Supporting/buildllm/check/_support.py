@@ -61,8 +61,8 @@ def expect_close(
     """Compare tensors; on a difference, name the known mistake (hint, tensor) that gives `got`,
     if one does; `x`, the input, is shown next to a wrong entry."""
     got = expect_tensor(got, what).detach()
-    if got.shape != want.shape:
-        raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    fail_if(got.shape != want.shape,
+            f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
     got, want = got.float(), want.float()
     bad = ~torch.isclose(got, want, atol=atol, rtol=rtol)
     if not bad.any():
@@ -70,15 +70,12 @@ def expect_close(
     fail_if(hint := matching(got, mistakes, atol, rtol), f"{what} is wrong: {hint}")
     i = tuple(int(k) for k in bad.nonzero()[0])
     at = f" (input {x[i].item():.6g})" if x is not None and x.shape == got.shape else ""
-    if not torch.isfinite(got[i]):
-        raise AssertionError(
-            f"{what}[{', '.join(map(str, i))}]{at} is {got[i].item()}: a step overflowed (exp "
-            "of a large number is inf) or divided by zero"
-        )
+    entry = f"{what}[{', '.join(map(str, i))}]{at} is"
+    fail_if(not torch.isfinite(got[i]), f"{entry} {got[i].item()}: a step overflowed (exp of a "
+            "large number is inf) or divided by zero")
     raise AssertionError(
-        f"{what}[{', '.join(map(str, i))}]{at} is {got[i].item():.6g}, expected "
-        f"{want[i].item():.6g}; the largest difference is {(got - want).abs().max().item():.3g}"
-    )
+        f"{entry} {got[i].item():.6g}, expected {want[i].item():.6g}; the largest difference is "
+        f"{(got - want).abs().max().item():.3g}")
 
 
 class Refuses(torch.Tensor):
@@ -113,17 +110,16 @@ def first_hint(mistakes, same: Callable[[object], bool]) -> str | None:
 def number(value, what: str) -> float:
     """A learner's number (a one-element tensor counts), or a failure that says what came back."""
     value = plain(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise AssertionError(f"{what} should be a number, got {type(value).__name__}")
+    value = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+    fail_if(isinstance(value, bool) or not isinstance(value, numbers.Real),
+            f"{what} should be a number, got {type(value).__name__}")
     return float(value)
 
 
 def tensors(got, names: tuple[str, ...]) -> list[torch.Tensor]:
     """An answer's tuple of tensors, checked for its length and types, as plain detached tensors."""
-    if not (isinstance(got, (tuple, list)) and len(got) == len(names)):
-        raise AssertionError(f"return a tuple ({', '.join(names)})")
+    fail_if(not (isinstance(got, (tuple, list)) and len(got) == len(names)),
+            f"return a tuple ({', '.join(names)})")
     return [expect_tensor(plain(t), name).detach() for t, name in zip(got, names, strict=True)]
 
 
