@@ -108,13 +108,11 @@ def weights(fn: Callable[..., torch.Tensor]) -> None:
 
 def _mask(fn: Callable, *sizes: int) -> None:
     got, n_queries, n_keys = expect_tensor(fn(*sizes), "the mask"), sizes[0], sizes[-1]
-    if got.dtype != torch.bool:
-        raise AssertionError(
-            "the mask should be booleans (dtype torch.bool), True where a query may look; "
-            + ("yours holds 0 and -inf, a mask to add to the scores. Build the boolean one: "
-               "masked_fill and F.scaled_dot_product_attention take it as it is"
-               if got.is_floating_point() and got.isinf().any()
-               else f"yours is {got.dtype}: build it from torch.ones(..., dtype=torch.bool)"))
+    fail_if(got.dtype != torch.bool, "the mask should be booleans (dtype torch.bool), True where "
+            "a query may look; " + ("yours holds 0 and -inf, a mask to add to the scores. Build "
+            "the boolean one: masked_fill and F.scaled_dot_product_attention take it as it is"
+            if got.is_floating_point() and got.isinf().any()
+            else f"yours is {got.dtype}: build it from torch.ones(..., dtype=torch.bool)"))
     _expect_shape(got, (n_queries, n_keys), "the mask", "(queries, keys)")
     if torch.equal(got, want := causal_mask(n_queries, n_keys)):
         return

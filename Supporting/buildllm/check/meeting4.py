@@ -170,9 +170,8 @@ def _count(fn: Callable, cfg: GPTConfig) -> None:
     got, want = fn(cfg), _parameters_of(cfg)
     fail_if(not isinstance(got, numbers.Real) or isinstance(got, bool),
             f"should return a number, got {type(got).__name__}")
-    if got != want:
-        raise AssertionError(
-            f"the count is {got:,}, expected {want:,}: {_count_hint(int(got - want), cfg)}")
+    fail_if(got != want, f"the count is {got:,}, expected {want:,}: "
+            f"{_count_hint(int(got - want), cfg)}")
 
 
 def parameter_count(fn: Callable[[GPTConfig], int]) -> None:
