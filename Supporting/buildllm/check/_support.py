@@ -165,4 +165,5 @@ def deferred(check: Callable[..., None]) -> Callable[..., Callable[[], None]]:
 def fail_first(*rules: tuple[object, str]) -> None:
     """A table of (mistake seen?, what to tell the learner): fail with the first one seen."""
     for seen, message in rules:
-        fail_if(seen, message)
+        if seen:
+            raise AssertionError(message)

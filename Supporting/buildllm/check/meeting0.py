@@ -176,7 +176,8 @@ class _Problem:
         """The learner's per-epoch losses, checked to be floats (their run happens once)."""
         if self._losses is None:
             self._losses = self.fn(self.model, self.loader(), self.epochs, self.lr)
-        fail_if(not isinstance(losses := self._losses, list),
+        losses = self._losses
+        fail_if(not isinstance(losses, list),
                 f"train should return a list, got {type(losses).__name__}")
         expect_equal(len(losses), self.epochs, "the number of losses returned (one per epoch)")
         for i, value in enumerate(losses):

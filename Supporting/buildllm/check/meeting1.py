@@ -23,8 +23,7 @@ from ._support import Refuses, cases, fail_if, plain, randn
 __all__ = ["one_hot_embedding", "sinusoidal", "sliding_windows", "vocabulary"]
 
 
-def _vocab(build_vocab: Callable, text: str | Callable[[], str]) -> None:
-    text = text if isinstance(text, str) else text()
+def _vocab(build_vocab: Callable, text: str) -> None:
     actual, expected = build_vocab(text), SimpleTokenizer.from_text(text).str_to_int
     fail_if(not isinstance(actual, dict),
             f"should return a dict (piece -> id), got {type(actual).__name__}")
@@ -48,7 +47,7 @@ def vocabulary(build_vocab: Callable[[str], dict[str, int]]) -> None:
         "double dash and quotes": '"Yes--no," she said; (maybe) it\'s fine?',
         "a text that contains <|endoftext|>": "One story. <|endoftext|> Another story.",
         "an empty text": "",
-        "the whole of The Verdict": lambda: fetch("the-verdict.txt").read_text(encoding="utf-8"),
+        "the whole of The Verdict": fetch("the-verdict.txt").read_text(encoding="utf-8"),
     }))
 
 
