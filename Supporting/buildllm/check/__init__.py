@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-__all__ = ["ExerciseFailed", "expect_equal", "expect_tensor", "meeting0", "meeting1", "meeting2",
-           "meeting3", "meeting4", "meeting5", "meeting6", "meeting7", "verify"]
+__all__ = ["ExerciseFailed", "expect_equal", "expect_shape", "expect_tensor", "meeting0",
+           "meeting1", "meeting2", "meeting3", "meeting4", "meeting5", "meeting6", "meeting7",
+           "verify"]
 
 
 def __getattr__(name: str):
@@ -61,13 +62,18 @@ def expect_tensor(value, what: str = "result"):
     return value
 
 
+def expect_shape(value, shape, what: str = "result", meaning: str = ""):
+    """Return value if it is a tensor of `shape`; `meaning` ends the message (what the dims are)."""
+    if tuple(expect_tensor(value, what).shape) != tuple(shape):
+        raise AssertionError(
+            f"{what} has shape {tuple(value.shape)}, expected {tuple(shape)}{meaning}")
+    return value
+
+
 def expect_equal(actual, expected, what: str = "result") -> None:
     """Fail with a message that shows both values (tensors are compared with allclose)."""
     if isinstance(expected, torch.Tensor):
-        if expect_tensor(actual, what).shape != expected.shape:
-            raise AssertionError(
-                f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
-            )
+        expect_shape(actual, expected.shape, what)
         if not torch.allclose(actual.float(), expected.float(), atol=1e-5, rtol=1e-4):
             raise AssertionError(f"{what} is\n{actual}\nexpected\n{expected}")
     elif actual != expected:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..model import GPTConfig, GPTModel
-from . import expect_tensor
+from . import expect_shape, expect_tensor
 
 
 def randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
@@ -60,15 +60,10 @@ def expect_close(
 ) -> None:
     """Compare tensors; on a difference, name the known mistake (hint, tensor) that gives `got`,
     if one does; `x`, the input, is shown next to a wrong entry."""
-    got = expect_tensor(got, what).detach()
-    fail_if(got.shape != want.shape,
-            f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
-    got, want = got.float(), want.float()
-    bad = ~torch.isclose(got, want, atol=atol, rtol=rtol)
-    if not bad.any():
+    got, want = expect_shape(got, want.shape, what).detach().float(), want.float()
+    if (i := first_wrong(got, want, atol, rtol)) is None:
         return
     fail_if(hint := matching(got, mistakes, atol, rtol), f"{what} is wrong: {hint}")
-    i = tuple(int(k) for k in bad.nonzero()[0])
     at = f" (input {x[i].item():.6g})" if x is not None and x.shape == got.shape else ""
     entry = f"{what}[{', '.join(map(str, i))}]{at} is"
     fail_if(not torch.isfinite(got[i]), f"{entry} {got[i].item()}: a step overflowed (exp of a "
@@ -76,6 +71,16 @@ def expect_close(
     raise AssertionError(
         f"{entry} {got[i].item():.6g}, expected {want[i].item():.6g}; the largest difference is "
         f"{(got - want).abs().max().item():.3g}")
+
+
+def first(where: torch.Tensor) -> tuple[int, ...] | None:
+    """The index of the first True entry of `where`, or None."""
+    return tuple(where.nonzero()[0].tolist()) if where.any() else None
+
+
+def first_wrong(got: torch.Tensor, want: torch.Tensor, atol=1e-5, rtol=1e-4):
+    """The index of the first entry of `got` not close to `want` (NaN is never close), or None."""
+    return first(~torch.isclose(got.detach().float(), want.float(), atol=atol, rtol=rtol))
 
 
 class Refuses(torch.Tensor):

@@ -17,8 +17,8 @@ from ..data import fetch
 from ..datasets import SlidingWindowDataset
 from ..embeddings import sinusoidal_positions
 from ..tokenizers import SimpleTokenizer
-from . import expect_equal, expect_tensor, verify
-from ._support import Refuses, cases, fail_if, plain, randn
+from . import expect_equal, expect_shape, expect_tensor, verify
+from ._support import Refuses, cases, fail_if, first_wrong, plain, randn
 
 __all__ = ["one_hot_embedding", "sinusoidal", "sliding_windows", "vocabulary"]
 
@@ -58,10 +58,9 @@ def _windows(fn: Callable, n: int, context_length: int, stride: int, as_tensor=F
             "should return a pair (inputs, targets)")
     ds = SlidingWindowDataset(ids, context_length, stride)
     for k, what in enumerate(["inputs", "targets"]):
-        got, want = expect_tensor(result[k], what), torch.stack([ds[i][k] for i in range(len(ds))])
-        fail_if(got.shape != want.shape, f"{what} has shape {tuple(got.shape)}, expected "
-                f"{tuple(want.shape)} ({len(ds)} windows of {context_length} for {n} ids and "
-                f"stride {stride})")
+        want = torch.stack([ds[i][k] for i in range(len(ds))])
+        got = expect_shape(result[k], want.shape, what, f" ({len(ds)} windows of "
+                           f"{context_length} for {n} ids and stride {stride})")
         for row, (mine, theirs) in enumerate(zip(got.long(), want, strict=True)):
             fail_if(not torch.equal(mine, theirs),
                     f"{what}[{row}] is {got[row].tolist()}, expected {theirs.tolist()}")
@@ -115,9 +114,8 @@ def one_hot_embedding(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
 def _encoding(fn: Callable, *args: float) -> None:
     got, want = expect_tensor(fn(*args), "the encoding"), sinusoidal_positions(*args)
     fail_if(got.shape != want.shape, f"shape is {tuple(got.shape)}, expected {tuple(want.shape)}")
-    close = torch.isclose(got.float(), want, atol=1e-5, rtol=1e-4)
-    if not close.all():
-        p, d = (int(v) for v in (~close).nonzero()[0])
+    if (where := first_wrong(got, want)) is not None:
+        p, d = where
         raise AssertionError(
             f"entry [position {p}, dim {d}] is {got[p, d].item():.5f}, expected "
             f"{want[p, d].item():.5f}: dim {d} holds the {'cos' if d % 2 else 'sin'} of "

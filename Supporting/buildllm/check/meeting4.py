@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..generation import generate
 from ..model import CONFIGS, GPTConfig, GPTModel, LayerNorm, TransformerBlock, count_parameters
-from . import _support, expect_tensor, verify
+from . import _support, expect_shape, verify
 from ._support import Refuses, cases, expect_close, fail_if, plain, randomize, seeded, tiny_gpt
 
 __all__ = ["block_forward", "cached_generation", "gelu", "greedy_generation", "layer_norm",
@@ -247,15 +247,13 @@ def _prompt(seed: int, batch: int, length: int) -> torch.Tensor:
 
 def _expect_same_tokens(got, want: torch.Tensor, n_prompt: int, hint: Callable[[int], str]) -> None:
     """Compare generated ids, naming the first new token that differs; hint(k) says why."""
-    got = expect_tensor(got, "the result")
-    fail_if(got.shape != want.shape, f"the result has shape {tuple(got.shape)}, expected "
-            f"{tuple(want.shape)}: the prompt's {n_prompt} tokens followed by the new ones, for "
-            "each sequence")
+    got = expect_shape(got, want.shape, "the result", f": the prompt's {n_prompt} tokens "
+                       "followed by the new ones, for each sequence")
     if got.tolist() == want.tolist():
         return
     fail_if(got[:, :n_prompt].tolist() != want[:, :n_prompt].tolist(),
             "the result should start with the prompt, unchanged")
-    b, k = (int(i) for i in (got != want).nonzero()[0])
+    b, k = _support.first(got != want)
     raise AssertionError(
         f"sequence {b}, new token {k - n_prompt + 1}: {got[b, k].item()}, expected "
         f"{want[b, k].item()} (you have {got[b, n_prompt:].tolist()}, expected "
