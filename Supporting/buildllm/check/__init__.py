@@ -1,31 +1,28 @@
 """Instant feedback for exercise cells (used by every meeting).
 
-Each exercise ends in a cell like `check.meeting1.vocabulary(build_vocab)`. The check
-runs the learner's code on a few cases against the course's reference and either prints
-one line of praise or stops at the first failing case and says what went wrong.
-An unfinished exercise (its stub raises NotImplementedError) stays NotImplementedError,
-so a learner sees "not done yet" rather than a confusing failure.
+Each exercise ends in a cell like `check.meeting1.vocabulary(build_vocab)`: it prints one line
+of praise, or stops at the first failing case and says what went wrong. An unfinished exercise
+(its stub raises NotImplementedError) stays NotImplementedError: "not done yet", not a failure.
 """
 
 from __future__ import annotations
 
+import importlib
 import traceback
 from collections.abc import Callable, Iterable
 
-__all__ = [
-    "ExerciseFailed",
-    "expect_equal",
-    "expect_tensor",
-    "meeting0",
-    "meeting1",
-    "meeting2",
-    "meeting3",
-    "meeting4",
-    "meeting5",
-    "meeting6",
-    "meeting7",
-    "verify",
-]
+import torch
+
+__all__ = ["ExerciseFailed", "expect_equal", "expect_shape", "expect_tensor", "meeting0",
+           "meeting1", "meeting2", "meeting3", "meeting4", "meeting5", "meeting6", "meeting7",
+           "verify"]
+
+
+def __getattr__(name: str):
+    """Load a meeting's checks on first use (check.meeting7 needs FastAPI, Meeting 0 does not)."""
+    if name.startswith("meeting") and name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ExerciseFailed(AssertionError):
@@ -60,37 +57,24 @@ def verify(title: str, cases: Iterable[tuple[str, Callable[[], None]]]) -> None:
 
 def expect_tensor(value, what: str = "result"):
     """Return value if it is a tensor; otherwise fail now, before an AttributeError would."""
-    import torch
-
     if not isinstance(value, torch.Tensor):
         raise AssertionError(f"{what} should be a tensor, got {type(value).__name__}")
     return value
 
 
+def expect_shape(value, shape, what: str = "result", meaning: str = ""):
+    """Return value if it is a tensor of `shape`; `meaning` ends the message (what the dims are)."""
+    if tuple(expect_tensor(value, what).shape) != tuple(shape):
+        raise AssertionError(
+            f"{what} has shape {tuple(value.shape)}, expected {tuple(shape)}{meaning}")
+    return value
+
+
 def expect_equal(actual, expected, what: str = "result") -> None:
     """Fail with a message that shows both values (tensors are compared with allclose)."""
-    import torch
-
     if isinstance(expected, torch.Tensor):
-        expect_tensor(actual, what)
-        if actual.shape != expected.shape:
-            raise AssertionError(
-                f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
-            )
+        expect_shape(actual, expected.shape, what)
         if not torch.allclose(actual.float(), expected.float(), atol=1e-5, rtol=1e-4):
             raise AssertionError(f"{what} is\n{actual}\nexpected\n{expected}")
     elif actual != expected:
         raise AssertionError(f"{what} is {actual!r}, expected {expected!r}")
-
-
-# The meetings' checks import verify() from here, so they come last.
-from . import (  # noqa: E402
-    meeting0,
-    meeting1,
-    meeting2,
-    meeting3,
-    meeting4,
-    meeting5,
-    meeting6,
-    meeting7,
-)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..model import GPTConfig, GPTModel
-from . import expect_tensor
+from . import expect_shape, expect_tensor
 
 
 def randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
@@ -24,10 +24,8 @@ def randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
 
 
 def fail_if(wrong: object, message: str) -> None:
-    """Fail the case with `message` when `wrong`: one line per named mistake in a check.
-
-    The message is built whether or not the case fails, so it must be cheap and safe to build.
-    """
+    """Fail the case with `message` when `wrong`; the message is built either way, so it must
+    be cheap and safe to build."""
     if wrong:
         raise AssertionError(message)
 
@@ -37,20 +35,13 @@ def cases(check, fn, table: dict) -> list:
 
     An argument that is not a tuple is the only one: {"a single id": [7]} runs check(fn, [7]).
     """
-
-    def case(args) -> object:
-        args = args if isinstance(args, tuple) else (args,)
-        return lambda: check(fn, *args)
-
-    return [(label, case(args)) for label, args in table.items()]
+    return [(label, partial(check, fn, *(args if isinstance(args, tuple) else (args,))))
+            for label, args in table.items()]
 
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run the block with the global RNG seeded, and leave the caller's RNG as it was.
-
-    manual_seed reseeds the GPU's generators too, so they are forked and put back as well.
-    """
+    """Run the block with the global RNG seeded, leaving the caller's (GPUs' too) as it was."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         yield
@@ -67,31 +58,29 @@ def randomize(module: nn.Module, std: float) -> nn.Module:
 def expect_close(
     got, want: torch.Tensor, what: str, mistakes=(), x=None, atol: float = 1e-5, rtol: float = 1e-4
 ) -> None:
-    """Compare tensors; on a difference, name the known mistake that gives `got`, if one does.
-
-    `mistakes` holds (hint, tensor) pairs; `x`, the input, is shown next to a wrong entry.
-    """
-    got = expect_tensor(got, what).detach()
-    if got.shape != want.shape:
-        raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
-    got, want = got.float(), want.float()
-    bad = ~torch.isclose(got, want, atol=atol, rtol=rtol)
-    if not bad.any():
+    """Compare tensors; on a difference, name the known mistake (hint, tensor) that gives `got`,
+    if one does; `x`, the input, is shown next to a wrong entry."""
+    got, want = expect_shape(got, want.shape, what).detach().float(), want.float()
+    if (i := first_wrong(got, want, atol, rtol)) is None:
         return
-    for hint, wrong in mistakes:
-        if torch.allclose(got, wrong.float(), atol=atol, rtol=rtol):
-            raise AssertionError(f"{what} is wrong: {hint}")
-    i = tuple(int(k) for k in bad.nonzero()[0])
+    fail_if(hint := matching(got, mistakes, atol, rtol), f"{what} is wrong: {hint}")
     at = f" (input {x[i].item():.6g})" if x is not None and x.shape == got.shape else ""
-    if not torch.isfinite(got[i]):
-        raise AssertionError(
-            f"{what}[{', '.join(map(str, i))}]{at} is {got[i].item()}: a step overflowed (exp "
-            "of a large number is inf) or divided by zero"
-        )
+    entry = f"{what}[{', '.join(map(str, i))}]{at} is"
+    fail_if(not torch.isfinite(got[i]), f"{entry} {got[i].item()}: a step overflowed (exp of a "
+            "large number is inf) or divided by zero")
     raise AssertionError(
-        f"{what}[{', '.join(map(str, i))}]{at} is {got[i].item():.6g}, expected "
-        f"{want[i].item():.6g}; the largest difference is {(got - want).abs().max().item():.3g}"
-    )
+        f"{entry} {got[i].item():.6g}, expected {want[i].item():.6g}; the largest difference is "
+        f"{(got - want).abs().max().item():.3g}")
+
+
+def first(where: torch.Tensor) -> tuple[int, ...] | None:
+    """The index of the first True entry of `where`, or None."""
+    return tuple(where.nonzero()[0].tolist()) if where.any() else None
+
+
+def first_wrong(got: torch.Tensor, want: torch.Tensor, atol=1e-5, rtol=1e-4):
+    """The index of the first entry of `got` not close to `want` (NaN is never close), or None."""
+    return first(~torch.isclose(got.detach().float(), want.float(), atol=atol, rtol=rtol))
 
 
 class Refuses(torch.Tensor):
@@ -99,11 +88,12 @@ class Refuses(torch.Tensor):
 
     banned: frozenset = frozenset()
     advice = ""
+    message = "your function called {name}: {advice}"
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         if func in cls.banned:
-            raise AssertionError(f"your function called {func.__name__}: {cls.advice}")
+            raise AssertionError(cls.message.format(name=func.__name__, advice=cls.advice))
         return super().__torch_function__(func, types, args, kwargs or {})
 
 
@@ -111,10 +101,10 @@ def plain(value):
     return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else value
 
 
-def matching(got: torch.Tensor, mistakes) -> str | None:
+def matching(got: torch.Tensor, mistakes, atol: float = 1e-5, rtol: float = 1e-4) -> str | None:
     """The hint of the first known mistake whose result equals `got` (infinities included)."""
     return first_hint(mistakes, lambda wrong: wrong.shape == got.shape and torch.allclose(
-        got.float(), wrong.float(), rtol=1e-4, atol=1e-5))
+        got.float(), wrong.float(), rtol=rtol, atol=atol))
 
 
 def first_hint(mistakes, same: Callable[[object], bool]) -> str | None:
@@ -125,17 +115,16 @@ def first_hint(mistakes, same: Callable[[object], bool]) -> str | None:
 def number(value, what: str) -> float:
     """A learner's number (a one-element tensor counts), or a failure that says what came back."""
     value = plain(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise AssertionError(f"{what} should be a number, got {type(value).__name__}")
+    value = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+    fail_if(isinstance(value, bool) or not isinstance(value, numbers.Real),
+            f"{what} should be a number, got {type(value).__name__}")
     return float(value)
 
 
 def tensors(got, names: tuple[str, ...]) -> list[torch.Tensor]:
     """An answer's tuple of tensors, checked for its length and types, as plain detached tensors."""
-    if not (isinstance(got, (tuple, list)) and len(got) == len(names)):
-        raise AssertionError(f"return a tuple ({', '.join(names)})")
+    fail_if(not (isinstance(got, (tuple, list)) and len(got) == len(names)),
+            f"return a tuple ({', '.join(names)})")
     return [expect_tensor(plain(t), name).detach() for t, name in zip(got, names, strict=True)]
 
 
@@ -164,8 +153,8 @@ def expect_raises(call: Callable[[], object], kind: type[Exception], why: str) -
 
 def tiny_gpt(seed: int | None, vocab: int, context: int, emb: int, heads: int, layers: int,
              std: float | None = None, **config) -> GPTModel:
-    """A small GPTModel without dropout, built from its own seed (None: the caller's seeded
-    block), its weights drawn from N(0, std²) when std is given."""
+    """A small GPTModel without dropout, from its own seed (None: the caller's seeded block),
+    its weights drawn from N(0, std²) when std is given."""
     cfg = GPTConfig(vocab_size=vocab, context_length=context, emb_dim=emb, n_heads=heads,
                     n_layers=layers, **{"drop_rate": 0.0, **config})
     with seeded(seed) if seed is not None else nullcontext():

@@ -4,9 +4,6 @@ Each runs the learner's function on a table of cases against a reference written
 
     >>> check.meeting0.standardize(standardize)
     ✓ Exercise 0.1: all 4 cases pass.
-
-Random numbers come from the checks' own generators, or from the global one inside `seeded`,
-so running a check never changes what the rest of a learner's notebook draws.
 """
 
 from __future__ import annotations
@@ -104,17 +101,16 @@ def _build(fn: Callable, sizes: list[int]) -> nn.Module:
 
 def _shape_and_count(fn: Callable, sizes: list[int], batch: int) -> None:
     model = _build(fn, sizes)
-    params = list(model.parameters())
-    count = sum(p.numel() for p in params)
+    count = sum(p.numel() for p in model.parameters())
     fail_if(count == 0, "the model has no parameters: layers kept in a plain Python list are "
             "invisible to PyTorch; use nn.Sequential or nn.ModuleList")
-    want = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
-    expect_equal(count, want, f"the number of parameters for sizes {sizes}")
-    fail_if(not all(p.requires_grad for p in params),
+    expect_equal(count, sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False)),
+                 f"the number of parameters for sizes {sizes}")
+    fail_if(not all(p.requires_grad for p in model.parameters()),
             "some parameters have requires_grad=False, so they would never train")
     out = expect_tensor(model(randn(1, batch, sizes[0])), "model(x)")
-    what = f"the output shape for an input of {batch}×{sizes[0]}"
-    expect_equal(tuple(out.shape), (batch, sizes[-1]), what)
+    expect_equal(tuple(out.shape), (batch, sizes[-1]),
+                 f"the output shape for an input of {batch}×{sizes[0]}")
 
 
 def _nonlinear(fn: Callable) -> None:
@@ -134,11 +130,7 @@ def _raw_last_layer(fn: Callable) -> None:
 
 
 def mlp(fn: Callable[[list[int]], nn.Module]) -> None:
-    """Exercise 0.3: fn(sizes) builds Linear layers sizes[0] → sizes[1] → … with ReLU between.
-
-    The module needs the right trainable parameters and output shape, an activation between
-    layers (it is not linear) and none after the last (its outputs can be negative).
-    """
+    """Exercise 0.3: fn(sizes) builds Linear layers sizes[0] → sizes[1] → … with ReLU between."""
     verify("Exercise 0.3", [*cases(_shape_and_count, fn, {
         "sizes [4, 8, 3]: 67 parameters, output 5×3": ([4, 8, 3], 5),
         "sizes [10, 32, 32, 1]: 1,441 parameters, output 7×1": ([10, 32, 32, 1], 7),
@@ -211,11 +203,8 @@ class _Problem:
 
 
 def train(fn: Callable[[nn.Module, DataLoader, int, float], list[float]]) -> None:
-    """Exercise 0.4: fn(model, loader, epochs, lr) trains with SGD on the MSE loss.
-
-    Its per-epoch mean losses must match a reference loop (zero_grad before each backward)
-    on a seeded linear regression, and for a small MLP.
-    """
+    """Exercise 0.4: fn(model, loader, epochs, lr) trains with SGD on the MSE loss: its
+    per-epoch mean losses must match a reference loop's, for a linear model and a small MLP."""
     linear = _Problem(fn, hidden=None, epochs=5, lr=0.1, seed=0)
     small_mlp = _Problem(fn, hidden=16, epochs=3, lr=0.05, seed=1)
     verify("Exercise 0.4", [

@@ -1,7 +1,6 @@
 """Checks for the Meeting 1 exercises: vocabulary, sliding windows, one-hot embedding, sinusoids.
 
-Each compares the learner's function with the reference in `buildllm` (SimpleTokenizer,
-SlidingWindowDataset, F.embedding, sinusoidal_positions) on a table of cases:
+Each compares the learner's function with the reference in `buildllm` on a table of cases:
 
     >>> check.meeting1.vocabulary(build_vocab)
     ✓ Exercise 1.1: all 5 cases pass.
@@ -18,15 +17,13 @@ from ..data import fetch
 from ..datasets import SlidingWindowDataset
 from ..embeddings import sinusoidal_positions
 from ..tokenizers import SimpleTokenizer
-from . import expect_equal, expect_tensor, verify
-from ._support import cases, fail_if, plain, randn
+from . import expect_equal, expect_shape, expect_tensor, verify
+from ._support import Refuses, cases, fail_if, first_wrong, plain, randn
 
 __all__ = ["one_hot_embedding", "sinusoidal", "sliding_windows", "vocabulary"]
 
 
-def _vocab(build_vocab: Callable, text: str | Callable[[], str]) -> None:
-    """Compare with SimpleTokenizer's vocabulary and name the first difference, not the dict."""
-    text = text if isinstance(text, str) else text()
+def _vocab(build_vocab: Callable, text: str) -> None:
     actual, expected = build_vocab(text), SimpleTokenizer.from_text(text).str_to_int
     fail_if(not isinstance(actual, dict),
             f"should return a dict (piece -> id), got {type(actual).__name__}")
@@ -50,22 +47,20 @@ def vocabulary(build_vocab: Callable[[str], dict[str, int]]) -> None:
         "double dash and quotes": '"Yes--no," she said; (maybe) it\'s fine?',
         "a text that contains <|endoftext|>": "One story. <|endoftext|> Another story.",
         "an empty text": "",
-        "the whole of The Verdict": lambda: fetch("the-verdict.txt").read_text(encoding="utf-8"),
+        "the whole of The Verdict": fetch("the-verdict.txt").read_text(encoding="utf-8"),
     }))
 
 
 def _windows(fn: Callable, n: int, context_length: int, stride: int, as_tensor=False) -> None:
-    """Compare with SlidingWindowDataset, naming the first window that differs."""
     ids = [(7 * i + 3) % 50 for i in range(n)]  # ids are not their positions
     result = fn(torch.tensor(ids) if as_tensor else ids, context_length, stride)
     fail_if(not (isinstance(result, tuple | list) and len(result) == 2),
             "should return a pair (inputs, targets)")
     ds = SlidingWindowDataset(ids, context_length, stride)
     for k, what in enumerate(["inputs", "targets"]):
-        got, want = expect_tensor(result[k], what), torch.stack([ds[i][k] for i in range(len(ds))])
-        fail_if(got.shape != want.shape, f"{what} has shape {tuple(got.shape)}, expected "
-                f"{tuple(want.shape)} ({len(ds)} windows of {context_length} for {n} ids and "
-                f"stride {stride})")
+        want = torch.stack([ds[i][k] for i in range(len(ds))])
+        got = expect_shape(result[k], want.shape, what, f" ({len(ds)} windows of "
+                           f"{context_length} for {n} ids and stride {stride})")
         for row, (mine, theirs) in enumerate(zip(got.long(), want, strict=True)):
             fail_if(not torch.equal(mine, theirs),
                     f"{what}[{row}] is {got[row].tolist()}, expected {theirs.tolist()}")
@@ -85,19 +80,14 @@ def sliding_windows(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Non
     }))
 
 
-class _NoLookup(torch.Tensor):
+class _NoLookup(Refuses):
     """A weight table that refuses to be indexed, so only the one-hot route passes."""
 
-    lookups = frozenset({torch.Tensor.__getitem__, torch.Tensor.index_select, torch.gather,
-                         torch.Tensor.gather, torch.Tensor.take, torch.index_select, torch.take,
-                         torch.embedding, F.embedding})
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        if func in cls.lookups:
-            raise AssertionError(f"your function looked rows up directly ({func.__name__}); "
-                                 "this exercise asks for one_hot(ids) @ weight instead")
-        return super().__torch_function__(func, types, args, kwargs or {})
+    banned = frozenset({torch.Tensor.__getitem__, torch.Tensor.index_select, torch.gather,
+                        torch.Tensor.gather, torch.Tensor.take, torch.index_select, torch.take,
+                        torch.embedding, F.embedding})
+    message = ("your function looked rows up directly ({name}); this exercise asks for "
+               "one_hot(ids) @ weight instead")
 
 
 def _embeds(fn: Callable, vocab_size: int, dim: int, ids: list, seed: int) -> None:
@@ -122,12 +112,10 @@ def one_hot_embedding(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
 
 
 def _encoding(fn: Callable, *args: float) -> None:
-    """Compare position encodings and name the first wrong entry, not the whole table."""
     got, want = expect_tensor(fn(*args), "the encoding"), sinusoidal_positions(*args)
     fail_if(got.shape != want.shape, f"shape is {tuple(got.shape)}, expected {tuple(want.shape)}")
-    close = torch.isclose(got.float(), want, atol=1e-5, rtol=1e-4)
-    if not close.all():
-        p, d = (int(v) for v in (~close).nonzero()[0])
+    if (where := first_wrong(got, want)) is not None:
+        p, d = where
         raise AssertionError(
             f"entry [position {p}, dim {d}] is {got[p, d].item():.5f}, expected "
             f"{want[p, d].item():.5f}: dim {d} holds the {'cos' if d % 2 else 'sin'} of "
@@ -135,10 +123,7 @@ def _encoding(fn: Callable, *args: float) -> None:
 
 
 def sinusoidal(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise 1.4: fn(num_positions, dim, base) must equal sinusoidal_positions(...).
-
-    Sines and cosines interleave (not two halves), and a base given must be used.
-    """
+    """Exercise 1.4: fn(num_positions, dim, base) must equal sinusoidal_positions(...)."""
     verify("Exercise 1.4", cases(_encoding, fn, {
         "4 positions, dim 6": (4, 6), "1 position, dim 2": (1, 2), "50 positions, dim 16": (50, 16),
         "128 positions, dim 64": (128, 64), "10 positions, dim 8, base 100": (10, 8, 100.0),

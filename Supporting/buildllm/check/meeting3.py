@@ -1,8 +1,6 @@
 """Checks for the Meeting 3 exercises: attention weights, causal mask, heads, multi-head attention.
 
-Each compares the learner's function with `buildllm.attention` (causal_mask, MultiHeadAttention)
-on a table of cases; a wrong answer is matched against the usual mistakes (scores not scaled, a
-mask off by one or transposed, heads split without a transpose...) to name the one it makes:
+Each compares with `buildllm.attention` and names the usual mistake a wrong answer makes:
 
     >>> check.meeting3.mask(causal_mask)
     ✓ Exercise 3.2: all 7 cases pass.
@@ -19,8 +17,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..attention import MultiHeadAttention, causal_mask
-from . import expect_tensor, verify
-from ._support import cases, fail_if, matching, randn
+from . import expect_shape, expect_tensor, verify
+from ._support import cases, fail_if, first, first_wrong, matching, randn
 
 __all__ = ["mask", "merge", "multi_head", "split", "weights"]
 
@@ -32,22 +30,6 @@ def _numbered(*shape: int) -> torch.Tensor:
 
 def _at(index) -> str:
     return "[" + ", ".join(str(int(i)) for i in index) + "]"
-
-
-def _expect_shape(got, shape: tuple[int, ...], what: str, meaning: str) -> None:
-    expect_tensor(got, what)
-    fail_if(tuple(got.shape) != shape,
-            f"{what} has shape {tuple(got.shape)}, expected {shape} {meaning}")
-
-
-def _first(where: torch.Tensor) -> tuple[int, ...] | None:
-    """The index of the first True entry of `where`, or None."""
-    return tuple(where.nonzero()[0].tolist()) if where.any() else None
-
-
-def _first_wrong(got: torch.Tensor, want: torch.Tensor, atol: float = 1e-5):
-    """The index of the first entry of `got` not close to `want` (NaN is never close), or None."""
-    return _first(~torch.isclose(got.detach().float(), want.float(), atol=atol, rtol=1e-4))
 
 
 def _where_from(value: float, x: torch.Tensor) -> str:
@@ -70,23 +52,23 @@ def _weights(fn: Callable, shape: tuple[int, ...], n_keys: int | None, seed: int
     k = q if n_keys is None else randn(seed + 1, *shape[:-2], n_keys, shape[-1])
     m = causal_mask(q.shape[-2], k.shape[-2]) if masked else None
     got, want, d = fn(q, k, m) if masked else fn(q, k), _softmax_weights(q, k, m), q.shape[-1]
-    _expect_shape(got, tuple(want.shape), "the weights", "(..., queries, keys)")
-    if nan := _first(got.isnan()):
+    expect_shape(got, want.shape, "the weights", " (..., queries, keys)")
+    if nan := first(got.isnan()):
         raise AssertionError(
             f"the weights contain NaN at {_at(nan)}: every key is hidden from query {nan[-2]}, "
             "and a softmax over scores that are all -inf is 0/0. True in the mask means 'may "
             "look': hide the scores where it is False")
-    if masked and (leak := _first((got != 0) & ~m)):
+    if masked and (leak := first((got != 0) & ~m)):
         raise AssertionError(
             f"query {leak[-2]} puts weight {got[leak]:.3f} on key {leak[-1]}, which the "
             "mask hides (False means 'may not look'): set hidden scores to -inf before the "
             "softmax, and they get weight exactly 0")
     sums = got.sum(dim=-1)
-    if off := _first(~torch.isclose(sums, torch.ones_like(sums), atol=1e-4)):
+    if off := first(~torch.isclose(sums, torch.ones_like(sums), atol=1e-4)):
         raise AssertionError(
             f"the weights of query {off[-1]} sum to {sums[off]:.4f}, not 1: take the "
             "softmax over the keys (dim=-1), and mask the scores before it, not the weights after")
-    if (where := _first_wrong(got, want)) is None:
+    if (where := first_wrong(got, want)) is None:
         return
     mistakes = (  # (what to say, the weights it gives), each built only if needed
         (f"the weights are softmax(q kᵀ / {by:g}): {why}", _softmax_weights(q, k, m, by))
@@ -98,10 +80,7 @@ def _weights(fn: Callable, shape: tuple[int, ...], n_keys: int | None, seed: int
 
 
 def weights(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise 3.1: fn(queries, keys, mask=None) must be softmax(q kᵀ / √d), masked.
-
-    With d = 16 a missing scale shows; the last mask is rectangular, as with a KV cache.
-    """
+    """Exercise 3.1: fn(queries, keys, mask=None) must be softmax(q kᵀ / √d), masked."""
     verify("Exercise 3.1", cases(_weights, fn, {  # label: (query shape, keys, seed, masked)
         "6 embeddings of size 3 as both queries and keys": ((6, 3), None, 1),
         "3 queries, 5 keys, d = 4": ((3, 4), 5, 2),
@@ -115,14 +94,12 @@ def weights(fn: Callable[..., torch.Tensor]) -> None:
 
 def _mask(fn: Callable, *sizes: int) -> None:
     got, n_queries, n_keys = expect_tensor(fn(*sizes), "the mask"), sizes[0], sizes[-1]
-    if got.dtype != torch.bool:
-        raise AssertionError(
-            "the mask should be booleans (dtype torch.bool), True where a query may look; "
-            + ("yours holds 0 and -inf, a mask to add to the scores. Build the boolean one: "
-               "masked_fill and F.scaled_dot_product_attention take it as it is"
-               if got.is_floating_point() and got.isinf().any()
-               else f"yours is {got.dtype}: build it from torch.ones(..., dtype=torch.bool)"))
-    _expect_shape(got, (n_queries, n_keys), "the mask", "(queries, keys)")
+    fail_if(got.dtype != torch.bool, "the mask should be booleans (dtype torch.bool), True where "
+            "a query may look; " + ("yours holds 0 and -inf, a mask to add to the scores. Build "
+            "the boolean one: masked_fill and F.scaled_dot_product_attention take it as it is"
+            if got.is_floating_point() and got.isinf().any()
+            else f"yours is {got.dtype}: build it from torch.ones(..., dtype=torch.bool)"))
+    expect_shape(got, (n_queries, n_keys), "the mask", " (queries, keys)")
     if torch.equal(got, want := causal_mask(n_queries, n_keys)):
         return
     fail_if(torch.equal(got, ~want),
@@ -132,7 +109,7 @@ def _mask(fn: Callable, *sizes: int) -> None:
     fail_if(n_queries == n_keys and torch.equal(got, want.T),
             "the mask is transposed: row i is query i, and it may look at keys 0 to i, so the "
             "True entries are on and below the diagonal (tril)")
-    (i, j), shift = _first(got != want), n_keys - n_queries
+    (i, j), shift = first(got != want), n_keys - n_queries
     if got[i, j]:
         why = f"your mask lets query {i} see key {j}, which comes after it."
     elif j == i + shift:
@@ -146,10 +123,7 @@ def _mask(fn: Callable, *sizes: int) -> None:
 
 
 def mask(fn: Callable[..., torch.Tensor]) -> None:
-    """Exercise 3.2: fn(n_queries, n_keys=None) must equal buildllm.attention.causal_mask.
-
-    With more keys than queries (a KV cache), the queries are the last positions.
-    """
+    """Exercise 3.2: fn(n_queries, n_keys=None) must equal buildllm.attention.causal_mask."""
     verify("Exercise 3.2", cases(_mask, fn, {
         "4 tokens": 4, "1 token": 1, "64 tokens": 64, "5 queries, n_keys = 5": (5, 5),
         "1 new query, 5 keys: it sees them all": (1, 5), "3 new queries, 7 keys": (3, 7),
@@ -158,17 +132,15 @@ def mask(fn: Callable[..., torch.Tensor]) -> None:
 
 
 def _split_reference(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    d = x.shape[-1]
     with torch.random.fork_rng(devices=[]):  # building a module draws random weights
-        attn = MultiHeadAttention(d, d, 1, 0.0, num_heads)
-    return attn.split_heads(x)
+        return MultiHeadAttention(x.shape[-1], x.shape[-1], 1, 0.0, num_heads).split_heads(x)
 
 
 def _split(fn: Callable, x: torch.Tensor, num_heads: int, clone: bool = True) -> None:
     got, want = fn(x.clone() if clone else x, num_heads), _split_reference(x, num_heads)
     hd = x.shape[-1] // num_heads
-    _expect_shape(got, tuple(want.shape), "the result", "(batch, heads, tokens, head_dim)")
-    if (where := _first_wrong(got, want)) is None:
+    expect_shape(got, want.shape, "the result", " (batch, heads, tokens, head_dim)")
+    if (where := first_wrong(got, want)) is None:
         return
     fail_if(matching(got, [(True, x.reshape(want.shape))]),
             "right shape, wrong values: reshaping straight to (batch, heads, tokens, head_dim) "
@@ -184,8 +156,7 @@ def _split(fn: Callable, x: torch.Tensor, num_heads: int, clone: bool = True) ->
 def split(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     """Exercise 3.3: fn(x, num_heads) must equal MultiHeadAttention.split_heads.
 
-    Numbered entries let a message say which entry of x landed where; a slice of a fused
-    q, k, v projection is not contiguous in memory.
+    Numbered entries let a message say which entry of x landed where.
     """
     verify("Exercise 3.3", cases(_split, fn, {  # label: (x, num_heads, clone x first)
         "numbered, (1, 3, 4), 2 heads": (_numbered(1, 3, 4), 2),
@@ -200,8 +171,8 @@ def split(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
 
 def _merge(fn: Callable, x: torch.Tensor) -> None:
     got, want, (b, h, n, hd) = fn(x.clone()), MultiHeadAttention.merge_heads(x), x.shape
-    _expect_shape(got, (b, n, h * hd), "the result", "(batch, tokens, heads * head_dim)")
-    if (where := _first_wrong(got, want)) is None:
+    expect_shape(got, (b, n, h * hd), "the result", " (batch, tokens, heads * head_dim)")
+    if (where := first_wrong(got, want)) is None:
         return
     fail_if(matching(got, [(True, x.reshape(b, n, h * hd))]),
             "right shape, wrong values: reshaping (batch, heads, tokens, head_dim) straight to "
@@ -217,8 +188,8 @@ def _merge(fn: Callable, x: torch.Tensor) -> None:
 def _round_trip(fn: Callable) -> None:
     x = randn(3, 2, 5, 12)
     got = fn(_split_reference(x, 3))  # a transposed view
-    _expect_shape(got, tuple(x.shape), "merge_heads(split_heads(x))", "(like x)")
-    fail_if(_first_wrong(got, x) is not None, "merge_heads(split_heads(x)) is not x")
+    expect_shape(got, x.shape, "merge_heads(split_heads(x))", " (like x)")
+    fail_if(first_wrong(got, x) is not None, "merge_heads(split_heads(x)) is not x")
 
 
 def merge(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
@@ -241,19 +212,6 @@ class _NoFusedAttention(TorchFunctionMode):
                 f"your function calls {func.__name__}, the fused attention this check compares "
                 "with: compute the scores, the mask and the softmax yourself")
         return func(*args, **(kwargs or {}))
-
-
-def _without_fused_attention(fn: Callable[..., torch.Tensor], *args) -> torch.Tensor:
-    """fn(*args) under _NoFusedAttention; a crash names the learner's line, not the mode's."""
-    try:
-        with _NoFusedAttention():
-            return fn(*args)
-    except (AssertionError, NotImplementedError):
-        raise
-    except Exception as err:
-        frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename != __file__]
-        at = f"\n  at line {frames[-1].lineno}: {frames[-1].line}" if frames else ""
-        raise AssertionError(f"crashed with {type(err).__name__}: {err}{at}") from None
 
 
 def _mha(x, p: dict, h: int, *, divide_by=lambda hd, d: math.sqrt(hd), see=causal_mask, dim=-1,
@@ -308,21 +266,29 @@ def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: in
             param.copy_(randn(100 * seed + k, *param.shape, scale=d_in**-0.5))
         x = randn(seed, b, n, d_in)
         want = attn(x)
-    p = {"qkv_weight": attn.qkv.weight, "qkv_bias": attn.qkv.bias if qkv_bias else None,
+    p = {"qkv_weight": attn.qkv.weight, "qkv_bias": attn.qkv.bias,  # None without qkv_bias
          "out_weight": attn.out_proj.weight, "out_bias": attn.out_proj.bias}
     p = {name: None if w is None else w.detach().clone() for name, w in p.items()}
-    got = _without_fused_attention(fn, x.clone(), *p.values(), h)
-    _expect_shape(got, tuple(want.shape), "the output", "(batch, tokens, d_out)")
+    try:
+        with _NoFusedAttention():
+            got = fn(x.clone(), *p.values(), h)
+    except (AssertionError, NotImplementedError):
+        raise
+    except Exception as err:  # name the learner's line, not the mode's
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename != __file__]
+        at = f"\n  at line {frames[-1].lineno}: {frames[-1].line}" if frames else ""
+        raise AssertionError(f"crashed with {type(err).__name__}: {err}{at}") from None
+    expect_shape(got, want.shape, "the output", " (batch, tokens, d_out)")
     fail_if(got.isnan().any(),
             "the output contains NaN: a token whose scores are all -inf gets 0/0 from the "
             "softmax. Is the diagonal masked too? Each token may look at itself")
-    if (where := _first_wrong(got, want, atol=1e-4)) is None:
+    if (where := first_wrong(got, want, atol=1e-4)) is None:
         return
     fail_if(hint := matching(got, ((f"wrong values: {why.format(hd=d // h, d=d)}",
                                     _mha(x, p, h, **switches)) for switches, why in _MHA_MISTAKES)),
             hint)
     wrong = f"out{_at(where)} is {got[where]:.4f}, expected {want[where]:.4f}. "
-    fail_if(_first_wrong(got[:, 0], want[:, 0], atol=1e-4) is not None,
+    fail_if(first_wrong(got[:, 0], want[:, 0], atol=1e-4) is not None,
             f"{wrong}Token 0 sees only itself, so its output is out_proj of its own values "
             "whatever the scores. Yours is wrong: either token 0 sees later tokens (look at the "
             "mask), or look at the projections (a Linear computes x @ weight.T + bias), how q, k "
@@ -334,10 +300,7 @@ def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: in
 
 def multi_head(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 3.5: fn(x, qkv_weight, qkv_bias, out_weight, out_bias, num_heads) must equal
-    buildllm.attention.MultiHeadAttention (eval mode, no dropout) with those weights.
-
-    PyTorch's own attention (F.scaled_dot_product_attention) is refused: it is the reference.
-    """
+    buildllm.attention.MultiHeadAttention (eval mode, no dropout) with those weights."""
     verify("Exercise 3.5", cases(_attention, fn, {  # (batch, tokens, d_in, d_out, heads, seed)
         "1 sequence of 4 tokens, d 6, 2 heads": (1, 4, 6, 6, 2, 1),
         "a batch of 2 sequences of 5 tokens, 3 heads": (2, 5, 12, 12, 3, 2),
