@@ -1,22 +1,26 @@
 """Meeting 7 on Colab: the capstone's Google Drive switch does nothing unless it is turned on
-in Colab, and then mounts Drive and moves the project there; and on a GPU without bfloat16
-units (a T4) the capstone's pretraining and notebook 2's 16-bit row use float16 instead."""
+in Colab, and then mounts Drive and moves the project there; on a GPU without bfloat16
+units (a T4) the capstone's pretraining and notebook 2's 16-bit row use float16 instead; and
+notebook 3's server accepts the host name of Colab's port proxy there, and only there."""
 
 import json
 import sys
 import types
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
 from buildllm.capstone import GPUS
 from buildllm.costs import GPU_PEAK_TFLOPS
 from buildllm.pretrain import autocast_dtype
+from buildllm.serve import BackgroundServer, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPSTONE = ROOT / "Meeting-7" / "01_capstone.ipynb"
 INFERENCE = ROOT / "Meeting-7" / "02_inference.ipynb"
+SERVING = ROOT / "Meeting-7" / "03_serving.ipynb"
 
 
 def cell_with(notebook: Path, text: str) -> str:
@@ -102,3 +106,18 @@ def test_the_capstones_t4_estimate_uses_float16_the_type_pretraining_computes_in
     assert autocast_dtype("bf16", "cuda", (7, 5)) == torch.float16
     assert t4.precision == "fp16"
     assert t4.peak_tflops == dict(GPU_PEAK_TFLOPS)["T4"]
+
+
+@pytest.mark.parametrize("in_colab", [True, False])
+def test_notebook_3s_server_answers_colabs_proxy_host_in_colab_only(in_colab, chat, request):
+    if in_colab:
+        request.getfixturevalue("fake_colab")
+    namespace = {"sys": sys, "chat": chat, "name": "tiny", "create_app": create_app,
+                 "BackgroundServer": BackgroundServer}
+    exec(compile(cell_with(SERVING, "allowed_hosts=hosts"), "server cell", "exec"), namespace)
+    with namespace["server"] as server:
+        proxied = httpx.get(f"{server.url}/v1/models", timeout=30,
+                            headers={"Host": "8000-m-s-abc123.prod.colab.dev"})
+        direct = httpx.get(f"{server.url}/v1/models", timeout=30)
+    assert proxied.status_code == (200 if in_colab else 421)
+    assert direct.status_code == 200
