@@ -127,6 +127,21 @@ def test_tiktoken_gpt2_works_offline_and_writes_only_the_registry_file(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.json"]
 
 
+def test_gpt2_encoding_has_the_token_ranks_tiktokens_own_loader_reads(real_files, tmp_path,
+                                                                      monkeypatch):
+    """gpt2_encoding() reads encoder.json itself; tiktoken's loader, given the same two files,
+    must find the same token for every rank (it also checks them against the merges)."""
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # where tiktoken copies them
+    ranks = data_gym_to_mergeable_bpe_ranks(str(real_files / "vocab.bpe"),
+                                            str(real_files / "encoder.json"))
+    enc = data.gpt2_encoding()
+    assert [enc.decode_single_token_bytes(i) for i in range(len(ranks))] == sorted(ranks,
+                                                                                  key=ranks.get)
+    assert (enc.n_vocab, enc.eot_token) == (len(ranks) + 1, len(ranks))
+
+
 # GPT-2 weights: the real files are 0.5 to 6 GB, so these tests use small stand-ins.
 
 

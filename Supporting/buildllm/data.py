@@ -321,12 +321,12 @@ def gpt2_encoding():
     [15496, 11, 995]
     """
     import tiktoken
-    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str  # GPT-2's split pattern
 
-    from .tokenizers.bpe import from_printable
+    from .tokenizers.bpe import GPT2_SPLIT_PATTERN, from_printable
+    from .tokenizers.protocol import ENDOFTEXT
 
     vocab = json.loads(fetch("encoder.json").read_text("utf-8"))
     ranks = {from_printable(token): i for token, i in vocab.items() if token != ENDOFTEXT}
-    return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+    return tiktoken.Encoding("gpt2", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks,
                              special_tokens={ENDOFTEXT: vocab[ENDOFTEXT]},
                              explicit_n_vocab=len(vocab))
