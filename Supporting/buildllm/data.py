@@ -35,10 +35,10 @@ import pooch
 
 from .utils import write_atomically
 
-_STALE_SECONDS = 10 * 60  # a temporary file untouched this long belongs to a killed download
-
 __all__ = ["FILES", "GPT2_CHECKPOINTS", "DownloadError", "cache_dir", "fetch", "gpt2_encoding",
            "gpt2_weights", "mirror_dir", "sha256_of"]
+
+_STALE_SECONDS = 10 * 60  # a temporary file untouched this long belongs to a killed download
 
 
 @dataclass(frozen=True)

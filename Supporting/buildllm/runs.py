@@ -43,6 +43,7 @@ __all__ = ["CHECKPOINT_FORMAT", "DTYPES", "RUN_FORMAT", "Run", "add_run_flag", "
 RUN_FORMAT = "buildllm-run/1"
 CHECKPOINT_FORMAT = "buildllm-checkpoint/1"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # what model.safetensors may hold
+_DTYPE_NAMES = {str(t)[6:]: name for name, t in DTYPES.items()}  # as run.json: "float32" -> "fp32"
 
 
 @dataclass
@@ -161,9 +162,6 @@ def _problem_in(info: dict) -> str | None:
 def _plain_name(name: object) -> bool:
     """True for a file name with no folder in it: a run folder only names its own files."""
     return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
-
-
-_DTYPE_NAMES = {str(t)[6:]: name for name, t in DTYPES.items()}  # "float32" -> "fp32"
 
 
 def _model_config(model: object, path: Path) -> GPTConfig:
