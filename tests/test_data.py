@@ -109,8 +109,9 @@ def test_unknown_name_lists_the_registry():
         data.fetch("the-verdict.md")
 
 
-def test_tiktoken_gpt2_works_offline_from_the_seeded_cache(tmp_path, real_files):
-    """In a fresh process with no network route, tiktoken loads GPT-2 from our cache."""
+def test_tiktoken_gpt2_works_offline_and_writes_only_the_registry_file(tmp_path, real_files):
+    """In a fresh process with no network route, tiktoken's GPT-2 comes from our verified
+    encoder.json, and the cache then holds that file and nothing else."""
     code = (
         "import socket\n"
         "def no_network(*a, **k): raise OSError('network disabled in this test')\n"
@@ -120,15 +121,25 @@ def test_tiktoken_gpt2_works_offline_from_the_seeded_cache(tmp_path, real_files)
         "print(enc.encode('Hello, world. <|endoftext|>', allowed_special='all'))\n"
     )
     env = {**os.environ, "BUILDLLM_CACHE": str(tmp_path), "BUILDLLM_MIRROR": str(real_files)}
-    env.pop("TIKTOKEN_CACHE_DIR", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[15496, 11, 995, 13, 220, 50256]"
-    tiktoken_files = sorted(p.name for p in (tmp_path / "tiktoken").iterdir())
-    expected = sorted(
-        hashlib.sha1(data.FILES[n].url.encode()).hexdigest() for n in ("encoder.json", "vocab.bpe")
-    )
-    assert tiktoken_files == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.json"]
+
+
+def test_gpt2_encoding_has_the_token_ranks_tiktokens_own_loader_reads(real_files, tmp_path,
+                                                                      monkeypatch):
+    """gpt2_encoding() reads encoder.json itself; tiktoken's loader, given the same two files,
+    must find the same token for every rank (it also checks them against the merges)."""
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # where tiktoken copies them
+    ranks = data_gym_to_mergeable_bpe_ranks(str(real_files / "vocab.bpe"),
+                                            str(real_files / "encoder.json"))
+    enc = data.gpt2_encoding()
+    assert [enc.decode_single_token_bytes(i) for i in range(len(ranks))] == sorted(ranks,
+                                                                                  key=ranks.get)
+    assert (enc.n_vocab, enc.eot_token) == (len(ranks) + 1, len(ranks))
 
 
 # GPT-2 weights: the real files are 0.5 to 6 GB, so these tests use small stand-ins.

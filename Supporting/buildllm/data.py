@@ -8,6 +8,9 @@ half-finished download is never used. `pooch` does the URL downloads and
     >>> path = fetch("the-verdict.txt")          # downloads once, then reads the cache
     >>> enc = gpt2_encoding()                    # tiktoken's GPT-2 BPE, offline-safe
 
+Files are written with your umask, like any other file you create: with the usual 022 the
+group and others can read them, so one cache can serve a study group's shared machine.
+
 Two environment variables change where files come from:
 
     BUILDLLM_CACHE   the cache folder (default: the user's cache folder, e.g. ~/.cache/buildllm)
@@ -16,11 +19,15 @@ Two environment variables change where files come from:
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
 import shutil
 import tempfile
+import time
 import zipfile
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +36,9 @@ import pooch
 from .utils import write_atomically
 
 __all__ = ["FILES", "GPT2_CHECKPOINTS", "DownloadError", "cache_dir", "fetch", "gpt2_encoding",
-           "gpt2_weights", "mirror_dir", "seed_tiktoken_cache", "sha256_of"]
+           "gpt2_weights", "mirror_dir", "sha256_of"]
+
+_STALE_SECONDS = 10 * 60  # a temporary file untouched this long belongs to a killed download
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,7 @@ FILES: dict[str, RemoteFile] = {
             "instruction-data-with-preference.json",
             f"{_BOOK}/ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json",
             "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e", 386_968),
-        # GPT-2's tokenizer. These are the URLs and hashes tiktoken itself uses, which is
-        # what lets seed_tiktoken_cache() hand them to tiktoken.
+        # GPT-2's tokenizer: the URLs and hashes tiktoken itself uses.
         RemoteFile(
             "encoder.json", f"{_GPT2_FILES}/encoder.json",
             "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783", 1_042_301),
@@ -87,7 +95,9 @@ class GPT2Checkpoint:
     size: str  # "124M", "355M", "774M" or "1558M"
     repo_id: str
     revision: str
-    sha256: str | None  # None: checked against the Hub's own LFS hash instead
+    # None where no trustworthy source for the hash was at hand: a download is checked
+    # against the Hub's own LFS hash, a file placed by hand against $BUILDLLM_GPT2_<SIZE>_SHA256.
+    sha256: str | None
 
     @property
     def filename(self) -> str:
@@ -139,35 +149,66 @@ def mirror_dir() -> Path | None:
 def fetch(name: str) -> Path:
     """Return the local path of a registry file, downloading and verifying it if needed.
 
+    A file already in the cache with the right sha256 is used as it is, so a read-only cache
+    works. Otherwise the file is written to a temporary file of its own and renamed into
+    place only once its sha256 matches; processes fetching at once each do this, and the
+    file another process put there first counts as success.
+
     >>> fetch("the-verdict.txt").read_text()[:20]
     'I HAD always thought'
     """
     if name not in FILES:
         raise KeyError(f"{name!r} is not a course file; the registry has: {', '.join(FILES)}")
     entry = FILES[name]
-    cache = cache_dir()
-    mirror = mirror_dir()
-    logger = pooch.get_logger()
-    level = logger.level
-    if mirror is not None:
-        downloader = _copy_from(mirror / name)
-        logger.setLevel("WARNING")  # pooch would announce a "download" that is really a copy
-    elif entry.url.endswith(".zip"):
-        downloader = _unzip_member(name)
-    else:
-        downloader = pooch.HTTPDownloader(progressbar=True, timeout=60)
+    target = cache_dir() / name
+    _remove_stale_temporaries(target)
+    if _intact(target, entry.sha256):
+        return target
     try:
-        path = pooch.retrieve(
-            entry.url, f"sha256:{entry.sha256}", fname=name, path=cache, downloader=downloader
-        )
-    except ValueError as err:  # pooch's word for a sha256 mismatch; the bad file is already gone
-        raise DownloadError(name, entry.url, cache / name, f"its sha256 is wrong ({err})") from err
-    except Exception as err:  # no network, HTTP error, missing from the mirror, ...
-        reason = f"{type(err).__name__}: {err}"
-        raise DownloadError(name, entry.url, cache / name, reason) from err
-    finally:
-        logger.setLevel(level)
-    return Path(path)
+        write_atomically(target, lambda tmp: _download_verified(entry, tmp))
+    except Exception as err:  # no network, HTTP error, not in the mirror, wrong hash, read-only
+        if _intact(target, entry.sha256):  # another process stored it meanwhile
+            return target
+        reason = str(err) if isinstance(err, _WrongHash) else f"{type(err).__name__}: {err}"
+        raise DownloadError(name, entry.url, target, reason) from err
+    return target
+
+
+class _WrongHash(ValueError):
+    """A downloaded or mirrored file is not the one the registry pins."""
+
+
+def _intact(path: Path, sha256: str) -> bool:
+    """True if `path` is a file with this sha256 (reading only: a read-only cache is fine)."""
+    return path.is_file() and sha256_of(path) == sha256
+
+
+def _download_verified(entry: RemoteFile, tmp: Path) -> None:
+    """Write the file into `tmp` from the mirror or the web; raise _WrongHash if it differs."""
+    mirror = mirror_dir()
+    if mirror is not None:
+        _copy_from(mirror / entry.name)(entry.url, str(tmp), None)
+    elif entry.url.endswith(".zip"):
+        _unzip_member(entry.name)(entry.url, str(tmp), None)
+    else:
+        pooch.HTTPDownloader(progressbar=True, timeout=60)(entry.url, str(tmp), None)
+    actual = sha256_of(tmp)
+    if actual != entry.sha256:
+        raise _WrongHash(f"its sha256 is wrong: {actual}, expected {entry.sha256}")
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete temporary files that downloads of `target` killed long ago left behind.
+
+    write_atomically names them ".NAME.RANDOM.tmp". One untouched for _STALE_SECONDS is no
+    live download's (a download writes all the time and gives up after 60 s without data),
+    so another process's download in progress is never touched.
+    """
+    cutoff = time.time() - _STALE_SECONDS
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        with suppress(OSError):  # gone already, or a read-only cache
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
 
 
 def _copy_from(source: Path):
@@ -209,7 +250,8 @@ def gpt2_weights(size: str = "124M") -> Path:
     Looks in the mirror (when set) or in the cache folder first, where a file may be
     placed by hand, then asks the Hugging Face Hub, which caches and resumes. The file
     is used only after its sha256 matches: the pinned one where we have it, otherwise
-    the hash the Hub records for the file (its cache names the blob by that hash).
+    the hash the Hub records for the file (its cache names the blob by that hash), or for
+    a file placed by hand, the one given in $BUILDLLM_GPT2_<SIZE>_SHA256.
 
     >>> gpt2_weights("124M").name
     'gpt2-124M.safetensors'
@@ -221,7 +263,7 @@ def gpt2_weights(size: str = "124M") -> Path:
     mirror = mirror_dir()
     for local in ([mirror / ckpt.filename] if mirror is not None else []) + [by_hand]:
         if local.is_file():
-            return _verified(local, ckpt.sha256, ckpt, by_hand)
+            return _verified(local, _expected_sha256(ckpt, local), ckpt, by_hand)
     if mirror is not None:
         raise DownloadError(ckpt.filename, ckpt.url, by_hand, f"it is not in the mirror {mirror}")
 
@@ -236,11 +278,27 @@ def gpt2_weights(size: str = "124M") -> Path:
     return _verified(path, ckpt.sha256 or blob.name, ckpt, by_hand, discard=blob)
 
 
-def _verified(path: Path, expected: str | None, ckpt: GPT2Checkpoint, by_hand: Path,
+def _expected_sha256(ckpt: GPT2Checkpoint, local: Path) -> str:
+    """The sha256 a GPT-2 file placed by hand (or in the mirror) must have.
+
+    For sizes whose hash the course does not pin, the learner gives it in
+    $BUILDLLM_GPT2_<SIZE>_SHA256, read off the Hub's file page; without it the file is refused,
+    never used unchecked.
+    """
+    variable = f"BUILDLLM_GPT2_{ckpt.size}_SHA256"
+    expected = ckpt.sha256 or os.environ.get(variable, "").strip().lower()
+    if not expected:
+        page = f"https://huggingface.co/{ckpt.repo_id}/blob/main/model.safetensors"
+        raise DownloadError(ckpt.filename, ckpt.url, local, (
+            f"{local} cannot be checked: the course pins no sha256 for GPT-2 {ckpt.size}. Set "
+            f"{variable} to the SHA256 shown on {page}, or delete the file and let the Hub "
+            "download it (checked against the Hub's own hash)"))
+    return expected
+
+
+def _verified(path: Path, expected: str, ckpt: GPT2Checkpoint, by_hand: Path,
               discard: Path | None = None) -> Path:
     """Return path if its sha256 is as expected; otherwise delete `discard` and raise."""
-    if expected is None:  # a file placed by hand for a size with no pinned hash
-        return path
     actual = sha256_of(path)
     if actual != expected:
         if discard is not None:
@@ -250,27 +308,25 @@ def _verified(path: Path, expected: str | None, ckpt: GPT2Checkpoint, by_hand: P
     return path
 
 
-def seed_tiktoken_cache() -> Path:
-    """Put GPT-2's tokenizer files where tiktoken looks, so it never needs the network.
-
-    tiktoken caches each file under the sha1 of its URL, in $TIKTOKEN_CACHE_DIR. We point
-    that variable at our cache (unless you set it) and copy the registry's verified files in.
-    """
-    target = Path(os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache_dir() / "tiktoken")))
-    for name in ("encoder.json", "vocab.bpe"):
-        key = hashlib.sha1(FILES[name].url.encode()).hexdigest()
-        if not (target / key).is_file():  # atomic: tiktoken never sees half a file
-            write_atomically(target / key, lambda tmp, name=name: shutil.copyfile(fetch(name), tmp))
-    return target
-
-
+@functools.cache
 def gpt2_encoding():
-    """tiktoken's GPT-2 encoding, loaded from the course cache or mirror.
+    """tiktoken's GPT-2 encoding, built from the registry's verified encoder.json (works offline).
+
+    tiktoken would download the file itself; we hand it the same data instead. encoder.json
+    maps each token, in GPT-2's printable spelling, to its id, and for GPT-2 the id is also
+    the token's merge rank, which is all tiktoken needs (its own loader checks exactly that).
+    Nothing is written but the registry's files, so a read-only cache works too.
 
     >>> gpt2_encoding().encode("Hello, world")
     [15496, 11, 995]
     """
     import tiktoken
 
-    seed_tiktoken_cache()
-    return tiktoken.get_encoding("gpt2")
+    from .tokenizers.bpe import GPT2_SPLIT_PATTERN, from_printable
+    from .tokenizers.protocol import ENDOFTEXT
+
+    vocab = json.loads(fetch("encoder.json").read_text("utf-8"))
+    ranks = {from_printable(token): i for token, i in vocab.items() if token != ENDOFTEXT}
+    return tiktoken.Encoding("gpt2", pat_str=GPT2_SPLIT_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={ENDOFTEXT: vocab[ENDOFTEXT]},
+                             explicit_n_vocab=len(vocab))

@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -43,6 +43,7 @@ __all__ = ["CHECKPOINT_FORMAT", "DTYPES", "RUN_FORMAT", "Run", "add_run_flag", "
 RUN_FORMAT = "buildllm-run/1"
 CHECKPOINT_FORMAT = "buildllm-checkpoint/1"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # what model.safetensors may hold
+_DTYPE_NAMES = {str(t)[6:]: name for name, t in DTYPES.items()}  # as run.json: "float32" -> "fp32"
 
 
 @dataclass
@@ -124,47 +125,138 @@ def write_json(path: Path, obj) -> None:
 
 
 def _read_info(folder: Path) -> dict:
-    """run.json, or an InputError that says why this folder is no run folder."""
+    """run.json, checked, or an InputError that says why this folder is no run folder."""
     path, info = folder / "run.json", None
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder: give a run folder, such as the --out of "
                          "python -m buildllm.pretrain")
-    with suppress(OSError, ValueError):
+    with suppress(OSError, ValueError, RecursionError):  # RecursionError: nested too deeply
         info = json.loads(path.read_text("utf-8"))
     if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
         raise InputError(f"{path} is missing or not a run.json of format {RUN_FORMAT!r}: give a "
                          "folder that buildllm.pretrain or save_run finished writing")
-    return info
+    problem = _problem_in(info)
+    if problem:
+        raise InputError(f"{path} is damaged: {problem}; save or train the run again")
+    return {"run": {}, "result": {}, **info}
+
+
+def _problem_in(info: dict) -> str | None:
+    """What is wrong with a run.json's parts other than "model" (see _model_config), or None."""
+    tokenizer, weights = info.get("tokenizer"), info.get("weights")
+    kind = tokenizer.get("kind") if isinstance(tokenizer, dict) else None
+    if kind not in ("gpt2", "char", "bpe"):
+        return '"tokenizer" must be {"kind": "gpt2"}, {"kind": "char", ...} or {"kind": "bpe", ...}'
+    if kind == "char" and not (isinstance(tokenizer.get("chars"), str) and tokenizer["chars"]):
+        return 'a char tokenizer needs "chars", a non-empty string'
+    if kind == "bpe" and not _plain_name(tokenizer.get("file")):
+        return 'a bpe tokenizer needs "file", the name of a file in the run folder'
+    if not (isinstance(weights, dict) and _plain_name(weights.get("file"))
+            and weights.get("dtype") in _DTYPE_NAMES):
+        return '"weights" must name a file in the run folder and a dtype, float32 or bfloat16'
+    if not all(isinstance(info.get(part, {}), dict) for part in ("run", "result")):
+        return '"run" and "result" must be objects'
+    return None
+
+
+def _plain_name(name: object) -> bool:
+    """True for a file name with no folder in it: a run folder only names its own files."""
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+
+
+def _model_config(model: object, path: Path) -> GPTConfig:
+    """run.json's "model" as a GPTConfig, its every key and type checked: a wrong one gives a
+    one-line InputError here instead of a TypeError deep in the model."""
+    defaults = {f.name: f.default for f in fields(GPTConfig)}
+    if not isinstance(model, dict):
+        raise InputError(f'{path}: "model" must be an object of GPTConfig\'s fields')
+    unknown = sorted(set(model) - set(defaults))
+    if unknown:
+        raise InputError(f'{path}: "model" has unknown settings {unknown}; GPTConfig knows '
+                         f"{sorted(defaults)}")
+    for name, value in model.items():
+        want = type(defaults[name])  # int, float or bool; a JSON 2 is also a fine float
+        if isinstance(value, bool) != (want is bool) or not isinstance(
+                value, (int, float) if want is float else want):
+            raise InputError(f'{path}: "model" {name} must be {want.__name__}, got {value!r}')
+    try:
+        return GPTConfig(**model)
+    except ValueError as err:
+        raise InputError(f"{path}: {err}") from None
+
+
+def _check_fits(cfg: GPTConfig, folder: Path) -> None:
+    """Refuse a model that would not fit in this machine's free memory, before allocating it.
+
+    Loading holds the model and the file's tensors at once, in float32: about 2 × 4 bytes a
+    parameter. The count follows the model's layers: embeddings, output layer (allocated
+    before it is tied) and per block 12·d² + 13·d.
+    """
+    d = cfg.emb_dim
+    params = 2 * cfg.vocab_size * d + cfg.context_length * d + cfg.n_layers * (12 * d * d + 13 * d)
+    need, free = 8 * params, _free_memory()
+    if need > free:
+        raise InputError(f"{folder} holds a model that needs about {need / 1e9:,.1f} GB to "
+                         f"load, but this machine has {free / 1e9:,.1f} GB free: its run.json "
+                         "is damaged, or load it on a machine with more memory")
+
+
+def _free_memory() -> float:
+    """Bytes of memory free for a new allocation: Linux's MemAvailable, else all of it."""
+    with suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return float("inf")
 
 
 def load_run(folder: str | os.PathLike) -> Run:
     """The model a run folder holds (float32, eval mode, on the CPU), its tokenizer, and how it
-    was made. A missing, foreign or damaged folder raises InputError, saying what to do.
+    was made. A missing, foreign, damaged or impossibly large folder raises a one-line
+    InputError, saying what to do, before anything big is allocated.
 
     >>> model, tokenizer = load_run("runs/char")
     >>> tokenizer.decode(generate(model, torch.tensor([tokenizer.encode("ROMEO:")]), 50)[0])
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     info = _read_info(folder)
-    weights = folder / info["weights"]["file"]
-    try:
-        state = {k: v.float() for k, v in load_file(weights).items()}
-    except Exception as err:  # safetensors' own error for a cut file; OSError for none
-        raise InputError(f"{weights} cannot be read ({type(err).__name__}: {err}): the file is "
-                         "missing or incomplete; save or train the run again") from None
-    model = GPTModel(GPTConfig(**info["model"]))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"out_head.weight"} if model.cfg.tie_embeddings else set()
-    if unexpected or set(missing) != tied:
-        raise InputError(f"{folder} holds weights that do not fit its model: missing "
-                         f"{sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
+    cfg = _model_config(info["model"], folder / "run.json")
+    _check_fits(cfg, folder)
     spec = info["tokenizer"]
     if spec["kind"] == "bpe":
         spec = {**spec, "file": str(folder / spec["file"])}
-    save_dtype = {str(t)[6:]: name for name, t in DTYPES.items()}[info["weights"]["dtype"]]
-    return Run(model.eval(), load_tokenizer(spec), spec, info["run"], info["result"], save_dtype)
+    tokenizer = load_tokenizer(spec)
+    if tokenizer.n_vocab > cfg.vocab_size:
+        raise InputError(f"{folder}: its tokenizer has {tokenizer.n_vocab} ids but the model "
+                         f"only {cfg.vocab_size}: the run folder's files do not belong together")
+    model = _load_weights(folder / info["weights"]["file"], cfg)
+    return Run(model.eval(), tokenizer, spec, info["run"], info["result"],
+               _DTYPE_NAMES[info["weights"]["dtype"]])
+
+
+def _load_weights(path: Path, cfg: GPTConfig) -> GPTModel:
+    """A GPTModel of `cfg` holding the weights in the safetensors file at `path`."""
+    from safetensors.torch import load_file
+
+    try:
+        state = {k: v.float() for k, v in load_file(path).items()}
+    except Exception as err:  # safetensors' own error for a cut file; OSError for none
+        reason = str(err).splitlines()[0] if str(err) else ""
+        raise InputError(f"{path} cannot be read ({type(err).__name__}: {reason}): the file is "
+                         "missing or incomplete; save or train the run again") from None
+    model = GPTModel(cfg)
+    expected = model.state_dict()
+    tied = {"out_head.weight"} if cfg.tie_embeddings else set()
+    missing = sorted(set(expected) - set(state) - tied)
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise InputError(f"{path.parent} holds weights that do not fit its model: missing "
+                         f"{missing}, unexpected {unexpected}, of another shape {wrong}")
+    model.load_state_dict(state, strict=False)
+    return model
 
 
 def read_checkpoint(path: Path, model_cfg: GPTConfig, settings: dict, data_sha256: str,
@@ -175,11 +267,17 @@ def read_checkpoint(path: Path, model_cfg: GPTConfig, settings: dict, data_sha25
     try:
         ckpt = load_checkpoint(path)
     except Exception as err:  # a damaged or foreign file: say so, and touch nothing
-        raise InputError(f"{path} cannot be read as a checkpoint: {err}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        # Never pass on torch's advice to retry with weights_only=False: for a file from
+        # elsewhere, that would let it run any code it holds.
+        raise InputError(f"{path} cannot be read as a checkpoint ({type(err).__name__}): it is "
+                         "damaged, cut short or not from buildllm.pretrain. Resume from a copy "
+                         "you trust, or delete it to start the run afresh") from None
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT
+            and isinstance(ckpt.get("model_config"), dict) and isinstance(ckpt.get("config"), dict)
+            and {"data_sha256", "world_size"} <= set(ckpt)):
         raise InputError(f"{path} was not written by buildllm.pretrain")
-    diffs = [f"model {k}: {v!r} in the checkpoint, {getattr(model_cfg, k)!r} now"
-             for k, v in ckpt["model_config"].items() if getattr(model_cfg, k) != v]
+    diffs = [f"model {k}: {v!r} in the checkpoint, {getattr(model_cfg, k, None)!r} now"
+             for k, v in ckpt["model_config"].items() if getattr(model_cfg, k, None) != v]
     diffs += [f"--{k.replace('_', '-')}: {v!r} in the checkpoint, {settings[k]!r} now"
               for k, v in ckpt["config"].items() if k in settings and settings[k] != v]
     if ckpt["data_sha256"] != data_sha256:

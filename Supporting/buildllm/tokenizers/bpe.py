@@ -359,12 +359,28 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
-        """Read a file written by `save`."""
+        """Read a file written by `save`. Any other file raises a one-line ValueError."""
         try:
             data = json.loads(Path(path).read_text("utf-8"))
-            if data.get("format") != FORMAT:
-                raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
+            _check_saved(data)
             return cls.from_printable(data["vocab"], data["merges"], data["special_tokens"])
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise ValueError(f"{path} is not a valid tokenizer file: {err!r}") from None
+        except RecursionError:  # json's answer to [[[[...]]]] nested thousands deep
+            raise ValueError(f"{path} is not a valid tokenizer file: nested too deeply") from None
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path} is not a valid tokenizer file: {err}") from None
+
+
+def _check_saved(data: object) -> None:
+    """Raise ValueError unless `data` has the shape `to_printable` gives: checked here, so a
+    string of special tokens is not read as one token per character."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"format is {found!r}, expected {FORMAT!r}")
+    vocab, merges, special = data.get("vocab"), data.get("merges"), data.get("special_tokens")
+    if not (isinstance(vocab, dict) and all(type(i) is int for i in vocab.values())):
+        raise ValueError('"vocab" must map each token to its id, an integer')
+    if not (isinstance(merges, list) and all(isinstance(m, str) for m in merges)):
+        raise ValueError('"merges" must be a list of "left right" strings')
+    if not (isinstance(special, list) and all(isinstance(t, str) for t in special)):
+        raise ValueError('"special_tokens" must be a list of strings, such as ["<|endoftext|>"]')
 

@@ -22,8 +22,10 @@ def load_gpt2_files(encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLik
     """Build GPT-2's tokenizer from its encoder.json and vocab.bpe, checking both."""
     try:
         vocab = json.loads(Path(encoder_json).read_text("utf-8"))
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested thousands deep
         raise ValueError(f"{encoder_json} is not valid JSON: {err}") from None
+    if not isinstance(vocab, dict):
+        raise ValueError(f"{encoder_json} must map each token to its id")
     lines = Path(vocab_bpe).read_text("utf-8").split("\n")
     if lines and lines[0].startswith("#version"):
         lines = lines[1:]
