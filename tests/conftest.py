@@ -16,7 +16,6 @@ def cache(tmp_path, monkeypatch):
     """A fresh, empty download cache, so no test sees another's files."""
     folder = tmp_path / "cache"
     monkeypatch.setenv("BUILDLLM_CACHE", str(folder))
-    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
     return folder
 
 
@@ -41,7 +40,6 @@ def enc(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BUILDLLM_CACHE", str(folder))
-        mp.setenv("TIKTOKEN_CACHE_DIR", str(folder / "tiktoken"))
         return gpt2_encoding()
 
 
