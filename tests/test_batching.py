@@ -167,7 +167,8 @@ def test_a_full_queue_refuses_and_stopping_ends_waiting_and_unfinished_requests(
         Caller(engine).submit(Request(tok.encode("KING:"), 5))
     stopper = threading.Thread(target=engine.stop, kwargs={"grace": 0.2})
     stopper.start()
-    time.sleep(0.1)
+    assert waiting.done.wait(10), "a waiting request is ended at once"
+    assert isinstance(waiting.error, EngineStopped) and not writing.done.is_set()
     release.set()
     stopper.join(30)
     assert not stopper.is_alive()

@@ -226,19 +226,21 @@ class Engine:
 
     def stop(self, grace: float = 0.0) -> None:
         """Refuse new requests and end the waiting ones with EngineStopped at once; give the
-        replies being written `grace` seconds to finish, end the others the same way."""
+        replies being written `grace` seconds to finish, then end them the same way."""
         with self._wake:
             if self._stop_at is None:
                 self._stop_at = time.monotonic() + grace
+            waiting, self.waiting = list(self.waiting), deque()
             self._wake.notify()
+        for ticket in waiting:
+            _end(ticket, EngineStopped("the server is shutting down"))
         self._thread.join()
 
     def _loop(self) -> None:
         while self._admit():
             self._step()
-        stopped = EngineStopped("the server is shutting down")
-        for ticket in [*self.batch.tickets, *self.waiting]:
-            _end(ticket, stopped)
+        for ticket in self.batch.tickets:  # unfinished when the grace period ended
+            _end(ticket, EngineStopped("the server is shutting down"))
         self.batch.keep([])
 
     def _admit(self) -> bool:
@@ -247,9 +249,7 @@ class Engine:
         with self._wake:
             while not self.waiting and not self.batch and self._stop_at is None:
                 self._wake.wait()
-            if self._stop_at is not None:
-                while self.waiting:
-                    _end(self.waiting.popleft(), EngineStopped("the server is shutting down"))
+            if self._stop_at is not None:  # stop() has ended the waiting requests
                 return bool(self.batch) and time.monotonic() < self._stop_at
             room = self.max_batch - len(self.batch)
             newcomers = [self.waiting.popleft() for _ in range(min(room, len(self.waiting)))]
