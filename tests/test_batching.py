@@ -163,7 +163,7 @@ def test_a_full_queue_refuses_and_stopping_ends_waiting_and_unfinished_requests(
     assert held.wait(30)
     waiting = Caller(engine)
     waiting.submit(Request(tok.encode("JULIET:"), 5))
-    with pytest.raises(QueueFull, match="1 requests are already waiting"):
+    with pytest.raises(QueueFull, match="all 1 places in the queue are taken"):
         Caller(engine).submit(Request(tok.encode("KING:"), 5))
     stopper = threading.Thread(target=engine.stop, kwargs={"grace": 0.2})
     stopper.start()
@@ -182,5 +182,5 @@ def test_bad_settings_are_refused_with_a_clear_message(course):
     model, _ = course
     with pytest.raises(ValueError, match="at least one prompt token and one new token"):
         Request([], 5)
-    with pytest.raises(ValueError, match="max_batch must be at least 1"):
+    with pytest.raises(ValueError, match="must be at least 1, got 0 and 64"):
         Engine(model, max_batch=0)

@@ -129,13 +129,13 @@ class Batch:
         alone = KVCache(model, 1, len(request.ids))
         with eval_mode(model):
             token = ticket.choose(model(torch.tensor([request.ids], device=device), alone)[:, -1])
-        old = self.cache.length if self.cache else 0
+        old = 0 if self.cache is None else self.cache.length
         width = max(old, alone.length)
         tickets = [*self.tickets, ticket]
         cache = self._empty(tickets, width)
         mask = torch.zeros(len(tickets), width, dtype=torch.bool, device=device)
         mask[-1, width - alone.length:] = True
-        if self.cache:
+        if self.cache is not None:
             self._place(cache, slice(0, -1), width - old, self.cache.keys[:, :, :, :old],
                         self.cache.values[:, :, :, :old])
             mask[:-1, width - old:] = self.mask
@@ -200,9 +200,9 @@ class Engine:
     """
 
     def __init__(self, model: GPTModel, *, max_batch: int = 8, max_queue: int = 64):
-        if max_batch < 1 or max_queue < 0:
-            raise ValueError(f"max_batch must be at least 1 and max_queue at least 0, got "
-                             f"{max_batch} and {max_queue}")
+        if max_batch < 1 or max_queue < 1:
+            raise ValueError(f"max_batch and max_queue must be at least 1, got {max_batch} and "
+                             f"{max_queue}")
         self.batch, self.max_batch, self.max_queue = Batch(model), max_batch, max_queue
         self.waiting: deque[Ticket] = deque()
         self._wake = threading.Condition()
@@ -219,7 +219,7 @@ class Engine:
             if self._stop_at is not None:
                 raise EngineStopped("the server is shutting down")
             if len(self.waiting) >= self.max_queue:
-                raise QueueFull(f"{len(self.waiting)} requests are already waiting")
+                raise QueueFull(f"all {self.max_queue} places in the queue are taken")
             self.waiting.append(ticket)
             self._wake.notify()
         return ticket

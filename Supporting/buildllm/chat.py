@@ -108,8 +108,8 @@ class ChatSession:
     `max_new_tokens` (default 128, or half the context if that is less), `temperature`,
     `top_k`, `top_p` and `seed` are the defaults of every reply; `stream(messages,
     temperature=0.7)` and the like override them for one reply. The default is greedy. The
-    model runs in eval mode on its own device. It is not thread-safe, so a server must answer
-    one conversation at a time (`buildllm.serve` does).
+    model runs in eval mode on its own device. It is not thread-safe: a server runs it from one
+    thread (`buildllm.serve`'s engine, which writes many replies at once in one batch).
 
     >>> chat = ChatSession.from_run("runs/instruct")
     >>> chat.reply([{"role": "user", "content": "Name a colour."}])
