@@ -172,9 +172,11 @@ SHUTDOWN_GRACE_S = 3.0  # how long replies being written get to finish when the 
 
 
 def _unavailable(status: int, message: str) -> APIError:
-    kind = "rate_limit_error" if status == 429 else "server_error"
-    return APIError(status, message, kind=kind, code="server_busy" if status == 429 else
-                    "server_shutting_down", headers={"Retry-After": str(RETRY_AFTER_S)})
+    """A 429 (the queue is full) or a 503 (the server is stopping), saying when to try again."""
+    busy = status == 429
+    return APIError(status, message, kind="rate_limit_error" if busy else "server_error",
+                    code="server_busy" if busy else "server_shutting_down",
+                    headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 class _Job:
