@@ -250,16 +250,30 @@ def test_an_upload_that_stalls_is_cut_off_and_the_server_goes_on(chat):
                           timeout=60).status_code == 200
 
 
+def serve_main_without_serving(monkeypatch) -> dict:
+    """serve.main's server replaced by one that records its app and host and serves nothing."""
+    from buildllm import serve
+
+    served = {}
+
+    class Recorded:
+        def __init__(self, config):
+            served.update(app=config.app, host=config.host)
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(serve, "_Server", Recorded)
+    return served
+
+
 def test_serving_beyond_this_machine_without_a_key_warns_in_one_line(monkeypatch, capsys):
-    import uvicorn
     from fastapi.testclient import TestClient
 
     from buildllm.pretrained import COURSE_MODEL_DIR
     from buildllm.serve import main
 
-    served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app,
-                                                                              **options))
+    served = serve_main_without_serving(monkeypatch)
     monkeypatch.delenv("BUILDLLM_API_KEY", raising=False)
     command = ["--run", str(COURSE_MODEL_DIR), "--device", "cpu", "--host", "0.0.0.0"]
     main(command)
@@ -276,6 +290,23 @@ def test_serving_beyond_this_machine_without_a_key_warns_in_one_line(monkeypatch
         assert models.status_code == 200
     main(["--run", str(COURSE_MODEL_DIR), "--device", "cpu", "--api-key", ""])
     assert capsys.readouterr().err == ""  # 127.0.0.1: no warning, even without a key
+
+
+def test_max_batch_reaches_the_engine_and_below_one_is_refused_in_one_line(monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from buildllm.pretrained import COURSE_MODEL_DIR
+    from buildllm.serve import main
+
+    served = serve_main_without_serving(monkeypatch)
+    command = ["--run", str(COURSE_MODEL_DIR), "--device", "cpu"]
+    with pytest.raises(SystemExit, match=r"^error: --max-batch must be at least 1 \(1: one "
+                                         r"reply at a time\), got 0$"):
+        main([*command, "--max-batch", "0"])
+    assert served == {}  # refused before a server was made
+    main([*command, "--max-batch", "3"])
+    with TestClient(served["app"]) as client:
+        assert client.app.state.engine.max_batch == 3
 
 
 def test_the_check_sends_the_key_of_a_server_that_has_one(chat):

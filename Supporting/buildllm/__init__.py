@@ -30,6 +30,7 @@ so later meetings import it instead of copying it:
     capstone     Meeting 7  a folder of text to a chat: tokenizer, pretraining, tuning, cached
     chat         Meeting 7  chat sessions that fit the context; python -m buildllm.chat
     serve        Meeting 7  an OpenAI-compatible server and chat page: python -m buildllm.serve
+    batching     Meeting 7  continuous batching: one model writes many replies at once
     inference    Meeting 7  int8 weights, batched generation with padding masks
     retrieval    Meeting 7  passages, embeddings and cosine search, for prompts with context
     check        all        the checks that exercise cells call

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
-from . import generation
+from . import batching, generation
 from .instruct import PREAMBLE, end_of_text_id, render_turns, visible_answer
 from .model import GPTModel
 from .runs import add_run_flag, load_run
@@ -40,16 +40,24 @@ class Reply(Iterator[str]):
     Iterating runs the model. Each piece is new text, whole characters only (byte-level BPE
     can split a character across tokens). Once the iterator is exhausted, `finish_reason` is
     "stop" (the model ended its answer) or "length" (it ran out of tokens).
+
+    A server that runs the model itself, many replies in one batch (`buildllm.serve`), does
+    not iterate: it generates what `request` asks and hands each token to `add`, and calls
+    `end` if the tokens run out first.
     """
 
     def __init__(self, tokens: Iterator[int], decode: Callable[[list[int]], str], eos_id: int,
-                 prompt_tokens: int, dropped_messages: int = 0):
+                 prompt_tokens: int, dropped_messages: int = 0,
+                 request: batching.Request | None = None):
         self.prompt_tokens = prompt_tokens
         self.dropped_messages = dropped_messages  # oldest messages left out to fit the context
+        self.request = request  # the prompt's token ids and the sampling settings
         self.completion_tokens = 0
         self.finish_reason: str | None = None
         self.text = ""  # the answer so far: the pieces yielded, joined
-        self._pieces = self._run(tokens, decode, eos_id)
+        self._ids: list[int] = []
+        self._decode, self._eos_id = decode, eos_id
+        self._pieces = self._run(tokens)
 
     def __next__(self) -> str:
         return next(self._pieces)
@@ -57,31 +65,39 @@ class Reply(Iterator[str]):
     def close(self) -> None:
         self._pieces.close()
 
-    def _run(self, tokens, decode, eos_id) -> Iterator[str]:
-        ids: list[int] = []
-        reason = "length"  # unless the model ends its answer first
+    def add(self, token: int) -> str:
+        """Take the model's next token; return the text it adds ("" if none shows yet). When
+        it ends the answer, `finish_reason` is "stop" and the text is the rest of the answer."""
+        self.completion_tokens += 1
+        if token == self._eos_id:
+            return self.end("stop")
+        self._ids.append(token)
+        shown, ended = visible_answer(self._decode(self._ids))
+        piece = self._add(shown)
+        return piece + self.end("stop") if ended else piece  # ended: a new "###" section
+
+    def end(self, reason: str = "length") -> str:
+        """End the answer (by default: out of tokens); return the text still held back."""
+        self.finish_reason = reason
+        return self._add(visible_answer(self._decode(self._ids), final=True)[0])
+
+    def _run(self, tokens: Iterator[int]) -> Iterator[str]:
         try:
             for token in tokens:
-                self.completion_tokens += 1
-                if token == eos_id:
-                    reason = "stop"
-                    break
-                ids.append(token)
-                shown, ended = visible_answer(decode(ids))
-                if len(shown) > len(self.text):
-                    yield self._add(shown)
-                if ended:  # a new "###" section: the answer is over
-                    reason = "stop"
-                    break
-            self.finish_reason = reason
-            shown, _ = visible_answer(decode(ids), final=True)
-            if len(shown) > len(self.text):
-                yield self._add(shown)
+                if piece := self.add(token):
+                    yield piece
+                if self.finish_reason:
+                    return
+            if piece := self.end():
+                yield piece
         finally:
             if hasattr(tokens, "close"):  # generation.stream's: frees the cache, restores the mode
                 tokens.close()
 
     def _add(self, shown: str) -> str:
+        """The new text when `shown` is longer than what was shown so far, else ""."""
+        if len(shown) <= len(self.text):
+            return ""
         assert shown.startswith(self.text), "visible_answer changed text it had shown"
         piece, self.text = shown[len(self.text):], shown
         return piece
@@ -93,8 +109,8 @@ class ChatSession:
     `max_new_tokens` (default 128, or half the context if that is less), `temperature`,
     `top_k`, `top_p` and `seed` are the defaults of every reply; `stream(messages,
     temperature=0.7)` and the like override them for one reply. The default is greedy. The
-    model runs in eval mode on its own device. It is not thread-safe, so a server must answer
-    one conversation at a time (`buildllm.serve` does).
+    model runs in eval mode on its own device. It is not thread-safe: a server runs it from one
+    thread (`buildllm.serve`'s engine, which writes many replies at once in one batch).
 
     >>> chat = ChatSession.from_run("runs/instruct")
     >>> chat.reply([{"role": "user", "content": "Name a colour."}])
@@ -207,7 +223,8 @@ class ChatSession:
         n_new = settings.pop("max_new_tokens")
         ids, dropped = self._fit(messages, n_new)
         tokens = generation.stream(self.model, ids, n_new, eos_id=self.eos_id, **settings)
-        return Reply(tokens, self.tokenizer.decode, self.eos_id, len(ids), dropped)
+        return Reply(tokens, self.tokenizer.decode, self.eos_id, len(ids), dropped,
+                     batching.Request(ids, n_new, **settings))
 
     def reply(self, messages: Sequence[dict], **sampling) -> str:
         """The whole reply to the conversation's last message, as one string (see `stream`)."""

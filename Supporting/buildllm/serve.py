@@ -15,11 +15,14 @@ is FastAPI, run by uvicorn. Endpoints: POST /v1/chat/completions (a JSON reply, 
 GET /v1/models, GET /health, GET / (the page). Bad requests get a 4xx and OpenAI's error
 shape, {"error": {"message", "type", "param", "code"}}, and the server goes on serving.
 
-A model is not thread-safe, and one reply at a time is what a laptop can do anyway, so a
-single worker thread owns it and writes the replies one after another, in the order they
-were asked for. The event loop never waits for the model: it goes on accepting connections,
-refusing bad requests and passing each piece of text on as soon as the worker has it. When
-a client hangs up, its reply stops after the token being computed.
+One thread, `buildllm.batching`'s engine, owns the model and writes up to `max_batch` replies
+at once: every step decodes one token of each in one forward pass, a finished reply leaves the
+batch and a waiting request joins it at the next step (continuous batching). The event loop
+never waits for the model: it goes on accepting connections, refusing bad requests and
+passing each piece of text on as soon as the engine has it. When a client hangs up, streamed
+or not, its reply stops after the token being computed. At most `max_queue` requests wait;
+the next gets a 429 with a Retry-After header. When the server stops, waiting requests get a
+503, and replies being written get a few seconds to finish (then a 503, or an error event).
 
 The default address, 127.0.0.1, accepts connections from this machine only. The server also
 checks who calls it, since a web page open in a browser on this machine can call it too:
@@ -44,11 +47,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
 import os
-import queue
 import socket
 import sys
 import threading
@@ -60,6 +63,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -67,6 +71,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
+from .batching import Engine, EngineStopped, QueueFull
 from .chat import ChatSession, ContextLengthError, Reply
 from .runs import add_run_flag
 
@@ -82,10 +87,12 @@ class APIError(Exception):
     """A request the server refuses, with its HTTP status and OpenAI's error fields."""
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 code: str | None = None, kind: str = "invalid_request_error"):
+                 code: str | None = None, kind: str = "invalid_request_error",
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = (
             status, message, param, code, kind)
+        self.headers = headers  # e.g. Retry-After
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param,
@@ -188,71 +195,89 @@ def _parse(body: bytes) -> ChatRequest:
     return request
 
 
-# -- the worker that owns the model ------------------------------------------------------
+# -- the engine that owns the model -----------------------------------------------------
 
 _END = object()  # the last event of a job
+RETRY_AFTER_S = 2  # what a client refused for a full queue is told to wait
+SHUTDOWN_GRACE_S = 3.0  # how long replies being written get to finish when the server stops
+
+
+def _unavailable(status: int, message: str) -> APIError:
+    """A 429 (the queue is full) or a 503 (the server is stopping), saying when to try again."""
+    busy = status == 429
+    return APIError(status, message, kind="rate_limit_error" if busy else "server_error",
+                    code="server_busy" if busy else "server_shutting_down",
+                    headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 class _Job:
-    """One reply being written by the worker thread, read as it comes by the event loop."""
+    """One reply being written by the engine (its thread calls `on_token` and `on_end`), read
+    as it comes by the event loop (`pieces`)."""
 
-    def __init__(self, reply: Reply, loop: asyncio.AbstractEventLoop):
-        self.reply, self.loop = reply, loop
+    def __init__(self, reply: Reply, engine: Engine):
+        self.reply, self.loop = reply, asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()  # text pieces, an exception, then _END
         self.cancelled = False  # set by the event loop when the client has gone
-
-    def run(self) -> None:
-        """In the worker thread: generate, passing each piece to the event loop."""
         try:
-            for piece in self.reply:
-                if self.cancelled:
-                    break
-                self._send(piece)
-        except Exception as err:  # noqa: BLE001 -- the client is told, the worker goes on
-            self._send(err)
-        finally:
-            self.reply.close()
-            self._send(_END)
+            self.ticket = engine.submit(reply.request, self.on_token, self.on_end)
+        except QueueFull as err:
+            raise _unavailable(429, f"the server is busy ({err}); try again in "
+                               f"{RETRY_AFTER_S} s") from None
+        except EngineStopped:
+            raise _unavailable(503, "the server is shutting down") from None
+
+    def on_token(self, token: int) -> bool:
+        """In the engine's thread: pass on the text this token adds; False once it is over."""
+        if piece := self.reply.add(token):
+            self._send(piece)
+        return self.reply.finish_reason is None
+
+    def on_end(self, error: BaseException | None) -> None:
+        """In the engine's thread: the reply is over, finished, cancelled or failed."""
+        if isinstance(error, EngineStopped):
+            error = _unavailable(503, "the server is shutting down: this reply was not "
+                                 "finished")
+        out_of_tokens = error is None and self.reply.finish_reason is None and not self.cancelled
+        if out_of_tokens and (piece := self.reply.end()):
+            self._send(piece)
+        if error is not None:
+            self._send(error)
+        self._send(_END)
+
+    def cancel(self) -> None:
+        """The client has gone: the engine drops the reply before its next step."""
+        self.cancelled = True
+        self.ticket.cancel()
 
     def _send(self, event) -> None:
         try:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
         except RuntimeError:  # the event loop has closed: the server is stopping
-            self.cancelled = True
+            self.cancel()
 
     async def pieces(self) -> AsyncIterator[str]:
         """In the event loop: the reply's text pieces as they are written."""
         try:
             while (event := await self.events.get()) is not _END:
-                if isinstance(event, Exception):
+                if isinstance(event, BaseException):
                     raise event
                 yield event
         finally:
-            self.cancelled = True
+            self.cancel()
 
+    async def text(self, request: Request) -> str:
+        """The whole reply; cancelled as soon as the client hangs up, waiting or not."""
+        watcher = asyncio.create_task(self._cancel_on_hang_up(request))
+        try:
+            return "".join([piece async for piece in self.pieces()])
+        finally:
+            watcher.cancel()
 
-class _Worker:
-    """The one thread that runs the model, one job at a time, first come first served."""
-
-    def __init__(self):
-        self.jobs: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._loop, name="buildllm-generation",
-                                       daemon=True)  # never keeps a stopping process alive
-        self.thread.start()
-
-    def submit(self, reply: Reply) -> _Job:
-        job = _Job(reply, asyncio.get_running_loop())
-        self.jobs.put(job)
-        return job
-
-    def stop(self) -> None:
-        self.jobs.put(None)
-        self.thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            if not job.cancelled:  # its client left while it waited
-                job.run()
+    async def _cancel_on_hang_up(self, request: Request) -> None:
+        # Once the body is read, the server's next message is the disconnect.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        self.cancel()
 
 
 # -- the app -----------------------------------------------------------------------------
@@ -264,7 +289,7 @@ def _sse(data: dict | str) -> str:
 
 def create_app(chat: ChatSession, model_name: str = "buildllm", *, api_key: str | None = None,
                allowed_hosts: Sequence[str] = (), cors_origins: Sequence[str] = (),
-               read_timeout: float = 30.0) -> FastAPI:
+               read_timeout: float = 30.0, max_batch: int = 8, max_queue: int = 64) -> FastAPI:
     """The FastAPI app serving `chat`'s model under `model_name`; run it with uvicorn.
 
     With `api_key`, the API (/v1/...) answers only requests that carry it, as OpenAI's
@@ -273,7 +298,9 @@ def create_app(chat: ChatSession, model_name: str = "buildllm", *, api_key: str 
     `cors_origins` are the web pages (e.g. "https://example.org") whose scripts may call the
     API (none by default). A request body that has not all arrived `read_timeout` seconds
     after its headers is refused (408): a client that stalls mid-upload does not hold a
-    connection for ever.
+    connection for ever. Up to `max_batch` replies are written together
+    (`buildllm.batching`; 1: one at a time), and up to `max_queue` more wait for a place; the
+    next request gets a 429.
 
     >>> uvicorn.run(create_app(ChatSession.from_run("runs/instruct"), "instruct"), port=8000)
     """
@@ -283,9 +310,9 @@ def create_app(chat: ChatSession, model_name: str = "buildllm", *, api_key: str 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.worker = _Worker()
+        app.state.engine = Engine(chat.model, max_batch=max_batch, max_queue=max_queue)
         yield
-        app.state.worker.stop()
+        app.state.engine.stop()  # at once: a server run by _Server has stopped it already
 
     app = FastAPI(title="buildllm", summary="An OpenAI-compatible chat server for a buildllm "
                   "model", lifespan=lifespan)
@@ -317,7 +344,7 @@ def create_app(chat: ChatSession, model_name: str = "buildllm", *, api_key: str 
     async def chat_completions(request: Request):
         req = _parse(await _read_body(request, MAX_BODY_BYTES, read_timeout))
         _check_model(req.model, model_name)
-        return await _complete(chat, req, model_name, request.app.state.worker)
+        return await _complete(chat, req, model_name, request)
 
     return app
 
@@ -327,7 +354,7 @@ def _answer_errors_as_openai_does(app: FastAPI) -> None:
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, err: APIError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status)
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
     @app.exception_handler(HTTPException)  # unknown paths, wrong methods
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
@@ -412,10 +439,10 @@ def _check_model(name: str, served: str) -> None:
                        f"{served!r}", param="model", code="model_not_found")
 
 
-async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, worker: _Worker):
+async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, request: Request):
     """The reply to a chat-completions request: one JSON body, or a stream of events."""
     reply = await asyncio.to_thread(_start_reply, chat, req)  # encoding 1 MiB takes a while
-    job = worker.submit(reply)
+    job = _Job(reply, request.app.state.engine)
     reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def usage() -> dict:  # once the reply is done
@@ -424,7 +451,7 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, worker
                 "total_tokens": reply.prompt_tokens + reply.completion_tokens}
 
     if not req.stream:
-        text = "".join([piece async for piece in job.pieces()])
+        text = await job.text(request)
         return {"id": reply_id, "object": "chat.completion", "created": created,
                 "model": model_name, "system_fingerprint": None,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -444,8 +471,9 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, worker
                 async for piece in job.pieces():
                     yield chunk({"content": piece})
             except Exception as err:  # noqa: BLE001 -- too late for a status: say it here
-                yield _sse(APIError(500, f"generation failed: {type(err).__name__}: {err}",
-                                    kind="server_error").body())
+                failed = err if isinstance(err, APIError) else APIError(
+                    500, f"generation failed: {type(err).__name__}: {err}", kind="server_error")
+                yield _sse(failed.body())
                 yield _sse("[DONE]")
                 return
             yield chunk({}, reply.finish_reason)
@@ -455,7 +483,7 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, worker
                             "usage": usage()})
             yield _sse("[DONE]")
         finally:
-            job.cancelled = True  # the client may have gone: stop generating for it
+            job.cancel()  # the client may have gone: stop generating for it
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache",
@@ -504,6 +532,19 @@ def _start_reply(chat: ChatSession, req: ChatRequest) -> Reply:
         raise APIError(400, str(err), param="messages") from None
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, which on stopping first ends what waits with a 503 and gives the
+    replies being written `grace` seconds to finish (then a 503 or an error event), so that
+    uvicorn never has to cancel a request (its plain-text 500)."""
+
+    grace = SHUTDOWN_GRACE_S
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if engine := getattr(self.config.app.state, "engine", None):
+            await asyncio.to_thread(engine.stop, self.grace)
+        await super().shutdown(sockets)
+
+
 class BackgroundServer:
     """A uvicorn server for `app` in a daemon thread of this process, for notebooks and tests.
 
@@ -516,15 +557,13 @@ class BackgroundServer:
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0,
                  timeout: float = 60.0):
-        import uvicorn
-
         # IPPROTO_TCP, not the default 0: asyncio then turns Nagle's algorithm off for each
         # connection, which would otherwise hold a reply's last write back for 40 ms.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind((host, port))
         self.url = f"http://{host}:{sock.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                                     timeout_graceful_shutdown=5))
+        self._server = _Server(uvicorn.Config(app, log_level="warning",
+                                              timeout_graceful_shutdown=5))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name="buildllm-server", daemon=True)
         self._thread.start()
@@ -535,8 +574,10 @@ class BackgroundServer:
                 raise RuntimeError(f"the server at {self.url} did not start")
             time.sleep(0.02)
 
-    def stop(self) -> None:
-        """Finish the requests under way (for up to 5 s), then stop."""
+    def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
+        """Answer the waiting requests with a 503, give the replies being written `grace`
+        seconds to finish (then a 503 or an error event), and stop."""
+        self._server.grace = grace
         self._server.should_exit = True
         self._thread.join(timeout=15)
 
@@ -575,6 +616,8 @@ def _parser() -> argparse.ArgumentParser:
                         "the context if less)")
     p.add_argument("--temperature", type=float, default=0.0, metavar="T",
                    help="when a request gives none (default 0: greedy)")
+    p.add_argument("--max-batch", type=int, default=8, metavar="N",
+                   help="replies written together (default 8; 1: one at a time)")
     p.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
     p.add_argument("--log-level", default="info", help="uvicorn's (default info)")
     p.add_argument("--check", nargs="?", const=CHECK_QUESTION, metavar="QUESTION",
@@ -616,8 +659,6 @@ def check(app: FastAPI, name: str, question: str = CHECK_QUESTION, host: str = "
 def main(argv: list[str] | None = None) -> None:
     """`python -m buildllm.serve`: load the model and serve it until Ctrl-C (with `--check`:
     answer one question and stop)."""
-    import uvicorn
-
     from .pretrained import COURSE_MODEL_DIR
 
     args = _parser().parse_args(argv)
@@ -628,9 +669,13 @@ def main(argv: list[str] | None = None) -> None:
                                     temperature=args.temperature)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
+    if args.max_batch < 1:
+        raise SystemExit(f"error: --max-batch must be at least 1 (1: one reply at a time), got "
+                         f"{args.max_batch}")
     name = args.model_name or folder.resolve().name
     app = create_app(chat, name, api_key=args.api_key, allowed_hosts=[args.host,
-                     *args.allowed_host], cors_origins=args.cors_origin)
+                     *args.allowed_host], cors_origins=args.cors_origin,
+                     max_batch=args.max_batch)
     if not (args.api_key or _is_loopback(args.host)):
         print(f"warning: serving on {args.host} with no API key: anyone who can reach this "
               "machine can use the model (set --api-key or BUILDLLM_API_KEY)", file=sys.stderr,
@@ -643,8 +688,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"Serving {name!r}: the chat page at http://{args.host}:{args.port}/ and the OpenAI "
           f"API at http://{args.host}:{args.port}/v1", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=5)
+    server = _Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                    log_level=args.log_level, timeout_graceful_shutdown=5))
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again once stopped
+        server.run()
 
 
 def _is_loopback(host: str) -> bool:
