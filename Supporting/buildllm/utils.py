@@ -58,8 +58,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
         os.replace(tmp, path)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None:  # a failed write() names no file
-            err.filename = str(path)
+        if isinstance(err, OSError) and err.errno and err.filename is None:
+            err.filename = str(path)  # a failed write() names no file
         raise
     return path
 
