@@ -231,7 +231,7 @@ def test_the_lock_is_released_after_ctrl_c(tmp_path, short_text, monkeypatch):
 
 def poison(monkeypatch, out: Path, steps: set[int], where: str = "loss") -> dict:
     """Make the training loss (or only its gradient) NaN at these steps (one micro-step a
-    step); the returned dict gets, at the first of them, the bytes of out's checkpoint."""
+    step); the returned dict gets, at each of them, the bytes of out's checkpoint."""
     real, seen = pretrain.batch_loss, {"step": 0}
 
     def batch_loss(model, inputs, targets):
@@ -239,8 +239,7 @@ def poison(monkeypatch, out: Path, steps: set[int], where: str = "loss") -> dict
         loss = real(model, inputs, targets)
         if seen["step"] not in steps:
             return loss
-        if "checkpoint" not in seen:
-            seen["checkpoint"] = (out / "checkpoint.pt").read_bytes()
+        seen["checkpoint"] = (out / "checkpoint.pt").read_bytes()
         if where == "loss":
             return loss * math.nan
         loss.register_hook(lambda grad: grad * math.nan)  # the loss stays finite
@@ -311,9 +310,10 @@ def test_skip_nonfinite_stops_once_more_steps_than_allowed_were_bad(
                       "--skip-nonfinite", "2"))
     assert str(stopped.value).startswith(
         "error: 3 steps had a NaN or infinite loss or gradient (the last at step 5), more than "
-        "--skip-nonfinite 2; the last checkpoint")
-    assert (out / "checkpoint.pt").read_bytes() == seen["checkpoint"]
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+        f"--skip-nonfinite 2; the last checkpoint, {out / 'checkpoint.pt'} at step 4, is "
+        "untouched: lower --lr and start again in a new --out")
+    assert (out / "checkpoint.pt").read_bytes() == seen["checkpoint"]  # step 4's: 3 and 4
+    assert load_checkpoint(out / "checkpoint.pt")["skipped_steps"] == 2  # were skipped
     assert not (out / "pretrain.lock").exists()
 
 
