@@ -241,7 +241,7 @@ def poison(monkeypatch, out: Path, steps: set[int], where: str = "loss") -> dict
             return loss
         seen["checkpoint"] = (out / "checkpoint.pt").read_bytes()
         if where == "loss":
-            return loss * math.nan
+            return loss + math.nan  # the value only: the gradients stay finite
         loss.register_hook(lambda grad: grad * math.nan)  # the loss stays finite
         return loss
 
@@ -315,6 +315,52 @@ def test_skip_nonfinite_stops_once_more_steps_than_allowed_were_bad(
     assert (out / "checkpoint.pt").read_bytes() == seen["checkpoint"]  # step 4's: 3 and 4
     assert load_checkpoint(out / "checkpoint.pt")["skipped_steps"] == 2  # were skipped
     assert not (out / "pretrain.lock").exists()
+
+
+DDP_NAN = """
+import math, os, sys, torch
+from pathlib import Path
+import buildllm.pretrain as pretrain
+
+real, calls = pretrain.batch_loss, []
+
+def batch_loss(*args):  # process 1 alone sees a NaN loss at step 3; the gradients stay finite
+    calls.append(1)
+    loss = real(*args)
+    return loss + math.nan if len(calls) == 3 and os.environ["RANK"] == "1" else loss
+
+pretrain.batch_loss = batch_loss
+cfg = pretrain.parse_config(sys.argv[1:])
+model, summary = pretrain.run(cfg)
+torch.save({"model": model.state_dict(), "summary": summary},
+           Path(cfg.out) / f"rank{os.environ['RANK']}.pt")
+"""
+
+
+@pytest.mark.parametrize("skip", [0, 1])
+def test_with_two_processes_a_nan_in_one_stops_or_skips_the_step_in_both(
+    skip, tmp_path, short_text
+):
+    script, out = tmp_path / "ddp_nan.py", tmp_path / "ddp"
+    script.write_text(DDP_NAN, "utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+         str(script), *char_run(short_text, out, "--steps", "4", "--eval-every", "2",
+                                "--device", "cpu", "--skip-nonfinite", str(skip))],
+        capture_output=True, text=True, timeout=300)
+    if skip:
+        assert done.returncode == 0, done.stderr[-3000:]
+        ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+        assert_same_weights(ranks[0]["model"], ranks[1]["model"])  # both skipped step 3
+        assert [r["summary"]["skipped_steps"] for r in ranks] == [1, 1]
+        assert [e["step"] for e in events(out, "skip")] == [3]
+    else:
+        assert done.returncode != 0
+        assert "NaN or infinite at step 3, so the run stopped at step 4 without saving" \
+            in done.stderr
+        assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+        assert not (out / "model.safetensors").exists()
+        assert not (out / "pretrain.lock").exists()
 
 
 # -- a full disk -----------------------------------------------------------------------
