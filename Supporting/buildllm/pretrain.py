@@ -31,20 +31,34 @@ ends with exactly the weights it would have had without the interruption.
 
 What lands in --out:
     log.jsonl         one JSON object per event: start, eval (step, tokens, train_loss,
-                      val_loss, lr, tokens_per_s, mfu), checkpoint, end
+                      val_loss, lr, tokens_per_s, mfu), checkpoint, skip, stop, end
     loss.png          train and validation loss, redrawn at each evaluation
     checkpoint.pt     everything --resume needs (model, optimizer, scheduler, step, each
                       process's random number generators and data position, the settings),
                       replaced atomically: a run killed at any moment leaves the last one whole
     model.safetensors, run.json (and tokenizer.json, for a BPE tokenizer): the final model
                       as a run folder, which `buildllm.runs.load_run` reads
+    pretrain.lock     while the run writes: its process id and host. A second run into the
+                      same --out is refused and names it; the lock of a run that died (its
+                      process gone from this host) is taken over (`buildllm.utils.folder_lock`)
 
 --dtype bf16 computes in bfloat16 autocast, or, on a GPU without bfloat16 units (Colab's T4),
 in float16 autocast with a gradient scaler, and says so (`autocast_dtype`). MFU, the share of
 the hardware's peak that the model's own arithmetic uses, is counted as `buildllm.costs` says.
 
-Bad input (a missing, empty or non-UTF-8 file, too little text, a checkpoint from another
-run...) stops the run with a message before anything is written.
+Nothing is lost:
+- A step whose loss or gradient is NaN or infinite never reaches a checkpoint. The run stops
+  at the next evaluation or checkpoint with a message naming that step and the last good
+  checkpoint, which it leaves as it was, and exits non-zero. --skip-nonfinite N skips such
+  steps instead (no weight changes; the step still counts) and stops once more than N were.
+- A full disk stops the run with "no space left on device" and the file's name; the last
+  checkpoint stays whole. Free some space and --resume.
+
+Bad input stops the run with one line before anything is written: a missing, empty,
+non-UTF-8 or non-regular file (a pipe, /dev/zero), too little text, a setting that is not
+finite or out of range (--lr inf), an --out that is a file or not writable, a model too big
+for this machine's memory (`buildllm.costs.check_fits_in_memory`), a checkpoint from
+another run...
 
     >>> model, summary = run(RunConfig(inputs=["shakespeare.txt"], tokenizer="char", steps=50))
 """
