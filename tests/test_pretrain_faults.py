@@ -22,8 +22,10 @@ import pytest
 import torch
 from test_pretrain import assert_same_weights, char_run, events, snapshot, weights
 
+import buildllm.costs as costs
 import buildllm.pretrain as pretrain
 from buildllm.data import fetch
+from buildllm.model import CONFIGS, GPTConfig, GPTModel, count_parameters
 from buildllm.pretrain import main
 from buildllm.training import load_checkpoint
 
@@ -149,6 +151,30 @@ def test_a_model_too_big_for_memory_is_refused_before_it_is_allocated(tmp_path, 
     message = refused([short_text, "--tokenizer", "char", "--emb-dim", "1000000", "--out", out],
                       out)
     assert "parameters needs at least" in message and "choose a smaller model" in message
+
+
+@pytest.mark.parametrize("cfg", [
+    CONFIGS["cpu-tiny"],
+    GPTConfig(vocab_size=97, context_length=16, emb_dim=24, n_heads=3, n_layers=3,
+              qkv_bias=False, tie_embeddings=False),
+])
+def test_the_parameter_count_comes_from_the_config_alone(cfg):
+    assert costs.parameter_count(cfg) == count_parameters(GPTModel(cfg))
+
+
+def test_a_model_is_refused_only_when_it_cannot_fit(monkeypatch):
+    cfg = CONFIGS["124M"]
+    need = costs.memory_needed(cfg, training=True, batch_size=4)
+    assert need == 16 * 124_439_808 + 2 * 4 * 4 * 1024 * 50257  # weights to AdamW, logits
+    assert costs.memory_needed(cfg, training=False) == 4 * 124_439_808
+    monkeypatch.setattr(costs, "available_memory", lambda device: need)
+    costs.check_fits_in_memory(cfg, training=True, batch_size=4)  # just fits: no error
+    monkeypatch.setattr(costs, "available_memory", lambda device: need - 1)
+    with pytest.raises(costs.InputError, match=r"a model of 124.4M parameters needs at least "
+                       r"3.6 GB to train .* but this machine has 3.6 GB available"):
+        costs.check_fits_in_memory(cfg, training=True, batch_size=4)
+    monkeypatch.setattr(costs, "available_memory", lambda device: None)  # no way to tell
+    costs.check_fits_in_memory(cfg, training=True, batch_size=4)
 
 
 # -- the lock --------------------------------------------------------------------------
