@@ -225,6 +225,24 @@ def dead_pid() -> int:
     return proc.pid
 
 
+def test_a_run_that_came_and_went_while_this_one_loaded_its_text_is_not_overwritten(
+    tmp_path, short_text, monkeypatch
+):
+    out = tmp_path / "run"
+    real = pretrain._load_data
+
+    def another_run_meanwhile(cfg):
+        out.mkdir()
+        (out / "checkpoint.pt").write_bytes(b"another run's checkpoint")
+        return real(cfg)
+
+    monkeypatch.setattr(pretrain, "_load_data", another_run_meanwhile)
+    with pytest.raises(SystemExit, match="another run wrote .* while this one was starting"):
+        main(char_run(short_text, out, "--steps", "2"))
+    assert [p.name for p in out.iterdir()] == ["checkpoint.pt"]
+    assert (out / "checkpoint.pt").read_bytes() == b"another run's checkpoint"
+
+
 def test_a_dead_runs_lock_and_temporary_files_are_taken_over_and_cleaned(tmp_path, short_text):
     out = tmp_path / "run"
     out.mkdir()

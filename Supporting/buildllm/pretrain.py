@@ -277,6 +277,15 @@ def _check_out(out: Path) -> None:
                          "you can write in")
 
 
+def _stat(path: Path) -> tuple[int, int] | None:
+    """A file's size and modification time, to tell whether it changed; None if absent."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def _encode_prompt(tokenizer, prompt: str) -> list[int]:
     try:
         return tokenizer.encode(prompt)
@@ -367,6 +376,7 @@ def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
     if rank == 0:  # process 0 holds the lock for all of them
         check_folder_lock(out / LOCK)
     ckpt_path = out / "checkpoint.pt"
+    seen = _stat(ckpt_path)
     if ckpt_path.exists() and not cfg.resume:
         raise InputError(f"{out} already holds a checkpoint: add --resume to continue that run, "
                          "or choose another --out")
@@ -385,6 +395,9 @@ def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
 
     own_group = world_size > 1 and not dist.is_initialized()
     with folder_lock(out / LOCK) if rank == 0 else nullcontext():
+        if rank == 0 and _stat(ckpt_path) != seen:  # another run came and went meanwhile
+            raise InputError(f"another run wrote {ckpt_path} while this one was starting: "
+                             "start again")
         if own_group:
             if device.type == "cuda":
                 torch.cuda.set_device(device)
