@@ -54,10 +54,10 @@ def refused(argv: list, out: Path) -> str:
 # -- settings --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("flags, message", [
-    (["--lr", "inf"], "--lr must be above 0 and at most 1"),
-    (["--lr", "1e30"], "--lr must be above 0 and at most 1"),
-    (["--lr", "nan"], "--lr must be above 0 and at most 1"),
-    (["--lr", "0"], "--lr must be above 0 and at most 1"),
+    (["--lr", "inf"], "--lr must be at most 1 (AdamW moves a weight by about lr a step)"),
+    (["--lr", "1e30"], "--lr must be at most 1"),
+    (["--lr", "nan"], "--lr must be above 0, got nan"),
+    (["--lr", "0"], "--lr must be above 0, got 0.0"),
     (["--weight-decay", "inf"], "--weight-decay must be 0 or more, with --lr × --weight-decay"),
     (["--weight-decay", "-0.1"], "--weight-decay must be 0 or more"),
     (["--weight-decay", "nan"], "--weight-decay must be 0 or more"),
@@ -82,7 +82,7 @@ def test_a_config_file_cannot_smuggle_in_an_infinite_learning_rate(tmp_path, sho
     config = tmp_path / "config.json"
     config.write_text('{"lr": 1e400}', "utf-8")  # JSON's way to write infinity
     out = tmp_path / "run"
-    assert "--lr must be above 0" in refused(
+    assert "--lr must be at most 1" in refused(
         [short_text, "--config-file", config, "--out", out], out)
 
 

@@ -216,8 +216,8 @@ def _rules(cfg: RunConfig) -> list:
         ("skip_nonfinite", lambda v: isinstance(v, int) and v >= 0, "a whole number, 0 or more"),
         # The comparisons also refuse NaN; the upper limits refuse infinity.
         ("val_fraction", lambda v: 0 < v < 1, "between 0 and 1"),
-        ("lr", lambda v: 0 < v <= 1, "above 0 and at most 1 (AdamW moves a weight by about "
-                                     "lr a step)"),
+        ("lr", lambda v: v > 0, "above 0"),
+        ("lr", lambda v: v <= 1, "at most 1 (AdamW moves a weight by about lr a step)"),
         ("min_lr_ratio", lambda v: 0 <= v <= 1, "between 0 and 1"),
         ("weight_decay", lambda v: 0 <= v * cfg.lr < 1, "0 or more, with --lr × --weight-decay "
                                                          "below 1 (the share of each weight a "
