@@ -267,10 +267,11 @@ def _load_data(cfg: RunConfig) -> _Data:
 def _check_out(out: Path) -> None:
     """Refuse an --out that cannot become a folder this run writes in: a file, a path inside
     a file, or a place this user may not write."""
-    if out.exists() and not out.is_dir():
+    # os.path.exists, unlike Path.exists, says False where a folder may not be looked into
+    if os.path.exists(out) and not os.path.isdir(out):
         raise InputError(f"--out {out} is a file, not a folder: choose a folder")
-    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
-    if not existing.is_dir():
+    existing = next(p for p in (out, *out.absolute().parents) if os.path.exists(p))
+    if not os.path.isdir(existing):
         raise InputError(f"--out {out} cannot be made: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"--out {out}: this user may not write in {existing}: choose a folder "
