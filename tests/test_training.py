@@ -5,7 +5,6 @@ import math
 import pickle
 import random
 from itertools import islice
-from pathlib import Path
 
 import pytest
 import torch
@@ -373,7 +372,7 @@ def test_a_save_that_fails_half_way_leaves_the_old_checkpoint_and_no_temp_file(
     old = path.read_bytes()
 
     def broken_save(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"half a checkpoint")  # torch.save is given the temporary path
+        f.write(b"half a checkpoint")  # torch.save is given the temporary file
         raise crash
 
     monkeypatch.setattr(torch, "save", broken_save)

@@ -1,7 +1,10 @@
-"""Seeding, device choice and the CPU calibration."""
+"""Seeding, device choice, the CPU calibration, atomic writes and the folder lock."""
 
+import errno
 import json
+import os
 import random
+import socket
 
 import numpy as np
 import pytest
@@ -178,3 +181,47 @@ def test_write_atomically_keeps_the_old_file_whole_when_the_write_fails(tmp_path
         utils.write_atomically(path, fails_halfway)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left
+
+
+def test_a_full_disk_during_an_atomic_write_names_the_file_it_was_writing(tmp_path):
+    def disk_full(tmp):
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")  # as f.write() raises it
+
+    with pytest.raises(OSError) as failed:
+        utils.write_atomically(tmp_path / "model.bin", disk_full)
+    assert failed.value.errno == errno.ENOSPC
+    assert failed.value.filename == str(tmp_path / "model.bin")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- the folder lock -------------------------------------------------------------------
+
+def test_a_folder_lock_admits_one_holder_and_goes_when_the_block_ends(tmp_path):
+    lock = tmp_path / "run" / "pretrain.lock"
+    with utils.folder_lock(lock):
+        owner = json.loads(lock.read_text("utf-8"))
+        assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+        with pytest.raises(utils.FolderInUse, match=f"process {os.getpid()} on this machine"), \
+                utils.folder_lock(lock):
+            pass
+        assert json.loads(lock.read_text("utf-8")) == owner  # the refused one took nothing
+    assert not lock.exists()
+    with pytest.raises(KeyboardInterrupt), utils.folder_lock(lock):
+        raise KeyboardInterrupt
+    assert not lock.exists()
+
+
+def test_taking_over_a_stale_lock_never_removes_a_live_one(tmp_path):
+    """Two runs saw the same dead lock; the first took it over. The second, late, must move
+    the first's live lock back instead of deleting it."""
+    lock = tmp_path / "pretrain.lock"
+    stale = {"pid": 999_999_999, "host": socket.gethostname(), "token": "dead"}
+    live = {"pid": os.getpid(), "host": socket.gethostname(), "token": "live"}
+    lock.write_text(json.dumps(live), "utf-8")
+    utils._take_over(lock, stale)
+    assert json.loads(lock.read_text("utf-8")) == live
+    assert [p.name for p in tmp_path.iterdir()] == ["pretrain.lock"]
+    lock.write_text(json.dumps(stale), "utf-8")
+    utils._take_over(lock, stale)
+    assert list(tmp_path.iterdir()) == []

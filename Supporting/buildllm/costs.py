@@ -4,21 +4,26 @@ Training a GPT costs three forward passes per token (the backward pass is twice 
 so 3 × `buildllm.model.forward_flops_per_token` per token. MFU (model FLOPs utilization) is the
 share of the hardware's peak that this arithmetic uses: the pretraining command prints it,
 against `peak_flops`. `training_cost` goes the other way: from a model, a token budget, a GPU
-and an assumed MFU to hours and dollars.
+and an assumed MFU to hours and dollars. `check_fits_in_memory` asks, before anything is
+allocated, whether a model (and its training) fits in this machine's memory at all.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .model import GPTConfig, forward_flops_per_token
+from .pretrain_data import InputError
 
-__all__ = ["GPU", "GPUS", "GPU_PEAK_TFLOPS", "peak_flops", "training_cost"]
+__all__ = ["GPU", "GPUS", "GPU_PEAK_TFLOPS", "available_memory", "check_fits_in_memory",
+           "memory_needed", "parameter_count", "peak_flops", "training_cost"]
 
 # Dense 16-bit tensor-core peaks in TFLOP/s, from NVIDIA's data sheets: bf16, or fp16 for the
 # T4 and V100, which have no bf16 units.
@@ -93,3 +98,69 @@ def training_cost(cfg: GPTConfig, tokens: float, gpu: GPU, mfu: float = 0.4,
     hours = flops / (gpu.peak_tflops * 1e12 * mfu * n_gpus) / 3600
     return {"gpu": gpu.name, "gpus": n_gpus, "precision": gpu.precision, "tokens": tokens,
             "flops": flops, "hours": hours, "usd": hours * n_gpus * gpu.usd_per_hour}
+
+
+# -- will it fit? ----------------------------------------------------------------------
+
+def parameter_count(cfg: GPTConfig) -> int:
+    """GPTModel(cfg)'s parameters, from the config alone (a tied output layer counts once), so
+    that a size can be judged before a single weight is allocated."""
+    d, hidden = cfg.emb_dim, 4 * cfg.emb_dim
+    per_layer = (4 * d  # two LayerNorms: scale and shift
+                 + 3 * d * d + 3 * d * cfg.qkv_bias  # queries, keys and values
+                 + d * d + d  # attention's output projection
+                 + 2 * d * hidden + hidden + d)  # the feed-forward network
+    head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
+    return (cfg.vocab_size + cfg.context_length) * d + cfg.n_layers * per_layer + 2 * d + head
+
+
+def memory_needed(cfg: GPTConfig, *, training: bool, batch_size: int = 1) -> int:
+    """Bytes that `cfg` needs at the least: its float32 weights, 4 bytes a parameter. Training
+    adds the gradients and AdamW's two running averages (16 bytes a parameter in all) and one
+    batch's logits with their gradient (2 × batch × context × vocab floats). The activations
+    of the blocks come on top, so a model that passes may still not fit; one that fails cannot."""
+    if not training:
+        return 4 * parameter_count(cfg)
+    logits = batch_size * cfg.context_length * cfg.vocab_size
+    return 16 * parameter_count(cfg) + 2 * 4 * logits
+
+
+def available_memory(device: str | torch.device = "cpu") -> int | None:
+    """Bytes free for a new model on `device`: a CUDA GPU's free memory; elsewhere the RAM
+    Linux says it can give (MemAvailable + SwapFree in /proc/meminfo), or, on other systems,
+    the physical RAM. None where there is no way to tell (Windows)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        kib = dict(line.split()[:2] for line in meminfo.read_text().splitlines())
+        return (int(kib["MemAvailable:"]) + int(kib.get("SwapFree:", 0))) * 1024
+    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def check_fits_in_memory(cfg: GPTConfig, *, training: bool, batch_size: int = 1,
+                         device: str | torch.device = "cpu") -> None:
+    """Raise InputError, before anything is allocated, if `cfg` cannot fit in `device`'s
+    memory (see `memory_needed` and `available_memory`): one clear line instead of a crash,
+    or of an hour of swapping."""
+    free = available_memory(device)
+    need = memory_needed(cfg, training=training, batch_size=batch_size)
+    if free is not None and need > free:
+        what = ("to train (weights, gradients, AdamW's two averages and one batch's logits)"
+                if training else "to load (its float32 weights)")
+        where = "this GPU" if torch.device(device).type == "cuda" else "this machine"
+        raise InputError(
+            f"a model of {_count(parameter_count(cfg))} parameters needs at least "
+            f"{_gigabytes(need)} {what}, but {where} has {_gigabytes(free)} available: "
+            "choose a smaller model" + (" or batch" if training else ""))
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:,.1f}M" if n < 1e9 else f"{n / 1e9:,.1f}B"
+
+
+def _gigabytes(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB"

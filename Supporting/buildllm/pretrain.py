@@ -31,20 +31,34 @@ ends with exactly the weights it would have had without the interruption.
 
 What lands in --out:
     log.jsonl         one JSON object per event: start, eval (step, tokens, train_loss,
-                      val_loss, lr, tokens_per_s, mfu), checkpoint, end
+                      val_loss, lr, tokens_per_s, mfu), checkpoint, skip, stop, end
     loss.png          train and validation loss, redrawn at each evaluation
     checkpoint.pt     everything --resume needs (model, optimizer, scheduler, step, each
                       process's random number generators and data position, the settings),
                       replaced atomically: a run killed at any moment leaves the last one whole
     model.safetensors, run.json (and tokenizer.json, for a BPE tokenizer): the final model
                       as a run folder, which `buildllm.runs.load_run` reads
+    pretrain.lock     while the run writes: its process id and host. A second run into the
+                      same --out is refused and names it; the lock of a run that died (its
+                      process gone from this host) is taken over (`buildllm.utils.folder_lock`)
 
 --dtype bf16 computes in bfloat16 autocast, or, on a GPU without bfloat16 units (Colab's T4),
 in float16 autocast with a gradient scaler, and says so (`autocast_dtype`). MFU, the share of
 the hardware's peak that the model's own arithmetic uses, is counted as `buildllm.costs` says.
 
-Bad input (a missing, empty or non-UTF-8 file, too little text, a checkpoint from another
-run...) stops the run with a message before anything is written.
+Nothing is lost:
+- A step whose loss or gradient is NaN or infinite never reaches a checkpoint. The run stops
+  at the next evaluation or checkpoint with a message naming that step and the last good
+  checkpoint, which it leaves as it was, and exits non-zero. --skip-nonfinite N skips such
+  steps instead (no weight changes; the step still counts) and stops once more than N were.
+- A full disk stops the run with "no space left on device" and the file's name; the last
+  checkpoint stays whole. Free some space and --resume.
+
+Bad input stops the run with one line before anything is written: a missing, empty,
+non-UTF-8 or non-regular file (a pipe, /dev/zero), too little text, a setting that is not
+finite or out of range (--lr inf), an --out that is a file or not writable, a model too big
+for this machine's memory (`buildllm.costs.check_fits_in_memory`), a checkpoint from
+another run...
 
     >>> model, summary = run(RunConfig(inputs=["shakespeare.txt"], tokenizer="char", steps=50))
 """
@@ -52,18 +66,21 @@ run...) stops the run with a message before anything is written.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
+import math
 import os
 import time
 from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
 
-from .costs import peak_flops
+from .costs import check_fits_in_memory, peak_flops
 from .generation import generate
 from .model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
 from .pretrain_data import (
@@ -88,11 +105,26 @@ from .training import (
     set_rng_state,
     warmup_cosine,
 )
-from .utils import get_device, set_seed, write_atomically
+from .utils import (
+    FolderInUse,
+    check_folder_lock,
+    folder_lock,
+    get_device,
+    set_seed,
+    write_atomically,
+)
 
-__all__ = ["InputError", "RunConfig", "autocast_dtype", "main", "parse_config", "run"]
+__all__ = ["FolderInUse", "InputError", "RunConfig", "RunStopped", "autocast_dtype", "main",
+           "parse_config", "run"]
 
 COMPUTE_DTYPES = {**DTYPES, "fp16": torch.float16}  # what --dtype may ask autocast for
+LOCK = "pretrain.lock"  # in --out while a run writes there (buildllm.utils.folder_lock)
+NEVER = 2**62  # the step of a non-finite loss that has not happened
+
+
+class RunStopped(RuntimeError):
+    """The run stopped itself (it diverged, or the disk is full) and left its last checkpoint
+    as it was: the message says which, and what to do."""
 
 
 @dataclass
@@ -117,6 +149,7 @@ class RunConfig:
     weight_decay: float = 0.1
     beta2: float = 0.95  # AdamW's second-moment decay (nanoGPT's char recipe uses 0.99)
     clip: float = 1.0  # global gradient norm limit; 0 turns clipping off
+    skip_nonfinite: int = 0  # steps with a NaN or infinite loss or gradient to skip; 0: stop
     eval_every: int = 200
     eval_batches: int = 20  # batches scored per split at each evaluation
     dtype: str = "fp32"  # "bf16" or "fp16" autocast (see autocast_dtype); weights stay float32
@@ -146,7 +179,8 @@ class RunConfig:
 # Settings that may change when a run is resumed: they do not change what it computes.
 # (The inputs and tokenizer may too, as long as they give exactly the same tokens.)
 _FREE_ON_RESUME = {"inputs", "tokenizer", "out", "resume", "device", "eval_every", "eval_batches",
-                   "checkpoint_every", "sample_prompt", "sample_tokens", "save_dtype"}
+                   "checkpoint_every", "sample_prompt", "sample_tokens", "save_dtype",
+                   "skip_nonfinite"}
 _MODEL_FIELDS = ("context_length", "emb_dim", "n_heads", "n_layers", "drop_rate")
 
 
@@ -177,12 +211,19 @@ def _rules(cfg: RunConfig) -> list:
     return whole_numbers("batch_size", "grad_accum", "steps", "eval_every", "eval_batches",
                          "sample_tokens") + [
         ("model", lambda v: v in CONFIGS, f"one of {', '.join(CONFIGS)}"),
+        ("seed", lambda v: isinstance(v, int) and 0 <= v < 2**32,
+         "a whole number from 0 to 2**32 - 1 (NumPy's seeds)"),
+        ("skip_nonfinite", lambda v: isinstance(v, int) and v >= 0, "a whole number, 0 or more"),
+        # The comparisons also refuse NaN; the upper limits refuse infinity.
         ("val_fraction", lambda v: 0 < v < 1, "between 0 and 1"),
         ("lr", lambda v: v > 0, "above 0"),
+        ("lr", lambda v: v <= 1, "at most 1 (AdamW moves a weight by about lr a step)"),
         ("min_lr_ratio", lambda v: 0 <= v <= 1, "between 0 and 1"),
-        ("weight_decay", lambda v: v >= 0, "0 or more"),
+        ("weight_decay", lambda v: 0 <= v * cfg.lr < 1, "0 or more, with --lr × --weight-decay "
+                                                         "below 1 (the share of each weight a "
+                                                         "step decays)"),
         ("beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
-        ("clip", lambda v: v >= 0, "0 (off) or more"),
+        ("clip", lambda v: 0 <= v < math.inf, "0 (off) or more, and finite"),
         ("warmup_steps", lambda v: 0 <= _warmup(cfg) <= cfg.steps, "between 0 and --steps"),
         ("checkpoint_every", lambda v: v is None or v >= 1, "at least 1"),
         ("dtype", lambda v: v in COMPUTE_DTYPES, "fp32, bf16 or fp16"),
@@ -221,6 +262,29 @@ def _load_data(cfg: RunConfig) -> _Data:
                 f"window of context_length + 1 = {need}: use {fix}, or a smaller --context-length"
             )
     return data
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot become a folder this run writes in: a file, a path inside
+    a file, or a place this user may not write."""
+    # os.path.exists, unlike Path.exists, says False where a folder may not be looked into
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise InputError(f"--out {out} is a file, not a folder: choose a folder")
+    existing = next(p for p in (out, *out.absolute().parents) if os.path.exists(p))
+    if not os.path.isdir(existing):
+        raise InputError(f"--out {out} cannot be made: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: this user may not write in {existing}: choose a folder "
+                         "you can write in")
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    """A file's size and modification time, to tell whether it changed; None if absent."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _encode_prompt(tokenizer, prompt: str) -> list[int]:
@@ -300,14 +364,20 @@ def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
     """Train as `cfg` says. Returns the model (on its device, in train mode) and a summary:
     step, tokens, train_loss and val_loss (the last evaluation's), tokens_per_s (training
     throughput of all processes together, evaluations and checkpoints excluded), mfu,
-    seconds and the history of evaluations. Bad input raises InputError before any write.
+    seconds and the history of evaluations. Bad input raises InputError before any write, an
+    --out another run is writing in FolderInUse; a run that diverges or fills the disk stops
+    with RunStopped, its last checkpoint untouched.
     """
     cfg.check()
     rank, world_size, local_rank = (int(os.environ.get(k, d)) for k, d in
                                     (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
     device = _device(cfg.device, local_rank, world_size)
     out = Path(cfg.out)
+    _check_out(out)
+    if rank == 0:  # process 0 holds the lock for all of them
+        check_folder_lock(out / LOCK)
     ckpt_path = out / "checkpoint.pt"
+    seen = _stat(ckpt_path)
     if ckpt_path.exists() and not cfg.resume:
         raise InputError(f"{out} already holds a checkpoint: add --resume to continue that run, "
                          "or choose another --out")
@@ -315,32 +385,29 @@ def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
         raise InputError(f"--resume: there is no checkpoint to resume from in {out}")
     data = _load_data(cfg)
     model_cfg = cfg.model_config(data.tokenizer.n_vocab)
+    check_fits_in_memory(model_cfg, training=True, batch_size=cfg.batch_size, device=device)
     prompt = _encode_prompt(data.tokenizer, cfg.sample_prompt) if cfg.sample_prompt else None
     ckpt = None
     if cfg.resume:
         fixed = {k: v for k, v in asdict(cfg).items()
                  if k not in _FREE_ON_RESUME and k not in ("model", *_MODEL_FIELDS)}
         ckpt = read_checkpoint(ckpt_path, model_cfg, fixed, data.sha256, world_size)
-    # Everything is checked. From here on the run may write into `out`.
+    # Everything is checked. From here on the run may write into `out`, holding its lock.
 
     own_group = world_size > 1 and not dist.is_initialized()
-    if own_group:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:  # this process's part, top to bottom: build it, say what it is, train it, write it
-        trainer = _Trainer(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt)
-        trainer.announce()
-        fit(trainer.model, trainer.micro_steps, trainer.batches(), steps=cfg.steps,
-            optimizer=trainer.optimizer, scheduler=trainer.scheduler, clip=cfg.clip,
-            scaler=trainer.scaler, evaluate_fn=trainer.evaluate, eval_every=cfg.eval_every,
-            evaluate_first=True, checkpoint=trainer.save, checkpoint_every=cfg.checkpoint_every,
-            on_step=trainer.show, on_eval=trainer.report, state=trainer.state,
-            desc="pretraining", unit="step", disable=not trainer.lead)
-        return trainer.finish()
-    finally:
+    with folder_lock(out / LOCK) if rank == 0 else nullcontext():
+        if rank == 0 and _stat(ckpt_path) != seen:  # another run came and went meanwhile
+            raise InputError(f"another run wrote {ckpt_path} while this one was starting: "
+                             "start again")
         if own_group:
-            dist.destroy_process_group()
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        try:  # this process's part: build it, say what it is, train it, write it
+            return _Trainer(cfg, data, model_cfg, device, rank, world_size, ckpt, prompt).train()
+        finally:
+            if own_group:
+                dist.destroy_process_group()
 
 
 class _Trainer:
@@ -361,6 +428,7 @@ class _Trainer:
         self.scored = {split: eval_batches(ids, context, cfg.batch_size, cfg.eval_batches, rank,
                                            world_size)
                        for split, ids in (("train", data.train), ("val", data.val))}
+        self.skipped, self.saved_step = 0, None  # steps skipped as non-finite; last checkpoint
         self.state = self._restore(ckpt)
         self.start, self.model = self.state.step, self.raw
         if world_size > 1:
@@ -382,6 +450,8 @@ class _Trainer:
         self.peak, self.peak_label = peak_flops(device, self.compute) if self.lead else (None, "")
         self.log_file = self._open_log() if self.lead else None
         self.shown, self.losses = time.perf_counter(), []  # for the progress bar's loss
+        self.step_loss = None  # the sum of this step's micro-batch losses
+        self.first_bad = torch.tensor(NEVER, device=device)  # first non-finite step, if any
 
     def _restore(self, ckpt) -> FitState:
         """Where training starts: a fresh run, or the checkpoint's step, states and history."""
@@ -393,12 +463,15 @@ class _Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.stream.load_state_dict(ckpt["data"][self.rank])
         set_rng_state(ckpt["rng"][self.rank])
+        self.skipped, self.saved_step = ckpt.get("skipped_steps", 0), ckpt["step"]
         return FitState(step=ckpt["step"], history=ckpt["history"])
 
     def _open_log(self):
         self.out.mkdir(parents=True, exist_ok=True)
-        for stale in self.out.glob(".checkpoint.pt.*.tmp"):  # left by a run killed while saving
-            stale.unlink()
+        # This run holds the folder's lock, so every temporary file here (write_atomically's
+        # .NAME.XXXXXXXX.tmp) was left by a run that was killed while writing: remove them.
+        for stale in self.out.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         path = self.out / "log.jsonl"
         torn = path.exists() and not path.read_bytes().endswith(b"\n")  # killed mid-line
         log_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by finish)
@@ -412,6 +485,81 @@ class _Trainer:
             self.log_file.flush()
             if line:
                 tqdm.write(line)
+
+    def train(self) -> tuple[GPTModel, dict]:
+        """Say what is trained, train it, write it. A full disk stops the run with a message
+        naming the file, and the last checkpoint stays whole (it is replaced atomically)."""
+        cfg = self.cfg
+        try:
+            self.announce()
+            fit(self.model, self.micro_steps, self.batches(), steps=cfg.steps,
+                optimizer=self.optimizer, scheduler=self.scheduler, clip=cfg.clip,
+                scaler=self.scaler, evaluate_fn=self.evaluate, eval_every=cfg.eval_every,
+                evaluate_first=True, checkpoint=self.save, checkpoint_every=cfg.checkpoint_every,
+                on_step=self.show, on_eval=self.report, state=self.state,
+                check_step=self.check_step, desc="pretraining", unit="step",
+                disable=not self.lead)
+            return self.finish()
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self.stop(f"no space left on device while writing {err.filename or self.out}",
+                      "free some space, then continue with --resume")
+
+    def stop(self, what: str, advice: str) -> NoReturn:
+        """Log why the run stops and raise RunStopped, naming the checkpoint it leaves."""
+        saved = ("no checkpoint was written yet" if self.saved_step is None else
+                 f"the last checkpoint, {self.out / 'checkpoint.pt'} at step "
+                 f"{self.saved_step:,}, is untouched")
+        message = f"{what}; {saved}: {advice}"
+        if self.lead:
+            with suppress(OSError):  # the disk may be full
+                self.log({"event": "stop", "step": self.state.step, "reason": message})
+                self.log_file.close()
+        raise RunStopped(message)
+
+    def check_step(self, state: FitState, norm: torch.Tensor) -> bool:
+        """fit's check_step: take the step only if its loss and gradients are finite.
+
+        By default the check stays on the device, so a GPU is not waited for at every step:
+        it keeps the first bad step, and `refuse_nonfinite` stops the run at the next
+        evaluation or checkpoint, before anything is written. With --skip-nonfinite N each
+        step is checked at once (all processes agree) and a bad one skipped, until more than
+        N were. Under a float16 scaler an overflowing gradient is normal (the scaler skips
+        that step and lowers its scale), so there only the loss counts."""
+        bad = ~torch.isfinite(self.step_loss)
+        if not self.scaler.is_enabled():
+            bad |= ~torch.isfinite(norm)
+        if not self.cfg.skip_nonfinite:
+            self.first_bad = torch.minimum(self.first_bad, torch.where(bad, state.step, NEVER))
+            return True
+        if not self._on_any_rank(bad):
+            return True
+        self.skipped += 1
+        self.log({"event": "skip", "step": state.step},
+                 f"step {state.step:,}: skipped, its loss or a gradient is NaN or infinite")
+        if self.skipped > self.cfg.skip_nonfinite:
+            self.stop(f"{self.skipped} steps had a NaN or infinite loss or gradient (the last at "
+                      f"step {state.step:,}), more than --skip-nonfinite "
+                      f"{self.cfg.skip_nonfinite}", "lower --lr and start again in a new --out")
+        return False
+
+    def _on_any_rank(self, flag: torch.Tensor) -> bool:
+        flag = flag.to(torch.int64)
+        if self.world_size > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def refuse_nonfinite(self, state: FitState) -> None:
+        """Stop before evaluating or saving weights that a non-finite step has touched."""
+        first = self.first_bad.clone()
+        if self.world_size > 1:
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        if first.item() != NEVER:
+            self.stop(f"the loss or a gradient became NaN or infinite at step {first.item():,}, "
+                      f"so the run stopped at step {state.step:,} without saving",
+                      "lower --lr and start again in a new --out, or continue with --resume "
+                      "--skip-nonfinite N to skip such steps")
 
     def announce(self) -> None:
         """Log the start (or the resumption) with what is trained, on what, and how."""
@@ -449,6 +597,7 @@ class _Trainer:
 
     def micro_steps(self, batches: list) -> None:
         """Forward and backward over one step's micro-batches, adding up their gradients."""
+        self.step_loss = 0.0
         for micro, (inputs, targets) in enumerate(batches):
             last = micro == len(batches) - 1
             # DDP averages the gradients of all processes during backward. Only the last
@@ -458,6 +607,7 @@ class _Trainer:
                     loss = batch_loss(self.model, inputs.to(self.device), targets.to(self.device))
                 self.scaler.scale(loss / len(batches)).backward()  # unscaled unless float16
             self.losses.append(loss.detach())
+            self.step_loss = self.step_loss + loss.detach()
 
     def show(self, state: FitState) -> None:
         """The recent training loss and speed on the progress bar, at most once a second
@@ -470,6 +620,7 @@ class _Trainer:
 
     def evaluate(self, state: FitState) -> dict:
         """The mean loss over each split's scored windows, those of every process."""
+        self.refuse_nonfinite(state)
         losses = {}
         with self.autocast:
             for split, batches in self.scored.items():
@@ -513,6 +664,7 @@ class _Trainer:
 
     def save(self, state: FitState) -> None:
         """Write checkpoint.pt: everything --resume needs to go on as if never stopped."""
+        self.refuse_nonfinite(state)
         cfg, data = self.cfg, self.data
         ckpt = {"format": CHECKPOINT_FORMAT, "model": self.raw.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -520,10 +672,12 @@ class _Trainer:
                 "rng": _gather(rng_state()), "scaler": self.scaler.state_dict(),
                 "config": asdict(cfg), "model_config": asdict(self.model_cfg),
                 "tokenizer": data.spec, "data_sha256": data.sha256,
-                "world_size": self.world_size, "history": state.history}
+                "world_size": self.world_size, "history": state.history,
+                "skipped_steps": self.skipped}
         if self.lead:
             save_checkpoint(self.out / "checkpoint.pt", **ckpt)
             self.log({"event": "checkpoint", "step": state.step})
+        self.saved_step = state.step
 
     def finish(self) -> tuple[GPTModel, dict]:
         """The summary; process 0 also writes model.safetensors and run.json."""
@@ -533,7 +687,7 @@ class _Trainer:
         summary = {"step": state.step, "tokens": state.step * self.tokens_per_step,
                    "train_loss": history["train_loss"][-1], "val_loss": history["val_loss"][-1],
                    "tokens_per_s": speed, "mfu": self.mfu(speed), "seconds": seconds,
-                   "history": history}
+                   "skipped_steps": self.skipped, "history": history}
         if self.lead:
             save_run(self.raw, self.data.spec, self.out, run=asdict(self.cfg),
                      save_dtype=self.cfg.save_dtype,
@@ -576,6 +730,8 @@ def _parser() -> argparse.ArgumentParser:
         ("weight-decay", float, "AdamW weight decay of the matrices (default 0.1)"),
         ("beta2", float, "AdamW's beta2 (default 0.95)"),
         ("clip", float, "gradient norm limit, 0 for none (default 1.0)"),
+        ("skip-nonfinite", int, "skip up to N steps whose loss or gradient is NaN or infinite "
+                                "(default 0: stop at the first, saving nothing)"),
         ("seed", int, "random seed (default 123)"),
     ):
         g.add_argument(f"--{name}", type=kind, metavar="N" if kind is int else "X", help=what)
@@ -600,6 +756,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings_from_file(path: str) -> dict:
+    if Path(path).exists() and not Path(path).is_file():  # a pipe would wait forever
+        raise InputError(f"--config-file {path} is not a regular file")
     try:
         settings = json.loads(Path(path).read_text("utf-8"))
     except (OSError, ValueError) as err:
@@ -642,7 +800,7 @@ def main(argv: list[str] | None = None) -> dict:
     """`python -m buildllm.pretrain ...`: parse the flags, run, return the summary."""
     try:
         return run(parse_config(argv))[1]
-    except InputError as err:
+    except (InputError, FolderInUse, RunStopped) as err:
         raise SystemExit(f"error: {err}") from None
     except KeyboardInterrupt:
         raise SystemExit("\nStopped: continue from the last checkpoint with --resume") from None

@@ -30,7 +30,10 @@ class InputError(ValueError):
 
 
 def read_texts(inputs: Sequence[str | os.PathLike]) -> list[str]:
-    """Read every named file, and every *.txt file under every named folder (sorted), as UTF-8."""
+    """Read every named file, and every *.txt file under every named folder (sorted), as UTF-8.
+
+    Only regular files are read: a named pipe would wait forever for a writer, and /dev/zero
+    would fill the memory."""
     if not inputs:
         raise InputError("no input: name at least one text file or folder to train on")
     files: list[Path] = []
@@ -40,8 +43,11 @@ def read_texts(inputs: Sequence[str | os.PathLike]) -> list[str]:
             if not found:
                 raise InputError(f"the folder {name} holds no .txt files")
             files += found
-        elif name.exists():
+        elif name.is_file():  # stat says a regular file: a pipe or a device is never opened
             files.append(name)
+        elif name.exists():
+            raise InputError(f"{name} is not a regular file (a pipe or a device, say): name a "
+                             "text file, or a folder of them")
         else:
             raise InputError(f"{name} does not exist")
     texts = []

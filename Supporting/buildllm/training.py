@@ -25,8 +25,8 @@ from torch import nn
 from .utils import eval_mode, write_atomically
 
 __all__ = ["AdamW", "FitState", "batch_loss", "clip_grad_norm", "cycle", "evaluate", "fit",
-           "load_checkpoint", "lr_at", "param_groups", "perplexity", "rng_state", "save_checkpoint",
-           "set_rng_state", "token_step", "train_simple", "warmup_cosine"]
+           "grad_norm", "load_checkpoint", "lr_at", "param_groups", "perplexity", "rng_state",
+           "save_checkpoint", "set_rng_state", "token_step", "train_simple", "warmup_cosine"]
 
 
 def batch_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -143,6 +143,15 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
 
 
 @torch.no_grad()
+def grad_norm(parameters: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of all gradients, as if they were one long vector (0 if none)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+@torch.no_grad()
 def clip_grad_norm(parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Scale all gradients together so that their global L2 norm is at most `max_norm`.
 
@@ -150,13 +159,11 @@ def clip_grad_norm(parameters: Iterable[torch.Tensor], max_norm: float) -> torch
     keeps the direction of the update and only shortens it, which tames the rare huge step.
     Returns the norm before clipping, worth logging: spikes show up there first.
     """
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.tensor(0.0)
-    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    params = [p for p in parameters if p.grad is not None]
+    total = grad_norm(params)
     scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(scale)
+    for p in params:
+        p.grad.mul_(scale)
     return total
 
 
@@ -180,9 +187,15 @@ def save_checkpoint(path: str | os.PathLike, **state) -> Path:
     """Write `state` (model, optimizer and scheduler state dicts, step, ...) atomically.
 
     A run killed at any moment leaves either the old checkpoint or the new one, never half
-    of one (see `buildllm.utils.write_atomically`).
+    of one (see `buildllm.utils.write_atomically`). torch.save writes into a Python file, so
+    that a full disk raises OSError "No space left on device", which torch's own writer
+    reports only as "unexpected pos".
     """
-    return write_atomically(path, lambda tmp: torch.save(state, tmp))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+
+    return write_atomically(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -227,21 +240,25 @@ def fit(model: nn.Module, step_fn: Callable[[object], int | None], batches: Iter
         evaluate_first: bool = False, checkpoint: Callable[[FitState], None] | None = None,
         checkpoint_every: int | None = None, on_step: Callable[[FitState], None] | None = None,
         on_eval: Callable[[FitState], None] | None = None, postfix: dict[str, str] | None = None,
-        state: FitState | None = None, **bar) -> dict[str, list]:
+        state: FitState | None = None,
+        check_step: Callable[[FitState, torch.Tensor], bool] | None = None,
+        **bar) -> dict[str, list]:
     """The training loop of every meeting: `steps` optimizer steps, evaluated every
     `eval_every` and after the last; returns the history of the evaluations.
 
     Each step zeroes the gradients, calls `step_fn(next batch)` for the loss and its backward
     (it may return the batch's tokens or examples: `state.seen` adds them up), clips the
-    gradient norm to `clip` (0: off), then steps the optimizer (through a float16 `scaler`)
-    and the `scheduler`. `evaluate_fn(state)` gives the numbers the history records after
-    `step` (also at step 0 with `evaluate_first`); `postfix` formats them for the progress
-    bar, which `bar` configures (desc=...). `checkpoint` runs every `checkpoint_every` steps
-    and after the last, `on_step` and `on_eval` after each step and evaluation. `dropout=False`
-    trains in eval mode. The clock waits for a GPU before it stops, so `state.seconds` is the
-    training work alone. The optimizer is the caller's: this module's `AdamW` in Meeting 5;
-    Meeting 6's loops keep `torch.optim.AdamW`, which rounds differently, so that the losses
-    their notebooks print stay the same.
+    gradient norm to `clip` (0: off), then steps the optimizer (through a float16 `scaler`) and
+    the `scheduler`. `check_step(state, norm)`, if given, sees each step before the optimizer
+    does, with the gradients' global norm (before clipping); returning False skips the optimizer
+    step (not the scheduler's: a skipped step still counts). `evaluate_fn(state)` gives the
+    numbers the history records after `step` (also at step 0 with `evaluate_first`); `postfix`
+    formats them for the progress bar, which `bar` configures (desc=...). `checkpoint` runs
+    every `checkpoint_every` steps and after the last, `on_step` and `on_eval` after each step
+    and evaluation. `dropout=False` trains in eval mode. The clock waits for a GPU before it
+    stops, so `state.seconds` is the training work alone. The optimizer is the caller's: this
+    module's `AdamW` in Meeting 5; Meeting 6's loops keep `torch.optim.AdamW`, which rounds
+    differently, so that the losses their notebooks print stay the same.
 
     >>> history = fit(model, step_fn, cycle(loader), steps=100, optimizer=AdamW(...),
     ...               evaluate_fn=lambda s: {"val_loss": evaluate(model, val_loader)},
@@ -262,10 +279,12 @@ def fit(model: nn.Module, step_fn: Callable[[object], int | None], batches: Iter
         state.step = step
         optimizer.zero_grad(set_to_none=True)
         state.seen += step_fn(batch) or 0
-        if clip > 0:
-            scaler.unscale_(optimizer)  # clip the true gradients
-            clip_grad_norm(model.parameters(), clip)
-        scaler.step(optimizer)  # float16: skipped when a gradient overflowed
+        if clip > 0 or check_step is not None:
+            scaler.unscale_(optimizer)  # clip and check the true gradients
+            norm = (clip_grad_norm(model.parameters(), clip) if clip > 0
+                    else grad_norm(model.parameters()))
+        if check_step is None or check_step(state, norm):
+            scaler.step(optimizer)  # float16: skipped when a gradient overflowed
         scaler.update()
         state.lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:

@@ -4,6 +4,9 @@
 >>> set_seed(123)              # Python, NumPy and PyTorch all start from the same state
 >>> speed = measure_cpu_speed()  # this CPU's calibration, and whether it was busy
 >>> estimate_minutes(speed.seconds)["Meeting-5"]  # MeetingMinutes(course=..., gpt2=...)
+
+Files are written so that nothing is lost: `write_atomically` replaces a file whole or not at
+all, and `folder_lock` keeps two runs from writing into one folder.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -22,9 +27,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["CpuSpeed", "MeetingMinutes", "calibrate_cpu", "cpu_busy", "estimate_minutes",
-           "eval_mode", "get_device", "measure_cpu_speed", "mps_agrees_with_cpu",
-           "seconds_with_gpt2", "set_seed", "write_atomically"]
+__all__ = ["CpuSpeed", "FolderInUse", "MeetingMinutes", "calibrate_cpu", "check_folder_lock",
+           "cpu_busy", "estimate_minutes", "eval_mode", "folder_lock", "get_device",
+           "measure_cpu_speed", "mps_agrees_with_cpu", "seconds_with_gpt2", "set_seed",
+           "write_atomically"]
 
 
 def set_seed(seed: int) -> None:
@@ -39,7 +45,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
 
     A rename within a folder is atomic, so a run killed at any moment, or a full disk, leaves
     either the old file or the new one, never half of one. The temporary name is unique, so
-    two writers never delete each other's work; a failed write removes its own and re-raises.
+    two writers never delete each other's work; a failed write removes its own and re-raises,
+    an OSError naming `path` (a full disk: "[Errno 28] No space left on device: 'path'").
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,10 +56,116 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno and err.filename is None:
+            err.filename = str(path)  # a failed write() names no file
         raise
     return path
+
+
+class FolderInUse(RuntimeError):
+    """Another process holds the folder's lock: the message names it."""
+
+
+def _lock_owner(path: Path) -> dict | None:
+    """The record a lock file holds; {} if it cannot be read (being written, or damaged);
+    None if there is no lock."""
+    try:
+        owner = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _is_dead(owner: dict) -> bool:
+    """True only when the lock's process is known to be gone: one on this host whose pid no
+    longer exists. os.kill(pid, 0) asks without sending a signal (on Windows it would kill,
+    so there every lock counts as alive). Another host's process cannot be asked."""
+    if os.name != "posix" or owner.get("host") != socket.gethostname() \
+            or not isinstance(owner.get("pid"), int):
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def check_folder_lock(path: str | os.PathLike) -> None:
+    """Raise FolderInUse if the lock file `path` is held by a process that may still be running.
+
+    This only looks: `folder_lock` takes the lock, and checks again as it does.
+    """
+    _refuse_unless_free(Path(path), _lock_owner(Path(path)))
+
+
+def _refuse_unless_free(path: Path, owner: dict | None) -> None:
+    if owner is None or _is_dead(owner):
+        return
+    if not owner:
+        raise FolderInUse(f"{path.parent} is locked by {path}, which names no process: if no run "
+                          f"is writing there, delete {path}")
+    here = owner.get("host") == socket.gethostname()
+    raise FolderInUse(
+        f"{path.parent} is in use by another run: process {owner.get('pid')} on "
+        f"{'this machine' if here else owner.get('host')}, since {owner.get('started')}; wait "
+        f"for it to end, or choose another folder" + ("" if here else
+                                                       f" (if it has ended, delete {path})"))
+
+
+def _take_over(path: Path, stale: dict) -> None:
+    """Move a dead process's lock out of the way. The rename is atomic, so of several runs
+    taking over at once each moves a different file or none; one that finds it moved a live
+    lock (another run took over between its look and its rename) puts it back."""
+    moved = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.stale")
+    try:
+        os.rename(path, moved)
+    except FileNotFoundError:  # another run moved it first
+        return
+    if _lock_owner(moved) != stale:
+        with suppress(FileExistsError):
+            os.link(moved, path)  # back, unless yet another lock is there by now
+    moved.unlink()
+
+
+@contextmanager
+def folder_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the lock file `path` for the block, so that no other run writes in its folder.
+
+    The lock is created with O_CREAT | O_EXCL, which the operating system makes atomic: of
+    two runs, exactly one creates it. It records the process (pid, host, start time), which
+    the refusal names. A lock whose process is dead (killed, or the machine crashed) is taken
+    over; one from another host, or unreadable, is not, and the message says how to remove
+    it. The lock goes when the block ends, by an error or Ctrl-C too, if it is still this
+    process's own.
+    """
+    path = Path(path)
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex,
+            "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):  # a lock that goes, or is taken over, between our tries: try again
+        owner = _lock_owner(path)
+        _refuse_unless_free(path, owner)
+        if owner is not None:
+            _take_over(path, owner)  # its process is dead
+        with suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+    else:
+        check_folder_lock(path)
+        raise FolderInUse(f"{path.parent}: other runs keep taking its lock {path}; try again")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(mine))
+    try:
+        yield path
+    finally:
+        if _lock_owner(path) == mine:
+            path.unlink(missing_ok=True)
 
 
 @contextmanager
