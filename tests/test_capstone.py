@@ -303,6 +303,10 @@ def test_a_bad_pairs_file_stops_the_pipeline_before_it_writes(tmp_path, pairs, m
     ({"instructions": 0}, "nothing to tune on"),
     ({"device": "tpu"}, "device must be"),
     ({"lr": "fast"}, "lr must be above 0, got 'fast'"),
+    ({"lr": float("inf")}, "lr must be at most 1"),
+    ({"tune_lr": float("inf")}, "tune_lr must be at most 1"),
+    ({"tune_lr": float("nan")}, "tune_lr must be above 0, got nan"),
+    ({"tune_epochs": float("inf")}, "tune_epochs must be below 1000, got inf"),
 ])
 def test_impossible_settings_are_refused_when_made(tmp_path, change, message):
     with pytest.raises(InputError, match=message):

@@ -436,6 +436,28 @@ def test_a_full_disk_names_the_file_and_leaves_the_last_checkpoint_whole(
     assert events(out, "stop")[0]["step"] == 4
 
 
+def test_a_disk_that_fills_while_the_final_weights_are_written_stops_in_one_line(
+    tmp_path, short_text, monkeypatch
+):
+    out = tmp_path / "run"
+    real_write_bytes = Path.write_bytes
+
+    def full_for_the_weights(self, data):
+        if ".model.safetensors." in self.name:  # write_atomically's temporary file
+            real_write_bytes(self, data[:100])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_the_weights)
+    with pytest.raises(SystemExit) as stopped:
+        main(char_run(short_text, out, "--steps", "2", "--eval-every", "2"))
+    assert str(stopped.value).startswith(
+        f"error: no space left on device while writing {out / 'model.safetensors'}; the last "
+        f"checkpoint, {out / 'checkpoint.pt'} at step 2, is untouched")
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
+    assert not list(out.glob(".*.tmp")) and not (out / "model.safetensors").exists()
+
+
 # -- a kill in the middle of a checkpoint write ----------------------------------------
 
 PAUSE_IN_WRITE = """

@@ -115,7 +115,9 @@ class Capstone:
             *whole_numbers("vocab_size", "tune_batch_size", "test_examples", "max_new_tokens"),
             ("vocab_size", lambda v: v >= 257, "at least 257 (256 bytes and <|endoftext|>)"),
             ("tune_lr", lambda v: v > 0, "above 0"),
+            ("tune_lr", lambda v: v <= 1, "at most 1 (AdamW moves a weight by about lr a step)"),
             ("tune_epochs", lambda v: v > 0, "above 0"),
+            ("tune_epochs", lambda v: v < 1000, "below 1000"),
             ("instructions", lambda v: v is None or (isinstance(v, int) and v >= 0),
              "None (all of them) or a whole number"),
         ], flags=False)

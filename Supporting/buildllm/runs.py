@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from .costs import check_fits_in_memory
 from .model import GPTConfig, GPTModel
 from .pretrain_data import InputError, load_tokenizer
 from .tokenizers import Tokenizer
@@ -71,13 +72,16 @@ class Run:
 
 
 def _save_model(model: GPTModel, path: Path, dtype: torch.dtype) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {name: t.detach().to("cpu", dtype).contiguous()  # blocks' weights are transposed
              for name, t in model.state_dict().items()}
     if model.cfg.tie_embeddings:
         del state["out_head.weight"]  # tok_emb.weight again: safetensors refuses shared tensors
-    write_atomically(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    # Written by Python, not by safetensors' save_file: a full disk is then an OSError that
+    # names the file, which every command reports in one line, not a SafetensorError.
+    data = save(state, metadata={"format": "pt"})
+    write_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
 def save_run(model: GPTModel, tokenizer_spec: dict, folder: str | os.PathLike, *,
@@ -186,30 +190,12 @@ def _model_config(model: object, path: Path) -> GPTConfig:
 
 
 def _check_fits(cfg: GPTConfig, folder: Path) -> None:
-    """Refuse a model that would not fit in this machine's free memory, before allocating it.
-
-    Loading holds the model and the file's tensors at once, in float32: about 2 × 4 bytes a
-    parameter. The count follows the model's layers: embeddings, output layer (allocated
-    before it is tied) and per block 12·d² + 13·d.
-    """
-    d = cfg.emb_dim
-    params = 2 * cfg.vocab_size * d + cfg.context_length * d + cfg.n_layers * (12 * d * d + 13 * d)
-    need, free = 8 * params, _free_memory()
-    if need > free:
-        raise InputError(f"{folder} holds a model that needs about {need / 1e9:,.1f} GB to "
-                         f"load, but this machine has {free / 1e9:,.1f} GB free: its run.json "
-                         "is damaged, or load it on a machine with more memory")
-
-
-def _free_memory() -> float:
-    """Bytes of memory free for a new allocation: Linux's MemAvailable, else all of it."""
-    with suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    with suppress(OSError, ValueError, AttributeError):
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return float("inf")
+    """Refuse a model that would not fit in this machine's memory, before allocating it: a
+    run.json whose sizes are absurd is damaged, and one line says so instead of a crash."""
+    try:
+        check_fits_in_memory(cfg, training=False)
+    except InputError as err:
+        raise InputError(f"{folder}: {err}, or its run.json is damaged") from None
 
 
 def load_run(folder: str | os.PathLike) -> Run:
