@@ -55,3 +55,18 @@ def chat(enc):
     from buildllm.chat import ChatSession
 
     return ChatSession(tiny_gpt(**READS_GPT2), enc, max_new_tokens=16)
+
+
+@pytest.fixture
+def started_replies(chat, monkeypatch) -> list:
+    """Every reply `chat` starts from now on, to see where a server stopped an abandoned one."""
+    from buildllm.chat import ChatSession
+
+    replies = []
+
+    def stream(messages, **settings):
+        replies.append(ChatSession.stream(chat, messages, **settings))
+        return replies[-1]
+
+    monkeypatch.setattr(chat, "stream", stream)
+    return replies

@@ -185,14 +185,8 @@ def test_the_server_keeps_serving_after_bad_requests(server, chat):
 
 
 def test_a_client_that_hangs_up_stops_its_reply_and_the_next_is_served(server, chat,
-                                                                        monkeypatch):
-    replies = []  # every reply the server starts, to see where the abandoned one stopped
-
-    def stream(messages, **settings):
-        replies.append(ChatSession.stream(chat, messages, **settings))
-        return replies[-1]
-
-    monkeypatch.setattr(chat, "stream", stream)
+                                                                        started_replies):
+    replies = started_replies
     request = {**GOOD, "stream": True, "max_tokens": 90}
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=request) as events:
         lines = events.iter_lines()

@@ -61,15 +61,9 @@ def is_openai_error(response: httpx.Response, status: int, code: str) -> bool:
             and error["code"] == code and response.headers["retry-after"] == str(RETRY_AFTER_S))
 
 
-def test_clients_that_hang_up_stop_their_replies_and_the_next_is_served_at_once(chat,
-                                                                               monkeypatch):
-    replies = []  # every reply the server starts, to see where the abandoned ones stopped
-
-    def stream(messages, **settings):
-        replies.append(ChatSession.stream(chat, messages, **settings))
-        return replies[-1]
-
-    monkeypatch.setattr(chat, "stream", stream)
+def test_clients_that_hang_up_stop_their_replies_and_the_next_is_served_at_once(
+        chat, started_replies):
+    replies = started_replies
     long = 200
 
     def hang_up(i: int) -> None:
