@@ -225,3 +225,18 @@ def test_taking_over_a_stale_lock_never_removes_a_live_one(tmp_path):
     lock.write_text(json.dumps(stale), "utf-8")
     utils._take_over(lock, stale)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_leftovers_finds_a_writers_temporary_file_and_only_that(tmp_path):
+    (tmp_path / ".hidden.txt").write_text("not a temporary file")
+    seen = {}
+
+    def write(tmp):
+        tmp.write_text("half")
+        seen["here"] = utils.atomic_leftovers(tmp_path, "f.txt")
+        seen["any"] = utils.atomic_leftovers(tmp_path)
+        seen["other"] = utils.atomic_leftovers(tmp_path, "g.txt")
+
+    utils.write_atomically(tmp_path / "f.txt", write)
+    assert len(seen["here"]) == 1 and seen["any"] == seen["here"] and seen["other"] == []
+    assert utils.atomic_leftovers(tmp_path) == []  # gone once the write is done

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pooch
 
-from .utils import write_atomically
+from .utils import atomic_leftovers, write_atomically
 
 __all__ = ["FILES", "GPT2_CHECKPOINTS", "DownloadError", "cache_dir", "fetch", "gpt2_encoding",
            "gpt2_weights", "mirror_dir", "sha256_of"]
@@ -200,12 +200,12 @@ def _download_verified(entry: RemoteFile, tmp: Path) -> None:
 def _remove_stale_temporaries(target: Path) -> None:
     """Delete temporary files that downloads of `target` killed long ago left behind.
 
-    write_atomically names them ".NAME.RANDOM.tmp". One untouched for _STALE_SECONDS is no
-    live download's (a download writes all the time and gives up after 60 s without data),
-    so another process's download in progress is never touched.
+    One untouched for _STALE_SECONDS is no live download's (a download writes all the time and
+    gives up after 60 s without data), so another process's download in progress is never
+    touched.
     """
     cutoff = time.time() - _STALE_SECONDS
-    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+    for tmp in atomic_leftovers(target.parent, target.name):
         with suppress(OSError):  # gone already, or a read-only cache
             if tmp.stat().st_mtime < cutoff:
                 tmp.unlink()

@@ -107,6 +107,7 @@ from .training import (
 )
 from .utils import (
     FolderInUse,
+    atomic_leftovers,
     check_folder_lock,
     folder_lock,
     get_device,
@@ -468,9 +469,9 @@ class _Trainer:
 
     def _open_log(self):
         self.out.mkdir(parents=True, exist_ok=True)
-        # This run holds the folder's lock, so every temporary file here (write_atomically's
-        # .NAME.XXXXXXXX.tmp) was left by a run that was killed while writing: remove them.
-        for stale in self.out.glob(".*.tmp"):
+        # This run holds the folder's lock, so every temporary file here was left by a run
+        # that was killed while writing: remove them.
+        for stale in atomic_leftovers(self.out):
             stale.unlink(missing_ok=True)
         path = self.out / "log.jsonl"
         torn = path.exists() and not path.read_bytes().endswith(b"\n")  # killed mid-line

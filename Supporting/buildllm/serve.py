@@ -396,7 +396,7 @@ class _CallerCheck:
     def refusal(self, scope) -> APIError | None:
         headers = Headers(scope=scope)
         host = _host_name(headers.get("host", ""))
-        if not (self.any_host or host in self.hosts or _is_address(host)):
+        if not (self.any_host or host in self.hosts or _ip_address(host) is not None):
             return APIError(421, f"this server does not answer to the name {host!r}; start it "
                             f"with --allowed-host {host} (create_app's allowed_hosts) to let "
                             "clients use that name",
@@ -423,14 +423,13 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
 
 
-def _is_address(host: str) -> bool:
-    """Whether a Host is an IP address, which DNS rebinding cannot send: its pages' Host is a
-    name, the attacker's."""
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address a host spells ("127.0.0.1", "[::1]"), or None for a name. DNS rebinding
+    can only send a name, the attacker's, so an address is always a safe Host."""
     try:
-        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _check_model(name: str, served: str) -> None:
@@ -696,10 +695,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _is_loopback(host: str) -> bool:
     """Whether `host` (an address or name to listen on) is this machine only."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
+    address = _ip_address(host)
+    return host == "localhost" if address is None else address.is_loopback
 
 
 if __name__ == "__main__":

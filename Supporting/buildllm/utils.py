@@ -27,10 +27,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["CpuSpeed", "FolderInUse", "MeetingMinutes", "calibrate_cpu", "check_folder_lock",
-           "cpu_busy", "estimate_minutes", "eval_mode", "folder_lock", "get_device",
-           "measure_cpu_speed", "mps_agrees_with_cpu", "seconds_with_gpt2", "set_seed",
-           "write_atomically"]
+__all__ = ["CpuSpeed", "FolderInUse", "MeetingMinutes", "atomic_leftovers", "calibrate_cpu",
+           "check_folder_lock", "cpu_busy", "estimate_minutes", "eval_mode", "folder_lock",
+           "get_device", "measure_cpu_speed", "mps_agrees_with_cpu", "seconds_with_gpt2",
+           "set_seed", "write_atomically"]
 
 
 def set_seed(seed: int) -> None:
@@ -62,6 +62,12 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
             err.filename = str(path)  # a failed write() names no file
         raise
     return path
+
+
+def atomic_leftovers(folder: str | os.PathLike, name: str = "*") -> list[Path]:
+    """The temporary files that writers of `folder`/`name` ("*": any file) killed mid-write left
+    behind, as `write_atomically` names them. Delete one only when its writer cannot be alive."""
+    return sorted(Path(folder).glob(f".{name}.*.tmp"))
 
 
 class FolderInUse(RuntimeError):
