@@ -9,6 +9,7 @@ from stand_ins import READS_GPT2, tiny_gpt
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "Supporting" / "tools"))  # make_exercises, run_notebooks
+sys.path.insert(0, str(ROOT / "Supporting"))  # figures: the code that draws the course's figures
 
 
 @pytest.fixture

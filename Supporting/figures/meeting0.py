@@ -1,0 +1,1 @@
+"""Meeting 0's figures."""

@@ -1,0 +1,1 @@
+"""Meeting 1's figures."""

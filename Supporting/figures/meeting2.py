@@ -1,0 +1,1 @@
+"""Meeting 2's figures."""

@@ -1,0 +1,1 @@
+"""Meeting 4's figures."""

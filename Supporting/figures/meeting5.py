@@ -1,0 +1,1 @@
+"""Meeting 5's figures."""

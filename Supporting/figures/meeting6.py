@@ -1,0 +1,1 @@
+"""Meeting 6's figures."""

@@ -1,0 +1,1 @@
+"""Meeting 7's figures."""
