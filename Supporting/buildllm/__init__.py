@@ -33,6 +33,7 @@ so later meetings import it instead of copying it:
     batching     Meeting 7  continuous batching: one model writes many replies at once
     inference    Meeting 7  int8 weights, batched generation with padding masks
     retrieval    Meeting 7  passages, embeddings and cosine search, for prompts with context
+    figures      all        show_figure: the course's drawn figures, in a notebook
     check        all        the checks that exercise cells call
 """
 
