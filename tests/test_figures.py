@@ -9,11 +9,12 @@ image path nor a cell attachment) shows it too and redraws it from the clone on 
 
 import base64
 import os
+from functools import cache
 from pathlib import Path
 
 import nbformat
 import pytest
-from draw_figures import SHOWN, picture, readme_list, same_picture, where_shown
+from draw_figures import SHOW_CALL, picture, readme_list, same_picture, where_shown
 from figures import all_figures
 from figures import figure as register
 from figures.kit import Canvas
@@ -24,19 +25,16 @@ from buildllm.figures import IMAGES, SCALE, show_figure
 ROOT = Path(__file__).resolve().parents[1]
 
 FIGURES = all_figures()
+SHOWN = where_shown()  # read every notebook once: figure name → the notebooks that show it
 NEARBY = 4  # cells on either side of a figure that must name what it shows
 
 
+@cache
 def figure_cells(path: Path):
     """(index, cell, name) for every code cell of the notebook that shows a figure."""
     cells = nbformat.read(path, as_version=4).cells
     return cells, [(i, c, n) for i, c in enumerate(cells) if c.cell_type == "code"
-                   for n in SHOWN.findall(c.source)]
-
-
-def shown_in() -> dict[str, Path]:
-    """Figure name → the main notebook (not exercises or solutions) that shows it first."""
-    return {name: ROOT / paths[0] for name, paths in where_shown().items()}
+                   for n in SHOW_CALL.findall(c.source)]
 
 
 @pytest.mark.parametrize("name", FIGURES)
@@ -63,15 +61,14 @@ def test_each_figure_reads_on_light_and_dark_pages_and_says_what_it_shows(name):
 
 @pytest.mark.parametrize("meeting", range(1, 8))
 def test_every_meeting_has_six_figures_shown_in_its_notebooks(meeting):
-    shown = shown_in()
-    mine = [n for n, f in FIGURES.items() if f.meeting == meeting and n in shown]
+    mine = [n for n, f in FIGURES.items() if f.meeting == meeting and n in SHOWN]
     assert len(mine) >= 6, f"Meeting {meeting} shows {len(mine)} drawn figures: {mine}"
 
 
 @pytest.mark.parametrize("name", FIGURES)
 def test_a_notebook_stores_the_png_itself_with_its_alt_text(name):
     """The form GitHub, JupyterLab and Colab all display: a stored image/png output."""
-    notebooks = where_shown().get(name, [])
+    notebooks = SHOWN.get(name, [])
     assert notebooks, f"no notebook calls show_figure({name!r})"
     png, alt = (IMAGES / f"{name}.png").read_bytes(), FIGURES[name].alt
     for notebook in notebooks:
@@ -91,8 +88,8 @@ def test_a_notebook_stores_the_png_itself_with_its_alt_text(name):
 def test_a_figure_names_what_the_code_beside_it_names(name):
     """Each name or shape a figure promises (shows=...) appears in the code cells or printed
     outputs within NEARBY cells of the cell that shows it: the picture matches the code."""
-    path = shown_in().get(name)
-    assert path, f"no notebook shows {name}"
+    assert name in SHOWN, f"no notebook shows {name}"
+    path = ROOT / SHOWN[name][0]
     cells, shown = figure_cells(path)
     index = next(i for i, _, n in shown if n == name)
     around = cells[max(0, index - NEARBY):index + NEARBY + 1]
@@ -107,7 +104,7 @@ def test_a_figure_names_what_the_code_beside_it_names(name):
 @pytest.mark.parametrize("meeting", range(8))
 def test_each_meeting_readme_lists_its_figures(meeting):
     readme = (ROOT / f"Meeting-{meeting}" / "README.md").read_text(encoding="utf-8")
-    expected = readme_list(meeting, FIGURES, where_shown())
+    expected = readme_list(meeting, FIGURES, SHOWN)
     assert section(readme, "figures") == expected, "run: python Supporting/tools/draw_figures.py"
 
 

@@ -32,7 +32,7 @@ from markdown_section import update_section  # noqa: E402
 from buildllm.figures import IMAGES  # noqa: E402
 from buildllm.utils import write_atomically  # noqa: E402
 
-SHOWN = re.compile(r"""show_figure\(["'](m\d_[a-z0-9_]+)["']\)""")
+SHOW_CALL = re.compile(r"""show_figure\(["'](m\d_[a-z0-9_]+)["']\)""")
 
 
 def picture(png: bytes) -> tuple[np.ndarray, dict]:
@@ -52,7 +52,7 @@ def where_shown() -> dict[str, list[str]]:
     for path in sorted(ROOT.glob("Meeting-*/*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
-            for name in SHOWN.findall(cell.source) if cell.cell_type == "code" else []:
+            for name in SHOW_CALL.findall(cell.source) if cell.cell_type == "code" else []:
                 shown.setdefault(name, []).append(path.relative_to(ROOT).as_posix())
     return shown
 
