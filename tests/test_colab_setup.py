@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def github(tmp_path):
     """A local repository with the course's package, standing in for GitHub."""
     source = tmp_path / "github"
-    shutil.copytree(ROOT / "Supporting" / "buildllm", source / "Supporting" / "buildllm",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("buildllm", "images"):  # the package, and the figures it shows
+        shutil.copytree(ROOT / "Supporting" / folder, source / "Supporting" / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", source)
     for meeting in sorted(ROOT.glob("Meeting-*")):
         (source / meeting.name).mkdir()
@@ -37,9 +38,11 @@ def github(tmp_path):
     return source
 
 
-def run_cell_in_new_process(meetings: list[str], course: Path, env: dict) -> list[str]:
+def run_cell_in_new_process(meetings: list[str], course: Path, env: dict,
+                            then: str = "") -> list[str]:
     """Run each meeting's setup cell in one new Python process, as Colab's kernel would;
-    after each, print the working folder and where buildllm is imported from."""
+    after each, print the working folder and where buildllm is imported from, then run the
+    code `then` (a notebook's next cell)."""
     cells = [setup_cell(m).replace('"/content/course"', repr(str(course))) for m in meetings]
     script = textwrap.dedent("""
         import importlib, os, sys, types
@@ -50,10 +53,22 @@ def run_cell_in_new_process(meetings: list[str], course: Path, env: dict) -> lis
             buildllm = importlib.import_module("buildllm")
             print(os.getcwd(), buildllm.__file__, sys.path.count(CELLS_PATH), flush=True)
     """).replace("CELLS_PATH", repr(f"{course}/Supporting")).replace("CELLS", repr(cells))
+    script += textwrap.dedent(then)
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, cwd=course.parent.parent)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.splitlines()
+
+
+def colab_env(github: Path, tmp_path: Path) -> dict:
+    """git reaches the local stand-in for GitHub; pip only checks that the clone installs."""
+    return {**os.environ, "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": f"url.{github.as_uri()}.insteadOf",
+            "GIT_CONFIG_VALUE_0": repository_url(),
+            # pip resolves and builds the clone, and installs nothing (with the build isolated,
+            # the dry run would skip installing setuptools for the build too)
+            "PIP_DRY_RUN": "1", "PIP_NO_BUILD_ISOLATION": "0",
+            "PIP_LOG": str(tmp_path / "pip.log")}  # -q hides what pip did; its log keeps it
 
 
 def test_the_cell_names_the_folder_it_clones_to_once():
@@ -62,13 +77,7 @@ def test_the_cell_names_the_folder_it_clones_to_once():
 
 def test_setup_cell_survives_a_second_run_and_a_restarted_session(github, tmp_path):
     course = tmp_path / "content" / "course"
-    env = {**os.environ, "GIT_CONFIG_COUNT": "1",
-           "GIT_CONFIG_KEY_0": f"url.{github.as_uri()}.insteadOf",
-           "GIT_CONFIG_VALUE_0": repository_url(),
-           # pip resolves and builds the clone, and installs nothing (with the build isolated,
-           # the dry run would skip installing setuptools for the build too)
-           "PIP_DRY_RUN": "1", "PIP_NO_BUILD_ISOLATION": "0",
-           "PIP_LOG": str(tmp_path / "pip.log")}  # -q hides what pip did; its log keeps it
+    env = colab_env(github, tmp_path)
 
     # First session: "Run all", then "Run all" again in the same kernel.
     first = run_cell_in_new_process(["Meeting-1", "Meeting-1"], course, env)
@@ -84,6 +93,21 @@ def test_setup_cell_survives_a_second_run_and_a_restarted_session(github, tmp_pa
     again = run_cell_in_new_process(["Meeting-5", "Meeting-7"], course, env)
     assert again == [f"{course}/Meeting-5 {package} 1", f"{course}/Meeting-7 {package} 1"]
     assert not (tmp_path / "pip.log").exists()  # installed once per machine, not per session
+
+
+def test_a_figure_cell_run_again_in_colab_shows_the_clones_png(github, tmp_path):
+    """Colab shows a figure's stored output at once; run again, the cell reads the PNG from
+    the clone, since Colab resolves no path relative to the notebook."""
+    course = tmp_path / "content" / "course"
+    name = min(p.stem for p in (ROOT / "Supporting" / "images").glob("*.png"))
+    shown = run_cell_in_new_process(["Meeting-3"], course, colab_env(github, tmp_path), f"""
+        from buildllm.figures import IMAGES, show_figure
+        png, metadata = show_figure({name!r})._repr_png_()
+        print(IMAGES, len(png), metadata["width"] > 0)
+    """)
+    png = course / "Supporting" / "images" / f"{name}.png"
+    assert shown[1] == f"{png.parent} {png.stat().st_size} True"
+    assert png.read_bytes() == (ROOT / "Supporting" / "images" / f"{name}.png").read_bytes()
 
 
 def test_outside_colab_the_cell_does_nothing(tmp_path):
