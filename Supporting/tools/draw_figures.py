@@ -47,7 +47,8 @@ def same_picture(a: bytes, b: bytes) -> bool:
 
 
 def where_shown() -> dict[str, list[str]]:
-    """Figure name → the notebooks (Meeting-N/name.ipynb) whose code cells show it, in order."""
+    """Figure name → the notebooks (Meeting-N/name.ipynb) whose code cells show it, with the
+    names in reading order: the first notebook's figures first, each in the order of its cells."""
     shown: dict[str, list[str]] = {}
     for path in sorted(ROOT.glob("Meeting-*/*.ipynb")):
         nb = nbformat.read(path, as_version=4)
@@ -63,7 +64,9 @@ def readme_list(meeting: int, figures: dict[str, Figure], shown: dict[str, list[
     if not mine:
         return "This meeting has no drawn figures.\n"
     rows = ["| Figure | Shown in | What it shows |", "|---|---|---|"]
-    order = sorted(mine, key=lambda f: (shown.get(f.name, ["~"])[0], f.name))
+    reading = list(shown)  # notebooks in order, and cells in order within each
+    order = sorted(mine, key=lambda f: (reading.index(f.name) if f.name in shown else
+                                        len(reading), f.name))
     for f in order:
         notebooks = ", ".join(f"[{p.split('/')[1]}]({p.split('/')[1]})"
                               for p in shown.get(f.name, [])) or "(not shown yet)"
