@@ -208,7 +208,7 @@ def block_parameters() -> Canvas:
         alt="The 7 prompt ids go through the model, which returns logits of shape "
             "(1, 7, 50257). Only the last position's row, logits[:, -1], is kept; its argmax, "
             "284 (' to'), is appended to ids with torch.cat, and the loop runs again.",
-        shows=("logits[:, -1]", "argmax", "torch.cat", "284", "(1, 7)"))
+        shows=("logits[:, -1]", "argmax", "torch.cat", "2050", "284"))
 def greedy_loop() -> Canvas:
     c = Canvas(860, 400)
     cell, top = 44, 60
