@@ -70,8 +70,9 @@ def readme_list(meeting: int, figures: dict[str, Figure], shown: dict[str, list[
     for f in order:
         notebooks = ", ".join(f"[{p.split('/')[1]}]({p.split('/')[1]})"
                               for p in shown.get(f.name, [])) or "(not shown yet)"
-        rows.append(f"| [{f.title}](../Supporting/images/{f.name}.png) | {notebooks} | "
-                    f"{f.alt} |")
+        cells = f.title.replace("|", r"\|"), f.alt.replace("|", r"\|")  # | ends a cell
+        rows.append(f"| [{cells[0]}](../Supporting/images/{f.name}.png) | {notebooks} | "
+                    f"{cells[1]} |")
     return "\n".join(rows) + "\n"
 
 
