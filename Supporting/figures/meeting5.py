@@ -109,8 +109,8 @@ def loss_landmarks() -> Canvas:
 @figure("m5_training_loop", "The training loop",
         alt="One training step as a loop: take the next batch, clear the gradients with "
             "optimizer.zero_grad(), compute the loss with batch_loss, backpropagate with "
-            "loss.backward(), and update the weights with optimizer.step(); 360 steps. Every "
-            "eval_every steps evaluate measures the training and validation loss into history.",
+            "loss.backward(), and update the weights with optimizer.step(), 360 times. Every "
+            "eval_every steps, evaluate measures the training and validation loss into history.",
         shows=("zero_grad", "batch_loss", "backward()", "optimizer.step()", "eval_every",
                "evaluate"))
 def training_loop() -> Canvas:
