@@ -157,3 +157,18 @@ def test_check_mode_reports_a_stale_png_and_writes_nothing(tmp_path, monkeypatch
     assert f"{name}.png" in capsys.readouterr().out and stale.read_bytes() == before
     assert draw_figures.main(["m0_nothing_like_it"]) == 2
     assert os.listdir(tmp_path) == [stale.name]
+
+
+def test_meeting2s_gpt2_numbers_are_gpt2s(enc):
+    """Meeting 2's figures write GPT-2's ranks and ids without loading its files; here they
+    are checked against vocab.bpe and tiktoken's GPT-2 encoding."""
+    from figures import meeting2
+
+    from buildllm.data import fetch
+
+    lines = Path(fetch("vocab.bpe")).read_text(encoding="utf-8").splitlines()[1:]
+    rank = {tuple(line.split()): r for r, line in enumerate(lines) if line}
+    assert {pair: rank.get(pair) for pair in meeting2.RANKS} == meeting2.RANKS
+    pieces, ids = zip(*meeting2.DOC_IDS, strict=True)
+    assert enc.encode(meeting2.DOC, allowed_special="all") == list(ids)
+    assert "".join(pieces) == meeting2.DOC
