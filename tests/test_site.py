@@ -43,6 +43,7 @@ PAGES = set(build_site.all_pages())
      f"{REPO}/blob/main/requirements.txt"),
     ("https://example.com/a.py", "README.md", "https://example.com/a.py"),
     ("#section", "README.md", "#section"),
+    ("missing.py", "Meeting-1/README.md", "missing.py"),  # left for mkdocs to refuse
 ])
 def test_links_point_at_pages_or_at_github(target, source, expected):
     images = set()

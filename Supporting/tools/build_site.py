@@ -111,12 +111,14 @@ def site_link(target: str, source: str, pages: set[str], images: set[str]) -> st
 
     Pages keep their relative link (notebook pages get the .html mkdocs gives them, since
     mkdocs only rewrites links in markdown pages); images are collected to be copied; any
-    other file or folder in the repository becomes its URL on GitHub. External links and
-    anchors are left alone."""
+    other file or folder in the repository becomes its URL on GitHub. External links,
+    anchors and links to nothing are left alone (mkdocs then refuses a broken one)."""
     if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
         return target
     file_part, hash_, anchor = target.partition("#")
     path = posixpath.normpath(posixpath.join(posixpath.dirname(source), file_part))
+    if not (ROOT / path).exists():
+        return target
     if (ROOT / path).is_dir() and f"{path}/README.md" in pages:
         path = f"{path}/README.md"
     here = posixpath.dirname(source) or "."
@@ -189,7 +191,7 @@ def config(docs: Path, out: Path) -> dict:
     return {
         "site_name": "LLMs From Scratch",
         "site_url": f"https://{owner}.github.io/{name}/",
-        "docs_dir": str(docs), "site_dir": str(out), "use_directory_urls": False,
+        "docs_dir": str(docs), "site_dir": str(out), "use_directory_urls": False, "strict": True,
         "theme": {"name": "material", "font": False,
                   "features": ["navigation.indexes", "search.highlight"],
                   "palette": [{"scheme": scheme, "toggle": {"icon": f"material/{icon}",
@@ -201,7 +203,7 @@ def config(docs: Path, out: Path) -> dict:
         "plugins": ["search", {"mkdocs-jupyter": {
             "include": ["*.ipynb"], "execute": False, "cache": False, "ignore_h1_titles": True,
             "custom_mathjax_url": f"../assets/mathjax/{MATHJAX_CONFIG}"}}],
-        "hooks": [str(Path(__file__).with_name("site_hooks.py"))],
+        "hooks": [str(Path(__file__).resolve().with_name("site_hooks.py"))],
         "validation": {"links": {"not_found": "warn", "anchors": "info"}},
         "nav": navigation(),
     }
@@ -242,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     # nbconvert counts the plots that have no alt text yet; site_hooks.py then gives them theirs
     logging.getLogger().handlers[0].addFilter(
         lambda record: not record.getMessage().startswith("Alternative text is missing"))
-    build(out)
+    from mkdocs.exceptions import Abort
+
+    try:
+        build(out)
+    except Abort as abort:  # strict: a warning above (a broken link, say) stops the build
+        print(f"error: the site was not built: {abort}", file=sys.stderr)
+        return 1
     print(f"The site is in {out}: open {out / 'index.html'}")
     return 0
 
