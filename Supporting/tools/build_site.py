@@ -14,6 +14,8 @@ and on the way links are made to work on a website:
 - the Colab badge is drawn locally, MathJax is copied from jupyter-server-mathjax, and the
   theme loads no web fonts: a page fetches nothing from the network when it is read.
 
+The build is strict: a warning from mkdocs (a README linking to a missing file) stops it.
+
 The whole configuration lives here (the navigation is made from the files); `site_hooks.py`
 beside it gives every plot the alt text stored in its PNG.
 """
@@ -68,10 +70,12 @@ def meeting_pages(meeting: Path) -> list[str]:
 
 
 def meetings() -> list[Path]:
+    """Meeting-0, Meeting-1, ... in number order (Meeting-10 would come after Meeting-9)."""
     return sorted(ROOT.glob("Meeting-[0-9]*/"), key=lambda p: int(p.name.split("-")[1]))
 
 
 def all_pages() -> list[str]:
+    """Every page of the site, in the navigation's order."""
     pages = [p for m in meetings() for p in meeting_pages(m)]
     return ["README.md", *pages, *(p for p in MARKDOWN_PAGES if p not in pages)]
 
