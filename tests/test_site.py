@@ -225,3 +225,18 @@ def test_a_screenshot_of_each_meeting(browser, site, artifacts):  # noqa: F811
         assert browser.save_screenshot(str(artifacts / f"site-{meeting}.png"))
     saved = sorted(p.name for p in artifacts.glob("site-Meeting-*.png"))
     assert saved == sorted(f"site-{m}.png" for m in meetings)
+
+
+def test_every_drawn_figure_is_on_its_notebooks_page_with_its_alt_text(site):
+    """The figures of Supporting/figures reach the site with the words a screen reader says."""
+    import html
+
+    from draw_figures import where_shown
+    from figures import all_figures
+
+    out, _ = site
+    figures = all_figures()
+    for name, notebooks in where_shown().items():
+        alt = f'alt="{html.escape(figures[name].alt, quote=True)}"'
+        for notebook in notebooks:
+            assert alt in (out / build_site.page_url(notebook)).read_text("utf-8"), name
