@@ -128,3 +128,8 @@ class Canvas:
         out = io.BytesIO()
         image.save(out, format="png", optimize=True, pnginfo=info)
         return out.getvalue()
+
+    def key(self, x: float, y: float, color: str, label: str, *, dashed: bool = False) -> None:
+        """One entry of a legend: a small swatch of `color` at (x, y) and its label beside it."""
+        self.box(x, y, 18, 18, color=color, radius=2, dashed=dashed)
+        self.text(x + 26, y + 9, label, ha="left", size=10)

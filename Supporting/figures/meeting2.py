@@ -143,12 +143,9 @@ def byte_alphabet() -> Canvas:
     c.text(x + 8 * cell, 22, "BYTE_TO_CHAR[b]: row = first hex digit of b, column = second",
            size=10)
     right = x + 16 * cell + 30
-    c.box(right, y, 18, 18, color="white", radius=2)
-    c.text(right + 28, y + 9, f"{256 - len(moved)} bytes keep their own character", size=10,
-           ha="left")
-    c.box(right, y + 30, 18, 18, color="yellow", radius=2)
-    c.text(right + 28, y + 39, f"{len(moved)} are moved to chr(256 + n),", size=10, ha="left")
-    c.text(right + 28, y + 57, "n = 0, 1, … in byte order", size=10, ha="left")
+    c.key(right, y, "white", f"{256 - len(moved)} bytes keep their own character")
+    c.key(right, y + 30, "yellow", f"{len(moved)} are moved to chr(256 + n),")
+    c.text(right + 26, y + 57, "n = 0, 1, … in byte order", size=10, ha="left")
     for row, b in enumerate([32, 10, 9, 0]):
         spelled = f"byte {b:3} {bytes([b])!r:8} is spelled {BYTE_TO_CHAR[b]}"
         c.text(right, y + 110 + 24 * row, spelled, mono=True, size=10, ha="left")

@@ -204,8 +204,7 @@ def attention_dropout() -> Canvas:
     for x, color, label in ((left, "blue", "kept, times 1/(1 - p) = 2"),
                             (left + 260, "grey", "dropped: 0"),
                             (left + 420, "white", "masked by the causal mask")):
-        c.box(x, legend - 9, 18, 18, color=color, radius=2)
-        c.text(x + 26, legend, label, ha="left", size=10)
+        c.key(x, legend - 9, color, label)
     return c
 
 

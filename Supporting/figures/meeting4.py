@@ -306,10 +306,8 @@ def kv_cache() -> Canvas:
         c.text(x0 + 10 * cell + 24, y + cell / 2, f"(1, 4, {end}, 16)", ha="left", mono=True,
                size=10)
     legend = y0 + 5 * (cell + gap) + 10
-    c.box(30, legend, 18, 18, color="yellow", radius=2)
-    c.text(56, legend + 9, "k,v: from the cache, not computed again", ha="left", size=10)
-    c.box(400, legend, 18, 18, color="blue", radius=2)
-    c.text(426, legend + 9, "qkv: computed this step; k, v appended", ha="left", size=10)
+    c.key(30, legend, "yellow", "k,v: from the cache, not computed again")
+    c.key(400, legend, "blue", "qkv: computed this step; k, v appended")
     c.text(30, legend + 50, "keys = torch.cat([keys, k], dim=2)    "
            "# (batch, heads, tokens so far, head_dim)", ha="left", mono=True, size=10)
     return c

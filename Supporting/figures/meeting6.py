@@ -98,11 +98,8 @@ def trainable_modes() -> Canvas:
         c.text(x + 95, 368, "trainable weights:", size=10, color=MUTED)
         c.text(x + 95, 388, counts[mode], mono=True, size=11, weight="bold")
     c.text(20, 216, "input at the bottom, logits at the top", rotation=90, size=9, color=MUTED)
-    c.box(40, 428, 18, 18, color="green", radius=2)
-    c.text(66, 437, "trains", ha="left", size=10)
-    c.box(140, 428, 18, 18, color="grey", radius=2, dashed=True)
-    c.text(166, 437, "frozen: requires_grad = False, as pretraining left it", ha="left",
-           size=10)
+    c.key(40, 428, "green", "trains")
+    c.key(140, 428, "grey", "frozen: requires_grad = False, as pretraining left it", dashed=True)
     return c
 
 
@@ -200,8 +197,7 @@ def collate_batch() -> Canvas:
               ("grey", "padding: 50256 in the inputs, -100 in the targets (the loss skips it)"),
               ("yellow", "the first end-of-text: kept, so the model learns to stop")]
     for i, (color, text) in enumerate(legend):
-        c.box(200, 208 + 26 * i, 18, 18, color=color, radius=2)
-        c.text(228, 217 + 26 * i, text, ha="left", size=10)
+        c.key(200, 208 + 26 * i, color, text)
     c.text(840, 217, "collate_by_hand(toy_batch)", ha="right", mono=True, size=9,
            color=MUTED)
     return c
@@ -335,10 +331,8 @@ def lora_targets() -> Canvas:
            weight="bold")
     c.text(24, 286, "frozen, no LoRA: tok_emb, pos_emb, every LayerNorm, final_norm, out_head",
            ha="left", size=10, color=MUTED)
-    c.box(24, 310, 18, 18, color="green", radius=2)
-    c.text(50, 319, "trains: r · (in + out) each", ha="left", size=10)
-    c.box(264, 310, 18, 18, color="grey", radius=2, dashed=True)
-    c.text(290, 319, "frozen", ha="left", size=10)
+    c.key(24, 310, "green", "trains: r · (in + out) each")
+    c.key(264, 310, "grey", "frozen", dashed=True)
     return c
 
 

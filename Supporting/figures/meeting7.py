@@ -314,8 +314,7 @@ def continuous_batching() -> Canvas:
               ("grey", "padding: the mask hides it"),
               ("purple", "newest token, fed in at the next step")]
     for j, (color, words) in enumerate(legend):
-        c.box(20, 212 + j * 30, 18, 18, color=color, radius=2)
-        c.text(46, 221 + j * 30, words, size=10, ha="left")
+        c.key(20, 212 + j * 30, color, words)
     c.text(20, 312, "Rows are aligned on the right and positions count real tokens only, so "
                     "each reply is exactly the one it gets alone.", size=10, ha="left")
     return c
