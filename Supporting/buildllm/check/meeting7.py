@@ -25,13 +25,14 @@ __all__ = ["cosine_top_k", "fit_history", "left_pad", "quantize_rows", "read_str
            "training_cost"]
 
 _parameters = costs.parameter_count  # from the config alone: no weight is allocated
+_PER_ROW = ("give each row its own, w.abs().amax(dim=1) / 127, or one large row makes every "
+            "small row round to zero")
 
 
 def _scale_mistakes(w: torch.Tensor):
     absmax = w.abs().amax(dim=1)
     return [
-        ("it matches one scale for the whole matrix, max|w| / 127: give each row its own, "
-         "w.abs().amax(dim=1) / 127, or one large row makes every small row round to zero",
+        (f"it matches one scale for the whole matrix, max|w| / 127: {_PER_ROW}",
          (w.abs().max() / 127).expand(w.shape[0])),
         ("it matches max(row) / 127, the largest value rather than the largest magnitude: a row "
          "whose extreme is negative, like [-2, 0.5, 1], would get scale 1/127 and -2 would not "
@@ -60,15 +61,24 @@ def _quantize_mistakes(w: torch.Tensor, scale: torch.Tensor):
         "scale[:, None], one scale down each row", torch.round(w / scale).clamp(-127, 127))])
 
 
-def _expect_scale(scale: torch.Tensor, q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Fail on a wrong scale; return the right one, max|row| / 127, and 1 for a row of zeros
-    (which any positive scale stores exactly, as q = 0)."""
+def _quantizes(fn, weight: torch.Tensor) -> None:
+    """One case of 7.1: the shapes and types, then each row's scale (a row of zeros needs a
+    positive one, and q = 0), then each q, which rounding puts within half a step of w / scale."""
+    given = weight.clone()
+    got = fn(given)
+    fail_if(not torch.equal(given, weight), "your function changed the weight it was given (an "
+            "in-place operation such as div_ or w /= ...): quantizing must leave the float model "
+            "as it was")
+    q, scale = tensors(got, ("q", "scale"))
     rows, shape = weight.shape[0], tuple(scale.shape)
     per_column = " (one per column: reduce over dim=1, the row)" * (shape == (weight.shape[1],))
     fail_first(
-        (scale.numel() == 1 and rows > 1, "scale is a single number for the whole matrix: give "
-         "each row its own, w.abs().amax(dim=1) / 127, or one large row makes every small row "
-         "round to zero"),
+        (q.shape != weight.shape, f"q has shape {tuple(q.shape)}, expected {tuple(weight.shape)}: "
+         "one int8 number per weight"),
+        (q.dtype != torch.int8, f"q is {q.dtype}; store it as torch.int8, one byte per weight "
+         "(round first, then .to(torch.int8))"),
+        (scale.numel() == 1 and rows > 1, f"scale is a single number for the whole matrix: "
+         f"{_PER_ROW}"),
         (shape == (rows, 1), f"scale has shape {shape}; return it as a ({rows},) tensor, one "
          "number per row (scale[:, None] gives the column when you divide)"),
         (shape != (rows,), f"scale has shape {shape}, expected ({rows},){per_column}"),
@@ -87,24 +97,9 @@ def _expect_scale(scale: torch.Tensor, q: torch.Tensor, weight: torch.Tensor) ->
                                                       rtol=1e-5)), f"scale is wrong: {hint}")
         raise AssertionError(f"scale[{r[0]}] is {scale[r].item():.6g}, expected max|row {r[0]}| / "
                              f"127 = {absmax[r].item():.6g} / 127 = {want[r].item():.6g}")
-    return torch.where(live, want, 1.0)
-
-
-def _quantizes(fn, weight: torch.Tensor) -> None:
-    given = weight.clone()
-    got = fn(given)
-    fail_if(not torch.equal(given, weight), "your function changed the weight it was given (an "
-            "in-place operation such as div_ or w /= ...): quantizing must leave the float model "
-            "as it was")
-    q, scale = tensors(got, ("q", "scale"))
-    fail_first((q.shape != weight.shape, f"q has shape {tuple(q.shape)}, expected "
-                f"{tuple(weight.shape)}: one int8 number per weight"),
-               (q.dtype != torch.int8, f"q is {q.dtype}; store it as torch.int8, one byte per "
-                "weight (round first, then .to(torch.int8))"))
-    scale = _expect_scale(scale, q, weight)
+    scale = torch.where(live, want, 1.0)
     steps = weight / scale[:, None]
-    # Rounding moves a weight by at most half a step (at 63.5 steps, either neighbour will do).
-    if (at := first((q - steps).abs() > 0.5 + 1e-4)) is not None:
+    if (at := first((q - steps).abs() > 0.5 + 1e-4)) is not None:  # at 63.5, 63 and 64 will do
         fail_if(hint := first_hint(_quantize_mistakes(weight, scale), lambda wrong: torch.equal(
             q, wrong.to(torch.int8))), f"q is wrong: {hint}")
         want = int(inference.quantize_rows(weight)[0][at])
@@ -327,14 +322,11 @@ def _stream(pieces: list[str | None], finish: str | None = "stop", *, usage: boo
     line per chat.completion.chunk, a blank line after each event, [DONE] at the end."""
     head = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1700000000,
             "model": "tiny"}
-
-    def chunk(delta: dict, reason: str | None = None) -> dict:
-        return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                     "finish_reason": reason}]}
-
-    events = [chunk({"role": "assistant", "content": ""})]
-    events += [chunk({"content": p}) for p in pieces]
-    events += [chunk({}, finish)] if finish is not None else []
+    deltas = [({"role": "assistant", "content": ""}, None)]  # (delta, finish_reason)
+    deltas += [({"content": p}, None) for p in pieces]
+    deltas += [({}, finish)] if finish is not None else []
+    events = [{**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                    "finish_reason": reason}]} for delta, reason in deltas]
     events += [{**head, "choices": [], "usage": {
         "prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}] if usage else []
     lines = [data + json.dumps(e) for e in events] + ([data + "[DONE]"] if done else [])
