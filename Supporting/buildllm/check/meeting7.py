@@ -85,7 +85,8 @@ def _quantizes(fn, weight: torch.Tensor) -> None:
         (not scale.is_floating_point(), f"scale is {scale.dtype}; it is a float, max|row| / 127"))
     absmax = weight.abs().amax(dim=1)
     live, want = absmax != 0, absmax / 127
-    for r in (~live).nonzero()[:1, 0].tolist():  # the first row of zeros, if any
+    if not live.all():
+        r = int((~live).nonzero()[0])
         fail_if(not (torch.isfinite(scale[r]) and scale[r] > 0), f"row {r} is all zeros and its "
                 f"scale is {scale[r].item()}: with scale 0, w / scale is 0 / 0 = NaN. Give such a "
                 "row any positive scale (1, say, or clamp the scale to a tiny minimum), and its q "
@@ -554,47 +555,56 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
         "should raise ValueError saying that k must be between 1 and the number of keys"))])
 
 
+def _flops_mistakes(cfg: GPTConfig, tokens: float):
+    forward, output = forward_flops_per_token(cfg), 2 * cfg.emb_dim * cfg.vocab_size
+    attention = forward - forward_flops_per_token(cfg, context=0)
+    return [
+        ("it matches the forward pass alone: training runs the forward and a backward pass that "
+         "costs about twice as much, 3 × the forward FLOPs", forward * tokens),
+        ("it matches 6 × the forward FLOPs: the 6 of '6 × parameters' already counts forward "
+         "(2) and backward (4) together; with forward FLOPs, multiply by 3", 6 * forward * tokens),
+        ("it matches 6 × parameters × tokens, the rule of thumb: count the matrix products "
+         "themselves, which adds attention over the context and leaves out the position "
+         "embedding (a lookup, no arithmetic)", 6 * _parameters(cfg) * tokens),
+        ("it matches the count without attention's two products (QKᵀ and the weighted sum of V, "
+         "2 · 2 · context · d per layer)", 3 * (forward - attention) * tokens),
+        ("it matches 2 · context · d per layer for attention: both QKᵀ and the weighted sum of V "
+         "cost context · d multiply-adds, 2 · 2 · context · d FLOPs together",
+         3 * (forward - attention // 2) * tokens),
+        ("it matches the count without the output layer (2 · d · vocab per token, the largest "
+         "single product in a small GPT)", 3 * (forward - output) * tokens),
+        ("it matches multiply-adds, not FLOPs: each multiply-add is 2 FLOPs",
+         3 * forward / 2 * tokens),
+    ]
+
+
+def _hours_mistakes(hours: float, mfu: float, n_gpus: int):
+    return [
+        ("it is in seconds: divide by 3,600 for hours", hours * 3600),
+        ("it matches dividing by the peak alone: a run reaches only mfu of it, so divide by "
+         "peak × mfu", hours * mfu),
+        ("it matches multiplying by mfu: the GPU delivers peak × mfu FLOP/s, so divide by both",
+         hours * mfu * mfu),
+        ("it matches the GPU-hours of all GPUs together: the GPUs work at the same time, so the "
+         "wall-clock hours divide by n_gpus", hours * n_gpus),
+        ("it matches peak_tflops taken as FLOP/s: one TFLOP/s is 10¹² FLOP/s", hours * 1e12),
+    ]
+
+
 def _costs(fn, cfg: GPTConfig, tokens: float, peak: float, mfu: float, price: float,
            n_gpus: int = 1) -> None:
     want = costs.training_cost(cfg, tokens, costs.GPU("", peak, "", price, ""), mfu, n_gpus)
     got = fn(cfg, tokens, peak, mfu, price, n_gpus=n_gpus)
     fail_if(not (isinstance(got, (tuple, list)) and len(got) == 3),
             "return a tuple (flops, hours, usd)")
-    forward, output = forward_flops_per_token(cfg), 2 * cfg.emb_dim * cfg.vocab_size
-    attention = forward - forward_flops_per_token(cfg, context=0)
-    checks = {  # each number: how it is made, and what a wrong one tells the learner
-        "flops": (f" = 3 × {forward:,} forward FLOPs per token × {tokens:,.0f} tokens", [
-            (hint, per_token * tokens) for hint, per_token in [
-                ("it matches the forward pass alone: training runs the forward and a backward pass "
-                 "that costs about twice as much, 3 × the forward FLOPs", forward),
-                ("it matches 6 × the forward FLOPs: the 6 of '6 × parameters' already counts "
-                 "forward (2) and backward (4) together; with forward FLOPs, multiply by 3",
-                 6 * forward),
-                ("it matches 6 × parameters × tokens, the rule of thumb: count the matrix products "
-                 "themselves, which adds attention over the context and leaves out the position "
-                 "embedding (a lookup, no arithmetic)", 6 * _parameters(cfg)),
-                ("it matches the count without attention's two products (QKᵀ and the weighted sum "
-                 "of V, 2 · 2 · context · d per layer)", 3 * (forward - attention)),
-                ("it matches 2 · context · d per layer for attention: both QKᵀ and the weighted "
-                 "sum of V cost context · d multiply-adds, 2 · 2 · context · d FLOPs together",
-                 3 * (forward - attention // 2)),
-                ("it matches the count without the output layer (2 · d · vocab per token, the "
-                 "largest single product in a small GPT)", 3 * (forward - output)),
-                ("it matches multiply-adds, not FLOPs: each multiply-add is 2 FLOPs",
-                 3 * forward / 2)]]),
-        "hours": (f" = {want['flops']:.4g} FLOPs / ({peak:g} × 10¹² × {mfu:g} × {n_gpus} "
-                  "FLOP/s) / 3,600", [(hint, want["hours"] * factor) for hint, factor in [
-                      ("it is in seconds: divide by 3,600 for hours", 3600),
-                      ("it matches dividing by the peak alone: a run reaches only mfu of it, so "
-                       "divide by peak × mfu", mfu),
-                      ("it matches multiplying by mfu: the GPU delivers peak × mfu FLOP/s, so "
-                       "divide by both", mfu * mfu),
-                      ("it matches the GPU-hours of all GPUs together: the GPUs work at the same "
-                       "time, so the wall-clock hours divide by n_gpus", n_gpus),
-                      ("it matches peak_tflops taken as FLOP/s: one TFLOP/s is 10¹² FLOP/s",
-                       1e12)]]),
+    flops, hours, usd = want["flops"], want["hours"], want["usd"]
+    checks = {  # each number: the rule it follows, and the wrong numbers that name a mistake
+        "flops": (f" = 3 × {forward_flops_per_token(cfg):,} forward FLOPs per token × "
+                  f"{tokens:,.0f} tokens", _flops_mistakes(cfg, tokens)),
+        "hours": (f" = {flops:.4g} FLOPs / ({peak:g} × 10¹² × {mfu:g} × {n_gpus} FLOP/s) / 3,600",
+                  _hours_mistakes(hours, mfu, n_gpus)),
         "usd": ("", [("it matches paying for one GPU; every GPU is rented for those hours, so the "
-                      "price is hours × n_gpus × usd_per_hour", want["usd"] / n_gpus)]),
+                      "price is hours × n_gpus × usd_per_hour", usd / n_gpus)]),
     }
     values = [_support.number(value, what) for value, what in zip(got, checks, strict=True)]
     for (what, (rule, mistakes)), value in zip(checks.items(), values, strict=True):
