@@ -16,20 +16,23 @@ from fastapi.testclient import TestClient
 from .. import costs, inference
 from ..chat import ChatSession
 from ..data import gpt2_encoding
-from ..model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
+from ..model import CONFIGS, GPTConfig, forward_flops_per_token
 from ..serve import create_app
 from . import _support, verify
-from ._support import cases, expect_raises, fail_first, fail_if, first_hint, randn, tensors
+from ._support import cases, expect_raises, fail_first, fail_if, first, first_hint, randn, tensors
 
 __all__ = ["cosine_top_k", "fit_history", "left_pad", "quantize_rows", "read_stream",
            "training_cost"]
+
+_parameters = costs.parameter_count  # from the config alone: no weight is allocated
+_PER_ROW = ("give each row its own, w.abs().amax(dim=1) / 127, or one large row makes every "
+            "small row round to zero")
 
 
 def _scale_mistakes(w: torch.Tensor):
     absmax = w.abs().amax(dim=1)
     return [
-        ("it matches one scale for the whole matrix, max|w| / 127: give each row its own, "
-         "w.abs().amax(dim=1) / 127, or one large row makes every small row round to zero",
+        (f"it matches one scale for the whole matrix, max|w| / 127: {_PER_ROW}",
          (w.abs().max() / 127).expand(w.shape[0])),
         ("it matches max(row) / 127, the largest value rather than the largest magnitude: a row "
          "whose extreme is negative, like [-2, 0.5, 1], would get scale 1/127 and -2 would not "
@@ -46,29 +49,36 @@ def _scale_mistakes(w: torch.Tensor):
 
 
 def _quantize_mistakes(w: torch.Tensor, scale: torch.Tensor):
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    x = w / safe[:, None]
+    steps = w / scale[:, None]
     return [
         ("it matches w / scale converted to int8 without rounding: .to(torch.int8) cuts toward "
          "zero, so 88.9 becomes 88 and the error can reach a whole step. Round first, "
-         "torch.round(w / scale[:, None])", x.trunc()),
-        ("it matches floor(w / scale): round to the nearest step instead", x.floor()),
+         "torch.round(w / scale[:, None])", steps.trunc()),
+        ("it matches floor(w / scale): round to the nearest step instead", steps.floor()),
     ] + ([] if w.shape[0] != w.shape[1] else [(
         "it matches w / scale without [:, None]: on a square matrix that divides column j by "
         "row j's scale (broadcasting lines the scales up with the last dimension). Divide by "
-        "scale[:, None], one scale down each row",
-        torch.round(w / safe[None, :]).clamp(-127, 127))])
+        "scale[:, None], one scale down each row", torch.round(w / scale).clamp(-127, 127))])
 
 
-def _expect_scale(scale: torch.Tensor, q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Fail on a wrong scale (a row of zeros needs a positive one, and q = 0); return the right
-    one, max|row| / 127."""
+def _quantizes(fn, weight: torch.Tensor) -> None:
+    """One case of 7.1: the shapes and types, then each row's scale (a row of zeros needs a
+    positive one, and q = 0), then each q, which rounding puts within half a step of w / scale."""
+    given = weight.clone()
+    got = fn(given)
+    fail_if(not torch.equal(given, weight), "your function changed the weight it was given (an "
+            "in-place operation such as div_ or w /= ...): quantizing must leave the float model "
+            "as it was")
+    q, scale = tensors(got, ("q", "scale"))
     rows, shape = weight.shape[0], tuple(scale.shape)
     per_column = " (one per column: reduce over dim=1, the row)" * (shape == (weight.shape[1],))
     fail_first(
-        (scale.numel() == 1 and rows > 1, "scale is a single number for the whole matrix: give "
-         "each row its own, w.abs().amax(dim=1) / 127, or one large row makes every small row "
-         "round to zero"),
+        (q.shape != weight.shape, f"q has shape {tuple(q.shape)}, expected {tuple(weight.shape)}: "
+         "one int8 number per weight"),
+        (q.dtype != torch.int8, f"q is {q.dtype}; store it as torch.int8, one byte per weight "
+         "(round first, then .to(torch.int8))"),
+        (scale.numel() == 1 and rows > 1, f"scale is a single number for the whole matrix: "
+         f"{_PER_ROW}"),
         (shape == (rows, 1), f"scale has shape {shape}; return it as a ({rows},) tensor, one "
          "number per row (scale[:, None] gives the column when you divide)"),
         (shape != (rows,), f"scale has shape {shape}, expected ({rows},){per_column}"),
@@ -82,42 +92,21 @@ def _expect_scale(scale: torch.Tensor, q: torch.Tensor, weight: torch.Tensor) ->
                 "row any positive scale (1, say, or clamp the scale to a tiny minimum), and its q "
                 "is 0")
         fail_if(q[r].any(), f"row {r} is all zeros, but q[{r}] is {q[r].tolist()}: it should be 0")
-    if not torch.allclose(scale[live].float(), want[live], rtol=1e-5, atol=0):
+    if (r := first(live & ~torch.isclose(scale.float(), want, rtol=1e-5, atol=0))) is not None:
         fail_if(hint := first_hint(_scale_mistakes(weight), lambda wrong: wrong.shape == scale.shape
                                    and torch.allclose(scale[live].float(), wrong[live].float(),
                                                       rtol=1e-5)), f"scale is wrong: {hint}")
-        r = int((~torch.isclose(scale.float(), want, rtol=1e-5) & live).nonzero()[0])
-        raise AssertionError(f"scale[{r}] is {scale[r].item():.6g}, expected max|row {r}| / 127 = "
-                             f"{absmax[r].item():.6g} / 127 = {want[r].item():.6g}")
-    return want
-
-
-def _quantizes(fn, weight: torch.Tensor) -> None:
-    given = weight.clone()
-    got = fn(given)
-    fail_if(not torch.equal(given, weight), "your function changed the weight it was given (an "
-            "in-place operation such as div_ or w /= ...): quantizing must leave the float model "
-            "as it was")
-    q, scale = tensors(got, ("q", "scale"))
-    fail_first((q.shape != weight.shape, f"q has shape {tuple(q.shape)}, expected "
-                f"{tuple(weight.shape)}: one int8 number per weight"),
-               (q.dtype != torch.int8, f"q is {q.dtype}; store it as torch.int8, one byte per "
-                "weight (round first, then .to(torch.int8))"))
-    want = _expect_scale(scale, q, weight)
-    steps = weight / torch.where(want > 0, want, torch.ones_like(want))[:, None]
-    expected = inference.quantize_rows(weight)[0].float()
-    # Where w / scale is a half step (rare: 63.5), either neighbour is as good.
-    tie = (steps.abs().frac() - 0.5).abs() < 1e-4
-    diff = (q.float() - expected).abs()
-    bad = ((diff > 0) & ~(tie & (diff == 1))).nonzero()
-    if len(bad):
-        fail_if(hint := first_hint(_quantize_mistakes(weight, want), lambda wrong: torch.equal(
-            q.float(), wrong.to(torch.int8).float())), f"q is wrong: {hint}")
-        i, j = (int(k) for k in bad[0])
-        raise AssertionError(
-            f"q[{i}, {j}] is {q[i, j].item()}, expected {int(expected[i, j])}: the weight "
-            f"{weight[i, j].item():.6g} is {steps[i, j].item():.4f} steps of "
-            f"{want[i].item():.6g}, and rounds to {int(expected[i, j])}")
+        raise AssertionError(f"scale[{r[0]}] is {scale[r].item():.6g}, expected max|row {r[0]}| / "
+                             f"127 = {absmax[r].item():.6g} / 127 = {want[r].item():.6g}")
+    scale = torch.where(live, want, 1.0)
+    steps = weight / scale[:, None]
+    if (at := first((q - steps).abs() > 0.5 + 1e-4)) is not None:  # at 63.5, 63 and 64 will do
+        fail_if(hint := first_hint(_quantize_mistakes(weight, scale), lambda wrong: torch.equal(
+            q, wrong.to(torch.int8))), f"q is wrong: {hint}")
+        want = int(inference.quantize_rows(weight)[0][at])
+        raise AssertionError(f"q[{at[0]}, {at[1]}] is {q[at].item()}, expected {want}: the weight "
+                             f"{weight[at].item():.6g} is {steps[at].item():.4f} steps of "
+                             f"{scale[at[0]].item():.6g}, and rounds to {want}")
 
 
 def quantize_rows(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -150,19 +139,18 @@ def _pads(fn, prompts: list[list[int]], pad_id: int = 0) -> None:
     right_ids, right_mask = (x.flip(1) for x in inference.left_pad([p[::-1] for p in prompts],
                                                                   pad_id))
     named = {"ids": ids, "mask": mask, "positions": positions}
-    fail_first(*((t.shape != want_ids.shape, f"{name} has shape {tuple(t.shape)}, expected "
-                  f"{tuple(want_ids.shape)}: one row per prompt, as wide as the longest")
-                 for name, t in named.items()),
-               *((named[name].dtype != torch.long, f"{name} is {named[name].dtype}; make it "
-                  "torch.long (token ids and positions index embedding tables)")
-                 for name in ("ids", "positions")),
-               (mask.dtype != torch.bool, f"mask is {mask.dtype}; make it torch.bool, True at "
-                "real tokens"),
-               (torch.equal(ids, right_ids) and not torch.equal(ids, want_ids),
-                f"ids are padded on the right, {ids.tolist()}: pad on the left, so that every "
-                "row's last token, and every token generated after it, lands in the same column"),
-               (not torch.equal(ids, want_ids),
-                f"ids are {ids.tolist()}, expected {want_ids.tolist()}"))
+    fail_first(
+        *((t.shape != want_ids.shape, f"{name} has shape {tuple(t.shape)}, expected "
+           f"{tuple(want_ids.shape)}: one row per prompt, as wide as the longest")
+          for name, t in named.items()),
+        *((named[name].dtype != torch.long, f"{name} is {named[name].dtype}; make it torch.long "
+           "(token ids and positions index embedding tables)") for name in ("ids", "positions")),
+        (mask.dtype != torch.bool, f"mask is {mask.dtype}; make it torch.bool, True at real "
+         "tokens"),
+        (torch.equal(ids, right_ids) and not torch.equal(ids, want_ids), f"ids are padded on the "
+         f"right, {ids.tolist()}: pad on the left, so that every row's last token, and every "
+         "token generated after it, lands in the same column"),
+        (not torch.equal(ids, want_ids), f"ids are {ids.tolist()}, expected {want_ids.tolist()}"))
     if not torch.equal(mask, want_mask):
         fail_first(
             (torch.equal(mask, want_ids != pad_id), f"mask is {mask.tolist()}, expected "
@@ -174,23 +162,21 @@ def _pads(fn, prompts: list[list[int]], pad_id: int = 0) -> None:
             (torch.equal(mask, ~want_mask), "mask is True at the padding and False at the real "
              "tokens: turn it round (True where attention may look)"),
             (True, f"mask is {mask.tolist()}, expected {want_mask.tolist()}"))
-    if (positions < 0).any():
-        r, c = (int(k) for k in (positions < 0).nonzero()[0])
+    if (at := first(positions < 0)) is not None:
         raise AssertionError(
-            f"positions[{r}, {c}] is {positions[r, c].item()} at padding: an embedding table has "
-            "no row -1, so the model would fail (or, in some libraries, read the last row). "
-            "Clamp the padding's positions to 0, as GPTModel does")
+            f"positions[{at[0]}, {at[1]}] is {positions[at].item()} at padding: an embedding "
+            "table has no row -1, so the model would fail (or, in some libraries, read the last "
+            "row). Clamp the padding's positions to 0, as GPTModel does")
     want = (want_mask.cumsum(1) - 1).clamp(min=0)  # as GPTModel numbers a padded batch
-    if not torch.equal(positions[want_mask], want[want_mask]):
+    if (row := first(((positions != want) & want_mask).any(1))) is not None:
         width = want_mask.shape[1]
         fail_if(torch.equal(positions, torch.arange(width).expand_as(positions)),
                 f"positions are 0 to {width - 1} in every row, counting the padding: a row's "
                 "first real token must be at position 0, as it was in training, however much "
                 "padding comes before it")
-        r = int((positions != want)[want_mask.any(1)].any(1).nonzero()[0])
-        raise AssertionError(f"positions[{r}] is {positions[r].tolist()}, expected "
-                             f"{want[r].tolist()} (the padding's positions may be anything from "
-                             "0 up)")
+        raise AssertionError(f"positions[{row[0]}] is {positions[row].tolist()}, expected "
+                             f"{want[row].tolist()} (the padding's positions may be anything "
+                             "from 0 up)")
 
 
 def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
@@ -215,10 +201,9 @@ def left_pad(fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]])
 
 
 def _reference_fit(messages: list[dict], count: Callable[[list[dict]], int], budget: int):
-    """ChatSession's rule for a count of any kind (ChatSession counts its own tokens in its own
-    layout, so it cannot judge the by-hand counts; the GPT-2 case checks that the two agree):
-    system messages stay; keep the newest turns, from a user message (or from the start), the
-    longest run that fits. None if even the last message does not."""
+    """ChatSession's rule, for the by-hand counts it cannot judge (the GPT-2 case checks that
+    the two agree): system messages stay; keep the longest run of the newest turns, from a user
+    message (or the start), that fits. None if even the last message does not."""
     n_system = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
     system, turns = messages[:n_system], messages[n_system:]
     starts = [0] + [i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"]
@@ -264,23 +249,22 @@ def _fits(fn, messages: list[dict], budget: int, count=_words_count) -> None:
             f"the result is {type(got).__name__}; return a list of the message dicts to send")
     if got == want:
         return
-    rest = got[len(system) :]
-    fail_if(system and got[: len(system)] != system, f"you kept {_roles(got)}: the system "
-            "messages must stay, first (they say who the assistant is); drop old turns instead")
-    fail_if(not got or got[-1] != messages[-1], f"you kept {_roles(got)}, without the last user "
-            "message: it is the one to answer, so it always stays")
-    fail_if(rest and rest[0]["role"] == "assistant" and rest != messages[len(system) :],
-            f"you kept {_roles(got)}: after the system messages it starts with an assistant's "
-            "reply to a question that is gone. Drop whole turns: the kept conversation starts "
-            "at a user message")
-    fail_if(count(got) > budget, f"you kept {_roles(got)}, which makes {count(got)} tokens, over "
-            f"the budget of {budget}: keep dropping the oldest turn while the count is > budget")
-    fail_if(got == system + messages[len(messages) - len(rest) :], f"you dropped "
+    rest, kept = got[len(system):], f"you kept {_roles(got)}"
+    fail_if(system and got[: len(system)] != system, f"{kept}: the system messages must stay, "
+            "first (they say who the assistant is); drop old turns instead")
+    fail_if(not got or got[-1] != messages[-1], f"{kept}, without the last user message: it is "
+            "the one to answer, so it always stays")
+    fail_if(rest and rest[0]["role"] == "assistant" and rest != messages[len(system):],
+            f"{kept}: after the system messages it starts with an assistant's reply to a question "
+            "that is gone. Drop whole turns: the kept conversation starts at a user message")
+    fail_if(count(got) > budget, f"{kept}, which makes {count(got)} tokens, over the budget of "
+            f"{budget}: keep dropping the oldest turn while the count is > budget")
+    fail_if(got == system + messages[len(messages) - len(rest):], f"you dropped "
             f"{len(messages) - len(got)} messages, but only {len(messages) - len(want)} had to "
             f"go: {_roles(want)} makes {count(want)} tokens, within the budget of {budget} "
             "(<= budget fits)")
-    raise AssertionError(f"you kept {_roles(got)}, expected {_roles(want)}: drop the oldest "
-                         "messages first, keep the newest")
+    raise AssertionError(f"{kept}, expected {_roles(want)}: drop the oldest messages first, keep "
+                         "the newest")
 
 
 def _chat_session_case() -> tuple[list[dict], int, Callable[[list[dict]], int]]:
@@ -289,7 +273,7 @@ def _chat_session_case() -> tuple[list[dict], int, Callable[[list[dict]], int]]:
     with torch.device("meta"):  # shapes only: prompts are counted, nothing runs
         short, counter = (ChatSession(_support.tiny_gpt(None, 50257, n, 8, 1, 1), gpt2_encoding())
                           for n in (128, 4096))
-    n_new, roles = 48, ["system"] + ["user", "assistant"] * 3 + ["user"]
+    roles = ["system"] + ["user", "assistant"] * 3 + ["user"]
     messages = [{"role": role, "content": text} for role, text in zip(roles, [
         "You answer in one short sentence.", "Who wrote Hamlet?",
         "William Shakespeare wrote it, around 1600.", "And who wrote The Odyssey?",
@@ -300,8 +284,8 @@ def _chat_session_case() -> tuple[list[dict], int, Callable[[list[dict]], int]]:
     def count(kept: list[dict]) -> int:  # the whole conversation, none of it dropped
         return len(counter.prompt_ids(kept, 1))
 
-    want = _reference_fit(messages, count, budget := short.context_length - n_new)
-    if want is None or counter.prompt_ids(want, 1) != short.prompt_ids(messages, n_new):
+    want = _reference_fit(messages, count, budget := short.context_length - 48)  # 48 to reply
+    if want is None or counter.prompt_ids(want, 1) != short.prompt_ids(messages, 48):
         raise RuntimeError("this check no longer agrees with ChatSession.prompt_ids: a bug in the "
                            "course, please report it")
     return messages, budget, count
@@ -339,14 +323,11 @@ def _stream(pieces: list[str | None], finish: str | None = "stop", *, usage: boo
     line per chat.completion.chunk, a blank line after each event, [DONE] at the end."""
     head = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1700000000,
             "model": "tiny"}
-
-    def chunk(delta: dict, reason: str | None = None) -> dict:
-        return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                     "finish_reason": reason}]}
-
-    events = [chunk({"role": "assistant", "content": ""})]
-    events += [chunk({"content": p}) for p in pieces]
-    events += [chunk({}, finish)] if finish is not None else []
+    deltas = [({"role": "assistant", "content": ""}, None)]  # (delta, finish_reason)
+    deltas += [({"content": p}, None) for p in pieces]
+    deltas += [({}, finish)] if finish is not None else []
+    events = [{**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                    "finish_reason": reason}]} for delta, reason in deltas]
     events += [{**head, "choices": [], "usage": {
         "prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}] if usage else []
     lines = [data + json.dumps(e) for e in events] + ([data + "[DONE]"] if done else [])
@@ -360,10 +341,7 @@ def _reference_read(lines) -> tuple[list[str], str | None]:
     for data in (line[5:].removeprefix(" ") for line in lines if line.startswith("data:")):
         if data == "[DONE]":
             break
-        event = json.loads(data)
-        if "error" in event:
-            raise RuntimeError(event["error"]["message"])
-        for choice in event.get("choices", []):
+        for choice in json.loads(data).get("choices", []):
             pieces.append(choice.get("delta", {}).get("content") or "")
             reason = choice.get("finish_reason") or reason
     return pieces, reason
@@ -371,7 +349,7 @@ def _reference_read(lines) -> tuple[list[str], str | None]:
 
 _ONE_PASS = ("a live stream can be read only once: go through the lines in one loop (no len(), "
              "no indexing, no second pass)")
-_CRASH_HINTS = (  # (hint, the exception it explains)
+_CRASH_HINTS = [  # (hint, the exception it explains)
     ("json.loads failed on a line that is not JSON: skip blank lines and comments (lines "
      "starting with ':'), take what follows 'data:' (the space after the colon is optional), "
      "and stop at [DONE]", json.JSONDecodeError),
@@ -380,7 +358,7 @@ _CRASH_HINTS = (  # (hint, the exception it explains)
     ('a list was empty: the usage chunk has "choices": [], so loop over the choices instead of '
      "reading choices[0]", IndexError),
     ("a value was None: a delta's content can be null; count it as ''", TypeError),
-)
+]
 
 
 def _text_mistakes(every: list[str]):
@@ -422,10 +400,9 @@ def _reads(fn, lines: list[str], once: bool = False) -> None:
     except (NotImplementedError, AssertionError):
         raise
     except Exception as err:  # a crash, explained where a known mistake explains it
-        fail_if(once and isinstance(err, TypeError),
-                f"TypeError: {err}. The lines came as an iterator: {_ONE_PASS}")
-        hint = next((hint for hint, kind in _CRASH_HINTS if isinstance(err, kind)), None)
-        fail_if(hint, f"{type(err).__name__}: {err}. {hint}")
+        hints = [(f"The lines came as an iterator: {_ONE_PASS}", TypeError)] * once + _CRASH_HINTS
+        fail_if(hint := first_hint(hints, partial(isinstance, err)),
+                f"{type(err).__name__}: {err}. {hint}")
         raise
     fail_if(once and isinstance(got, (tuple, list)) and got and got[0] == "",
             f"the text is empty when the lines come as an iterator: {_ONE_PASS}")
@@ -539,22 +516,19 @@ def _tops(fn, queries: torch.Tensor, keys: torch.Tensor, k: int) -> None:
                           _score_mistakes(queries, keys, sims, k))
     fail_if(ids.min() < 0 or ids.max() >= len(keys), f"ids hold {ids.min().item()} to "
             f"{ids.max().item()}, not key positions from 0 to {len(keys) - 1}")
-    for r in range(len(ids)):
-        fail_if(len(set(ids[r].tolist())) != k, f"row {r} of ids, {ids[r].tolist()}, names a key "
-                "twice")
-        fail_if(not torch.allclose(sims[r, ids[r]], scores[r], atol=1e-5), f"ids[{r}] is "
-                f"{ids[r].tolist()}, whose cosines are "
-                f"{[round(x, 4) for x in sims[r, ids[r]].tolist()]}, not the scores "
+    for r, row in enumerate(ids.tolist()):
+        picked = sims[r, row]
+        fail_if(len(set(row)) != k, f"row {r} of ids, {row}, names a key twice")
+        fail_if(not torch.allclose(picked, scores[r], atol=1e-5), f"ids[{r}] is {row}, whose "
+                f"cosines are {[round(x, 4) for x in picked.tolist()]}, not the scores "
                 f"{[round(x, 4) for x in scores[r].tolist()]}: each id must be the key its score "
                 "belongs to")
 
 
-def _bad_k(fn) -> None:
-    keys = randn(76, 4, 3)
-    for k in (5, 0):
-        expect_raises(lambda k=k: fn(randn(77, 2, 3), keys, k), ValueError, f"k = {k} with 4 keys "
-                      "should raise ValueError saying that k must be between 1 and the number of "
-                      "keys")
+def _rejects(call: Callable[[float], object], values: tuple, why: str) -> None:
+    """call(v) must raise ValueError for each of `values`; `why`, given v, says why."""
+    for v in values:
+        expect_raises(partial(call, v), ValueError, why.format(v))
 
 
 def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -576,12 +550,9 @@ def cosine_top_k(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
                                                               [-1.0, 1.0, 0.0]]), 3),
         "keys 0, 2 and 3 point the same way: tied, in any order": (t([[1.0, 2.0, 0.0]]), tied, 4),
         "5 queries, 300 keys of 32 dimensions, k 4": (randn(81, 5, 32), randn(82, 300, 32), 4),
-    }), ("k of 5 with 4 keys, and k of 0: ValueError", lambda: _bad_k(fn))])
-
-
-def _parameters(cfg: GPTConfig) -> int:
-    with torch.device("meta"):  # shapes only: nothing is allocated
-        return count_parameters(GPTModel(cfg))
+    }), ("k of 5 with 4 keys, and k of 0: ValueError", partial(
+        _rejects, lambda k: fn(randn(77, 2, 3), randn(76, 4, 3), k), (5, 0), "k = {} with 4 keys "
+        "should raise ValueError saying that k must be between 1 and the number of keys"))])
 
 
 def _flops_mistakes(cfg: GPTConfig, tokens: float):
@@ -623,33 +594,25 @@ def _hours_mistakes(hours: float, mfu: float, n_gpus: int):
 def _costs(fn, cfg: GPTConfig, tokens: float, peak: float, mfu: float, price: float,
            n_gpus: int = 1) -> None:
     want = costs.training_cost(cfg, tokens, costs.GPU("", peak, "", price, ""), mfu, n_gpus)
-    flops, hours, usd = want["flops"], want["hours"], want["usd"]
     got = fn(cfg, tokens, peak, mfu, price, n_gpus=n_gpus)
     fail_if(not (isinstance(got, (tuple, list)) and len(got) == 3),
             "return a tuple (flops, hours, usd)")
-    g_flops, g_hours, g_usd = map(_support.number, got, ("flops", "hours", "usd"))
-    close = partial(math.isclose, rel_tol=1e-6)
-    if not close(g_flops, flops):
-        hint = first_hint(_flops_mistakes(cfg, tokens), partial(close, g_flops))
-        raise AssertionError(f"flops is {g_flops:.4g}, expected {flops:.4g}" + (
-            f": {hint}" if hint else f" = 3 × {forward_flops_per_token(cfg):,} forward "
-            f"FLOPs per token × {tokens:,.0f} tokens"))
-    if not close(g_hours, hours):
-        hint = first_hint(_hours_mistakes(hours, mfu, n_gpus), partial(close, g_hours))
-        raise AssertionError(f"hours is {g_hours:.4g}, expected {hours:.4g}" + (
-            f": {hint}" if hint else f" = {flops:.4g} FLOPs / ({peak:g} × 10¹² × {mfu:g} "
-            f"× {n_gpus} FLOP/s) / 3,600"))
-    one = n_gpus > 1 and close(g_usd, usd / n_gpus)
-    fail_if(not close(g_usd, usd), f"usd is {g_usd:.4g}, expected {usd:.4g}" + (
-        ": it matches paying for one GPU; every GPU is rented for those hours, so the price is "
-        "hours × n_gpus × usd_per_hour" if one else ""))
-
-
-def _bad_mfu(fn) -> None:
-    for mfu in (40, 0):
-        expect_raises(lambda mfu=mfu: fn(CONFIGS["124M"], 1e9, 312, mfu, 1.2, n_gpus=1),
-                      ValueError, f"mfu = {mfu} should raise ValueError: mfu is a share of the "
-                      "peak, above 0 and at most 1 (40% is 0.4)")
+    flops, hours, usd = want["flops"], want["hours"], want["usd"]
+    checks = {  # each number: the rule it follows, and the wrong numbers that name a mistake
+        "flops": (f" = 3 × {forward_flops_per_token(cfg):,} forward FLOPs per token × "
+                  f"{tokens:,.0f} tokens", _flops_mistakes(cfg, tokens)),
+        "hours": (f" = {flops:.4g} FLOPs / ({peak:g} × 10¹² × {mfu:g} × {n_gpus} FLOP/s) / 3,600",
+                  _hours_mistakes(hours, mfu, n_gpus)),
+        "usd": ("", [("it matches paying for one GPU; every GPU is rented for those hours, so the "
+                      "price is hours × n_gpus × usd_per_hour", usd / n_gpus)]),
+    }
+    values = [_support.number(value, what) for value, what in zip(got, checks, strict=True)]
+    for (what, (rule, mistakes)), value in zip(checks.items(), values, strict=True):
+        close = partial(math.isclose, value, rel_tol=1e-6)
+        if not close(want[what]):
+            hint = first_hint(mistakes, close)
+            raise AssertionError(f"{what} is {value:.4g}, expected {want[what]:.4g}"
+                                 + (f": {hint}" if hint else rule))
 
 
 def training_cost(fn: Callable[..., tuple[float, float, float]]) -> None:
@@ -670,4 +633,6 @@ def training_cost(fn: Callable[..., tuple[float, float, float]]) -> None:
         "paid for 8 GPUs": (small, 600_000 * 491_520, 312, 0.4, 1.20, 8),
         "cpu-small (context 256) on 50M tokens, an L4 (121 TFLOP/s), mfu 0.3":
             (CONFIGS["cpu-small"], 50e6, 121, 0.3, 0.80),
-    }), ("mfu of 40 (a percentage) and of 0: ValueError", lambda: _bad_mfu(fn))])
+    }), ("mfu of 40 (a percentage) and of 0: ValueError", partial(
+        _rejects, lambda mfu: fn(small, 1e9, 312, mfu, 1.2, n_gpus=1), (40, 0), "mfu = {} should "
+        "raise ValueError: mfu is a share of the peak, above 0 and at most 1 (40% is 0.4)"))])
