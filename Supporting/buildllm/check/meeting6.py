@@ -424,44 +424,16 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
 
 
 # -- Exercise 6.5 ---------------------------------------------------------------------------
-_VOCAB = 97
-
-
-def _scoring_model(seed: int) -> GPTModel:
-    return _support.tiny_gpt(seed, _VOCAB, 80, 32, 4, 2, std=0.3, tie_embeddings=False).eval()
-
-
-def _pairs(prompts: list[int], answers: list[int], seed: int, pad_id: int = 0):
-    """Rows of prompt + answer + padding (pad_id), and the mask of the answer tokens."""
+def _scored(prompts: list[int], answers: list[int], seed: int):
+    """A small GPT over 97 token ids, and rows of prompt + answer + padding (0) with the mask of
+    the answer tokens."""
     lengths = [p + a for p, a in zip(prompts, answers, strict=True)]
-    ids = _padded(lengths, max(lengths), pad_id, seed, vocab=_VOCAB)
+    ids = _padded(lengths, max(lengths), 0, seed, vocab=97)
     mask = torch.zeros_like(ids, dtype=torch.bool)
     for r, (p, a) in enumerate(zip(prompts, answers, strict=True)):
         mask[r, p : p + a] = True
-    return ids, mask
-
-
-def _logprob_mistakes(model: GPTModel, ids: torch.Tensor, mask: torch.Tensor):
-    with torch.no_grad():
-        logp = model(ids).float().log_softmax(-1)
-    shifted = logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)  # log p(token t | before t)
-    m = mask[:, 1:].float()
-    total = (shifted * m).sum(1)
-    return [
-        ("it matches the mean over the answer tokens; DPO compares log p of the whole answer, "
-         "their sum (reduction='mean' is the book's variant, not this one)", total / m.sum(1)),
-        ("it matches the sum over every position, prompt and padding included: multiply by the "
-         "mask (shifted like the targets, labels_mask[:, 1:]) before summing", shifted.sum(1)),
-        ("it matches each position's logits scored against the token *at* that position; the "
-         "logits at position t predict token t + 1: pair logits[:, :-1] with input_ids[:, 1:]",
-         (logp.gather(-1, ids[..., None]).squeeze(-1) * mask.float()).sum(1)),
-        ("it matches the mask shifted the wrong way, labels_mask[:, :-1]; token t + 1 is "
-         "scored, so the mask that goes with logits[:, :-1] is labels_mask[:, 1:]",
-         (shifted * mask[:, :-1].float()).sum(1)),
-        ("it matches -log p, a loss; return log p itself, a negative number", -total),
-        ("it matches a sum of probabilities; sum the log-probabilities (log_softmax)",
-         (shifted.exp() * m).sum(1)),
-    ]
+    model = _support.tiny_gpt(seed, 97, 80, 32, 4, 2, std=0.3, tie_embeddings=False)
+    return model.eval(), ids, mask
 
 
 def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
@@ -471,26 +443,43 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
     def compare(model: GPTModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             want = dpo.sequence_logprob(model, ids, mask)
+            logp = model(ids).float().log_softmax(-1)
         got = expect_tensor(plain(fn(model, ids.clone(), mask.clone())), "the result")
         fail_first(
-            (got.shape != want.shape and got.numel() == 1, f"the result has shape "
+            (got.shape != want.shape and got.numel() == 1, "the result has shape "
              f"{tuple(got.shape)}, one number for the whole batch; return one per row, shape "
              f"{tuple(want.shape)} (sum over dim=1 only)"),
-            (got.shape == want.shape and not torch.isfinite(got.detach()).all(), "the result "
-             "holds -inf or NaN: a product of many probabilities underflows to 0 and log(0) = "
-             "-inf. Add log-probabilities (log_softmax) instead of multiplying probabilities"))
-        expect_close(got, want, "the result", _logprob_mistakes(model, ids, mask), atol=1e-4,
-                     rtol=1e-5)
+            (got.shape == want.shape and not torch.isfinite(got.detach()).all(), "the result holds "
+             "-inf or NaN: a product of many probabilities underflows to 0 and log(0) = -inf. Add "
+             "log-probabilities (log_softmax) instead of multiplying probabilities"))
+        shifted = logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)  # log p(token t | before t)
+        m = mask[:, 1:].float()
+        total = (shifted * m).sum(1)
+        expect_close(got, want, "the result", [
+            ("it matches the mean over the answer tokens; DPO compares log p of the whole answer, "
+             "their sum (reduction='mean' is the book's variant, not this one)", total / m.sum(1)),
+            ("it matches the sum over every position, prompt and padding included: multiply by "
+             "the mask (shifted like the targets, labels_mask[:, 1:]) before summing",
+             shifted.sum(1)),
+            ("it matches each position's logits scored against the token *at* that position; the "
+             "logits at position t predict token t + 1: pair logits[:, :-1] with input_ids[:, 1:]",
+             (logp.gather(-1, ids[..., None]).squeeze(-1) * mask.float()).sum(1)),
+            ("it matches the mask shifted the wrong way, labels_mask[:, :-1]; token t + 1 is "
+             "scored, so the mask that goes with logits[:, :-1] is labels_mask[:, 1:]",
+             (shifted * mask[:, :-1].float()).sum(1)),
+            ("it matches -log p, a loss; return log p itself, a negative number", -total),
+            ("it matches a sum of probabilities; sum the log-probabilities (log_softmax)",
+             (shifted.exp() * m).sum(1)),
+        ], atol=1e-4, rtol=1e-5)
         return got
 
     @deferred
     def case(prompts: list[int], answers: list[int], seed: int) -> None:
-        compare(_scoring_model(seed), *_pairs(prompts, answers, seed))
+        compare(*_scored(prompts, answers, seed))
 
     def gradient() -> None:
-        model = _scoring_model(80)
+        model, ids, mask = _scored([4, 2], [5, 8], 80)
         reference = copy.deepcopy(model)
-        ids, mask = _pairs([4, 2], [5, 8], 81)
         _support.expect_same_gradients(
             compare(model, ids, mask), dpo.sequence_logprob(reference, ids, mask),
             [(f"the gradient of {name}", p, q) for (name, p), q in
@@ -509,38 +498,6 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
 
 
 # -- Exercise 6.6 ---------------------------------------------------------------------------
-def _reward_mistakes(pi: torch.Tensor, ref: torch.Tensor):
-    return [("it matches the logratio without β: the reward is β · (pi - ref)", pi - ref),
-            ("it matches the policy's log-probability alone: the reward is β · (pi - ref)", pi)]
-
-
-def _expect_dpo_loss(loss, want: torch.Tensor, pi_c, pi_r, ref_c, ref_r, beta: float) -> None:
-    loss = expect_tensor(loss, "the loss")
-    fail_if(loss.numel() != 1, f"the loss has shape {tuple(loss.shape)}; it is one number, the "
-            "mean over the pairs")
-    fail_if(not torch.isfinite(loss.detach()).all(), f"the loss is {loss.item()}: σ(x) of a "
-            "margin far below 0 rounds to 0, and log(0) = -inf. Use F.logsigmoid(x), which "
-            "computes log σ(x) without forming σ(x) (for x far below 0 it is about x)")
-    margin = (pi_c - ref_c) - (pi_r - ref_r)
-    _support.expect_number(loss.detach().reshape(()), want, "the loss", [
-        ("it matches the sign flipped: -log σ(rejected - chosen). The loss should fall as the "
-         "chosen answer gains on the rejected one: -log σ(β · (chosen logratio - rejected "
-         "logratio))", -F.logsigmoid(-beta * margin).mean()),
-        ("it matches β left out: multiply the margin by beta inside the sigmoid",
-         -F.logsigmoid(margin).mean()),
-        ("it matches β outside the log-sigmoid; it scales the margin inside: -log σ(β · margin)",
-         -beta * F.logsigmoid(margin).mean()),
-        ("it matches the reference model left out, -log σ(β · (pi_chosen - pi_rejected)). DPO "
-         "compares how much each answer gained since the reference: subtract ref_chosen and "
-         "ref_rejected", -F.logsigmoid(beta * (pi_c - pi_r)).mean()),
-        ("it matches the sum over the pairs; the loss is their mean",
-         -F.logsigmoid(beta * margin).sum()),
-        ("it matches log σ without the minus sign; the loss is -log σ(...), a positive number",
-         F.logsigmoid(beta * margin).mean()),
-    ], "-log σ(β · ((pi_chosen - ref_chosen) - (pi_rejected - ref_rejected))), averaged over "
-       "the pairs", atol=1e-6, rtol=1e-5)
-
-
 def dpo_loss(fn: Callable[..., tuple]) -> None:
     """Exercise 6.6: fn(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta) must return
     (loss, chosen_reward, rejected_reward) as `buildllm.dpo.dpo_loss` does."""
@@ -556,9 +513,36 @@ def dpo_loss(fn: Callable[..., tuple]) -> None:
                    (not (isinstance(got, (tuple, list)) and len(got) == 3),
                     "return a tuple (loss, chosen_reward, rejected_reward)"))
         loss, chosen, rejected = (plain(t) for t in got)
-        _expect_dpo_loss(loss, want, pi_c, pi_r, ref_c, ref_r, beta)
-        expect_close(chosen, want_c, "chosen_reward", _reward_mistakes(pi_c, ref_c))
-        expect_close(rejected, want_r, "rejected_reward", _reward_mistakes(pi_r, ref_r))
+        loss = expect_tensor(loss, "the loss")
+        fail_if(loss.numel() != 1, f"the loss has shape {tuple(loss.shape)}; it is one number, the "
+                "mean over the pairs")
+        fail_if(not torch.isfinite(loss.detach()).all(), f"the loss is {loss.item()}: σ(x) of a "
+                "margin far below 0 rounds to 0, and log(0) = -inf. Use F.logsigmoid(x), which "
+                "computes log σ(x) without forming σ(x) (for x far below 0 it is about x)")
+        margin = (pi_c - ref_c) - (pi_r - ref_r)
+        _support.expect_number(loss.detach().reshape(()), want, "the loss", [
+            ("it matches the sign flipped: -log σ(rejected - chosen). The loss should fall as the "
+             "chosen answer gains on the rejected one: -log σ(β · (chosen logratio - rejected "
+             "logratio))", -F.logsigmoid(-beta * margin).mean()),
+            ("it matches β left out: multiply the margin by beta inside the sigmoid",
+             -F.logsigmoid(margin).mean()),
+            ("it matches β outside the log-sigmoid; it scales the margin inside: -log σ(β · "
+             "margin)", -beta * F.logsigmoid(margin).mean()),
+            ("it matches the reference model left out, -log σ(β · (pi_chosen - pi_rejected)). DPO "
+             "compares how much each answer gained since the reference: subtract ref_chosen and "
+             "ref_rejected", -F.logsigmoid(beta * (pi_c - pi_r)).mean()),
+            ("it matches the sum over the pairs; the loss is their mean",
+             -F.logsigmoid(beta * margin).sum()),
+            ("it matches log σ without the minus sign; the loss is -log σ(...), a positive number",
+             F.logsigmoid(beta * margin).mean()),
+        ], "-log σ(β · ((pi_chosen - ref_chosen) - (pi_rejected - ref_rejected))), averaged over "
+           "the pairs", atol=1e-6, rtol=1e-5)
+        for what, reward, right, pi, ref in (("chosen_reward", chosen, want_c, pi_c, ref_c),
+                                             ("rejected_reward", rejected, want_r, pi_r, ref_r)):
+            expect_close(reward, right, what, [
+                ("it matches the logratio without β: the reward is β · (pi - ref)", pi - ref),
+                ("it matches the policy's log-probability alone: the reward is β · (pi - ref)",
+                 pi)])
         if not grad:
             return
         ref_given = [t.clone().requires_grad_() for t in (pi_c, pi_r)]
