@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-import re
 from collections import Counter
 from collections.abc import Callable
 from difflib import SequenceMatcher
@@ -236,7 +235,7 @@ def _rouge_mistakes(candidate: str, reference: str):
     ]
     return mistakes + [
         ("it matches words compared with their case ('The' is not 'the'); words() lowercases "
-         "them", f1(re.findall(r"[^\W_]+", candidate), re.findall(r"[^\W_]+", reference))),
+         "them", f1(metrics._WORD.findall(candidate), metrics._WORD.findall(reference))),
         ("it matches words split on spaces, which keeps punctuation attached ('mat.' is not "
          "'mat'); split with buildllm.metrics.words",
          f1(candidate.lower().split(), reference.lower().split())),
@@ -362,7 +361,7 @@ def lora_linear(cls: Callable[..., nn.Module]) -> None:
         """B starts at zero and A random, so the fresh layer is the base and both can learn."""
         base = _linear(6, 4, 64)
         layer = _new_lora(cls, base, 2, 4, 65)
-        a_zero, b_zero = not torch.any(layer.A != 0).item(), not torch.any(layer.B != 0).item()
+        a_zero, b_zero = (not p.any() for p in (layer.A, layer.B))
         fail_first(
             (a_zero and b_zero, "A and B both start at zero: then neither ever gets a gradient "
              "(each one's gradient is multiplied by the other). B starts at zero, A random (peft "
