@@ -210,7 +210,6 @@ def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
 # -- Exercise 6.3 ---------------------------------------------------------------------------
 def _rouge_mistakes(candidate: str, reference: str):
     c, r = metrics.words(candidate), metrics.words(reference)
-    lcs = metrics.lcs_length(c, r)
     if not c and not r:
         return [("neither text has a word, so they agree: return 1.0 (the rouge_score package "
                  "gives 0 here; buildllm.metrics.rouge_l, and this exercise, give 1)", 0.0)]
@@ -218,22 +217,23 @@ def _rouge_mistakes(candidate: str, reference: str):
     def f1(a, b, overlap=None):  # the F-measure of the LCS of a and b
         return metrics._f1(metrics.lcs_length(a, b) if overlap is None else overlap, len(a), len(b))
 
-    mistakes = [] if not (c and r) else [
+    lcs = metrics.lcs_length(c, r)
+    # With one text empty the score is 0, and so is each ratio here: the right answer, no mistake.
+    precision, recall = lcs / max(len(c), 1), lcs / max(len(r), 1)
+    return [
         ("it matches recall only, LCS / reference words; ROUGE-L's F-measure also counts "
          "precision, LCS / candidate words, so padding an answer with extra words costs "
-         "something", lcs / len(r)),
+         "something", recall),
         ("it matches precision only, LCS / candidate words; the F-measure combines it with "
-         "recall, LCS / reference words: 2·P·R / (P + R)", lcs / len(c)),
+         "recall, LCS / reference words: 2·P·R / (P + R)", precision),
         ("it matches the plain average (P + R) / 2; the F-measure is the harmonic mean, "
-         "2·P·R / (P + R)", (lcs / len(c) + lcs / len(r)) / 2),
+         "2·P·R / (P + R)", (precision + recall) / 2),
         ("it matches the longest common *substring*, an unbroken run of words. ROUGE-L uses the "
          "longest common *subsequence*: the words in the same order, gaps allowed",
          f1(c, r, SequenceMatcher(None, c, r, autojunk=False).find_longest_match().size)),
         ("it matches word overlap without order (token F1); ROUGE-L counts only words that "
          "appear in the same order in both, via the longest common subsequence",
          f1(c, r, sum((Counter(c) & Counter(r)).values()))),
-    ]
-    return mistakes + [
         ("it matches words compared with their case ('The' is not 'the'); words() lowercases "
          "them", f1(metrics._WORD.findall(candidate), metrics._WORD.findall(reference))),
         ("it matches words split on spaces, which keeps punctuation attached ('mat.' is not "
