@@ -55,7 +55,8 @@ def last_token_logits(fn: Callable[..., torch.Tensor]) -> None:
             raise AssertionError(
                 f"an index past the end of a row ({err}): with n real tokens, the last one is at "
                 "index n - 1, and a row without padding has no position n") from None
-        rows, (batch, width, classes) = torch.arange(len(ids)), logits.shape
+        batch, width, classes = logits.shape
+        rows = torch.arange(batch)
         fail_first(
             (got.shape == (batch, batch, classes), f"the result has shape {tuple(got.shape)}: "
              "logits[:, last] gives every row at every row's index. Pair each row with its own "
@@ -324,16 +325,16 @@ _IN_FORWARD = " in forward (no .detach(), .data or torch.no_grad())"
 
 
 def _lora_mistakes(base_out, x, a, b, rank: int, alpha: float):
+    """What the usual mistakes give; one that equals the right answer is never reached."""
     delta = x @ a.T @ b.T
-    scales = [
+    return [
         ("it matches a scale of alpha, as in the book's appendix E; here the update is scaled by "
          "alpha / rank, as in the LoRA paper and peft, so that trying another rank needs no new "
-         "learning rate", alpha),
-        ("it matches alpha // rank, integer division; use alpha / rank", alpha // rank),
-        ("it matches no scale at all; multiply the update by alpha / rank", 1.0),
-        ("it matches a scale of rank / alpha; it is alpha / rank", rank / alpha),
-    ]
-    return [(hint, base_out + s * delta) for hint, s in scales if s != alpha / rank] + [
+         "learning rate", base_out + alpha * delta),
+        ("it matches alpha // rank, integer division; use alpha / rank",
+         base_out + alpha // rank * delta),
+        ("it matches no scale at all; multiply the update by alpha / rank", base_out + delta),
+        ("it matches a scale of rank / alpha; it is alpha / rank", base_out + rank / alpha * delta),
         ("it matches (base(x) + update) · alpha / rank; " + _SCALED_UPDATE,
          (base_out + delta) * (alpha / rank)),
         ("it matches base(x) alone: add the low-rank update", base_out),
