@@ -23,7 +23,6 @@ from torch import nn
 from .. import dpo, instruct, lora, metrics
 from ..classify import add_classification_head, class_logits, last_token_index
 from ..instruct import END_OF_TEXT
-from ..model import GPTModel
 from . import _support, expect_tensor, verify
 from ._support import deferred, expect_close, fail_first, fail_if, first_hint, plain, randn, seeded
 
@@ -185,8 +184,13 @@ def collate(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
         if not torch.equal(pair := torch.stack((inputs, targets)), want):
             mistakes = _collate_mistakes(batch, pad_id, ignore_index, max_length)
             fail_if(hint := _support.matching(pair, mistakes), f"the result is wrong: {hint}")
-        expect_close(inputs, want[0], "the inputs")
-        expect_close(targets, want[1], "the targets")
+        for name, got_t, want_t, rule in (
+                ("inputs", inputs, want[0], "the tokens, then pad_id to the batch's width"),
+                ("targets", targets, want[1], "the next token at each position, then one "
+                 "end-of-text, then ignore_index")):
+            if (r := _support.first((got_t != want_t).any(1))) is not None:
+                raise AssertionError(f"row {r[0]} of the {name} is {got_t[r].tolist()}, expected "
+                                     f"{want_t[r].tolist()}: {rule}")
 
     gen = random.Random(6)
 
@@ -440,7 +444,10 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 6.5: fn(model, input_ids, labels_mask) must equal
     `buildllm.dpo.sequence_logprob`: per row, the sum of log p(token | tokens before it) over
     the tokens labels_mask marks."""
-    def compare(model: GPTModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    @deferred
+    def case(prompts: list[int], answers: list[int], seed: int, grad: bool = False) -> None:
+        model, ids, mask = _scored(prompts, answers, seed)
+        reference = copy.deepcopy(model)  # out of the learner's reach, for the gradient case
         with torch.no_grad():
             want = dpo.sequence_logprob(model, ids, mask)
             logp = model(ids).float().log_softmax(-1)
@@ -471,17 +478,10 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
             ("it matches a sum of probabilities; sum the log-probabilities (log_softmax)",
              (shifted.exp() * m).sum(1)),
         ], atol=1e-4, rtol=1e-5)
-        return got
-
-    @deferred
-    def case(prompts: list[int], answers: list[int], seed: int) -> None:
-        compare(*_scored(prompts, answers, seed))
-
-    def gradient() -> None:
-        model, ids, mask = _scored([4, 2], [5, 8], 80)
-        reference = copy.deepcopy(model)
+        if not grad:
+            return
         _support.expect_same_gradients(
-            compare(model, ids, mask), dpo.sequence_logprob(reference, ids, mask),
+            got, dpo.sequence_logprob(reference, ids, mask),
             [(f"the gradient of {name}", p, q) for (name, p), q in
              zip(model.named_parameters(), reference.parameters(), strict=True)],
             "the result carries no gradient; DPO trains the policy through these numbers: no "
@@ -493,7 +493,8 @@ def sequence_logprob(fn: Callable[..., torch.Tensor]) -> None:
         ("three rows padded with 0: prompts of 2, 4 and 3 tokens, answers of 5, 1 and 7 "
          "(reaching the last column)", case([2, 4, 3], [5, 1, 7], 83)),
         ("a 60-token answer after a 4-token prompt", case([4], [60], 84)),
-        ("the gradient reaches the model, as the reference's does", gradient),
+        ("the gradient reaches the model, as the reference's does",
+         case([4, 2], [5, 8], 80, grad=True)),
     ])
 
 
