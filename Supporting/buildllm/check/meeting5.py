@@ -60,39 +60,38 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
     Logits in the hundreds make the log of a softmax give inf."""
     @deferred
     def case(logits: torch.Tensor, targets: torch.Tensor, grad: bool = False) -> None:
-        reference = logits.clone().requires_grad_(grad)
-        want = F.cross_entropy(reference.flatten(0, -2), targets.flatten())
+        reference, rows, t = logits.clone().requires_grad_(grad), logits.flatten(0, -2), targets
+        want = F.cross_entropy(reference.flatten(0, -2), t.flatten())
         given = torch.Tensor._make_subclass(_NoCrossEntropy, logits.clone(), grad)
-        got = fn(given, targets.clone())
+        got = fn(given, t.clone())
         fail_if(isinstance(got, numbers.Number), f"the result is a Python {type(got).__name__}; "
                 "return a tensor (no .item()), so that loss.backward() can compute gradients")
         loss = _support.plain(expect_tensor(got, "the loss"))
         value = loss.detach().float()
         fail_first(
-            (value.shape == targets.shape, f"the result has shape {tuple(value.shape)}, one loss "
-             "per token: return their mean, a single number"),
+            (value.shape == t.shape, f"the result has shape {tuple(value.shape)}, one loss per "
+             "token: return their mean, a single number"),
             (value.numel() != 1, f"the result has shape {tuple(value.shape)}; the loss is a single "
              "number, the mean over every position"))
         value = value.reshape(())
         fail_if(not torch.isfinite(value), f"the loss is {value.item()}: a target's probability "
                 "underflowed to 0 and log(0) = -inf. Subtract the logsumexp instead of taking the "
                 "log of a softmax: logits - logits.logsumexp(dim=-1, keepdim=True), or log_softmax")
-        rows, t = logits.flatten(0, -2), targets.flatten()[:, None]
-        picked = rows.log_softmax(-1).gather(-1, t).squeeze(-1)  # log p(target), one per token
+        picked = rows.log_softmax(-1).gather(-1, t.flatten()[:, None])  # log p(target) per token
         over = logits.log_softmax(0 if logits.ndim == 2 else 1)  # the dim before the vocabulary's
         _support.expect_number(value, want, "the loss", [
             ("it matches the sum over tokens; the loss is their mean", -picked.sum()),
             ("it matches the loss without its minus sign; the loss is -log p(target), a positive "
-             "number that falls as the model improves", picked.mean()),
+             "number that falls as the model improves", -want),
             ("it matches -logit(target) with no softmax: turn the logits into log-probabilities "
              "first, logits - logits.logsumexp(dim=-1, keepdim=True)",
-             -rows.gather(-1, t).mean()),
+             F.nll_loss(rows, t.flatten())),
             ("it matches the log in base 2 (the loss in bits); PyTorch's losses use the natural "
-             "log, torch.log", -picked.mean() / math.log(2)),
+             "log, torch.log", want / math.log(2)),
             ("it matches -log of the average probability; average each token's -log p instead",
              -picked.exp().mean().log()),
             ("it matches a softmax over the wrong dim; each position's distribution is over the "
-             "vocabulary, the last dim: dim=-1", -over.gather(-1, targets[..., None]).mean()),
+             "vocabulary, the last dim: dim=-1", -over.gather(-1, t[..., None]).mean()),
         ], "the mean over every position of -log p(target), with p from a softmax over the "
            "vocabulary")
         if grad:
@@ -123,34 +122,31 @@ def softmax_with_temperature(fn: Callable[[torch.Tensor, float], torch.Tensor]) 
     softmax written with exp and no max subtracted."""
     @deferred
     def case(logits: torch.Tensor, t: float) -> None:
-        if t == 0:
-            want, mistakes = F.one_hot(logits.argmax(-1), logits.shape[-1]).float(), []
-        else:
-            want, probs = (logits / t).softmax(-1), logits.softmax(-1)
-            mistakes = [
-                ("it matches the logits multiplied by the temperature; divide them: logits / T, "
-                 "so that T below 1 sharpens and T above 1 flattens", (logits * t).softmax(-1)),
-                ("it matches the probabilities divided by T after the softmax; then they no "
-                 "longer sum to 1. Divide the logits, then take the softmax", probs / t),
-                ("it matches a softmax of the probabilities; scale the logits, then take one "
-                 "softmax", (probs / t).softmax(-1)),
-                ("it matches a plain softmax: the temperature is missing", probs),
-                ("it matches a softmax over dim 0; each row is one distribution over the "
-                 "vocabulary: softmax(dim=-1)", (logits / t).softmax(0)),
-            ]
+        want = (F.one_hot(logits.argmax(-1), logits.shape[-1]).float() if t == 0
+                else (logits / t).softmax(-1))
+        probs = logits.softmax(-1)
+        mistakes = [] if t == 0 else [
+            ("it matches the logits multiplied by the temperature; divide them: logits / T, so "
+             "that T below 1 sharpens and T above 1 flattens", (logits * t).softmax(-1)),
+            ("it matches the probabilities divided by T after the softmax; then they no longer "
+             "sum to 1. Divide the logits, then take the softmax", probs / t),
+            ("it matches a softmax of the probabilities; scale the logits, then take one softmax",
+             (probs / t).softmax(-1)),
+            ("it matches a plain softmax: the temperature is missing", probs),
+            ("it matches a softmax over dim 0; each row is one distribution over the vocabulary: "
+             "softmax(dim=-1)", (logits / t).softmax(0)),
+        ]
         got = expect_tensor(_call(fn, logits, t), "the result")
-        fail_if(got.shape == want.shape and not torch.isfinite(got).all(),
-                "the result holds NaN or inf: at temperature 0, handle T = 0 on its own, with "
-                "probability 1 on the largest logit (F.one_hot(logits.argmax(-1), vocab))"
-                if t == 0 else
-                "the result holds NaN or inf: exp of a large logit / T overflows. Subtract each "
-                "row's largest logit before exp (softmax does), or use torch.softmax")
-        sums = got.float().sum(-1)
-        if got.shape == want.shape and matching(got, mistakes) is None and not torch.allclose(
-                sums, torch.ones_like(sums), atol=1e-4):
-            raise AssertionError(
-                f"each row should sum to 1, a probability distribution, but one sums to "
-                f"{sums.flatten()[(sums - 1).abs().flatten().argmax()].item():.4g}")
+        fail_if(got.shape == want.shape and not torch.isfinite(got).all(), "the result holds NaN "
+                "or inf: " + ("at temperature 0, handle T = 0 on its own, with probability 1 on "
+                              "the largest logit (F.one_hot(logits.argmax(-1), vocab))" if t == 0
+                              else "exp of a large logit / T overflows. Subtract each row's "
+                              "largest logit before exp (softmax does), or use torch.softmax"))
+        if got.shape == want.shape and matching(got, mistakes) is None:
+            sums = got.float().sum(-1).flatten()
+            fail_if(not torch.allclose(sums, torch.ones_like(sums), atol=1e-4), "each row should "
+                    "sum to 1, a probability distribution, but one sums to "
+                    f"{sums[(sums - 1).abs().argmax()].item():.4g}")
         expect_close(got, want, "the result", mistakes, atol=1e-6)
 
     verify("Exercise 5.2", [
@@ -177,16 +173,13 @@ def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[
             f"{tuple(want.shape)}: the logits' own shape, with -inf for every token filtered out")
     if torch.allclose(got.float(), want):  # equal infinities count as close
         return
-    hint = matching(got, mistakes)
+    hint, keep, kept = matching(got, mistakes), torch.isfinite(want), torch.isfinite(got)
     fail_first((hint is not None, f"the result is wrong: {hint}"),
-               (torch.isnan(got).any(), "the result holds NaN"))
-    keep, kept = torch.isfinite(want), torch.isfinite(got)
-    if torch.equal(keep, kept):
-        fail_if(not torch.allclose(got[keep], want[keep]), "the right tokens survive, but their "
-                "logits changed: return them as they were; only the filtered ones become -inf")
-        return
-    fail_if(kept.all(), "no logit is -inf: the tokens filtered out must become float('-inf'), "
-            "which softmax turns into a probability of exactly 0")
+               (torch.isnan(got).any(), "the result holds NaN"),
+               (torch.equal(keep, kept), "the right tokens survive, but their logits changed: "
+                "return them as they were; only the filtered ones become -inf"),
+               (kept.all(), "no logit is -inf: the tokens filtered out must become "
+                "float('-inf'), which softmax turns into a probability of exactly 0"))
     rows_want, rows_got = keep.reshape(-1, keep.shape[-1]), kept.reshape(-1, kept.shape[-1])
     r = int((rows_want != rows_got).any(-1).nonzero()[0])
     ids_got, ids_want = rows_got[r].nonzero().flatten(), rows_want[r].nonzero().flatten()
@@ -195,33 +188,6 @@ def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[
              if max(len(ids_got), len(ids_want)) <= 12 else "")
     raise AssertionError(
         f"{row}keeps {len(ids_got)} tokens, expected {len(ids_want)}{shown}: {what_to_keep(r)}")
-
-
-def _top_k_mistakes(logits: torch.Tensor, k: int):
-    vocab, k = logits.shape[-1], min(k, logits.shape[-1])
-    sorted_logits = logits.sort(dim=-1, descending=True).values
-    kth, batch = sorted_logits[..., k - 1 : k], logits.ndim > 1 and logits.shape[0] > 1
-    mistakes = [
-        ("it matches the other logits set to 0; a logit of 0 can still be a likely token. Set "
-         "them to float('-inf'), which softmax turns into a probability of 0",
-         logits.masked_fill(logits < kth, 0.0)),
-        ("it matches the k largest logits removed and the rest kept: keep the k largest",
-         logits.masked_fill(logits >= kth, NEG_INF)),
-        ("it matches the kept logits in sorted order, at the front; keep each logit at its own "
-         "position, which is its token id",
-         sorted_logits.masked_fill(torch.arange(vocab) >= k, NEG_INF)),
-        ("it matches probabilities; return logits, with -inf for the tokens filtered out "
-         "(sampling takes the softmax afterwards)", top_k_filter(logits, k).softmax(-1)),
-        ("it keeps k - 1 tokens: the k-th largest logit itself stays (filter what is below it, "
-         "< not <=)", top_k_filter(logits, k - 1) if k > 1 else None),
-        ("it keeps k + 1 tokens: counting from 0, the k-th largest value is at index k - 1, "
-         "topk(k).values[..., -1]", top_k_filter(logits, k + 1) if k < vocab else None),
-        ("it matches the top k of the whole batch at once; each row (each sequence's next "
-         "token) keeps its own k largest: topk along dim=-1",
-         logits.masked_fill(logits < logits.flatten().topk(k).values[-1], NEG_INF)
-         if batch else None),
-    ]
-    return [(hint, wrong) for hint, wrong in mistakes if wrong is not None]
 
 
 def top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
@@ -233,13 +199,34 @@ def top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
         try:
             got = _call(fn, logits, k)
         except RuntimeError as err:
-            if k > vocab and "out of range" in str(err):
-                raise AssertionError(
-                    f"k = {k} is more than the {vocab} tokens there are, and torch.topk refuses "
-                    "that: use min(k, logits.shape[-1]), and keep them all") from None
+            fail_if(k > vocab and "out of range" in str(err), f"k = {k} is more than the {vocab} "
+                    "tokens there are, and torch.topk refuses that: use min(k, logits.shape[-1]), "
+                    "and keep them all")
             raise
-        _expect_filtered(got, top_k_filter(logits, k), _top_k_mistakes(logits, k),
-                         lambda r: f"the {min(k, vocab)} largest logits of each row stay")
+        k = min(k, vocab)
+        sorted_logits = logits.sort(dim=-1, descending=True).values
+        kth = sorted_logits[..., k - 1 : k]
+        # Where k - 1, k + 1 or a whole batch make no difference, the "mistake" is the right
+        # answer, which never reaches this list.
+        _expect_filtered(got, top_k_filter(logits, k), [
+            ("it matches the other logits set to 0; a logit of 0 can still be a likely token. Set "
+             "them to float('-inf'), which softmax turns into a probability of 0",
+             logits.masked_fill(logits < kth, 0.0)),
+            ("it matches the k largest logits removed and the rest kept: keep the k largest",
+             logits.masked_fill(logits >= kth, NEG_INF)),
+            ("it matches the kept logits in sorted order, at the front; keep each logit at its "
+             "own position, which is its token id",
+             sorted_logits.masked_fill(torch.arange(vocab) >= k, NEG_INF)),
+            ("it matches probabilities; return logits, with -inf for the tokens filtered out "
+             "(sampling takes the softmax afterwards)", top_k_filter(logits, k).softmax(-1)),
+            ("it keeps k - 1 tokens: the k-th largest logit itself stays (filter what is below "
+             "it, < not <=)", top_k_filter(logits, max(k - 1, 1))),
+            ("it keeps k + 1 tokens: counting from 0, the k-th largest value is at index k - 1, "
+             "topk(k).values[..., -1]", top_k_filter(logits, k + 1)),
+            ("it matches the top k of the whole batch at once; each row (each sequence's next "
+             "token) keeps its own k largest: topk along dim=-1",
+             logits.masked_fill(logits < logits.flatten().topk(k).values[-1], NEG_INF)),
+        ], lambda r: f"the {k} largest logits of each row stay")
 
     verify("Exercise 5.3", [
         ("one row [1, 3, 0.5, 2, -1], k = 2: tokens 1 and 3 stay",
@@ -252,46 +239,6 @@ def top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     ])
 
 
-def _top_p_mistakes(logits: torch.Tensor, p: float):
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    total = probs.cumsum(-1)
-    n = ((total - probs) < p).sum(-1, keepdim=True)  # the nucleus: tokens whose better ones sum < p
-
-    def back(drop: torch.Tensor, fill: float = NEG_INF) -> torch.Tensor:
-        return _unsorted(sorted_logits.masked_fill(drop, fill), order)
-
-    by_id = logits.softmax(-1)
-    up_logits, up_order = logits.sort(dim=-1)
-    up_probs = up_logits.softmax(-1)
-    up = _unsorted(up_logits.masked_fill(up_probs.cumsum(-1) - up_probs >= p, NEG_INF), up_order)
-    nucleus = ("the nucleus is the fewest most likely tokens whose probabilities add up to at "
-               "least p")
-    mistakes = [
-        (f"it matches dropping the token whose probability takes the sum past p; keep it: "
-         f"{nucleus}", back(total > p)),
-        (f"it matches dropping the token that takes the sum to p or past it; keep it: {nucleus}",
-         back(total >= p)),
-        ("it keeps one token too many: stop at the first token that takes the sum to p or past "
-         "it", back(torch.arange(logits.shape[-1]) > n)),
-        ("it matches a running sum in token-id order; sort the probabilities from most to least "
-         "likely first", logits.masked_fill(by_id.cumsum(-1) - by_id >= p, NEG_INF)),
-        ("it matches a sort from the least likely up; sort with descending=True", up),
-        ("it matches the result left in sorted order; put each logit back at its token id, "
-         "scattering with the indices that sort returned",
-         sorted_logits.masked_fill(total - probs >= p, NEG_INF)),
-        ("it matches the other logits set to 0; set them to float('-inf'), which softmax turns "
-         "into a probability of 0", back(total - probs >= p, 0.0)),
-        ("it matches probabilities; return logits, with -inf for the tokens filtered out",
-         top_p_filter(logits, p).softmax(-1)),
-    ]
-    if logits.ndim > 1 and logits.shape[0] > 1:
-        mistakes.append(("it matches one nucleus for the whole batch; each row gets its own: "
-                         "softmax, sort and cumsum along dim=-1",
-                         top_p_filter(logits.flatten(), p).reshape(logits.shape)))
-    return mistakes
-
-
 def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     """Exercise 5.4: fn(logits, p) must equal buildllm.generation.top_p_filter(logits, p).
 
@@ -302,14 +249,45 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     def case(logits: torch.Tensor, p: float) -> None:
         want, rows = top_p_filter(logits, p), logits.reshape(-1, logits.shape[-1])
         got = _call(fn, logits, p)
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        total = probs.cumsum(-1)
+        n = ((total - probs) < p).sum(-1, keepdim=True)  # tokens whose better ones sum below p
+        by_id = logits.softmax(-1)
+        up_logits, up_order = logits.sort(dim=-1)
+        up_probs = up_logits.softmax(-1)
+        nucleus = ("the nucleus is the fewest most likely tokens whose probabilities add up to at "
+                   "least p")
+
+        def back(drop: torch.Tensor, fill: float = NEG_INF) -> torch.Tensor:
+            return _unsorted(sorted_logits.masked_fill(drop, fill), order)
 
         def what_to_keep(r: int) -> str:
             n = int(torch.isfinite(want.reshape(rows.shape)[r]).sum())
             held = rows[r].softmax(-1).sort(descending=True).values[:n].sum().item()
-            return (f"the nucleus is the fewest most likely tokens whose probabilities add up to "
-                    f"at least p = {p}: here the top {n}, which hold {held:.3f}")
+            return f"{nucleus} = {p}: here the top {n}, which hold {held:.3f}"
 
-        _expect_filtered(got, want, _top_p_mistakes(logits, p), what_to_keep)
+        _expect_filtered(got, want, [
+            (f"it matches dropping the token whose probability takes the sum past p; keep it: "
+             f"{nucleus}", back(total > p)),
+            (f"it matches dropping the token that takes the sum to p or past it; keep it: "
+             f"{nucleus}", back(total >= p)),
+            ("it keeps one token too many: stop at the first token that takes the sum to p or "
+             "past it", back(torch.arange(logits.shape[-1]) > n)),
+            ("it matches a running sum in token-id order; sort the probabilities from most to "
+             "least likely first", logits.masked_fill(by_id.cumsum(-1) - by_id >= p, NEG_INF)),
+            ("it matches a sort from the least likely up; sort with descending=True", _unsorted(
+                up_logits.masked_fill(up_probs.cumsum(-1) - up_probs >= p, NEG_INF), up_order)),
+            ("it matches the result left in sorted order; put each logit back at its token id, "
+             "scattering with the indices that sort returned",
+             sorted_logits.masked_fill(total - probs >= p, NEG_INF)),
+            ("it matches the other logits set to 0; set them to float('-inf'), which softmax "
+             "turns into a probability of 0", back(total - probs >= p, 0.0)),
+            ("it matches probabilities; return logits, with -inf for the tokens filtered out",
+             top_p_filter(logits, p).softmax(-1)),
+            ("it matches one nucleus for the whole batch; each row gets its own: softmax, sort "
+             "and cumsum along dim=-1", top_p_filter(logits.flatten(), p).reshape(logits.shape)),
+        ], what_to_keep)
 
     by_hand = torch.tensor([0.15, 0.5, 0.05, 0.3]).log()
     sharp_to_flat = randn(31, 3, 12) * torch.tensor([[4.0], [1.5], [0.3]])
@@ -324,6 +302,7 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
         ("GPT-2's vocabulary, (2, 50257), p = 0.95: nuclei of 18 and 11 tokens",
          case(randn(39, 2, 50257, scale=8.0), 0.95)),
     ])
+
 
 
 # -- Exercise 5.5 ---------------------------------------------------------------------------
