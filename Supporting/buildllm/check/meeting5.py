@@ -40,6 +40,14 @@ def _call(fn, logits: torch.Tensor, *args):
     return got
 
 
+def _float(value, before: str, after: str) -> float:
+    """float(value), or a failure that shows what came back: "{before}{value!r}; {after}"."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise AssertionError(f"{before}{value!r}; {after}") from None
+
+
 def _refusing(owners: list[tuple[object, str]], advice: str) -> ExitStack:
     """A context in which calling any of these methods or functions fails the check."""
     stack = ExitStack()
@@ -307,9 +315,8 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
 
 # -- Exercise 5.5 ---------------------------------------------------------------------------
 def _cosine(s, m, w, t, lo, span=None):
-    """The cosine part of lr_at, at step s, with progress over `span` steps if given."""
-    progress = (s - w) / (t - w if span is None else span)
-    return lo + 0.5 * (m - lo) * (1 + math.cos(math.pi * progress))
+    """lr_at's cosine at step s, with no end at total_steps, and progress over `span` if given."""
+    return lo + 0.5 * (m - lo) * (1 + math.cos(math.pi * (s - w) / (span or t - w)))
 
 
 # Each mistake replaces lr_at in one phase: "warmup" (step < warmup_steps), "decay" (up to
@@ -358,25 +365,19 @@ def lr_schedule(fn: Callable[..., float]) -> None:
         close = partial(math.isclose, rel_tol=1e-6, abs_tol=1e-12)
         steps = range(0, t + 4 * every, every)
         phase = {s: "warmup" if s < w else "decay" if s < t else "after" for s in steps}
-        want, got = [training.lr_at(s, **settings) for s in steps], []
-        for s in steps:
-            value = fn(s, **settings)
-            try:
-                got.append(float(value))
-            except (TypeError, ValueError):
-                raise AssertionError(
-                    f"at step {s} the result is {value!r}; return a number") from None
-        bad = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if not close(a, b)]
+        want = [training.lr_at(s, **settings) for s in steps]
+        got = [_float(fn(s, **settings), f"at step {s} the result is ", "return a number")
+               for s in steps]
+        bad = [i for i, s in enumerate(steps) if not close(got[i], want[i])]
         if not bad:
             return
         for hint, part, wrong in _SCHEDULE_MISTAKES:
             theirs = [wrong(s, m, w, t, lo) if phase[s] == part else r
                       for s, r in zip(steps, want, strict=True)]
-            fail_if(all(close(a, b) for a, b in zip(got, theirs, strict=True)),
-                    f"the schedule is wrong: {hint}")
-        s = steps[bad[0]]
-        raise AssertionError(f"at step {s} the rate is {got[bad[0]]:.6g}, expected "
-                             f"{want[bad[0]]:.6g}: {_WHY_AT[phase[s]]}")
+            fail_if(all(map(close, got, theirs)), f"the schedule is wrong: {hint}")
+        s, i = steps[bad[0]], bad[0]
+        raise AssertionError(f"at step {s} the rate is {got[i]:.6g}, expected {want[i]:.6g}: "
+                             f"{_WHY_AT[phase[s]]}")
 
     verify("Exercise 5.5", [
         ("max_lr 1, 10 warmup steps of 100, down to 0", case(1.0, 10, 100, 0.0)),
@@ -400,37 +401,34 @@ def _gradients(seed: int, shapes, scale: float, without_grad=()) -> list[torch.T
     return params
 
 
-def _model_gradients(seed: int) -> torch.nn.Module:
+def _model_gradients(seed: int) -> list[torch.Tensor]:
     """A small GPT's parameters after one backward pass on random tokens."""
     with _support.seeded(seed):
         model, ids = _support.tiny_gpt(None, 50, 8, 16, 2, 2), torch.randint(0, 50, (2, 9))
     training.batch_loss(model, ids[:, :-1], ids[:, 1:]).backward()
-    return model
+    return list(model.parameters())
 
 
 def _all_close(xs, ys) -> bool:
     return all(torch.allclose(x, y, rtol=1e-5, atol=1e-8) for x, y in zip(xs, ys, strict=True))
 
 
-def _expect_norm(got, want: float, max_norm: float, grads: list[torch.Tensor]) -> None:
-    try:
-        got = float(got)
-    except (TypeError, ValueError):
-        raise AssertionError(f"it returned {got!r}; return the global norm of the gradients "
-                             "before clipping, a number or a 0-dim tensor") from None
-    close = partial(math.isclose, got, rel_tol=1e-5)
+def _expect_clipped(got_norm, params, reference, before, want: float, max_norm: float,
+                    generator: bool) -> None:
+    """Compare the norm returned and the gradients after clipping with the reference's; name
+    the mistake that fits."""
+    got_norm = _float(got_norm, "it returned ", "return the global norm of the gradients before "
+                      "clipping, a number or a 0-dim tensor")
+    close = partial(math.isclose, got_norm, rel_tol=1e-5)
+    summed = sum(g.norm().item() for g in before)  # not the global norm: a known mistake
     hint = _support.first_hint([
         ("that is the norm after clipping; return the norm from before", min(want, max_norm)),
         ("that is the squared norm, without the square root", want**2),
-        ("that is the sum of the gradients' own norms", sum(g.norm().item() for g in grads)),
+        ("that is the sum of the gradients' own norms", summed),
     ], close)
-    fail_if(not close(want), f"it returned a norm of {got:.6g}, expected {want:.6g}: "
+    fail_if(not close(want), f"it returned a norm of {got_norm:.6g}, expected {want:.6g}: "
             f"{hint + '; ' if hint else ''}the global norm is the square root of the sum of the "
             "squares of every number in every gradient")
-
-
-def _expect_clipped(params, reference, before, want_norm, max_norm, generator):
-    """Compare the gradients after clipping with the reference's; name the mistake that fits."""
     for i, (p, q) in enumerate(zip(params, reference, strict=True)):
         fail_if((p.grad is None) != (q.grad is None),
                 f"parameter {i} had no gradient (.grad is None) and now has one; skip the "
@@ -439,22 +437,21 @@ def _expect_clipped(params, reference, before, want_norm, max_norm, generator):
     got = [p.grad.detach() for p in params if p.grad is not None]
     if _all_close(got, [q.grad for q in reference if q.grad is not None]):
         return
-    scale = min(1.0, max_norm / (want_norm + 1e-6))
+    scale = min(1.0, max_norm / (want + 1e-6))
     fail_if(scale < 1 and all(torch.equal(a, b) for a, b in zip(got, before, strict=True)),
             "the gradients were not scaled: scale each p.grad in place, with p.grad.mul_(scale) "
             "or p.grad *= scale (g = g * scale only makes a new tensor)"
             + (". And parameters may be a generator, like model.parameters(), which runs out "
                "after one pass: make a list of it first" if generator else ""))
-    summed = torch.stack([g.norm() for g in before]).sum().item()
     for hint, wrong in [
         ("each gradient was clipped to max_norm on its own; clip them together, by the norm of "
          "all gradients as one long vector, so the update keeps its direction",
          [g * min(1.0, max_norm / (g.norm().item() + 1e-6)) for g in before]),
         ("they were scaled to a norm of max_norm although their norm was already below it; "
          "scale only when the norm is above max_norm, by max_norm / norm",
-         [g * max_norm / (want_norm + 1e-6) for g in before]),
+         [g * max_norm / (want + 1e-6) for g in before]),
         ("they were divided by their norm, giving a norm of 1; multiply by max_norm / norm",
-         [g / want_norm for g in before]),
+         [g / want for g in before]),
         ("each number was clamped to ±max_norm (clipping by value); scale every gradient by one "
          "factor, max_norm / norm", [g.clamp(-max_norm, max_norm) for g in before]),
         ("they were scaled using the sum of the gradients' own norms; the global norm is the "
@@ -463,7 +460,7 @@ def _expect_clipped(params, reference, before, want_norm, max_norm, generator):
     ]:
         fail_if(_all_close(got, wrong), f"the gradients are wrong: {hint}")
     raise AssertionError(
-        f"the gradients are wrong: with a norm of {want_norm:.4g} and max_norm {max_norm}, "
+        f"the gradients are wrong: with a norm of {want:.4g} and max_norm {max_norm}, "
         f"every gradient should be multiplied by {scale:.4g}")
 
 
@@ -471,26 +468,22 @@ def clip_grad_norm(fn: Callable[..., object]) -> None:
     """Exercise 5.6: fn(parameters, max_norm) must scale the gradients in place as
     buildllm.training.clip_grad_norm does, and return the global norm before clipping.
 
-    The last case passes model.parameters(), a generator that runs out after one pass.
-    clip_grad_norm_ refuses to be called.
+    The last case passes a model's parameters as model.parameters() does, a generator that
+    runs out after one pass. clip_grad_norm_ refuses to be called.
     """
     @deferred
     def case(make: Callable[[], list[torch.Tensor]], max_norm: float, generator=False) -> None:
         reference, params = make(), make()
-        if generator:  # make() built a model
-            model, reference = params, list(reference.parameters())
-            params = list(model.parameters())
         want_norm = float(training.clip_grad_norm(reference, max_norm))
         weights = [p.detach().clone() for p in params]
         before = [p.grad.clone() for p in params if p.grad is not None]
         with _refusing([(torch.nn.utils, "clip_grad_norm_"), (training, "clip_grad_norm")],
                        "this exercise asks you to write gradient clipping out"):
-            got_norm = fn(model.parameters() if generator else params, max_norm)
+            got_norm = fn((p for p in params) if generator else params, max_norm)
         fail_if(any(not torch.equal(p.detach(), w) for p, w in zip(params, weights, strict=True)),
                 "your function changed the parameters themselves; it should scale their "
                 "gradients, p.grad")
-        _expect_norm(got_norm, want_norm, max_norm, before)
-        _expect_clipped(params, reference, before, want_norm, max_norm, generator)
+        _expect_clipped(got_norm, params, reference, before, want_norm, max_norm, generator)
 
     def two() -> list[torch.Tensor]:
         a, b = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
