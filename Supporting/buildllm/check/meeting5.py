@@ -169,11 +169,6 @@ def softmax_with_temperature(fn: Callable[[torch.Tensor, float], torch.Tensor]) 
 
 
 # -- Exercises 5.3 and 5.4 ------------------------------------------------------------------
-def _unsorted(sorted_logits: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Sorted logits put back at their token ids (the rest of the row -inf)."""
-    return torch.full_like(sorted_logits, NEG_INF).scatter(-1, order, sorted_logits)
-
-
 def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[int], str]):
     """Compare filtered logits: the shape, known mistakes, which tokens survive, their values."""
     got = expect_tensor(got, "the result").detach()
@@ -267,8 +262,9 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
         nucleus = ("the nucleus is the fewest most likely tokens whose probabilities add up to at "
                    "least p")
 
-        def back(drop: torch.Tensor, fill: float = NEG_INF) -> torch.Tensor:
-            return _unsorted(sorted_logits.masked_fill(drop, fill), order)
+        def back(drop, fill=NEG_INF, values=sorted_logits, ids=order) -> torch.Tensor:
+            """Sorted `values` with `drop` filled, put back at their token ids `ids`."""
+            return torch.full_like(values, NEG_INF).scatter(-1, ids, values.masked_fill(drop, fill))
 
         def what_to_keep(r: int) -> str:
             n = int(torch.isfinite(want.reshape(rows.shape)[r]).sum())
@@ -284,8 +280,8 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
              "past it", back(torch.arange(logits.shape[-1]) > n)),
             ("it matches a running sum in token-id order; sort the probabilities from most to "
              "least likely first", logits.masked_fill(by_id.cumsum(-1) - by_id >= p, NEG_INF)),
-            ("it matches a sort from the least likely up; sort with descending=True", _unsorted(
-                up_logits.masked_fill(up_probs.cumsum(-1) - up_probs >= p, NEG_INF), up_order)),
+            ("it matches a sort from the least likely up; sort with descending=True",
+             back(up_probs.cumsum(-1) - up_probs >= p, values=up_logits, ids=up_order)),
             ("it matches the result left in sorted order; put each logit back at its token id, "
              "scattering with the indices that sort returned",
              sorted_logits.masked_fill(total - probs >= p, NEG_INF)),
@@ -409,10 +405,6 @@ def _model_gradients(seed: int) -> list[torch.Tensor]:
     return list(model.parameters())
 
 
-def _all_close(xs, ys) -> bool:
-    return all(torch.allclose(x, y, rtol=1e-5, atol=1e-8) for x, y in zip(xs, ys, strict=True))
-
-
 def _expect_clipped(got_norm, params, reference, before, want: float, max_norm: float,
                     generator: bool) -> None:
     """Compare the norm returned and the gradients after clipping with the reference's; name
@@ -435,7 +427,11 @@ def _expect_clipped(got_norm, params, reference, before, want: float, max_norm: 
                 "parameters whose .grad is None" if q.grad is None
                 else f"parameter {i}'s gradient is gone: scale the gradients, keep them")
     got = [p.grad.detach() for p in params if p.grad is not None]
-    if _all_close(got, [q.grad for q in reference if q.grad is not None]):
+
+    def same(grads: list[torch.Tensor]) -> bool:
+        return all(map(partial(torch.allclose, rtol=1e-5, atol=1e-8), got, grads))
+
+    if same([q.grad for q in reference if q.grad is not None]):
         return
     scale = min(1.0, max_norm / (want + 1e-6))
     fail_if(scale < 1 and all(torch.equal(a, b) for a, b in zip(got, before, strict=True)),
@@ -458,7 +454,7 @@ def _expect_clipped(got_norm, params, reference, before, want: float, max_norm: 
          "square root of the sum of every gradient's squares",
          [g * min(1.0, max_norm / (summed + 1e-6)) for g in before]),
     ]:
-        fail_if(_all_close(got, wrong), f"the gradients are wrong: {hint}")
+        fail_if(same(wrong), f"the gradients are wrong: {hint}")
     raise AssertionError(
         f"the gradients are wrong: with a norm of {want:.4g} and max_norm {max_norm}, "
         f"every gradient should be multiplied by {scale:.4g}")
@@ -554,31 +550,10 @@ _ADAMW_MISTAKES = {
 }
 
 
-def _call_adamw(fn, params: list[torch.Tensor], state: dict, settings: dict) -> None:
-    """fn's step, with PyTorch's and buildllm's optimizers refusing to step meanwhile."""
-    before = [p.detach().clone() for p in params]
-    optimizers = (torch.optim.Adam, torch.optim.AdamW, training.AdamW)
-    try:
-        with _refusing([(cls, "step") for cls in optimizers],
-                       "this exercise asks you to write AdamW's step out"):
-            fn(params, state, **settings)
-    except RuntimeError as err:
-        fail_if("leaf Variable" in str(err), "an in-place change to a parameter that requires "
-                "grad: make the updates under torch.no_grad() (the @torch.no_grad() line above "
-                "the function)")
-        raise
-    fail_first(
-        (all(torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True)),
-         "the parameters did not change: update them in place (p.add_, p.mul_, p.copy_ or "
-         "p -= ...); p = p - ... only gives the name p a new tensor"),
-        (not state, "after the first call `state` is still empty: keep m, v and the step count "
-         "in it (not in global variables), so that each optimizer has its own"))
-
-
 def _expect_adamw(params, reference, start, grads, settings: dict, frozen) -> None:
     """Compare with torch.optim.AdamW after len(grads) steps; name the mistake if one fits."""
-    t, got, close = len(grads), [p.detach() for p in params], partial(torch.allclose, atol=1e-6,
-                                                                       rtol=1e-6)
+    t, got = len(grads), [p.detach() for p in params]
+    close = partial(torch.allclose, atol=1e-6, rtol=1e-6)
     i = next((i for i, q in enumerate(reference) if not close(got[i], q.detach())), None)
     if i is None:
         return
@@ -601,6 +576,8 @@ def adamw_step(fn: Callable[..., object]) -> None:
     Each case compares the parameters with AdamW's after every step, to within 1e-6; a large
     lr and decay show where the decay goes, gradients and eps near 1e-4 where eps goes.
     """
+    optimizers = (torch.optim.Adam, torch.optim.AdamW, training.AdamW)  # each refuses to step
+
     @deferred
     def case(shapes, steps: int, lr: float, weight_decay: float, betas=(0.9, 0.999),
              eps: float = 1e-8, scale: float = 1.0, frozen=(), seed: int = 0) -> None:
@@ -616,7 +593,22 @@ def adamw_step(fn: Callable[..., object]) -> None:
             for p, q, g in zip(params, reference, step_grads, strict=True):
                 p.grad, q.grad = (None, None) if g is None else (g.clone(), g.clone())
             optimizer.step()
-            _call_adamw(fn, params, state, settings)
+            before = [p.detach().clone() for p in params]
+            try:
+                with _refusing([(cls, "step") for cls in optimizers],
+                               "this exercise asks you to write AdamW's step out"):
+                    fn(params, state, **settings)
+            except RuntimeError as err:
+                fail_if("leaf Variable" in str(err), "an in-place change to a parameter that "
+                        "requires grad: make the updates under torch.no_grad() (the "
+                        "@torch.no_grad() line above the function)")
+                raise
+            fail_first(
+                (all(map(torch.equal, params, before)), "the parameters did not change: update "
+                 "them in place (p.add_, p.mul_, p.copy_ or p -= ...); p = p - ... only gives "
+                 "the name p a new tensor"),
+                (not state, "after the first call `state` is still empty: keep m, v and the step "
+                 "count in it (not in global variables), so that each optimizer has its own"))
             _expect_adamw(params, reference, start, grads[:t], settings, frozen)
 
     verify("Exercise 5.7", [
