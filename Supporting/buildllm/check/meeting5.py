@@ -68,24 +68,25 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
     Logits in the hundreds make the log of a softmax give inf."""
     @deferred
     def case(logits: torch.Tensor, targets: torch.Tensor, grad: bool = False) -> None:
-        reference, rows, t = logits.clone().requires_grad_(grad), logits.flatten(0, -2), targets
-        want = F.cross_entropy(reference.flatten(0, -2), t.flatten())
+        rows, t = logits.flatten(0, -2), targets.flatten()  # a row of logits per position
+        reference = logits.clone().requires_grad_(grad)
+        want = F.cross_entropy(reference.flatten(0, -2), t)
         given = torch.Tensor._make_subclass(_NoCrossEntropy, logits.clone(), grad)
-        got = fn(given, t.clone())
+        got = fn(given, targets.clone())
         fail_if(isinstance(got, numbers.Number), f"the result is a Python {type(got).__name__}; "
                 "return a tensor (no .item()), so that loss.backward() can compute gradients")
         loss = _support.plain(expect_tensor(got, "the loss"))
         value = loss.detach().float()
         fail_first(
-            (value.shape == t.shape, f"the result has shape {tuple(value.shape)}, one loss per "
-             "token: return their mean, a single number"),
+            (value.shape == targets.shape, f"the result has shape {tuple(value.shape)}, one loss "
+             "per token: return their mean, a single number"),
             (value.numel() != 1, f"the result has shape {tuple(value.shape)}; the loss is a single "
              "number, the mean over every position"))
         value = value.reshape(())
         fail_if(not torch.isfinite(value), f"the loss is {value.item()}: a target's probability "
                 "underflowed to 0 and log(0) = -inf. Subtract the logsumexp instead of taking the "
                 "log of a softmax: logits - logits.logsumexp(dim=-1, keepdim=True), or log_softmax")
-        picked = rows.log_softmax(-1).gather(-1, t.flatten()[:, None])  # log p(target) per token
+        picked = rows.log_softmax(-1).gather(-1, t[:, None])  # log p(target), one per position
         over = logits.log_softmax(0 if logits.ndim == 2 else 1)  # the dim before the vocabulary's
         _support.expect_number(value, want, "the loss", [
             ("it matches the sum over tokens; the loss is their mean", -picked.sum()),
@@ -93,13 +94,13 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
              "number that falls as the model improves", -want),
             ("it matches -logit(target) with no softmax: turn the logits into log-probabilities "
              "first, logits - logits.logsumexp(dim=-1, keepdim=True)",
-             F.nll_loss(rows, t.flatten())),
+             F.nll_loss(rows, t)),
             ("it matches the log in base 2 (the loss in bits); PyTorch's losses use the natural "
              "log, torch.log", want / math.log(2)),
             ("it matches -log of the average probability; average each token's -log p instead",
              -picked.exp().mean().log()),
             ("it matches a softmax over the wrong dim; each position's distribution is over the "
-             "vocabulary, the last dim: dim=-1", -over.gather(-1, t[..., None]).mean()),
+             "vocabulary, the last dim: dim=-1", -over.gather(-1, targets[..., None]).mean()),
         ], "the mean over every position of -log p(target), with p from a softmax over the "
            "vocabulary")
         if grad:
@@ -209,8 +210,8 @@ def top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
         k = min(k, vocab)
         sorted_logits = logits.sort(dim=-1, descending=True).values
         kth = sorted_logits[..., k - 1 : k]
-        # Where k - 1, k + 1 or a whole batch make no difference, the "mistake" is the right
-        # answer, which never reaches this list.
+        # Where k - 1, k + 1 or the whole batch change nothing, a "mistake" gives the right
+        # answer, and a right answer never gets as far as this list.
         _expect_filtered(got, top_k_filter(logits, k), [
             ("it matches the other logits set to 0; a logit of 0 can still be a likely token. Set "
              "them to float('-inf'), which softmax turns into a probability of 0",
@@ -306,7 +307,6 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
         ("GPT-2's vocabulary, (2, 50257), p = 0.95: nuclei of 18 and 11 tokens",
          case(randn(39, 2, 50257, scale=8.0), 0.95)),
     ])
-
 
 
 # -- Exercise 5.5 ---------------------------------------------------------------------------
@@ -407,8 +407,7 @@ def _model_gradients(seed: int) -> list[torch.Tensor]:
 
 def _expect_clipped(got_norm, params, reference, before, want: float, max_norm: float,
                     generator: bool) -> None:
-    """Compare the norm returned and the gradients after clipping with the reference's; name
-    the mistake that fits."""
+    """Check the norm returned, then the gradients after clipping; name the mistake they match."""
     got_norm = _float(got_norm, "it returned ", "return the global norm of the gradients before "
                       "clipping, a number or a 0-dim tensor")
     close = partial(math.isclose, got_norm, rel_tol=1e-5)
