@@ -315,6 +315,7 @@ def _cosine(s, m, w, t, lo, span=None):
     return lo + 0.5 * (m - lo) * (1 + math.cos(math.pi * (s - w) / (span or t - w)))
 
 
+_COSINE = "min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))"  # as the hints write it
 # Each mistake replaces lr_at in one phase: "warmup" (step < warmup_steps), "decay" (up to
 # total_steps) or "after"; lr_at gives every other step.
 _SCHEDULE_MISTAKES = [
@@ -331,13 +332,11 @@ _SCHEDULE_MISTAKES = [
     ("it matches a cosine down to 0 instead of min_lr", "decay",
      lambda s, m, w, t, lo: _cosine(s, m, w, t, 0.0)),
     ("it matches min_lr added to a cosine from max_lr down to 0; the cosine should go from "
-     "max_lr to min_lr: min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))", "decay",
-     lambda s, m, w, t, lo: lo + _cosine(s, m, w, t, 0.0)),
+     f"max_lr to min_lr: {_COSINE}", "decay", lambda s, m, w, t, lo: lo + _cosine(s, m, w, t, 0.0)),
     ("it matches a straight line from max_lr to min_lr; the decay follows half a cosine: "
-     "min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))", "decay",
-     lambda s, m, w, t, lo: m - (m - lo) * (s - w) / (t - w)),
+     f"{_COSINE}", "decay", lambda s, m, w, t, lo: m - (m - lo) * (s - w) / (t - w)),
     ("it matches cos(π · progress) without 0.5 · (1 + ...), which goes below min_lr; use "
-     "min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))", "decay",
+     f"{_COSINE}", "decay",
      lambda s, m, w, t, lo: lo + (m - lo) * math.cos(math.pi * (s - w) / (t - w))),
     ("it matches a cosine that rises again after total_steps; from total_steps on the rate "
      "stays at min_lr", "after", _cosine),
@@ -345,9 +344,8 @@ _SCHEDULE_MISTAKES = [
 _WHY_AT = {
     "warmup": "during warmup (steps 0 to warmup_steps - 1) the rate rises in a straight line, "
               "max_lr · (step + 1) / warmup_steps",
-    "decay": "from warmup_steps to total_steps the rate follows half a cosine, min_lr + 0.5 · "
-             "(max_lr - min_lr) · (1 + cos(π · progress)), with progress = (step - "
-             "warmup_steps) / (total_steps - warmup_steps)",
+    "decay": f"from warmup_steps to total_steps the rate follows half a cosine, {_COSINE}, with "
+             "progress = (step - warmup_steps) / (total_steps - warmup_steps)",
     "after": "from total_steps on the rate stays at min_lr",
 }
 
