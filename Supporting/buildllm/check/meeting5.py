@@ -40,6 +40,14 @@ def _call(fn, logits: torch.Tensor, *args):
     return got
 
 
+def _float(value, before: str, after: str) -> float:
+    """float(value), or a failure that shows what came back: "{before}{value!r}; {after}"."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise AssertionError(f"{before}{value!r}; {after}") from None
+
+
 def _refusing(owners: list[tuple[object, str]], advice: str) -> ExitStack:
     """A context in which calling any of these methods or functions fails the check."""
     stack = ExitStack()
@@ -60,8 +68,9 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
     Logits in the hundreds make the log of a softmax give inf."""
     @deferred
     def case(logits: torch.Tensor, targets: torch.Tensor, grad: bool = False) -> None:
+        rows, t = logits.flatten(0, -2), targets.flatten()  # a row of logits per position
         reference = logits.clone().requires_grad_(grad)
-        want = F.cross_entropy(reference.flatten(0, -2), targets.flatten())
+        want = F.cross_entropy(reference.flatten(0, -2), t)
         given = torch.Tensor._make_subclass(_NoCrossEntropy, logits.clone(), grad)
         got = fn(given, targets.clone())
         fail_if(isinstance(got, numbers.Number), f"the result is a Python {type(got).__name__}; "
@@ -77,18 +86,17 @@ def cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
         fail_if(not torch.isfinite(value), f"the loss is {value.item()}: a target's probability "
                 "underflowed to 0 and log(0) = -inf. Subtract the logsumexp instead of taking the "
                 "log of a softmax: logits - logits.logsumexp(dim=-1, keepdim=True), or log_softmax")
-        rows, t = logits.flatten(0, -2), targets.flatten()[:, None]
-        picked = rows.log_softmax(-1).gather(-1, t).squeeze(-1)  # log p(target), one per token
+        picked = rows.log_softmax(-1).gather(-1, t[:, None])  # log p(target), one per position
         over = logits.log_softmax(0 if logits.ndim == 2 else 1)  # the dim before the vocabulary's
         _support.expect_number(value, want, "the loss", [
             ("it matches the sum over tokens; the loss is their mean", -picked.sum()),
             ("it matches the loss without its minus sign; the loss is -log p(target), a positive "
-             "number that falls as the model improves", picked.mean()),
+             "number that falls as the model improves", -want),
             ("it matches -logit(target) with no softmax: turn the logits into log-probabilities "
              "first, logits - logits.logsumexp(dim=-1, keepdim=True)",
-             -rows.gather(-1, t).mean()),
+             F.nll_loss(rows, t)),
             ("it matches the log in base 2 (the loss in bits); PyTorch's losses use the natural "
-             "log, torch.log", -picked.mean() / math.log(2)),
+             "log, torch.log", want / math.log(2)),
             ("it matches -log of the average probability; average each token's -log p instead",
              -picked.exp().mean().log()),
             ("it matches a softmax over the wrong dim; each position's distribution is over the "
@@ -123,34 +131,31 @@ def softmax_with_temperature(fn: Callable[[torch.Tensor, float], torch.Tensor]) 
     softmax written with exp and no max subtracted."""
     @deferred
     def case(logits: torch.Tensor, t: float) -> None:
-        if t == 0:
-            want, mistakes = F.one_hot(logits.argmax(-1), logits.shape[-1]).float(), []
-        else:
-            want, probs = (logits / t).softmax(-1), logits.softmax(-1)
-            mistakes = [
-                ("it matches the logits multiplied by the temperature; divide them: logits / T, "
-                 "so that T below 1 sharpens and T above 1 flattens", (logits * t).softmax(-1)),
-                ("it matches the probabilities divided by T after the softmax; then they no "
-                 "longer sum to 1. Divide the logits, then take the softmax", probs / t),
-                ("it matches a softmax of the probabilities; scale the logits, then take one "
-                 "softmax", (probs / t).softmax(-1)),
-                ("it matches a plain softmax: the temperature is missing", probs),
-                ("it matches a softmax over dim 0; each row is one distribution over the "
-                 "vocabulary: softmax(dim=-1)", (logits / t).softmax(0)),
-            ]
+        want = (F.one_hot(logits.argmax(-1), logits.shape[-1]).float() if t == 0
+                else (logits / t).softmax(-1))
+        probs = logits.softmax(-1)
+        mistakes = [] if t == 0 else [
+            ("it matches the logits multiplied by the temperature; divide them: logits / T, so "
+             "that T below 1 sharpens and T above 1 flattens", (logits * t).softmax(-1)),
+            ("it matches the probabilities divided by T after the softmax; then they no longer "
+             "sum to 1. Divide the logits, then take the softmax", probs / t),
+            ("it matches a softmax of the probabilities; scale the logits, then take one softmax",
+             (probs / t).softmax(-1)),
+            ("it matches a plain softmax: the temperature is missing", probs),
+            ("it matches a softmax over dim 0; each row is one distribution over the vocabulary: "
+             "softmax(dim=-1)", (logits / t).softmax(0)),
+        ]
         got = expect_tensor(_call(fn, logits, t), "the result")
-        fail_if(got.shape == want.shape and not torch.isfinite(got).all(),
-                "the result holds NaN or inf: at temperature 0, handle T = 0 on its own, with "
-                "probability 1 on the largest logit (F.one_hot(logits.argmax(-1), vocab))"
-                if t == 0 else
-                "the result holds NaN or inf: exp of a large logit / T overflows. Subtract each "
-                "row's largest logit before exp (softmax does), or use torch.softmax")
-        sums = got.float().sum(-1)
-        if got.shape == want.shape and matching(got, mistakes) is None and not torch.allclose(
-                sums, torch.ones_like(sums), atol=1e-4):
-            raise AssertionError(
-                f"each row should sum to 1, a probability distribution, but one sums to "
-                f"{sums.flatten()[(sums - 1).abs().flatten().argmax()].item():.4g}")
+        fail_if(got.shape == want.shape and not torch.isfinite(got).all(), "the result holds NaN "
+                "or inf: " + ("at temperature 0, handle T = 0 on its own, with probability 1 on "
+                              "the largest logit (F.one_hot(logits.argmax(-1), vocab))" if t == 0
+                              else "exp of a large logit / T overflows. Subtract each row's "
+                              "largest logit before exp (softmax does), or use torch.softmax"))
+        if got.shape == want.shape and matching(got, mistakes) is None:
+            sums = got.float().sum(-1).flatten()
+            fail_if(not torch.allclose(sums, torch.ones_like(sums), atol=1e-4), "each row should "
+                    "sum to 1, a probability distribution, but one sums to "
+                    f"{sums[(sums - 1).abs().argmax()].item():.4g}")
         expect_close(got, want, "the result", mistakes, atol=1e-6)
 
     verify("Exercise 5.2", [
@@ -165,11 +170,6 @@ def softmax_with_temperature(fn: Callable[[torch.Tensor, float], torch.Tensor]) 
 
 
 # -- Exercises 5.3 and 5.4 ------------------------------------------------------------------
-def _unsorted(sorted_logits: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Sorted logits put back at their token ids (the rest of the row -inf)."""
-    return torch.full_like(sorted_logits, NEG_INF).scatter(-1, order, sorted_logits)
-
-
 def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[int], str]):
     """Compare filtered logits: the shape, known mistakes, which tokens survive, their values."""
     got = expect_tensor(got, "the result").detach()
@@ -177,16 +177,13 @@ def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[
             f"{tuple(want.shape)}: the logits' own shape, with -inf for every token filtered out")
     if torch.allclose(got.float(), want):  # equal infinities count as close
         return
-    hint = matching(got, mistakes)
+    hint, keep, kept = matching(got, mistakes), torch.isfinite(want), torch.isfinite(got)
     fail_first((hint is not None, f"the result is wrong: {hint}"),
-               (torch.isnan(got).any(), "the result holds NaN"))
-    keep, kept = torch.isfinite(want), torch.isfinite(got)
-    if torch.equal(keep, kept):
-        fail_if(not torch.allclose(got[keep], want[keep]), "the right tokens survive, but their "
-                "logits changed: return them as they were; only the filtered ones become -inf")
-        return
-    fail_if(kept.all(), "no logit is -inf: the tokens filtered out must become float('-inf'), "
-            "which softmax turns into a probability of exactly 0")
+               (torch.isnan(got).any(), "the result holds NaN"),
+               (torch.equal(keep, kept), "the right tokens survive, but their logits changed: "
+                "return them as they were; only the filtered ones become -inf"),
+               (kept.all(), "no logit is -inf: the tokens filtered out must become "
+                "float('-inf'), which softmax turns into a probability of exactly 0"))
     rows_want, rows_got = keep.reshape(-1, keep.shape[-1]), kept.reshape(-1, kept.shape[-1])
     r = int((rows_want != rows_got).any(-1).nonzero()[0])
     ids_got, ids_want = rows_got[r].nonzero().flatten(), rows_want[r].nonzero().flatten()
@@ -195,33 +192,6 @@ def _expect_filtered(got, want: torch.Tensor, mistakes, what_to_keep: Callable[[
              if max(len(ids_got), len(ids_want)) <= 12 else "")
     raise AssertionError(
         f"{row}keeps {len(ids_got)} tokens, expected {len(ids_want)}{shown}: {what_to_keep(r)}")
-
-
-def _top_k_mistakes(logits: torch.Tensor, k: int):
-    vocab, k = logits.shape[-1], min(k, logits.shape[-1])
-    sorted_logits = logits.sort(dim=-1, descending=True).values
-    kth, batch = sorted_logits[..., k - 1 : k], logits.ndim > 1 and logits.shape[0] > 1
-    mistakes = [
-        ("it matches the other logits set to 0; a logit of 0 can still be a likely token. Set "
-         "them to float('-inf'), which softmax turns into a probability of 0",
-         logits.masked_fill(logits < kth, 0.0)),
-        ("it matches the k largest logits removed and the rest kept: keep the k largest",
-         logits.masked_fill(logits >= kth, NEG_INF)),
-        ("it matches the kept logits in sorted order, at the front; keep each logit at its own "
-         "position, which is its token id",
-         sorted_logits.masked_fill(torch.arange(vocab) >= k, NEG_INF)),
-        ("it matches probabilities; return logits, with -inf for the tokens filtered out "
-         "(sampling takes the softmax afterwards)", top_k_filter(logits, k).softmax(-1)),
-        ("it keeps k - 1 tokens: the k-th largest logit itself stays (filter what is below it, "
-         "< not <=)", top_k_filter(logits, k - 1) if k > 1 else None),
-        ("it keeps k + 1 tokens: counting from 0, the k-th largest value is at index k - 1, "
-         "topk(k).values[..., -1]", top_k_filter(logits, k + 1) if k < vocab else None),
-        ("it matches the top k of the whole batch at once; each row (each sequence's next "
-         "token) keeps its own k largest: topk along dim=-1",
-         logits.masked_fill(logits < logits.flatten().topk(k).values[-1], NEG_INF)
-         if batch else None),
-    ]
-    return [(hint, wrong) for hint, wrong in mistakes if wrong is not None]
 
 
 def top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
@@ -233,13 +203,34 @@ def top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
         try:
             got = _call(fn, logits, k)
         except RuntimeError as err:
-            if k > vocab and "out of range" in str(err):
-                raise AssertionError(
-                    f"k = {k} is more than the {vocab} tokens there are, and torch.topk refuses "
-                    "that: use min(k, logits.shape[-1]), and keep them all") from None
+            fail_if(k > vocab and "out of range" in str(err), f"k = {k} is more than the {vocab} "
+                    "tokens there are, and torch.topk refuses that: use min(k, logits.shape[-1]), "
+                    "and keep them all")
             raise
-        _expect_filtered(got, top_k_filter(logits, k), _top_k_mistakes(logits, k),
-                         lambda r: f"the {min(k, vocab)} largest logits of each row stay")
+        k = min(k, vocab)
+        sorted_logits = logits.sort(dim=-1, descending=True).values
+        kth = sorted_logits[..., k - 1 : k]
+        # Where k - 1, k + 1 or the whole batch change nothing, a "mistake" gives the right
+        # answer, and a right answer never gets as far as this list.
+        _expect_filtered(got, top_k_filter(logits, k), [
+            ("it matches the other logits set to 0; a logit of 0 can still be a likely token. Set "
+             "them to float('-inf'), which softmax turns into a probability of 0",
+             logits.masked_fill(logits < kth, 0.0)),
+            ("it matches the k largest logits removed and the rest kept: keep the k largest",
+             logits.masked_fill(logits >= kth, NEG_INF)),
+            ("it matches the kept logits in sorted order, at the front; keep each logit at its "
+             "own position, which is its token id",
+             sorted_logits.masked_fill(torch.arange(vocab) >= k, NEG_INF)),
+            ("it matches probabilities; return logits, with -inf for the tokens filtered out "
+             "(sampling takes the softmax afterwards)", top_k_filter(logits, k).softmax(-1)),
+            ("it keeps k - 1 tokens: the k-th largest logit itself stays (filter what is below "
+             "it, < not <=)", top_k_filter(logits, max(k - 1, 1))),
+            ("it keeps k + 1 tokens: counting from 0, the k-th largest value is at index k - 1, "
+             "topk(k).values[..., -1]", top_k_filter(logits, k + 1)),
+            ("it matches the top k of the whole batch at once; each row (each sequence's next "
+             "token) keeps its own k largest: topk along dim=-1",
+             logits.masked_fill(logits < logits.flatten().topk(k).values[-1], NEG_INF)),
+        ], lambda r: f"the {k} largest logits of each row stay")
 
     verify("Exercise 5.3", [
         ("one row [1, 3, 0.5, 2, -1], k = 2: tokens 1 and 3 stay",
@@ -252,46 +243,6 @@ def top_k(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     ])
 
 
-def _top_p_mistakes(logits: torch.Tensor, p: float):
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    total = probs.cumsum(-1)
-    n = ((total - probs) < p).sum(-1, keepdim=True)  # the nucleus: tokens whose better ones sum < p
-
-    def back(drop: torch.Tensor, fill: float = NEG_INF) -> torch.Tensor:
-        return _unsorted(sorted_logits.masked_fill(drop, fill), order)
-
-    by_id = logits.softmax(-1)
-    up_logits, up_order = logits.sort(dim=-1)
-    up_probs = up_logits.softmax(-1)
-    up = _unsorted(up_logits.masked_fill(up_probs.cumsum(-1) - up_probs >= p, NEG_INF), up_order)
-    nucleus = ("the nucleus is the fewest most likely tokens whose probabilities add up to at "
-               "least p")
-    mistakes = [
-        (f"it matches dropping the token whose probability takes the sum past p; keep it: "
-         f"{nucleus}", back(total > p)),
-        (f"it matches dropping the token that takes the sum to p or past it; keep it: {nucleus}",
-         back(total >= p)),
-        ("it keeps one token too many: stop at the first token that takes the sum to p or past "
-         "it", back(torch.arange(logits.shape[-1]) > n)),
-        ("it matches a running sum in token-id order; sort the probabilities from most to least "
-         "likely first", logits.masked_fill(by_id.cumsum(-1) - by_id >= p, NEG_INF)),
-        ("it matches a sort from the least likely up; sort with descending=True", up),
-        ("it matches the result left in sorted order; put each logit back at its token id, "
-         "scattering with the indices that sort returned",
-         sorted_logits.masked_fill(total - probs >= p, NEG_INF)),
-        ("it matches the other logits set to 0; set them to float('-inf'), which softmax turns "
-         "into a probability of 0", back(total - probs >= p, 0.0)),
-        ("it matches probabilities; return logits, with -inf for the tokens filtered out",
-         top_p_filter(logits, p).softmax(-1)),
-    ]
-    if logits.ndim > 1 and logits.shape[0] > 1:
-        mistakes.append(("it matches one nucleus for the whole batch; each row gets its own: "
-                         "softmax, sort and cumsum along dim=-1",
-                         top_p_filter(logits.flatten(), p).reshape(logits.shape)))
-    return mistakes
-
-
 def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     """Exercise 5.4: fn(logits, p) must equal buildllm.generation.top_p_filter(logits, p).
 
@@ -302,14 +253,46 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     def case(logits: torch.Tensor, p: float) -> None:
         want, rows = top_p_filter(logits, p), logits.reshape(-1, logits.shape[-1])
         got = _call(fn, logits, p)
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        total = probs.cumsum(-1)
+        n = ((total - probs) < p).sum(-1, keepdim=True)  # tokens whose better ones sum below p
+        by_id = logits.softmax(-1)
+        up_logits, up_order = logits.sort(dim=-1)
+        up_probs = up_logits.softmax(-1)
+        nucleus = ("the nucleus is the fewest most likely tokens whose probabilities add up to at "
+                   "least p")
+
+        def back(drop, fill=NEG_INF, values=sorted_logits, ids=order) -> torch.Tensor:
+            """Sorted `values` with `drop` filled, put back at their token ids `ids`."""
+            return torch.full_like(values, NEG_INF).scatter(-1, ids, values.masked_fill(drop, fill))
 
         def what_to_keep(r: int) -> str:
             n = int(torch.isfinite(want.reshape(rows.shape)[r]).sum())
             held = rows[r].softmax(-1).sort(descending=True).values[:n].sum().item()
-            return (f"the nucleus is the fewest most likely tokens whose probabilities add up to "
-                    f"at least p = {p}: here the top {n}, which hold {held:.3f}")
+            return f"{nucleus} = {p}: here the top {n}, which hold {held:.3f}"
 
-        _expect_filtered(got, want, _top_p_mistakes(logits, p), what_to_keep)
+        _expect_filtered(got, want, [
+            (f"it matches dropping the token whose probability takes the sum past p; keep it: "
+             f"{nucleus}", back(total > p)),
+            (f"it matches dropping the token that takes the sum to p or past it; keep it: "
+             f"{nucleus}", back(total >= p)),
+            ("it keeps one token too many: stop at the first token that takes the sum to p or "
+             "past it", back(torch.arange(logits.shape[-1]) > n)),
+            ("it matches a running sum in token-id order; sort the probabilities from most to "
+             "least likely first", logits.masked_fill(by_id.cumsum(-1) - by_id >= p, NEG_INF)),
+            ("it matches a sort from the least likely up; sort with descending=True",
+             back(up_probs.cumsum(-1) - up_probs >= p, values=up_logits, ids=up_order)),
+            ("it matches the result left in sorted order; put each logit back at its token id, "
+             "scattering with the indices that sort returned",
+             sorted_logits.masked_fill(total - probs >= p, NEG_INF)),
+            ("it matches the other logits set to 0; set them to float('-inf'), which softmax "
+             "turns into a probability of 0", back(total - probs >= p, 0.0)),
+            ("it matches probabilities; return logits, with -inf for the tokens filtered out",
+             top_p_filter(logits, p).softmax(-1)),
+            ("it matches one nucleus for the whole batch; each row gets its own: softmax, sort "
+             "and cumsum along dim=-1", top_p_filter(logits.flatten(), p).reshape(logits.shape)),
+        ], what_to_keep)
 
     by_hand = torch.tensor([0.15, 0.5, 0.05, 0.3]).log()
     sharp_to_flat = randn(31, 3, 12) * torch.tensor([[4.0], [1.5], [0.3]])
@@ -328,11 +311,11 @@ def top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
 
 # -- Exercise 5.5 ---------------------------------------------------------------------------
 def _cosine(s, m, w, t, lo, span=None):
-    """The cosine part of lr_at, at step s, with progress over `span` steps if given."""
-    progress = (s - w) / (t - w if span is None else span)
-    return lo + 0.5 * (m - lo) * (1 + math.cos(math.pi * progress))
+    """lr_at's cosine at step s, with no end at total_steps, and progress over `span` if given."""
+    return lo + 0.5 * (m - lo) * (1 + math.cos(math.pi * (s - w) / (span or t - w)))
 
 
+_COSINE = "min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))"  # as the hints write it
 # Each mistake replaces lr_at in one phase: "warmup" (step < warmup_steps), "decay" (up to
 # total_steps) or "after"; lr_at gives every other step.
 _SCHEDULE_MISTAKES = [
@@ -349,13 +332,11 @@ _SCHEDULE_MISTAKES = [
     ("it matches a cosine down to 0 instead of min_lr", "decay",
      lambda s, m, w, t, lo: _cosine(s, m, w, t, 0.0)),
     ("it matches min_lr added to a cosine from max_lr down to 0; the cosine should go from "
-     "max_lr to min_lr: min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))", "decay",
-     lambda s, m, w, t, lo: lo + _cosine(s, m, w, t, 0.0)),
+     f"max_lr to min_lr: {_COSINE}", "decay", lambda s, m, w, t, lo: lo + _cosine(s, m, w, t, 0.0)),
     ("it matches a straight line from max_lr to min_lr; the decay follows half a cosine: "
-     "min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))", "decay",
-     lambda s, m, w, t, lo: m - (m - lo) * (s - w) / (t - w)),
+     f"{_COSINE}", "decay", lambda s, m, w, t, lo: m - (m - lo) * (s - w) / (t - w)),
     ("it matches cos(π · progress) without 0.5 · (1 + ...), which goes below min_lr; use "
-     "min_lr + 0.5 · (max_lr - min_lr) · (1 + cos(π · progress))", "decay",
+     f"{_COSINE}", "decay",
      lambda s, m, w, t, lo: lo + (m - lo) * math.cos(math.pi * (s - w) / (t - w))),
     ("it matches a cosine that rises again after total_steps; from total_steps on the rate "
      "stays at min_lr", "after", _cosine),
@@ -363,9 +344,8 @@ _SCHEDULE_MISTAKES = [
 _WHY_AT = {
     "warmup": "during warmup (steps 0 to warmup_steps - 1) the rate rises in a straight line, "
               "max_lr · (step + 1) / warmup_steps",
-    "decay": "from warmup_steps to total_steps the rate follows half a cosine, min_lr + 0.5 · "
-             "(max_lr - min_lr) · (1 + cos(π · progress)), with progress = (step - "
-             "warmup_steps) / (total_steps - warmup_steps)",
+    "decay": f"from warmup_steps to total_steps the rate follows half a cosine, {_COSINE}, with "
+             "progress = (step - warmup_steps) / (total_steps - warmup_steps)",
     "after": "from total_steps on the rate stays at min_lr",
 }
 
@@ -379,25 +359,19 @@ def lr_schedule(fn: Callable[..., float]) -> None:
         close = partial(math.isclose, rel_tol=1e-6, abs_tol=1e-12)
         steps = range(0, t + 4 * every, every)
         phase = {s: "warmup" if s < w else "decay" if s < t else "after" for s in steps}
-        want, got = [training.lr_at(s, **settings) for s in steps], []
-        for s in steps:
-            value = fn(s, **settings)
-            try:
-                got.append(float(value))
-            except (TypeError, ValueError):
-                raise AssertionError(
-                    f"at step {s} the result is {value!r}; return a number") from None
-        bad = [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if not close(a, b)]
+        want = [training.lr_at(s, **settings) for s in steps]
+        got = [_float(fn(s, **settings), f"at step {s} the result is ", "return a number")
+               for s in steps]
+        bad = [i for i, s in enumerate(steps) if not close(got[i], want[i])]
         if not bad:
             return
         for hint, part, wrong in _SCHEDULE_MISTAKES:
             theirs = [wrong(s, m, w, t, lo) if phase[s] == part else r
                       for s, r in zip(steps, want, strict=True)]
-            fail_if(all(close(a, b) for a, b in zip(got, theirs, strict=True)),
-                    f"the schedule is wrong: {hint}")
-        s = steps[bad[0]]
-        raise AssertionError(f"at step {s} the rate is {got[bad[0]]:.6g}, expected "
-                             f"{want[bad[0]]:.6g}: {_WHY_AT[phase[s]]}")
+            fail_if(all(map(close, got, theirs)), f"the schedule is wrong: {hint}")
+        s, i = steps[bad[0]], bad[0]
+        raise AssertionError(f"at step {s} the rate is {got[i]:.6g}, expected {want[i]:.6g}: "
+                             f"{_WHY_AT[phase[s]]}")
 
     verify("Exercise 5.5", [
         ("max_lr 1, 10 warmup steps of 100, down to 0", case(1.0, 10, 100, 0.0)),
@@ -421,70 +395,65 @@ def _gradients(seed: int, shapes, scale: float, without_grad=()) -> list[torch.T
     return params
 
 
-def _model_gradients(seed: int) -> torch.nn.Module:
+def _model_gradients(seed: int) -> list[torch.Tensor]:
     """A small GPT's parameters after one backward pass on random tokens."""
     with _support.seeded(seed):
         model, ids = _support.tiny_gpt(None, 50, 8, 16, 2, 2), torch.randint(0, 50, (2, 9))
     training.batch_loss(model, ids[:, :-1], ids[:, 1:]).backward()
-    return model
+    return list(model.parameters())
 
 
-def _all_close(xs, ys) -> bool:
-    return all(torch.allclose(x, y, rtol=1e-5, atol=1e-8) for x, y in zip(xs, ys, strict=True))
-
-
-def _expect_norm(got, want: float, max_norm: float, grads: list[torch.Tensor]) -> None:
-    try:
-        got = float(got)
-    except (TypeError, ValueError):
-        raise AssertionError(f"it returned {got!r}; return the global norm of the gradients "
-                             "before clipping, a number or a 0-dim tensor") from None
-    close = partial(math.isclose, got, rel_tol=1e-5)
+def _expect_clipped(got_norm, params, reference, before, want: float, max_norm: float,
+                    generator: bool) -> None:
+    """Check the norm returned, then the gradients after clipping; name the mistake they match."""
+    got_norm = _float(got_norm, "it returned ", "return the global norm of the gradients before "
+                      "clipping, a number or a 0-dim tensor")
+    close = partial(math.isclose, got_norm, rel_tol=1e-5)
+    summed = sum(g.norm().item() for g in before)  # not the global norm: a known mistake
     hint = _support.first_hint([
         ("that is the norm after clipping; return the norm from before", min(want, max_norm)),
         ("that is the squared norm, without the square root", want**2),
-        ("that is the sum of the gradients' own norms", sum(g.norm().item() for g in grads)),
+        ("that is the sum of the gradients' own norms", summed),
     ], close)
-    fail_if(not close(want), f"it returned a norm of {got:.6g}, expected {want:.6g}: "
+    fail_if(not close(want), f"it returned a norm of {got_norm:.6g}, expected {want:.6g}: "
             f"{hint + '; ' if hint else ''}the global norm is the square root of the sum of the "
             "squares of every number in every gradient")
-
-
-def _expect_clipped(params, reference, before, want_norm, max_norm, generator):
-    """Compare the gradients after clipping with the reference's; name the mistake that fits."""
     for i, (p, q) in enumerate(zip(params, reference, strict=True)):
         fail_if((p.grad is None) != (q.grad is None),
                 f"parameter {i} had no gradient (.grad is None) and now has one; skip the "
                 "parameters whose .grad is None" if q.grad is None
                 else f"parameter {i}'s gradient is gone: scale the gradients, keep them")
     got = [p.grad.detach() for p in params if p.grad is not None]
-    if _all_close(got, [q.grad for q in reference if q.grad is not None]):
+
+    def same(grads: list[torch.Tensor]) -> bool:
+        return all(map(partial(torch.allclose, rtol=1e-5, atol=1e-8), got, grads))
+
+    if same([q.grad for q in reference if q.grad is not None]):
         return
-    scale = min(1.0, max_norm / (want_norm + 1e-6))
+    scale = min(1.0, max_norm / (want + 1e-6))
     fail_if(scale < 1 and all(torch.equal(a, b) for a, b in zip(got, before, strict=True)),
             "the gradients were not scaled: scale each p.grad in place, with p.grad.mul_(scale) "
             "or p.grad *= scale (g = g * scale only makes a new tensor)"
             + (". And parameters may be a generator, like model.parameters(), which runs out "
                "after one pass: make a list of it first" if generator else ""))
-    summed = torch.stack([g.norm() for g in before]).sum().item()
     for hint, wrong in [
         ("each gradient was clipped to max_norm on its own; clip them together, by the norm of "
          "all gradients as one long vector, so the update keeps its direction",
          [g * min(1.0, max_norm / (g.norm().item() + 1e-6)) for g in before]),
         ("they were scaled to a norm of max_norm although their norm was already below it; "
          "scale only when the norm is above max_norm, by max_norm / norm",
-         [g * max_norm / (want_norm + 1e-6) for g in before]),
+         [g * max_norm / (want + 1e-6) for g in before]),
         ("they were divided by their norm, giving a norm of 1; multiply by max_norm / norm",
-         [g / want_norm for g in before]),
+         [g / want for g in before]),
         ("each number was clamped to ±max_norm (clipping by value); scale every gradient by one "
          "factor, max_norm / norm", [g.clamp(-max_norm, max_norm) for g in before]),
         ("they were scaled using the sum of the gradients' own norms; the global norm is the "
          "square root of the sum of every gradient's squares",
          [g * min(1.0, max_norm / (summed + 1e-6)) for g in before]),
     ]:
-        fail_if(_all_close(got, wrong), f"the gradients are wrong: {hint}")
+        fail_if(same(wrong), f"the gradients are wrong: {hint}")
     raise AssertionError(
-        f"the gradients are wrong: with a norm of {want_norm:.4g} and max_norm {max_norm}, "
+        f"the gradients are wrong: with a norm of {want:.4g} and max_norm {max_norm}, "
         f"every gradient should be multiplied by {scale:.4g}")
 
 
@@ -492,26 +461,22 @@ def clip_grad_norm(fn: Callable[..., object]) -> None:
     """Exercise 5.6: fn(parameters, max_norm) must scale the gradients in place as
     buildllm.training.clip_grad_norm does, and return the global norm before clipping.
 
-    The last case passes model.parameters(), a generator that runs out after one pass.
-    clip_grad_norm_ refuses to be called.
+    The last case passes a model's parameters as model.parameters() does, a generator that
+    runs out after one pass. clip_grad_norm_ refuses to be called.
     """
     @deferred
     def case(make: Callable[[], list[torch.Tensor]], max_norm: float, generator=False) -> None:
         reference, params = make(), make()
-        if generator:  # make() built a model
-            model, reference = params, list(reference.parameters())
-            params = list(model.parameters())
         want_norm = float(training.clip_grad_norm(reference, max_norm))
         weights = [p.detach().clone() for p in params]
         before = [p.grad.clone() for p in params if p.grad is not None]
         with _refusing([(torch.nn.utils, "clip_grad_norm_"), (training, "clip_grad_norm")],
                        "this exercise asks you to write gradient clipping out"):
-            got_norm = fn(model.parameters() if generator else params, max_norm)
+            got_norm = fn((p for p in params) if generator else params, max_norm)
         fail_if(any(not torch.equal(p.detach(), w) for p, w in zip(params, weights, strict=True)),
                 "your function changed the parameters themselves; it should scale their "
                 "gradients, p.grad")
-        _expect_norm(got_norm, want_norm, max_norm, before)
-        _expect_clipped(params, reference, before, want_norm, max_norm, generator)
+        _expect_clipped(got_norm, params, reference, before, want_norm, max_norm, generator)
 
     def two() -> list[torch.Tensor]:
         a, b = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
@@ -536,6 +501,8 @@ def clip_grad_norm(fn: Callable[..., object]) -> None:
 def _adamw(params, grads, lr, betas, eps, weight_decay, mistake=""):
     """The parameters after AdamW's steps written out, or with one of the usual mistakes."""
     (beta1, beta2), params = betas, [p.detach().clone() for p in params]
+    if mistake == "defaults":
+        (beta1, beta2), eps = (0.9, 0.999), 1e-8
     m, v = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
     for t, step_grads in enumerate(grads, 1):
         for i, (p, g) in enumerate(zip(params, step_grads, strict=True)):
@@ -580,51 +547,23 @@ _ADAMW_MISTAKES = {
 }
 
 
-def _call_adamw(fn, params: list[torch.Tensor], state: dict, settings: dict) -> None:
-    """fn's step, with PyTorch's and buildllm's optimizers refusing to step meanwhile."""
-    before = [p.detach().clone() for p in params]
-    try:
-        with _refusing([(cls, "step") for cls in (torch.optim.Adam, torch.optim.AdamW,
-                                                  training.AdamW)],
-                       "this exercise asks you to write AdamW's step out"):
-            fn(params, state, **settings)
-    except RuntimeError as err:
-        if "leaf Variable" not in str(err):
-            raise
-        raise AssertionError(
-            "an in-place change to a parameter that requires grad: make the updates under "
-            "torch.no_grad() (the @torch.no_grad() line above the function)") from None
-    fail_first(
-        (all(torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True)),
-         "the parameters did not change: update them in place (p.add_, p.mul_, p.copy_ or "
-         "p -= ...); p = p - ... only gives the name p a new tensor"),
-        (not state, "after the first call `state` is still empty: keep m, v and the step count "
-         "in it (not in global variables), so that each optimizer has its own"))
-
-
 def _expect_adamw(params, reference, start, grads, settings: dict, frozen) -> None:
     """Compare with torch.optim.AdamW after len(grads) steps; name the mistake if one fits."""
-    t, close = len(grads), dict(atol=1e-6, rtol=1e-6)
-    for i, (p, q) in enumerate(zip(params, reference, strict=True)):
-        got, want = p.detach(), q.detach()
-        if torch.allclose(got, want, **close):
-            continue
-        fail_first(
-            (i in frozen, f"parameter {i}, whose .grad is None, changed at step {t}; skip "
-             "parameters without a gradient (PyTorch's optimizers do)"),
-            (not torch.isfinite(got).all(), f"after step {t}, parameter {i} holds NaN or inf: in "
-             "the bias correction 1 - β^t, t counts steps from 1, so it is never 0"))
-        for mistake, hint in _ADAMW_MISTAKES.items():
-            options = settings | (dict(betas=(0.9, 0.999), eps=1e-8) if mistake == "defaults"
-                                  else dict(mistake=mistake))
-            theirs = _adamw(start, grads, **options)
-            fail_if(all(torch.allclose(a.detach(), b, **close)
-                        for a, b in zip(params, theirs, strict=True)), f"after step {t}: {hint}")
-        k = int((~torch.isclose(got, want, **close)).flatten().nonzero()[0])
-        raise AssertionError(
-            f"after step {t}, parameter {i} is off from torch.optim.AdamW's by up to "
-            f"{(got - want).abs().max().item():.3g} (entry {k} of its flattened values: "
-            f"{got.flatten()[k].item():.6g}, expected {want.flatten()[k].item():.6g})")
+    t, got = len(grads), [p.detach() for p in params]
+    close = partial(torch.allclose, atol=1e-6, rtol=1e-6)
+    i = next((i for i, q in enumerate(reference) if not close(got[i], q.detach())), None)
+    if i is None:
+        return
+    fail_first(
+        (i in frozen, f"parameter {i}, whose .grad is None, changed at step {t}; skip "
+         "parameters without a gradient (PyTorch's optimizers do)"),
+        (not torch.isfinite(got[i]).all(), f"after step {t}, parameter {i} holds NaN or inf: in "
+         "the bias correction 1 - β^t, t counts steps from 1, so it is never 0"))
+    for mistake, hint in _ADAMW_MISTAKES.items():
+        theirs = _adamw(start, grads, **settings, mistake=mistake)
+        fail_if(all(map(close, got, theirs)), f"after step {t}: {hint}")
+    expect_close(got[i], reference[i].detach(), f"after step {t}, parameter {i}", atol=1e-6,
+                 rtol=1e-6)
 
 
 def adamw_step(fn: Callable[..., object]) -> None:
@@ -634,6 +573,8 @@ def adamw_step(fn: Callable[..., object]) -> None:
     Each case compares the parameters with AdamW's after every step, to within 1e-6; a large
     lr and decay show where the decay goes, gradients and eps near 1e-4 where eps goes.
     """
+    optimizers = (torch.optim.Adam, torch.optim.AdamW, training.AdamW)  # each refuses to step
+
     @deferred
     def case(shapes, steps: int, lr: float, weight_decay: float, betas=(0.9, 0.999),
              eps: float = 1e-8, scale: float = 1.0, frozen=(), seed: int = 0) -> None:
@@ -649,7 +590,22 @@ def adamw_step(fn: Callable[..., object]) -> None:
             for p, q, g in zip(params, reference, step_grads, strict=True):
                 p.grad, q.grad = (None, None) if g is None else (g.clone(), g.clone())
             optimizer.step()
-            _call_adamw(fn, params, state, settings)
+            before = [p.detach().clone() for p in params]
+            try:
+                with _refusing([(cls, "step") for cls in optimizers],
+                               "this exercise asks you to write AdamW's step out"):
+                    fn(params, state, **settings)
+            except RuntimeError as err:
+                fail_if("leaf Variable" in str(err), "an in-place change to a parameter that "
+                        "requires grad: make the updates under torch.no_grad() (the "
+                        "@torch.no_grad() line above the function)")
+                raise
+            fail_first(
+                (all(map(torch.equal, params, before)), "the parameters did not change: update "
+                 "them in place (p.add_, p.mul_, p.copy_ or p -= ...); p = p - ... only gives "
+                 "the name p a new tensor"),
+                (not state, "after the first call `state` is still empty: keep m, v and the step "
+                 "count in it (not in global variables), so that each optimizer has its own"))
             _expect_adamw(params, reference, start, grads[:t], settings, frozen)
 
     verify("Exercise 5.7", [
