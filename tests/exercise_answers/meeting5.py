@@ -36,6 +36,11 @@ def cross_entropy_without_grad(logits, targets):
     return cross_entropy_with_logsumexp(logits, targets)
 
 
+def cross_entropy_without_return(logits, targets):
+    log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
+    loss = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()  # noqa: F841 -- the mistake
+
+
 def cross_entropy_detaching_the_logsumexp(logits, targets):
     """The right value, but the normalizer treated as a constant, so the gradient is wrong."""
     log_probs = logits - logits.logsumexp(dim=-1, keepdim=True).detach()
@@ -68,6 +73,7 @@ WRONG_CROSS_ENTROPY = {
         -x.log_softmax(-1).gather(-1, t.unsqueeze(-1))
     ),
     "detaches the logsumexp": cross_entropy_detaching_the_logsumexp,
+    "no return statement": cross_entropy_without_return,
     "returns a Python float": lambda x, t: cross_entropy_with_logsumexp(x, t).item(),
     "computed without gradients": cross_entropy_without_grad,
     "indexes every row with all the targets": lambda x, t: -x.log_softmax(-1)[..., t].mean(),
@@ -125,6 +131,7 @@ WRONG_SOFTMAX_T = {
     "divides by a temperature of 0": lambda x, t: (x / t).softmax(-1),
     "treats temperature 0 as 1": lambda x, t: x.softmax(-1) if t == 0 else (x / t).softmax(-1),
     "divides the logits in place": softmax_t_in_place,
+    "returns a list": lambda x, t: softmax_t_with_softmax(x, t).tolist(),
     "exp without dividing by the sum": lambda x, t: (
         softmax_t_with_softmax(x, 0) if t == 0 else (x / t).exp()
     ),
@@ -187,6 +194,9 @@ WRONG_TOP_K = {
     ),
     "fills in place": top_k_in_place,
     "blends with a 0/1 mask times -inf": top_k_blending_with_a_mask,
+    "kthvalue, the k-th smallest, as the threshold": lambda x, k: x.masked_fill(
+        x < x.kthvalue(min(k, x.shape[-1]), dim=-1, keepdim=True).values, float("-inf")
+    ),
     "returns log-probabilities of the kept tokens": lambda x, k: top_k_with_masked_fill(
         x, k
     ).log_softmax(-1),

@@ -63,6 +63,9 @@ WRONG_LAST_TOKEN = {
     "one too late, clamped to the last column": lambda logits, ids, pad_id=50256: logits[
         torch.arange(len(logits)), (ids != pad_id).sum(1).clamp(max=ids.shape[1] - 1)
     ],
+    "a list of rows, not stacked": lambda logits, ids, pad_id=50256: list(
+        last_by_count(logits, ids, pad_id)
+    ),
     "the mean over the real tokens": lambda logits, ids, pad_id=50256: (
         (logits * (ids != pad_id)[..., None]).sum(1) / (ids != pad_id).sum(1, keepdim=True)
     ),
@@ -603,6 +606,7 @@ WRONG_LOGPROB = {
     "softmax instead of log_softmax": lambda m, i, k: logprob_with_softmax(m, i, k, "softmax"),
     "log_softmax over the positions": lambda m, i, k: logprob_with_softmax(m, i, k, over=1),
     "detaches the logsumexp": logprob_detaching_the_logsumexp,
+    "a list of per-row sums": lambda m, i, k: list(logprob_with_gather(m, i, k)),
 }
 
 
