@@ -200,6 +200,7 @@ WRONG_TOP_K = {
     "returns log-probabilities of the kept tokens": lambda x, k: top_k_with_masked_fill(
         x, k
     ).log_softmax(-1),
+    "returns a list": lambda x, k: top_k_with_masked_fill(x, k).tolist(),
 }
 
 

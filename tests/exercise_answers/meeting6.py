@@ -696,6 +696,7 @@ WRONG_DPO = {
         b * pc,
         b * pr,
     ),
+    "rewards averaged over the pairs": lambda *a: tuple(t.mean() for t in dpo_with_logsigmoid(*a)),
 }
 
 
