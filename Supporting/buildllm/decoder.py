@@ -66,8 +66,10 @@ class DecoderConfig:
     tie_embeddings: bool = True  # the output layer reuses the token embedding matrix
 
     def __post_init__(self):
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+            _check_positive(name, getattr(self, name))
         defaults = {"n_kv_heads": self.n_heads, "hidden_dim": 4 * self.emb_dim}
-        if self.head_dim is None and self.emb_dim % self.n_heads == 0:
+        if self.emb_dim % self.n_heads == 0:
             defaults["head_dim"] = self.emb_dim // self.n_heads
         for name, value in defaults.items():
             if getattr(self, name) is None:
@@ -75,17 +77,15 @@ class DecoderConfig:
         self._check()
 
     def _check(self) -> None:
-        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers",
-                     "hidden_dim"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.head_dim is None:
             raise ValueError(f"emb_dim={self.emb_dim} is not divisible by n_heads={self.n_heads}: "
                              f"give head_dim, the features per head, explicitly")
+        for name in ("n_kv_heads", "head_dim", "hidden_dim"):
+            _check_positive(name, getattr(self, name))
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads:
+        if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads="
                              f"{self.n_kv_heads}: each key/value head serves a group of query "
                              f"heads")
@@ -106,6 +106,11 @@ class DecoderConfig:
                    emb_dim=cfg.emb_dim, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
                    drop_rate=cfg.drop_rate, qkv_bias=cfg.qkv_bias,
                    tie_embeddings=cfg.tie_embeddings)
+
+
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def swiglu_hidden_dim(emb_dim: int, multiple_of: int = 8) -> int:

@@ -59,7 +59,7 @@ def _rope(hf: Mapping) -> tuple[float, RopeScaling | None]:
 
 def _check_expressible(hf: Mapping, architecture: str) -> None:
     """Refuse what a Decoder cannot compute the same way."""
-    if missing := [key for key in _REQUIRED if key not in hf]:
+    if missing := [key for key in _REQUIRED if hf.get(key) is None]:
         raise ValueError(f"config.json lacks {missing}: is it a complete {architecture} config?")
     if hf.get("hidden_act", "silu") != "silu":
         raise ValueError(f"config.json's hidden_act is {hf['hidden_act']!r}; Decoder's SwiGLU "
