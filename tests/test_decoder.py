@@ -98,6 +98,25 @@ def test_gpt2_config_with_gptmodels_weights_gives_gptmodels_logits_cached_and_pa
     assert torch.equal(generate(ours, ids[:, :10], 12), generate(gpt, ids[:, :10], 12))
 
 
+@torch.no_grad()
+def test_an_interleaved_rope_model_is_a_half_split_one_with_q_and_k_rows_reordered():
+    """What converting Meta's Llama checkpoints to transformers' layout does: within each
+    head, the query and key rows of features 0, 2, 4, ... come first, then 1, 3, 5, ..."""
+    meta = tiny_decoder(rope_interleaved=True)
+    hf = Decoder(TINY).eval()
+    order = torch.cat([torch.arange(0, 8, 2), torch.arange(1, 8, 2)])  # head_dim 8
+    rows = torch.cat([head * 8 + order for head in range(4 + 2)])  # 4 query, 2 key heads
+    rows = torch.cat([rows, torch.arange(48, 64)])  # the 2 value heads stay as they are
+    state = meta.state_dict()
+    for i in range(TINY.n_layers):
+        state[f"trf_blocks.{i}.att.qkv.weight"] = state[f"trf_blocks.{i}.att.qkv.weight"][rows]
+    hf.load_state_dict(state)
+    ids = torch.tensor([PROMPTS[3]])
+    torch.testing.assert_close(hf(ids), meta(ids), rtol=0, atol=1e-4)
+    hf.load_state_dict(meta.state_dict())  # the rows as they were: another model
+    assert not torch.allclose(hf(ids), meta(ids), rtol=0, atol=1e-2)
+
+
 @pytest.mark.parametrize("model", [tiny_gpt(), tiny_decoder()], ids=["GPTModel", "Decoder"])
 def test_decoder_refuses_what_gptmodel_refuses_with_the_same_words(model):
     with pytest.raises(ValueError, match=r"33 tokens exceed the context length 32.*\[:, -32:\]"):

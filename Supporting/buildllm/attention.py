@@ -9,6 +9,8 @@ tests and the benchmark check that they all compute the same thing:
     MultiHeadAttention     all heads in one batched module, by explicit softmax or PyTorch's
                            fused scaled_dot_product_attention; optionally with a KV cache,
                            and with a padding mask for rows of different lengths (Meeting 7)
+    attend                 the attention function itself, step by step or fused, which
+                           MultiHeadAttention and `modern.GroupedQueryAttention` call
 
 Shapes: x is (batch, tokens, d_in); queries, keys and values per head are
 (batch, heads, tokens, head_dim).

@@ -170,7 +170,7 @@ class RotaryEmbedding(nn.Module):
                  scaling: RopeScaling | None = None, interleaved: bool = False):
         super().__init__()
         self.interleaved = interleaved
-        # A constant, not a weight: not saved, and rebuilt in float32 if the model is cast.
+        # A constant computed from the config, not a weight: not saved with the weights.
         self.register_buffer("frequencies", rope_frequencies(head_dim, theta, scaling),
                              persistent=False)
 
