@@ -22,6 +22,7 @@ from buildllm.model import CONFIGS as GPT_CONFIGS
 from buildllm.model import count_parameters
 from buildllm.modern import RopeScaling
 from buildllm.serve import BackgroundServer, create_app
+from buildllm.training import batch_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -184,6 +185,26 @@ def test_the_server_answers_with_a_decoder_as_its_chat_session_does(enc):
     assert answer.status_code == 200
     reply = chat.reply(messages)
     assert answer.json()["choices"][0]["message"]["content"] == reply and len(reply) > 10
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama3", "qwen3"])
+def test_every_parameter_learns_and_a_few_steps_lower_the_loss(family):
+    cfg = replace(CONFIGS[f"{family}-cpu-tiny"], vocab_size=97, context_length=32)
+    torch.manual_seed(0)
+    model = Decoder(cfg).train()
+    ids = torch.randint(0, 97, (4, 17))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(5):
+        loss = batch_loss(model, ids[:, :-1], ids[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        if not losses:
+            assert all(p.grad is not None and p.grad.abs().sum() > 0
+                       for p in model.parameters())
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
 
 
 @torch.no_grad()

@@ -180,6 +180,8 @@ BAD = {
                              "LlamaForCausalLM, Qwen3ForCausalLM"),
     "another activation": ({"hidden_act": "gelu"}, None, "hidden_act is 'gelu'"),
     "sliding windows": ({"use_sliding_window": True}, None, "set use_sliding_window to false"),
+    "sliding layers": ({"layer_types": ["sliding_attention", "full_attention"]}, None,
+                       "sliding-window attention, which Decoder does not have"),
     "another rope": ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6}}, None,
                      "rope type 'yarn'; Decoder has 'default' and 'llama3' only"),
     "bad head counts": ({"num_key_value_heads": 3}, None,

@@ -64,7 +64,7 @@ def _check_expressible(hf: Mapping, architecture: str) -> None:
     if hf.get("hidden_act", "silu") != "silu":
         raise ValueError(f"config.json's hidden_act is {hf['hidden_act']!r}; Decoder's SwiGLU "
                          f"uses 'silu'")
-    if hf.get("use_sliding_window"):
+    if hf.get("use_sliding_window") or set(hf.get("layer_types") or []) - {"full_attention"}:
         raise ValueError("config.json turns on sliding-window attention, which Decoder does "
                          "not have: set use_sliding_window to false to load it with full "
                          "attention")
