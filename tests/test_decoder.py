@@ -82,6 +82,17 @@ def test_cpu_configs_have_about_gpt2s_parameters_and_the_real_ones_their_publish
     assert swiglu_hidden_dim(128) == 344 and CONFIGS["llama3.2-1B"].rope_scaling == RopeScaling()
 
 
+def test_grouped_query_attention_makes_llama_3_2s_cache_4_times_smaller():
+    def cache_bytes(cfg):
+        with torch.device("meta"):
+            cache = KVCache(Decoder(cfg), batch_size=1, max_tokens=8192)
+        return cache.keys.nbytes + cache.values.nbytes
+
+    gqa = CONFIGS["llama3.2-1B"]
+    assert cache_bytes(gqa) == 2 * 16 * 8 * 8192 * 64 * 4  # k and v, layers, heads, tokens, dim
+    assert cache_bytes(replace(gqa, n_kv_heads=32)) == 4 * cache_bytes(gqa)
+
+
 # -- GPT-2's config is GPTModel ----------------------------------------------------------
 
 @torch.no_grad()

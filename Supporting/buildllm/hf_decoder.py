@@ -66,8 +66,8 @@ def _check_expressible(hf: Mapping, architecture: str) -> None:
                          f"uses 'silu'")
     if hf.get("use_sliding_window") or set(hf.get("layer_types") or []) - {"full_attention"}:
         raise ValueError("config.json turns on sliding-window attention, which Decoder does "
-                         "not have: set use_sliding_window to false to load it with full "
-                         "attention")
+                         "not have: to load it with full attention in every layer, set "
+                         "use_sliding_window to false and remove layer_types")
     if hf.get("attention_dropout", 0.0):
         raise ValueError(f"config.json's attention_dropout is {hf['attention_dropout']}; "
                          f"Decoder's dropout differs in training: set it to 0.0 to load")
