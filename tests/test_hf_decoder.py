@@ -140,6 +140,17 @@ def test_a_sharded_checkpoint_loads_the_same_weights(tmp_path):
                                rtol=0, atol=1e-5)
 
 
+@torch.no_grad()
+def test_bfloat16_files_as_on_the_hub_load_into_float32(tmp_path):
+    save("qwen3", tmp_path).to(torch.bfloat16).save_pretrained(tmp_path, safe_serialization=True)
+    assert load_file(tmp_path / "model.safetensors")["model.norm.weight"].dtype == torch.bfloat16
+    ours = from_hf_checkpoint(tmp_path)
+    theirs = Qwen3ForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    assert ours.tok_emb.weight.dtype == torch.float32
+    ids = torch.tensor([PROMPTS[2]])
+    torch.testing.assert_close(ours(ids), theirs(ids).logits, rtol=0, atol=1e-5)
+
+
 # -- bad input ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
