@@ -118,6 +118,13 @@ def test_rope_scores_depend_only_on_the_offset_between_query_and_key(interleaved
     assert not torch.isclose(score(7, 3), score(7, 5))
 
 
+def test_a_model_cast_to_bfloat16_keeps_its_rotation_frequencies_in_float32():
+    rope = RotaryEmbedding(64, theta=500000.0).to(torch.bfloat16)
+    q = torch.randn(1, 1, 1, 64, dtype=torch.bfloat16)
+    rope(q, q, torch.tensor([5000]))
+    assert torch.equal(rope.frequencies, rope_frequencies(64, 500000.0))
+
+
 def test_odd_head_dim_is_refused_for_rope():
     with pytest.raises(ValueError, match="head_dim must be even, got 7"):
         rope_frequencies(7)

@@ -169,15 +169,17 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, head_dim: int, theta: float = 10000.0,
                  scaling: RopeScaling | None = None, interleaved: bool = False):
         super().__init__()
-        self.interleaved = interleaved
-        # A constant computed from the config, not a weight: not saved with the weights.
-        self.register_buffer("frequencies", rope_frequencies(head_dim, theta, scaling),
-                             persistent=False)
+        self.interleaved, self.settings = interleaved, (head_dim, theta, scaling)
+        # A constant computed from the settings, not a weight: not saved with the weights.
+        self.register_buffer("frequencies", rope_frequencies(*self.settings), persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor,
                 positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q (batch, heads, tokens, head_dim) and k (batch, kv_heads, tokens, head_dim), each
         rotated by its token's position; `positions` as in `rope_tables`."""
+        if self.frequencies.dtype != torch.float32:  # the model was cast, e.g. to bfloat16:
+            # rounded frequencies would put far positions at the wrong angles
+            self.frequencies = rope_frequencies(*self.settings).to(self.frequencies.device)
         cos, sin = rope_tables(positions, self.frequencies)
         return apply_rope(q, cos, sin, self.interleaved), apply_rope(k, cos, sin, self.interleaved)
 
