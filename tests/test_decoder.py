@@ -2,6 +2,7 @@
 equal to GPTModel, and a Llama-style Decoder run unchanged by the course's generation,
 batching, serving, LoRA and classification code."""
 
+import copy
 import threading
 from dataclasses import replace
 
@@ -16,7 +17,7 @@ from buildllm.chat import ChatSession
 from buildllm.classify import add_classification_head, class_logits, set_trainable
 from buildllm.decoder import CONFIGS, Decoder, DecoderConfig, swiglu_hidden_dim
 from buildllm.generation import KVCache, generate
-from buildllm.inference import generate_batch
+from buildllm.inference import generate_batch, model_bytes, quantize_int8
 from buildllm.lora import add_lora, merge_lora
 from buildllm.model import CONFIGS as GPT_CONFIGS
 from buildllm.model import count_parameters
@@ -230,3 +231,13 @@ def test_lora_and_a_classification_head_fit_a_decoder():
     add_classification_head(model, 2)
     assert set_trainable(model, "last_block") > 0
     assert class_logits(model, ids, pad_id=96).shape == (1, 2)
+
+
+@torch.no_grad()
+def test_int8_weights_fit_a_decoder_and_keep_its_tied_embedding_shared():
+    model = tiny_decoder(spread=1.0)
+    small = quantize_int8(copy.deepcopy(model))
+    ids = torch.tensor([PROMPTS[3]])
+    torch.testing.assert_close(small(ids), model(ids), rtol=0, atol=0.01)
+    assert small.tok_emb.weight is small.out_head.weight  # one int8 copy serves both
+    assert model_bytes(small) < model_bytes(model) / 3

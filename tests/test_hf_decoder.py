@@ -211,6 +211,16 @@ BAD = {
 }
 
 
+@torch.no_grad()
+def test_a_tied_checkpoint_that_also_stores_lm_head_loads(good, tmp_path):
+    copy_of(good, tmp_path, weights=lambda t: {**t, "lm_head.weight":
+                                               t["model.embed_tokens.weight"].clone()})
+    model = from_hf_checkpoint(tmp_path)
+    assert model.out_head.weight is model.tok_emb.weight
+    torch.testing.assert_close(model.tok_emb.weight,
+                               load_file(good / "model.safetensors")["model.embed_tokens.weight"])
+
+
 @pytest.mark.parametrize("case", list(BAD))
 def test_a_bad_checkpoint_is_refused_in_one_line_and_left_as_it_was(case, good, tmp_path):
     changes, weights, message = BAD[case]
