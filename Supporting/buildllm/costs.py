@@ -152,15 +152,9 @@ def check_fits_in_memory(cfg: GPTConfig, *, training: bool, batch_size: int = 1,
         what = ("to train (weights, gradients, AdamW's two averages and one batch's logits)"
                 if training else "to load (its float32 weights)")
         where = "this GPU" if torch.device(device).type == "cuda" else "this machine"
+        n = parameter_count(cfg)
+        size = f"{n / 1e6:,.1f}M" if n < 1e9 else f"{n / 1e9:,.1f}B"
         raise InputError(
-            f"a model of {_count(parameter_count(cfg))} parameters needs at least "
-            f"{_gigabytes(need)} {what}, but {where} has {_gigabytes(free)} available: "
-            "choose a smaller model" + (" or batch" if training else ""))
-
-
-def _count(n: int) -> str:
-    return f"{n / 1e6:,.1f}M" if n < 1e9 else f"{n / 1e9:,.1f}B"
-
-
-def _gigabytes(n: int) -> str:
-    return f"{n / 1e9:,.1f} GB"
+            f"a model of {size} parameters needs at least {need / 1e9:,.1f} GB {what}, but "
+            f"{where} has {free / 1e9:,.1f} GB available: choose a smaller model"
+            + (" or batch" if training else ""))

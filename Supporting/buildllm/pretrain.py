@@ -534,7 +534,10 @@ class _Trainer:
         if not self.cfg.skip_nonfinite:
             self.first_bad = torch.minimum(self.first_bad, torch.where(bad, state.step, NEVER))
             return True
-        if not self._on_any_rank(bad):
+        bad = bad.to(torch.int64)
+        if self.world_size > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # every process skips it, or none
+        if not bad.item():
             return True
         self.skipped += 1
         self.log({"event": "skip", "step": state.step},
@@ -544,12 +547,6 @@ class _Trainer:
                       f"step {state.step:,}), more than --skip-nonfinite "
                       f"{self.cfg.skip_nonfinite}", "lower --lr and start again in a new --out")
         return False
-
-    def _on_any_rank(self, flag: torch.Tensor) -> bool:
-        flag = flag.to(torch.int64)
-        if self.world_size > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
 
     def refuse_nonfinite(self, state: FitState) -> None:
         """Stop before evaluating or saving weights that a non-finite step has touched."""
@@ -690,10 +687,10 @@ class _Trainer:
                    "tokens_per_s": speed, "mfu": self.mfu(speed), "seconds": seconds,
                    "skipped_steps": self.skipped, "history": history}
         if self.lead:
+            result = {k: v for k, v in summary.items() if k != "history"}
             save_run(self.raw, self.data.spec, self.out, run=asdict(self.cfg),
-                     save_dtype=self.cfg.save_dtype,
-                     result={k: v for k, v in summary.items() if k != "history"})
-            self.log({"event": "end", **{k: v for k, v in summary.items() if k != "history"}},
+                     save_dtype=self.cfg.save_dtype, result=result)
+            self.log({"event": "end", **result},
                      f"Done: val loss {summary['val_loss']:.3f} after {state.step:,} steps. "
                      f"model.safetensors and run.json are in {self.out}")
             self.log_file.close()

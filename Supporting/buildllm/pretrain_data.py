@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DistributedSampler
 
+from .datasets import windows_at
 from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 
 __all__ = ["InputError", "WindowStream", "encode_documents", "eval_batches", "load_tokenizer",
@@ -109,12 +110,6 @@ def encode_documents(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
     return ids
 
 
-def _windows_from(ids: torch.Tensor, starts: Sequence[int], context: int):
-    """(inputs, targets) for windows of `context` tokens starting at each of `starts`."""
-    chunks = ids[torch.as_tensor(starts)[:, None] + torch.arange(context + 1)]
-    return chunks[:, :-1], chunks[:, 1:]
-
-
 class WindowStream:
     """Training batches: non-overlapping windows, reshuffled every epoch, split across ranks.
 
@@ -151,7 +146,7 @@ class WindowStream:
             take = self.starts[self.index : self.index + self.batch_size - len(starts)]
             starts += take
             self.index += len(take)
-        return _windows_from(self.ids, starts, self.context)
+        return windows_at(self.ids, starts, self.context)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "index": self.index}
@@ -169,5 +164,5 @@ def eval_batches(ids: torch.Tensor, context: int, batch_size: int, max_batches: 
     count = min(n_windows, max_batches * batch_size)
     picks = torch.linspace(0, n_windows - 1, count).round().long()[rank::world_size]
     starts = (picks * context).tolist()
-    return [_windows_from(ids, starts[i : i + batch_size], context)
+    return [windows_at(ids, starts[i : i + batch_size], context)
             for i in range(0, len(starts), batch_size)]
