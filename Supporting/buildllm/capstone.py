@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from .chat import ChatSession
 from .costs import GPU, GPUS, training_cost
 from .data import fetch
 from .instruct import encode_example, evaluate_responses, finetune, load_instructions, prompt_ids
@@ -57,7 +58,7 @@ from .pretrain import run as run_pretraining
 from .pretrain_data import InputError, encode_documents, eval_batches, read_texts
 from .runs import load_run, save_run, write_json
 from .tokenizers import ENDOFTEXT, BPETokenizer
-from .training import evaluate as mean_loss
+from .training import window_loss
 from .utils import get_device, set_seed
 
 __all__ = ["GPU", "GPUS", "STAGES", "Capstone", "InputError", "Stage", "chat", "evaluate",
@@ -275,13 +276,6 @@ def _check_enough_tokens(cfg: Capstone, n_tokens: int) -> None:
             f"context_length + 1 = {need}. Add text, or lower context_length.")
 
 
-def _text_loss(model, windows: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """The mean loss per window, as `buildllm.pretrain` reports it (a last, smaller batch
-    counts by its windows)."""
-    total = sum(mean_loss(model, [batch]) * len(batch[0]) for batch in windows)
-    return total / sum(len(batch[0]) for batch in windows)
-
-
 def _held_out(cfg: Capstone, tokenizer, texts: list[str]) -> torch.Tensor:
     """The validation tokens `buildllm.pretrain` held out: the last val_fraction of them."""
     ids = torch.tensor(encode_documents(tokenizer, texts), dtype=torch.long)
@@ -402,7 +396,7 @@ def evaluate(cfg: Capstone, pretrained: Stage, tuned: Stage) -> Stage:
     context = models["tuned"].cfg.context_length
     windows = eval_batches(_held_out(cfg, tokenizer, _read_corpus(cfg)), context,
                            cfg.batch_size, cfg.eval_batches)
-    losses = {label: _text_loss(model, windows) for label, model in models.items()}
+    losses = {label: window_loss(model, windows) for label, model in models.items()}  # as pretrain
     _, _, test = load_instructions()
     room = context - cfg.max_new_tokens
     entries = [e for e in test if len(prompt_ids(e, tokenizer)) <= room][:cfg.test_examples]
@@ -427,8 +421,6 @@ def chat(cfg: Capstone, tuned: Stage, **settings):
     """Stage 5: a chat session with the tuned model (`buildllm.chat.ChatSession`); it reads
     the run folder 3-instruct and writes nothing. `settings` are the session's (e.g.
     max_new_tokens, temperature). `session.reply(messages)` answers a conversation."""
-    from .chat import ChatSession
-
     return ChatSession.from_run(tuned.folder, device=_device(cfg), **settings)
 
 

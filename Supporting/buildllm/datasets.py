@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .data import gpt2_encoding
+
 __all__ = ["SlidingWindowDataset", "create_dataloader", "random_windows", "windows_at"]
 
 
@@ -56,8 +58,6 @@ def create_dataloader(text: str, batch_size: int = 4, context_length: int = 256,
     Each batch is a pair of (batch_size, context_length) tensors: inputs and targets.
     """
     if tokenizer is None:
-        from .data import gpt2_encoding
-
         ids = gpt2_encoding().encode(text, allowed_special={"<|endoftext|>"})
     else:
         ids = tokenizer.encode(text)

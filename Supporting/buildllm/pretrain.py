@@ -79,6 +79,7 @@ from typing import NoReturn
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from .costs import check_fits_in_memory, peak_flops
 from .generation import generate
@@ -97,13 +98,13 @@ from .training import (
     AdamW,
     FitState,
     batch_loss,
-    evaluate,
     fit,
     param_groups,
     rng_state,
     save_checkpoint,
     set_rng_state,
     warmup_cosine,
+    window_loss,
 )
 from .utils import (
     FolderInUse,
@@ -433,8 +434,6 @@ class _Trainer:
         self.state = self._restore(ckpt)
         self.start, self.model = self.state.step, self.raw
         if world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
             self.model = DistributedDataParallel(
                 self.raw, device_ids=[device.index] if device.type == "cuda" else None)
         self.capability = (torch.cuda.get_device_capability(device) if device.type == "cuda"
@@ -619,16 +618,10 @@ class _Trainer:
     def evaluate(self, state: FitState) -> dict:
         """The mean loss over each split's scored windows, those of every process."""
         self.refuse_nonfinite(state)
-        losses = {}
+        every_process = dist.all_reduce if self.world_size > 1 else None  # each scored its own
         with self.autocast:
-            for split, batches in self.scored.items():
-                total = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, windows
-                for batch in batches:
-                    n = len(batch[0])
-                    total += torch.tensor([evaluate(self.raw, [batch]) * n, n], device=self.device)
-                if self.world_size > 1:
-                    dist.all_reduce(total)  # every process scored its own windows
-                losses[split] = (total[0] / total[1]).item()
+            losses = {split: window_loss(self.raw, batches, every_process)
+                      for split, batches in self.scored.items()}
         return {"tokens": state.step * self.tokens_per_step, "train_loss": losses["train"],
                 "val_loss": losses["val"]}
 

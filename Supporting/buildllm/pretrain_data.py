@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DistributedSampler
 
+from .data import gpt2_encoding
 from .datasets import windows_at
 from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 
@@ -84,8 +85,6 @@ def make_tokenizer(name: str, texts: Sequence[str]) -> tuple[Tokenizer, dict]:
 def load_tokenizer(spec: dict) -> Tokenizer:
     """The tokenizer a spec (what run.json records) describes."""
     if spec["kind"] == "gpt2":
-        from .data import gpt2_encoding
-
         return gpt2_encoding()
     if spec["kind"] == "char":
         return CharTokenizer(spec["chars"])

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save
 
 from .costs import check_fits_in_memory
 from .model import GPTConfig, GPTModel
@@ -72,8 +73,6 @@ class Run:
 
 
 def _save_model(model: GPTModel, path: Path, dtype: torch.dtype) -> None:
-    from safetensors.torch import save
-
     state = {name: t.detach().to("cpu", dtype).contiguous()  # blocks' weights are transposed
              for name, t in model.state_dict().items()}
     if model.cfg.tie_embeddings:
@@ -216,8 +215,6 @@ def load_run(folder: str | os.PathLike) -> Run:
 
 def _load_weights(path: Path, cfg: GPTConfig) -> GPTModel:
     """A GPTModel of `cfg` holding the weights in the safetensors file at `path`."""
-    from safetensors.torch import load_file
-
     try:
         state = {k: v.float() for k, v in load_file(path).items()}
     except Exception as err:  # safetensors' own error for a cut file; OSError for none
