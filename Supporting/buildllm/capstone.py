@@ -218,10 +218,6 @@ class _Record:
         return Stage(self.name, self.folder, True, self.key, info, output)
 
 
-def _device(cfg: Capstone) -> torch.device:
-    return get_device() if cfg.device == "auto" else torch.device(cfg.device)
-
-
 # -- input ---------------------------------------------------------------------------------
 
 def sample_texts(folder: str | os.PathLike) -> Path:
@@ -364,7 +360,7 @@ def instruction_tune(cfg: Capstone, pretrained: Stage) -> Stage:
                          f"{cfg.tune_batch_size}: use more examples or a longer context_length")
     steps = max(1, round(cfg.tune_epochs * (len(kept) // cfg.tune_batch_size)))
     set_seed(cfg.seed)
-    history = finetune(model.to(_device(cfg)), kept, val, epochs=cfg.tune_epochs,
+    history = finetune(model.to(get_device(name=cfg.device)), kept, val, epochs=cfg.tune_epochs,
                        lr=cfg.tune_lr, batch_size=cfg.tune_batch_size,
                        mask_prompt=cfg.mask_prompt, enc=tokenizer,
                        eval_every=max(1, steps // 10), eval_batches=4, seed=cfg.seed)
@@ -390,7 +386,7 @@ def evaluate(cfg: Capstone, pretrained: Stage, tuned: Stage) -> Stage:
     record = _Record(cfg, "4-evaluate", settings, previous=pretrained.key + tuned.key)
     if record.cached:
         return record.loaded(_read_json(record.folder / "scores.json"))
-    device = _device(cfg)
+    device = get_device(name=cfg.device)
     models = {"pretrained": pretrained.output[0].to(device), "tuned": tuned.output[0].to(device)}
     tokenizer = tuned.output[1]
     context = models["tuned"].cfg.context_length
@@ -421,7 +417,7 @@ def chat(cfg: Capstone, tuned: Stage, **settings):
     """Stage 5: a chat session with the tuned model (`buildllm.chat.ChatSession`); it reads
     the run folder 3-instruct and writes nothing. `settings` are the session's (e.g.
     max_new_tokens, temperature). `session.reply(messages)` answers a conversation."""
-    return ChatSession.from_run(tuned.folder, device=_device(cfg), **settings)
+    return ChatSession.from_run(tuned.folder, device=get_device(name=cfg.device), **settings)
 
 
 def run_all(cfg: Capstone) -> dict[str, Stage]:

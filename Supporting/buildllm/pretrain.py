@@ -303,7 +303,7 @@ def _device(name: str, local_rank: int, world_size: int) -> torch.device:
         raise InputError("--device cuda: PyTorch sees no CUDA GPU here")
     if name == "mps" and not torch.backends.mps.is_available():
         raise InputError("--device mps: this PyTorch has no MPS (Apple GPU) support")
-    device = get_device() if name == "auto" else torch.device(name)
+    device = get_device(name=name)
     if device.type == "cuda" and world_size > 1:
         return torch.device("cuda", local_rank)  # one GPU per process
     if device.type == "mps" and world_size > 1:
@@ -425,8 +425,7 @@ class _Trainer:
                                betas=(0.9, cfg.beta2))
         self.scheduler = warmup_cosine(self.optimizer, _warmup(cfg), cfg.steps, cfg.min_lr_ratio)
         context = model_cfg.context_length
-        self.stream = WindowStream(data.train, context, cfg.batch_size, cfg.seed, rank,
-                                   world_size)
+        self.stream = WindowStream(data.train, context, cfg.batch_size, cfg.seed, rank, world_size)
         self.scored = {split: eval_batches(ids, context, cfg.batch_size, cfg.eval_batches, rank,
                                            world_size)
                        for split, ids in (("train", data.train), ("val", data.val))}

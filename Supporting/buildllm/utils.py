@@ -211,11 +211,14 @@ def mps_agrees_with_cpu(atol: float = 1e-4) -> bool:
     return all(torch.allclose(a, b.cpu(), atol=atol) for a, b in zip(on_cpu, on_mps, strict=True))
 
 
-def get_device(verbose: bool = False) -> torch.device:
+def get_device(verbose: bool = False, name: str = "auto") -> torch.device:
     """The fastest device that gives correct results: cuda > mps > cpu.
 
-    Set BUILDLLM_DEVICE (e.g. "cpu") to override the choice.
+    Set BUILDLLM_DEVICE (e.g. "cpu") to override the choice. A `name` other than "auto" (a
+    setting's "cpu", "cuda" or "mps") is no choice: it is taken as it is.
     """
+    if name != "auto":
+        return torch.device(name)
     if forced := os.environ.get("BUILDLLM_DEVICE"):
         device, why = torch.device(forced), "set by BUILDLLM_DEVICE"
     elif torch.cuda.is_available():
