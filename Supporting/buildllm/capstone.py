@@ -55,7 +55,7 @@ from .instruct import encode_example, evaluate_responses, finetune, load_instruc
 from .model import GPTConfig
 from .pretrain import RunConfig, check_settings, whole_numbers
 from .pretrain import run as run_pretraining
-from .pretrain_data import InputError, encode_documents, eval_batches, read_texts
+from .pretrain_data import InputError, encode_documents, eval_batches, read_texts, split_ids
 from .runs import load_run, save_run, write_json
 from .tokenizers import ENDOFTEXT, BPETokenizer
 from .training import window_loss
@@ -264,18 +264,12 @@ def _own_pairs(cfg: Capstone) -> list[dict]:
 def _check_enough_tokens(cfg: Capstone, n_tokens: int) -> None:
     """Both splits must hold one window of context + 1 tokens, as `buildllm.pretrain` needs."""
     need = cfg.model_config().context_length + 1
-    n_train = round(n_tokens * (1 - cfg.val_fraction))  # the split buildllm.pretrain makes
-    if min(n_train, n_tokens - n_train) < need:
+    train, val = split_ids(range(n_tokens), cfg.val_fraction)  # as buildllm.pretrain splits
+    if min(len(train), len(val)) < need:
         raise InputError(
-            f"the text is too short: its {n_tokens:,} tokens leave {n_tokens - n_train:,} for "
+            f"the text is too short: its {n_tokens:,} tokens leave {len(val):,} for "
             f"validation (val_fraction {cfg.val_fraction}), fewer than one window of "
             f"context_length + 1 = {need}. Add text, or lower context_length.")
-
-
-def _held_out(cfg: Capstone, tokenizer, texts: list[str]) -> torch.Tensor:
-    """The validation tokens `buildllm.pretrain` held out: the last val_fraction of them."""
-    ids = torch.tensor(encode_documents(tokenizer, texts), dtype=torch.long)
-    return ids[round(len(ids) * (1 - cfg.val_fraction)):]
 
 
 # -- the stages ----------------------------------------------------------------------------
@@ -390,8 +384,9 @@ def evaluate(cfg: Capstone, pretrained: Stage, tuned: Stage) -> Stage:
     models = {"pretrained": pretrained.output[0].to(device), "tuned": tuned.output[0].to(device)}
     tokenizer = tuned.output[1]
     context = models["tuned"].cfg.context_length
-    windows = eval_batches(_held_out(cfg, tokenizer, _read_corpus(cfg)), context,
-                           cfg.batch_size, cfg.eval_batches)
+    ids = torch.tensor(encode_documents(tokenizer, _read_corpus(cfg)), dtype=torch.long)
+    windows = eval_batches(split_ids(ids, cfg.val_fraction)[1], context, cfg.batch_size,
+                           cfg.eval_batches)  # pretraining's validation windows
     losses = {label: window_loss(model, windows) for label, model in models.items()}  # as pretrain
     _, _, test = load_instructions()
     room = context - cfg.max_new_tokens

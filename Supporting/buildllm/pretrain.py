@@ -91,6 +91,7 @@ from .pretrain_data import (
     eval_batches,
     make_tokenizer,
     read_texts,
+    split_ids,
 )
 from .progress import tqdm
 from .runs import CHECKPOINT_FORMAT, DTYPES, RUN_FORMAT, read_checkpoint, save_run
@@ -252,8 +253,7 @@ def _load_data(cfg: RunConfig) -> _Data:
     texts = read_texts(cfg.inputs)
     tokenizer, spec = make_tokenizer(cfg.tokenizer, texts)
     ids = torch.tensor(encode_documents(tokenizer, texts), dtype=torch.long)
-    split = round(len(ids) * (1 - cfg.val_fraction))
-    data = _Data(tokenizer, spec, ids[:split], ids[split:],
+    data = _Data(tokenizer, spec, *split_ids(ids, cfg.val_fraction),
                  hashlib.sha256(ids.numpy().tobytes()).hexdigest())
     need = (cfg.context_length or CONFIGS[cfg.model].context_length) + 1
     for name, part, fix in (("training", data.train, "more text"),

@@ -3,6 +3,7 @@
     read_texts(["books/", "extra.txt"])  -> the documents, one string per .txt file
     make_tokenizer("char", documents)    -> a tokenizer and its spec (what run.json records)
     encode_documents(tokenizer, docs)    -> one long list of token ids
+    split_ids(ids, val_fraction)         -> training and validation ids
     WindowStream(ids, context, ...)      -> training batches in a seeded order, resumable
     eval_batches(ids, context, ...)      -> the fixed windows every evaluation scores
 
@@ -24,7 +25,7 @@ from .datasets import windows_at
 from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 
 __all__ = ["InputError", "WindowStream", "encode_documents", "eval_batches", "load_tokenizer",
-           "make_tokenizer", "read_texts"]
+           "make_tokenizer", "read_texts", "split_ids"]
 
 
 class InputError(ValueError):
@@ -107,6 +108,12 @@ def encode_documents(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
     for n, text in enumerate(texts):
         ids += (separator if n else []) + tokenizer.encode_ordinary(text)
     return ids
+
+
+def split_ids(ids: Sequence[int], val_fraction: float) -> tuple[Sequence[int], Sequence[int]]:
+    """(training, validation) ids: the last `val_fraction` of them is held out."""
+    split = round(len(ids) * (1 - val_fraction))
+    return ids[:split], ids[split:]
 
 
 class WindowStream:
