@@ -17,6 +17,7 @@ so later meetings import it instead of copying it:
                  Meeting 7  stream: one token at a time, for chat
     gpt2         Meeting 4  GPT-2 weights in Hugging Face's layout, loaded into GPTModel
     training     Meeting 5  loss, evaluation, AdamW, warmup + cosine, clipping, checkpoints
+    muon         Meeting 5  Muon for the hidden matrices, AdamW for the rest (bonus)
     pretrain     Meeting 5  the pretraining command: python -m buildllm.pretrain
     pretrain_data Meeting 5 its text files, tokenizers and resumable stream of windows
     pretrained   Meeting 5  GPT-2's weights, or the course's own model when offline;
