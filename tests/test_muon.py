@@ -90,9 +90,9 @@ def test_muon_gives_torchs_weights_and_momentum_after_5_steps(shape, weight_deca
                                reference.state[theirs]["momentum_buffer"], rtol=0, atol=1e-6)
 
 
-def test_muon_follows_torch_through_several_matrices_and_a_changing_learning_rate():
+def test_muon_follows_torch_through_matrices_of_repeated_shapes_and_a_changing_lr():
     torch.manual_seed(1)
-    shapes = [(16, 48), (48, 16), (32, 32)]
+    shapes = [(16, 48), (48, 16), (32, 32), (16, 48), (48, 16)]  # stacked by shape
     ours = [nn.Parameter(torch.randn(s)) for s in shapes]
     theirs = [nn.Parameter(p.detach().clone()) for p in ours]
     mine, reference = Muon(ours, adjust_lr="original"), torch.optim.Muon(theirs)
@@ -165,10 +165,21 @@ def test_orthogonalized_singular_values_lie_in_the_band(name, dtype):
         assert s[promised:].max() < 1e-3  # the rank stays 4
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_orthogonalize_treats_each_matrix_of_a_stack_as_if_alone(dtype):
+    stack = torch.randn(2, 3, 40, 12, generator=torch.Generator().manual_seed(0))
+    stack[1, 2] *= 1e3  # each matrix is scaled by its own norm, not the stack's
+    together = orthogonalize(stack, dtype=dtype)
+    assert together.shape == stack.shape
+    for i, j in itertools.product(range(2), range(3)):
+        torch.testing.assert_close(together[i, j], orthogonalize(stack[i, j], dtype=dtype),
+                                   rtol=0, atol=1e-6)
+
+
 def test_orthogonalize_keeps_a_zero_matrix_zero_and_refuses_a_vector():
     assert torch.equal(orthogonalize(torch.zeros(4, 6)), torch.zeros(4, 6))
-    with pytest.raises(ValueError, match=r"takes a matrix, got a tensor of shape \(6,\)"):
-        orthogonalize(torch.zeros(6))
+    one_line_error(lambda: orthogonalize(torch.zeros(6)),
+                   r"takes a matrix or a stack of them, got a tensor of shape \(6,\)")
 
 
 # --- the split ---
@@ -268,6 +279,25 @@ def test_muon_adamw_lowers_the_loss_in_fit_and_moves_every_parameter():
                   disable=True)
     assert history["loss"][-1] < start - 1.0, (start, history["loss"])
     assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_muon_adamw_works_under_a_gradient_scaler_and_skips_a_step_that_overflowed():
+    batches = fixed_batches(3)
+    plain, scaled = tiny_model(), tiny_model()
+    train(plain, MuonAdamW(plain, lr=0.01, ns_dtype=None), batches)
+    optimizer = MuonAdamW(scaled, lr=0.01, ns_dtype=None)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    for x, y in batches:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(batch_loss(scaled, x, y)).backward()
+        scaler.step(optimizer)  # unscales every group's gradients, then steps both
+        scaler.update()
+    for a, b in zip(plain.parameters(), scaled.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    before = [p.detach().clone() for p in scaled.parameters()]
+    scaled.tok_emb.weight.grad[0, 0] = float("inf")
+    scaler.step(optimizer)
+    assert all(torch.equal(a, b) for a, b in zip(before, scaled.parameters(), strict=True))
 
 
 def test_muon_adamw_state_dict_round_trip_resumes_identically(tmp_path):
