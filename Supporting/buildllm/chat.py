@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from itertools import accumulate
 
 from . import batching, generation
 from .instruct import PREAMBLE, end_of_text_id, render_turns, visible_answer
@@ -25,7 +26,6 @@ from .runs import add_run_flag, load_run
 __all__ = ["ROLES", "ChatSession", "ContextLengthError", "Reply", "main"]
 
 ROLES = ("system", "user", "assistant")
-_SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "seed")
 _EOT = None  # how instruct.render_turns marks <|endoftext|> among its text pieces
 _MARK = "\n\n###"  # how every turn's header starts, before its first space
 
@@ -174,13 +174,11 @@ class ChatSession:
         mark = self._encode([_MARK])
         rest = [self._encode(_after_mark(render_turns("", [turn])[:-1])) for turn in turns]
         end = self._encode(render_turns("", [])[-1:])  # the header the reply follows
-        after = [len(end)]  # after[i]: the tokens of turns i, i+1, ... when not first, and end
-        for ids in reversed(rest):
-            after.append(after[-1] + len(mark) + len(ids))
-        after.reverse()
+        # before[i]: the tokens of turns 0..i-1 when not first, each with its mark
+        before = list(accumulate((len(mark) + len(ids) for ids in rest), initial=0))
         starts = [0] + [i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"]
         for start in starts:
-            n_prompt = len(lead) + len(rest[start]) + after[start + 1]
+            n_prompt = len(lead) - len(mark) + before[-1] - before[start] + len(end)
             if n_prompt <= room:
                 ids = lead + rest[start]
                 for more in rest[start + 1:]:
@@ -217,8 +215,8 @@ class ChatSession:
         >>> for piece in chat.stream(messages, temperature=0.7, seed=1):
         ...     print(piece, end="", flush=True)
         """
-        if unknown := sorted(set(sampling) - set(_SAMPLING)):
-            raise ValueError(f"unknown settings {unknown}; a reply takes {list(_SAMPLING)}")
+        if unknown := sorted(set(sampling) - set(self.defaults)):
+            raise ValueError(f"unknown settings {unknown}; a reply takes {list(self.defaults)}")
         settings = {**self.defaults, **sampling}
         n_new = settings.pop("max_new_tokens")
         ids, dropped = self._fit(messages, n_new)

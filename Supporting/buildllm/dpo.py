@@ -37,7 +37,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .data import fetch
-from .instruct import end_of_text_id, logits_at, prompt_ids, split_entries
+from .inference import pad_ids
+from .instruct import END_OF_TEXT, end_of_text_id, logits_at, prompt_ids, split_entries
 from .training import FitState, cycle, fit
 from .utils import eval_mode
 
@@ -99,7 +100,7 @@ class PreferenceDataset(Dataset):
         return self.items[index]
 
 
-def collate_preferences(batch: Sequence[dict[str, list[int]]], pad_id: int = 50256,
+def collate_preferences(batch: Sequence[dict[str, list[int]]], pad_id: int = END_OF_TEXT,
                         max_length: int | None = None) -> dict[str, torch.Tensor]:
     """Pad a list of pairs into `chosen`, `rejected` (batch, T) ids and their answer masks.
 
@@ -124,16 +125,13 @@ def collate_preferences(batch: Sequence[dict[str, list[int]]], pad_id: int = 502
             if len(ids) <= len(item["prompt"]):
                 raise ValueError(f"pair {i}: its prompt has {len(item['prompt'])} tokens, so "
                                  f"max_length={max_length} leaves no {kind} answer tokens")
-            rows[kind].append((ids, len(item["prompt"])))
-    width = max(len(ids) for kind in rows for ids, _ in rows[kind])
+            rows[kind].append(ids)
+    width = max(len(ids) for seqs in rows.values() for ids in seqs)
+    prompt_lens = torch.tensor([[len(item["prompt"])] for item in batch])  # (batch, 1)
     out = {}
     for kind, seqs in rows.items():
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.bool)
-        for row, (seq, prompt_len) in enumerate(seqs):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, prompt_len : len(seq)] = True
-        out[kind], out[f"{kind}_mask"] = ids, mask
+        ids, real = pad_ids(seqs, pad_id, width=width)
+        out[kind], out[f"{kind}_mask"] = ids, real & (torch.arange(width) >= prompt_lens)
     return out
 
 

@@ -98,6 +98,9 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "param": self.param,
                           "code": self.code}}
 
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
 
 # -- the request -------------------------------------------------------------------------
 
@@ -354,31 +357,23 @@ def _answer_errors_as_openai_does(app: FastAPI) -> None:
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, err: APIError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+        return err.response()
 
     @app.exception_handler(HTTPException)  # unknown paths, wrong methods
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
-        found = APIError(err.status_code, f"{request.method} {request.url.path}: {err.detail}")
-        return JSONResponse(found.body(), status_code=err.status_code, headers=err.headers)
+        return APIError(err.status_code, f"{request.method} {request.url.path}: {err.detail}",
+                        headers=err.headers).response()
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, err: Exception) -> JSONResponse:
-        found = APIError(500, f"the server failed: {type(err).__name__}: {err}",
-                         kind="server_error")
-        return JSONResponse(found.body(), status_code=500)
+        return APIError(500, f"the server failed: {type(err).__name__}: {err}",
+                        kind="server_error").response()
 
 
 class _CallerCheck:
-    """Refuse, in OpenAI's error shape, a request that is not for this server.
-
-    - A Host header other than localhost, an IP address or an allowed name (421): a web page
-      whose own name its attacker re-points at 127.0.0.1 ("DNS rebinding") sends its own
-      name as the Host, and could otherwise read the replies.
-    - No API key, or a wrong one, when the server has one (401); the chat page and /health
-      are open, the page asks for the key.
-    - A POST whose body is not JSON (415): any web page may send a text/plain POST to any
-      address without asking first, but not an application/json one.
-    """
+    """Refuse, in OpenAI's error shape, a request that is not for this server: a Host it does
+    not answer to (421), a missing or wrong API key (401), a POST body that is not JSON (415).
+    The module's docstring says why each is refused."""
 
     def __init__(self, app, api_key: str | None, hosts: Sequence[str]):
         self.app, self.any_host = app, "*" in hosts
@@ -388,9 +383,7 @@ class _CallerCheck:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and (refusal := self.refusal(scope)):
-            headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
-            response = JSONResponse(refusal.body(), status_code=refusal.status, headers=headers)
-            return await response(scope, receive, send)
+            return await refusal.response()(scope, receive, send)
         await self.app(scope, receive, send)
 
     def refusal(self, scope) -> APIError | None:
@@ -406,7 +399,8 @@ class _CallerCheck:
                 and not hmac.compare_digest(authorization, self.key)):
             return APIError(401, "a missing or wrong API key: send the server's key as "
                             "'Authorization: Bearer <key>' (OpenAI clients: api_key=...)",
-                            kind="authentication_error", code="invalid_api_key")
+                            kind="authentication_error", code="invalid_api_key",
+                            headers={"WWW-Authenticate": "Bearer"})
         media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
         if scope["method"] == "POST" and media_type != "application/json":
             return APIError(415, f"the request body must be JSON (Content-Type: "
@@ -444,6 +438,10 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, reques
     job = _Job(reply, request.app.state.engine)
     reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
+    def body(kind: str, **fields) -> dict:  # what every reply and chunk starts with
+        return {"id": reply_id, "object": kind, "created": created, "model": model_name,
+                **fields}
+
     def usage() -> dict:  # once the reply is done
         return {"prompt_tokens": reply.prompt_tokens,
                 "completion_tokens": reply.completion_tokens,
@@ -451,17 +449,15 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, reques
 
     if not req.stream:
         text = await job.text(request)
-        return {"id": reply_id, "object": "chat.completion", "created": created,
-                "model": model_name, "system_fingerprint": None,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": reply.finish_reason, "logprobs": None}],
-                "usage": usage()}
+        return body("chat.completion", system_fingerprint=None,
+                    choices=[{"index": 0, "message": {"role": "assistant", "content": text},
+                              "finish_reason": reply.finish_reason, "logprobs": None}],
+                    usage=usage())
 
     def chunk(delta: dict, finish_reason: str | None = None) -> str:
-        return _sse({"id": reply_id, "object": "chat.completion.chunk", "created": created,
-                     "model": model_name, "system_fingerprint": None,
-                     "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                  "finish_reason": finish_reason}]})
+        return _sse(body("chat.completion.chunk", system_fingerprint=None,
+                         choices=[{"index": 0, "delta": delta, "logprobs": None,
+                                   "finish_reason": finish_reason}]))
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -477,9 +473,7 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, reques
                 return
             yield chunk({}, reply.finish_reason)
             if req.stream_options and req.stream_options.include_usage:
-                yield _sse({"id": reply_id, "object": "chat.completion.chunk",
-                            "created": created, "model": model_name, "choices": [],
-                            "usage": usage()})
+                yield _sse(body("chat.completion.chunk", choices=[], usage=usage()))
             yield _sse("[DONE]")
         finally:
             job.cancel()  # the client may have gone: stop generating for it
@@ -521,8 +515,7 @@ def _start_reply(chat: ChatSession, req: ChatRequest) -> Reply:
         raise APIError(400, f"{name}={n_new} leaves no room for a prompt: this model's context "
                        f"is {chat.context_length} tokens, prompt and reply together",
                        param=name, code="invalid_value")
-    sampling = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p),
-                                  ("top_k", req.top_k), ("seed", req.seed)) if v is not None}
+    sampling = req.model_dump(include={"temperature", "top_p", "top_k", "seed"}, exclude_none=True)
     try:
         return chat.stream([m.as_chat() for m in req.messages], max_new_tokens=n_new, **sampling)
     except ContextLengthError as err:
