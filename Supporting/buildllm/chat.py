@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from itertools import accumulate
 
 from . import batching, generation
@@ -46,8 +46,8 @@ class Reply(Iterator[str]):
     `end` if the tokens run out first.
     """
 
-    def __init__(self, tokens: Iterator[int], decode: Callable[[list[int]], str], eos_id: int,
-                 prompt_tokens: int, dropped_messages: int = 0,
+    def __init__(self, tokens: Generator[int, None, None], decode: Callable[[list[int]], str],
+                 eos_id: int, prompt_tokens: int, dropped_messages: int = 0,
                  request: batching.Request | None = None):
         self.prompt_tokens = prompt_tokens
         self.dropped_messages = dropped_messages  # oldest messages left out to fit the context
@@ -81,7 +81,7 @@ class Reply(Iterator[str]):
         self.finish_reason = reason
         return self._add(visible_answer(self._decode(self._ids), final=True)[0])
 
-    def _run(self, tokens: Iterator[int]) -> Iterator[str]:
+    def _run(self, tokens: Generator[int, None, None]) -> Iterator[str]:
         try:
             for token in tokens:
                 if piece := self.add(token):
@@ -91,8 +91,7 @@ class Reply(Iterator[str]):
             if piece := self.end():
                 yield piece
         finally:
-            if hasattr(tokens, "close"):  # generation.stream's: frees the cache, restores the mode
-                tokens.close()
+            tokens.close()  # generation.stream's: frees the cache, restores the mode
 
     def _add(self, shown: str) -> str:
         """The new text when `shown` is longer than what was shown so far, else ""."""

@@ -34,11 +34,10 @@ from itertools import islice
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from .data import fetch
 from .inference import pad_ids
-from .instruct import END_OF_TEXT, end_of_text_id, logits_at, prompt_ids, split_entries
+from .instruct import InstructionDataset, end_of_text_id, logits_at, prompt_ids, split_entries
 from .training import FitState, cycle, fit
 from .utils import eval_mode
 
@@ -80,7 +79,7 @@ def _encode_pair(entry: dict, enc) -> dict[str, list[int]]:
             "rejected": enc.encode(entry["rejected"]) + [eot]}
 
 
-class PreferenceDataset(Dataset):
+class PreferenceDataset(InstructionDataset):
     """Preference entries, tokenized once: each item holds `prompt`, `chosen`, `rejected` ids.
 
     The answers end in <|endoftext|> (50256), so preferring an answer includes preferring
@@ -90,17 +89,10 @@ class PreferenceDataset(Dataset):
     50256
     """
 
-    def __init__(self, entries: Sequence[dict], enc):
-        self.items = [_encode_pair(entry, enc) for entry in entries]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, list[int]]:
-        return self.items[index]
+    encode = staticmethod(_encode_pair)
 
 
-def collate_preferences(batch: Sequence[dict[str, list[int]]], pad_id: int = END_OF_TEXT,
+def collate_preferences(batch: Sequence[dict[str, list[int]]], pad_id: int = 50256,
                         max_length: int | None = None) -> dict[str, torch.Tensor]:
     """Pad a list of pairs into `chosen`, `rejected` (batch, T) ids and their answer masks.
 

@@ -175,20 +175,22 @@ def split_entries(data: list, seed: int | None = 123) -> tuple[list, list, list]
 
 
 class InstructionDataset(torch.utils.data.Dataset):
-    """Instruction entries, tokenized once; item i is (token ids, prompt length).
+    """Instruction entries, tokenized once by `encode`; item i is (token ids, prompt length).
 
     The prompt length (preamble, instruction, input and response header) is kept so that
     `collate(..., mask_prompt=True)` can leave exactly those tokens out of the loss.
     """
 
+    encode = staticmethod(encode_example)  # one entry's tokens (dpo.PreferenceDataset's: a pair)
+
     def __init__(self, entries: Sequence[dict], enc):
         self.entries = list(entries)
-        self.examples = [encode_example(e, enc) for e in self.entries]
+        self.examples = [self.encode(e, enc) for e in self.entries]
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, i: int) -> tuple[list[int], int]:
+    def __getitem__(self, i: int):
         return self.examples[i]
 
 

@@ -295,15 +295,11 @@ def create_app(chat: ChatSession, model_name: str = "buildllm", *, api_key: str 
                read_timeout: float = 30.0, max_batch: int = 8, max_queue: int = 64) -> FastAPI:
     """The FastAPI app serving `chat`'s model under `model_name`; run it with uvicorn.
 
-    With `api_key`, the API (/v1/...) answers only requests that carry it, as OpenAI's
-    clients send theirs: `Authorization: Bearer <key>`. `allowed_hosts` are the names,
-    besides localhost and IP addresses, that clients may reach the server by ("*": any);
-    `cors_origins` are the web pages (e.g. "https://example.org") whose scripts may call the
-    API (none by default). A request body that has not all arrived `read_timeout` seconds
-    after its headers is refused (408): a client that stalls mid-upload does not hold a
-    connection for ever. Up to `max_batch` replies are written together
-    (`buildllm.batching`; 1: one at a time), and up to `max_queue` more wait for a place; the
-    next request gets a 429.
+    The settings are the command's, whose reasons the module's docstring gives: `api_key`,
+    `allowed_hosts` (names besides localhost and IP addresses; "*": any) and `cors_origins`
+    (e.g. "https://example.org") say who may call it; a body not all there `read_timeout`
+    seconds after its headers gets a 408; `max_batch` replies are written together (1: one
+    at a time) while `max_queue` more wait, and the next request gets a 429.
 
     >>> uvicorn.run(create_app(ChatSession.from_run("runs/instruct"), "instruct"), port=8000)
     """
@@ -567,8 +563,7 @@ class BackgroundServer:
             time.sleep(0.02)
 
     def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
-        """Answer the waiting requests with a 503, give the replies being written `grace`
-        seconds to finish (then a 503 or an error event), and stop."""
+        """Stop as `_Server` does, giving the replies being written `grace` seconds."""
         self._server.grace = grace
         self._server.should_exit = True
         self._thread.join(timeout=15)
