@@ -151,8 +151,7 @@ def sequence_logprob(model: nn.Module, input_ids: torch.Tensor, labels_mask: tor
         raise ValueError("labels_mask marks token 0, which nothing predicts: the first scored "
                          "token must come after at least one prompt token")
     counts = mask.sum(dim=1)
-    if (counts == 0).any():
-        empty = (counts == 0).nonzero().flatten().tolist()
+    if empty := (counts == 0).nonzero().flatten().tolist():
         raise ValueError(f"rows {empty} of labels_mask mark no tokens to score")
     context = getattr(getattr(model, "cfg", None), "context_length", None)
     if context is not None and input_ids.shape[1] - 1 > context:

@@ -16,9 +16,8 @@ GET /v1/models, GET /health, GET / (the page). Bad requests get a 4xx and OpenAI
 shape, {"error": {"message", "type", "param", "code"}}, and the server goes on serving.
 
 One thread, `buildllm.batching`'s engine, owns the model and writes up to `max_batch` replies
-at once: every step decodes one token of each in one forward pass, a finished reply leaves the
-batch and a waiting request joins it at the next step (continuous batching). The event loop
-never waits for the model: it goes on accepting connections, refusing bad requests and
+at once (continuous batching: a reply leaves and a waiting one joins at any step). The event
+loop never waits for the model: it goes on accepting connections, refusing bad requests and
 passing each piece of text on as soon as the engine has it. When a client hangs up, streamed
 or not, its reply stops after the token being computed. At most `max_queue` requests wait;
 the next gets a 429 with a Retry-After header. When the server stops, waiting requests get a
@@ -461,15 +460,13 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, reques
             try:
                 async for piece in job.pieces():
                     yield chunk({"content": piece})
+                yield chunk({}, reply.finish_reason)
+                if req.stream_options and req.stream_options.include_usage:
+                    yield _sse(body("chat.completion.chunk", choices=[], usage=usage()))
             except Exception as err:  # noqa: BLE001 -- too late for a status: say it here
                 failed = err if isinstance(err, APIError) else APIError(
                     500, f"generation failed: {type(err).__name__}: {err}", kind="server_error")
                 yield _sse(failed.body())
-                yield _sse("[DONE]")
-                return
-            yield chunk({}, reply.finish_reason)
-            if req.stream_options and req.stream_options.include_usage:
-                yield _sse(body("chat.completion.chunk", choices=[], usage=usage()))
             yield _sse("[DONE]")
         finally:
             job.cancel()  # the client may have gone: stop generating for it
