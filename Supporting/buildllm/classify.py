@@ -100,8 +100,7 @@ def _encode(enc, text: str, pad_id: int) -> list[int]:
     `encode_ordinary` treats a literal "<|endoftext|>" in a message as plain text, so the
     padding id never appears inside a message and padding can be told apart from text.
     """
-    ids = enc.encode_ordinary(text)
-    return ids if ids else [pad_id]
+    return enc.encode_ordinary(text) or [pad_id]
 
 
 class SpamDataset(TensorDataset):

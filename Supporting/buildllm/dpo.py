@@ -174,10 +174,9 @@ def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: tor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The DPO loss from the four log-probabilities of each pair, and the two rewards.
 
-    Returns `(loss, chosen_reward, rejected_reward)`: the loss is
-    -log σ(beta · ((pi_chosen - ref_chosen) - (pi_rejected - ref_rejected))) averaged over the
-    pairs; the rewards beta · (pi - ref) are per pair, shape (batch,), detached (they are for
-    logging). `logsigmoid` computes log σ(x) without overflow for large |x|.
+    Returns `(loss, chosen_reward, rejected_reward)` as the module's docstring writes them, the
+    rewards per pair, shape (batch,), and detached (they are for logging). `logsigmoid`
+    computes log σ(x) without overflow for large |x|.
 
     >>> loss, rc, rr = dpo_loss(*[torch.tensor([-5.0])] * 4)   # policy == reference
     >>> round(loss.item(), 4), rc.item(), rr.item()

@@ -164,8 +164,7 @@ class PreTokenizer:
             size += len(chunk)
             if size >= _BLOCK:
                 text = "".join(held)
-                cut = self._last_boundary(text, len(text) - keep, allowed)
-                if cut:
+                if cut := self._last_boundary(text, len(text) - keep, allowed):
                     yield text[:cut]
                 held, size = [text[cut:]], len(text) - cut
         if size:
