@@ -22,6 +22,7 @@ from . import batching, generation
 from .instruct import PREAMBLE, end_of_text_id, render_turns, visible_answer
 from .model import GPTModel
 from .runs import add_run_flag, load_run
+from .tokenizers import ENDOFTEXT
 
 __all__ = ["ROLES", "ChatSession", "ContextLengthError", "Reply", "main"]
 
@@ -147,7 +148,7 @@ class ChatSession:
     def format_messages(self, messages: Sequence[dict]) -> str:
         """The conversation as the model reads it (every message, none dropped), as text."""
         pieces = render_turns(*_split(messages))
-        return "".join("<|endoftext|>" if p is _EOT else p for p in pieces)
+        return "".join(ENDOFTEXT if p is _EOT else p for p in pieces)
 
     def prompt_ids(self, messages: Sequence[dict], max_new_tokens: int | None = None) -> list[int]:
         """The tokens of the conversation, its oldest turns dropped until `max_new_tokens` more
