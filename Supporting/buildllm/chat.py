@@ -48,11 +48,10 @@ class Reply(Iterator[str]):
     """
 
     def __init__(self, tokens: Generator[int, None, None], decode: Callable[[list[int]], str],
-                 eos_id: int, prompt_tokens: int, dropped_messages: int = 0,
-                 request: batching.Request | None = None):
-        self.prompt_tokens = prompt_tokens
-        self.dropped_messages = dropped_messages  # oldest messages left out to fit the context
+                 eos_id: int, request: batching.Request, dropped_messages: int = 0):
         self.request = request  # the prompt's token ids and the sampling settings
+        self.prompt_tokens = len(request.ids)
+        self.dropped_messages = dropped_messages  # oldest messages left out to fit the context
         self.completion_tokens = 0
         self.finish_reason: str | None = None
         self.text = ""  # the answer so far: the pieces yielded, joined
@@ -221,8 +220,8 @@ class ChatSession:
         n_new = settings.pop("max_new_tokens")
         ids, dropped = self._fit(messages, n_new)
         tokens = generation.stream(self.model, ids, n_new, eos_id=self.eos_id, **settings)
-        return Reply(tokens, self.tokenizer.decode, self.eos_id, len(ids), dropped,
-                     batching.Request(ids, n_new, **settings))
+        return Reply(tokens, self.tokenizer.decode, self.eos_id,
+                     batching.Request(ids, n_new, **settings), dropped)
 
     def reply(self, messages: Sequence[dict], **sampling) -> str:
         """The whole reply to the conversation's last message, as one string (see `stream`)."""
