@@ -237,8 +237,7 @@ class _Job:
     def on_end(self, error: BaseException | None) -> None:
         """In the engine's thread: the reply is over, finished, cancelled or failed."""
         if isinstance(error, EngineStopped):
-            error = _unavailable(503, "the server is shutting down: this reply was not "
-                                 "finished")
+            error = _unavailable(503, "the server is shutting down: this reply was not finished")
         out_of_tokens = error is None and self.reply.finish_reason is None and not self.cancelled
         if out_of_tokens and (piece := self.reply.end()):
             self._send(piece)
@@ -501,9 +500,8 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
 
 def _start_reply(chat: ChatSession, req: ChatRequest) -> Reply:
     """Check the request against the model and prepare its reply (the model has not run yet)."""
-    name, n_new = next(((k, v) for k, v in (("max_completion_tokens", req.max_completion_tokens),
-                                            ("max_tokens", req.max_tokens)) if v is not None),
-                       ("max_tokens", chat.defaults["max_new_tokens"]))
+    name = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+    n_new = getattr(req, name) or chat.defaults["max_new_tokens"]  # both are >= 1 when given
     if n_new >= chat.context_length:
         raise APIError(400, f"{name}={n_new} leaves no room for a prompt: this model's context "
                        f"is {chat.context_length} tokens, prompt and reply together",
