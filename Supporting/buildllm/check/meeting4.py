@@ -29,19 +29,25 @@ class _NoLayerNorm(Refuses):
     advice = "this exercise asks you to write layer norm out, with mean and var"
 
 
-def _layer_norm_mistakes(x, scale, shift, eps):
-    def normed(dim=-1, e=eps):  # (x - mean) / sqrt(var + e), over `dim`
-        return (x - x.mean(dim, keepdim=True)) / (x.var(dim, keepdim=True, unbiased=False) + e)**0.5
+@torch.no_grad()
+def _layer_norm(fn: Callable, x, scale, shift, eps: float, want: torch.Tensor) -> None:
+    got = plain(fn(x.clone().as_subclass(_NoLayerNorm), scale, shift, eps))
+    fail_if(isinstance(got, torch.Tensor) and torch.isnan(got).any(), "the result holds NaN: a "
+            "constant vector has variance 0, and eps, added to the variance under the square "
+            "root, is what keeps that from dividing by 0")
+
+    def normed(dim=-1, e=eps, c=0):  # (x - mean) / sqrt(var + e), over `dim`, correction c
+        return (x - x.mean(dim, keepdim=True)) / (x.var(dim, keepdim=True, correction=c) + e)**0.5
 
     centred, std = x - x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False).sqrt()
-    return [
+    expect_close(got, want, "the result", [
         ("it matches dividing by n - 1, the unbiased variance that .var() and .std() compute by "
          "default; layer norm divides by n: x.var(dim=-1, keepdim=True, unbiased=False)",
-         centred / (x.var(-1, keepdim=True) + eps)**0.5 * scale + shift),
+         normed(c=1) * scale + shift),
         ("it matches (x - mean) / (std + eps); eps belongs inside the square root: "
          "(x - mean) / sqrt(var + eps)", centred / (std + eps) * scale + shift),
         ("it matches leaving eps out; add it to the variance, under the square root: "
-         "(x - mean) / sqrt(var + eps)", centred / std * scale + shift),
+         "(x - mean) / sqrt(var + eps)", normed(e=0.0) * scale + shift),
         ("it matches eps = 1e-5; use the eps you are given", normed(e=1e-5) * scale + shift),
         ("it matches normalizing over every number in x at once; normalize each token's vector "
          "on its own: mean and var over the last dim (dim=-1, keepdim=True)",
@@ -52,16 +58,7 @@ def _layer_norm_mistakes(x, scale, shift, eps):
          normed() * shift + scale),
         ("it matches normalizing over dim 0, across tokens; normalize each token's vector: mean "
          "and var over the last dim (dim=-1, keepdim=True)", normed(0) * scale + shift),
-    ]
-
-
-@torch.no_grad()
-def _layer_norm(fn: Callable, x, scale, shift, eps: float, want: torch.Tensor) -> None:
-    got = plain(fn(x.clone().as_subclass(_NoLayerNorm), scale, shift, eps))
-    fail_if(isinstance(got, torch.Tensor) and torch.isnan(got).any(), "the result holds NaN: a "
-            "constant vector has variance 0, and eps, added to the variance under the square "
-            "root, is what keeps that from dividing by 0")
-    expect_close(got, want, "the result", _layer_norm_mistakes(x, scale, shift, eps))
+    ])
 
 
 def _drawn(seed: int, x, eps=1e-5, spread=1.0, learned=True) -> tuple:
@@ -188,25 +185,6 @@ def parameter_count(fn: Callable[[GPTConfig], int]) -> None:
     }))
 
 
-def _block_mistakes(block: TransformerBlock, x: torch.Tensor):
-    """What a block computes when written the usual wrong ways (in eval mode, no dropout)."""
-    n1, att, n2, ff = block.norm1, block.att, block.norm2, block.ff
-    h, post, a = x + att(n1(x)), n1(x + att(x)), n1(x)
-    normed_shortcut = a + att(a)
-    return [
-        ("it matches post-norm, norm after the addition as in the original transformer; GPT-2 "
-         "normalizes each sub-block's input: x = x + att(norm1(x))", n2(post + ff(post))),
-        ("it matches a block without shortcuts: add each sub-block's input back, "
-         "x = x + att(norm1(x)), then x = x + ff(norm2(x))", ff(n2(att(n1(x))))),
-        ("it matches a shortcut that carries the normalized x; it carries x itself: "
-         "x + att(norm1(x))", n2(normed_shortcut) + ff(n2(normed_shortcut))),
-        ("it matches the attention half only; the block goes on with x = x + ff(norm2(x))", h),
-        ("it matches norm1 used twice; the feed-forward half has its own norm2", h + ff(n1(h))),
-        ("it matches one shortcut around both halves; each half has its own: "
-         "x = x + att(norm1(x)), then x = x + ff(norm2(x))", x + ff(n2(att(n1(x))))),
-    ]
-
-
 @torch.no_grad()
 def _block(fn: Callable, cfg: GPTConfig, shape, seed: int, std: float, training=False) -> None:
     with seeded(seed):
@@ -224,7 +202,22 @@ def _block(fn: Callable, cfg: GPTConfig, shape, seed: int, std: float, training=
             "result differs from the block's with the same seed: pass each sub-block's output "
             "through block.drop_shortcut before adding the shortcut, calling the modules in order "
             "(norm1, att, drop_shortcut, then norm2, ff, drop_shortcut)")
-    expect_close(got, want, "the block's output", () if training else _block_mistakes(block, x))
+    block.eval()  # what the usual wrong blocks give, without drawing from the caller's RNG:
+    n1, att, n2, ff = block.norm1, block.att, block.norm2, block.ff
+    h, post, a = x + att(n1(x)), n1(x + att(x)), n1(x)
+    normed_shortcut = a + att(a)
+    expect_close(got, want, "the block's output", () if training else [
+        ("it matches post-norm, norm after the addition as in the original transformer; GPT-2 "
+         "normalizes each sub-block's input: x = x + att(norm1(x))", n2(post + ff(post))),
+        ("it matches a block without shortcuts: add each sub-block's input back, "
+         "x = x + att(norm1(x)), then x = x + ff(norm2(x))", ff(n2(att(n1(x))))),
+        ("it matches a shortcut that carries the normalized x; it carries x itself: "
+         "x + att(norm1(x))", n2(normed_shortcut) + ff(n2(normed_shortcut))),
+        ("it matches the attention half only; the block goes on with x = x + ff(norm2(x))", h),
+        ("it matches norm1 used twice; the feed-forward half has its own norm2", h + ff(n1(h))),
+        ("it matches one shortcut around both halves; each half has its own: "
+         "x = x + att(norm1(x)), then x = x + ff(norm2(x))", x + ff(n2(att(n1(x))))),
+    ])
 
 
 def block_forward(fn: Callable[[TransformerBlock, torch.Tensor], torch.Tensor]) -> None:
@@ -241,8 +234,13 @@ def block_forward(fn: Callable[[TransformerBlock, torch.Tensor], torch.Tensor]) 
     }))
 
 
-def _prompt(seed: int, batch: int, length: int) -> torch.Tensor:
-    return torch.randint(0, 64, (batch, length), generator=torch.Generator().manual_seed(seed))
+def _greedy_run(seed: int, batch: int, n_prompt: int, n_new: int, context: int, n_layers=2,
+                drop_rate=0.0) -> tuple[GPTModel, torch.Tensor, torch.Tensor]:
+    """A tiny GPT, a prompt for it and generate's greedy continuation, all from `seed`."""
+    model = tiny_gpt(seed, 64, context, 32, 4, n_layers, std=0.3, tie_embeddings=False,
+                     drop_rate=drop_rate).eval()
+    ids = torch.randint(0, 64, (batch, n_prompt), generator=torch.Generator().manual_seed(seed))
+    return model, ids, generate(model, ids, n_new, use_cache=False)
 
 
 def _expect_same_tokens(got, want: torch.Tensor, n_prompt: int, hint: Callable[[int], str]) -> None:
@@ -261,10 +259,7 @@ def _expect_same_tokens(got, want: torch.Tensor, n_prompt: int, hint: Callable[[
 
 
 def _greedy(fn: Callable, seed: int, batch: int, n_prompt: int, n_new: int, training=False) -> None:
-    model = tiny_gpt(seed, 64, 8, 32, 4, 2, std=0.3, tie_embeddings=False,
-                     drop_rate=0.1 if training else 0.0).eval()
-    ids = _prompt(seed, batch, n_prompt)
-    want = generate(model, ids, n_new, use_cache=False)
+    model, ids, want = _greedy_run(seed, batch, n_prompt, n_new, 8, drop_rate=0.1 * training)
     model.train(training)
     try:
         with seeded(seed):
@@ -272,10 +267,9 @@ def _greedy(fn: Callable, seed: int, batch: int, n_prompt: int, n_new: int, trai
     except ValueError as err:
         if "exceed the context length" not in str(err):
             raise
-        raise AssertionError(
-            f"the model refused {str(err).split(' exceed')[0]}: it has only "
-            f"{model.cfg.context_length} positions, so give it the last context_length "
-            "tokens, ids[:, -context_length:]") from None
+        raise AssertionError(f"the model refused {str(err).split(' exceed')[0]}: it has only "
+                             f"{model.cfg.context_length} positions, so give it the last "
+                             "context_length tokens, ids[:, -context_length:]") from None
     crop = max(1, model.cfg.context_length - n_prompt + 2)  # new token k sees n_prompt + k - 1
     _expect_same_tokens(got, want, n_prompt, lambda k: (
         "switch dropout off while generating, with model.eval()" if training
@@ -325,9 +319,7 @@ def _expect_cached_calls(calls: list[tuple[int, int | None]], n_prompt: int, n_n
 
 
 def _cached(fn: Callable, seed: int, batch: int, n_prompt: int, n_new: int, n_layers=2) -> None:
-    model = tiny_gpt(seed, 64, 16, 32, 4, n_layers, std=0.3, tie_embeddings=False).eval()
-    ids = _prompt(seed, batch, n_prompt)
-    want = generate(model, ids, n_new, use_cache=False)
+    model, ids, want = _greedy_run(seed, batch, n_prompt, n_new, 16, n_layers)
     calls: list[tuple[int, int | None]] = []  # (tokens passed, cache.length or None) per call
 
     def record(module, args, kwargs):
