@@ -31,10 +31,8 @@ def fail_if(wrong: object, message: str) -> None:
 
 
 def cases(check, fn, table: dict) -> list:
-    """verify()'s cases from a table {label: arguments}: each runs check(fn, *arguments).
-
-    An argument that is not a tuple is the only one: {"a single id": [7]} runs check(fn, [7]).
-    """
+    """verify()'s cases from a table {label: arguments}: each runs check(fn, *arguments). An
+    argument that is not a tuple is the only one: {"a single id": [7]} runs check(fn, [7])."""
     return [(label, partial(check, fn, *(args if isinstance(args, tuple) else (args,))))
             for label, args in table.items()]
 
@@ -174,7 +172,6 @@ def fail_first(*rules: tuple[object, str]) -> None:
             raise AssertionError(message)
 
 
-# --- added for meeting5 ---
 def expect_number(value: torch.Tensor, want: torch.Tensor, what: str, mistakes, rule: str,
                   atol: float = 1e-5, rtol: float = 1e-4) -> None:
     """A 0-dim `value` must be close to `want`; else name the mistake it matches, or the rule."""

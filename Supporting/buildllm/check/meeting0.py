@@ -1,9 +1,6 @@
 """Checks for the Meeting 0 exercises: a PyTorch warm-up.
 
-Each runs the learner's function on a table of cases against a reference written here:
-
-    >>> check.meeting0.standardize(standardize)
-    ✓ Exercise 0.1: all 4 cases pass.
+Each runs the learner's function on a table of cases against a reference written here.
 """
 
 from __future__ import annotations
@@ -68,19 +65,16 @@ def _no_side_effects(fn: Callable) -> None:
 
 
 def gradient(fn: Callable[[Callable, torch.Tensor], torch.Tensor]) -> None:
-    """Exercise 0.2: fn(f, x) returns the gradient of the scalar f at x, shaped like x.
-
-    The gradients are worked out by hand; two calls on one tensor must agree and leave it
-    without requires_grad or .grad.
-    """
+    """Exercise 0.2: fn(f, x) returns the gradient of the scalar f at x, shaped like x. The
+    gradients are worked out by hand; two calls on one tensor must agree and leave it without
+    requires_grad or .grad."""
     x, angles = torch.tensor([1.0, -2.0, 3.0]), torch.linspace(-3.0, 3.0, 7)
     matrix, logits = torch.tensor([[1.0, 2.0], [-3.0, 0.5]]), torch.tensor([0.5, -1, 2, 0])
     verify("Exercise 0.2", [*cases(_gradient_is, fn, {  # label: (f, x, the gradient of f at x)
         "f(x) = sum of x², gradient 2x": (_sum_of_squares, x, 2 * x),
         "f(x) = sum of sin(x), gradient cos(x)": (lambda t: t.sin().sum(), angles, angles.cos()),
-        "f(a, b) = a·b + b³, gradient (b, a + 3b²)": (lambda t: t[0] * t[1] + t[1] ** 3,
-                                                      torch.tensor([2.0, 3.0]),
-                                                      torch.tensor([3.0, 2.0 + 27.0])),
+        "f(a, b) = a·b + b³, gradient (b, a + 3b²)":
+            (lambda t: t[0] * t[1] + t[1]**3, torch.tensor([2.0, 3.0]), torch.tensor([3.0, 29.0])),
         "f(X) = trace(X @ X) for a 2×2 matrix, gradient 2Xᵀ": (lambda t: (t @ t).trace(), matrix,
                                                                 2 * matrix.T),
         "f(x) = logsumexp(x), gradient softmax(x)": (lambda t: t.logsumexp(0), logits,

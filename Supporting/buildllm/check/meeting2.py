@@ -1,9 +1,6 @@
 """Checks for the Meeting 2 exercises: byte-level BPE, from pair counts to parity with tiktoken.
 
-Each compares with `buildllm.tokenizers`, or with tiktoken for GPT-2's vocabulary:
-
-    >>> check.meeting2.pair_counts(get_pair_counts)
-    ✓ Exercise 2.1: all 6 cases pass.
+Each compares with `buildllm.tokenizers`, or with tiktoken for GPT-2's vocabulary.
 """
 
 from __future__ import annotations
@@ -131,7 +128,6 @@ def _why_not(got: tuple, want: tuple, text: str, k: int) -> str:
 
 
 def _trains(fn: Callable, text: str, vocab_size: int, timings: list | None = None) -> None:
-    """Compare (vocab, merges) with train_bpe; explain the first merge that differs."""
     start = time.perf_counter()
     result = fn(text, vocab_size)
     if timings is not None:
@@ -177,10 +173,8 @@ def train(fn: Callable[[str, int], tuple[Vocab, Merges]]) -> None:
 
 def fast_train(fn: Callable[[str, int], tuple[Vocab, Merges]], speedup: float = 3.0) -> None:
     """Exercise 2.6: like Exercise 2.3, and at least `speedup` times faster than the plain way.
-
-    The limit is a ratio to train_bpe_naive's time here and now, so it does not depend on
-    the machine; a time just over it may be a pause in the background, and is measured again.
-    """
+    The limit is a ratio to train_bpe_naive's time here and now, so it does not depend on the
+    machine; a time just over it may be a pause in the background, and is measured again."""
     timings: list[float] = []
 
     def fast_enough() -> None:
@@ -230,7 +224,6 @@ def decode(fn: Callable[[list[int], Vocab], str]) -> None:
 
 
 def _encodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str, tiktoken=False):
-    """Compare ids; at the first difference show both sides as tokens and say what it means."""
     tok = tokenizer()
     got = fn(text, dict(tok.vocab), list(tok.merges))
     want = gpt2_encoding().encode_ordinary(text) if tiktoken else tok.encode_ordinary(text)
@@ -253,9 +246,7 @@ def _encodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str, tik
 
 def encode(fn: Callable[[str, Vocab, Merges], list[int]]) -> None:
     """Exercise 2.5: fn(text, vocab, merges) must give BPETokenizer's ids, then tiktoken's.
-
-    Ids numbered backwards tell ids looked up in vocab from ids computed from bytes or ranks.
-    """
+    Ids numbered backwards tell ids looked up in vocab from ids computed from bytes or ranks."""
     verify("Exercise 2.5", cases(_encodes, fn, {  # label: (tokenizer, text, against tiktoken)
         "a sentence, in a small trained vocabulary": (_small, "I had always thought"),
         "'abab' with merges (b, a) then (a, b)": (_earliest_first, "abab"),

@@ -1,9 +1,6 @@
 """Checks for the Meeting 3 exercises: attention weights, causal mask, heads, multi-head attention.
 
-Each compares with `buildllm.attention` and names the usual mistake a wrong answer makes:
-
-    >>> check.meeting3.mask(causal_mask)
-    ✓ Exercise 3.2: all 7 cases pass.
+Each compares with `buildllm.attention` and names the usual mistake a wrong answer makes.
 """
 
 from __future__ import annotations
@@ -46,8 +43,7 @@ def _softmax_weights(q, k, mask=None, divide_by=None, dim=-1) -> torch.Tensor:
     return scores.softmax(dim=dim)
 
 
-def _weights(fn: Callable, shape: tuple[int, ...], n_keys: int | None, seed: int,
-             masked: bool = False) -> None:
+def _weights(fn: Callable, shape: tuple, n_keys: int | None, seed: int, masked=False) -> None:
     q = randn(seed, *shape)  # with n_keys None, the keys are the queries
     k = q if n_keys is None else randn(seed + 1, *shape[:-2], n_keys, shape[-1])
     m = causal_mask(q.shape[-2], k.shape[-2]) if masked else None
@@ -110,12 +106,10 @@ def _mask(fn: Callable, *sizes: int) -> None:
             "the mask is transposed: row i is query i, and it may look at keys 0 to i, so the "
             "True entries are on and below the diagonal (tril)")
     (i, j), shift = first(got != want), n_keys - n_queries
-    if got[i, j]:
-        why = f"your mask lets query {i} see key {j}, which comes after it."
-    elif j == i + shift:
-        why = f"your mask stops query {i} from seeing itself: a token may look at itself."
-    else:
-        why = f"your mask stops query {i} from seeing key {j}, which comes before it."
+    why = (f"your mask lets query {i} see key {j}, which comes after it." if got[i, j] else
+           f"your mask stops query {i} from seeing itself: a token may look at itself."
+           if j == i + shift else
+           f"your mask stops query {i} from seeing key {j}, which comes before it.")
     fail_if(not shift, why)
     raise AssertionError(
         f"{why} Query {i} is position {i + shift}: with more keys than queries, the queries are "
@@ -147,17 +141,14 @@ def _split(fn: Callable, x: torch.Tensor, num_heads: int, clone: bool = True) ->
             "cuts the memory in the wrong places. View as (batch, tokens, heads, head_dim) "
             "first, then swap tokens and heads with transpose(1, 2)")
     bi, h, t, j = where
-    raise AssertionError(
-        f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
-        f"x{_at((bi, t, h * hd + j))}: head {h} holds columns {h * hd} to {(h + 1) * hd - 1} "
-        "of every token")
+    raise AssertionError(f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
+                         f"x{_at((bi, t, h * hd + j))}: head {h} holds columns {h * hd} to "
+                         f"{(h + 1) * hd - 1} of every token")
 
 
 def split(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
-    """Exercise 3.3: fn(x, num_heads) must equal MultiHeadAttention.split_heads.
-
-    Numbered entries let a message say which entry of x landed where.
-    """
+    """Exercise 3.3: fn(x, num_heads) must equal MultiHeadAttention.split_heads. Numbered
+    entries let a message say which entry of x landed where."""
     verify("Exercise 3.3", cases(_split, fn, {  # label: (x, num_heads, clone x first)
         "numbered, (1, 3, 4), 2 heads": (_numbered(1, 3, 4), 2),
         "numbered, (2, 3, 6), 3 heads": (_numbered(2, 3, 6), 3),
@@ -179,10 +170,9 @@ def _merge(fn: Callable, x: torch.Tensor) -> None:
             "(batch, tokens, heads * head_dim) mixes tokens. Bring tokens next to batch first "
             "with transpose(1, 2), then reshape")
     bi, t, c = where
-    raise AssertionError(
-        f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
-        f"x{_at((bi, c // hd, t, c % hd))}: each token's columns are head 0's {hd} values, "
-        "then head 1's, and so on")
+    raise AssertionError(f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
+                         f"x{_at((bi, c // hd, t, c % hd))}: each token's columns are head 0's "
+                         f"{hd} values, then head 1's, and so on")
 
 
 def _round_trip(fn: Callable) -> None:
@@ -215,8 +205,7 @@ class _NoFusedAttention(TorchFunctionMode):
 
 
 def _mha(x, p: dict, h: int, *, divide_by=lambda hd, d: math.sqrt(hd), see=causal_mask, dim=-1,
-         split=True, merge=True, by_head=False, out_proj=True, qkv_bias=True,
-         out_bias=True) -> torch.Tensor:
+         split=True, merge=True, by_head=False, out_proj=True, qkv_bias=True, out_bias=True):
     """Causal multi-head attention written out, with switches for the usual mistakes."""
     b, n, _ = x.shape
     qkv = F.linear(x, p["qkv_weight"], p["qkv_bias"] if qkv_bias else None)
@@ -257,8 +246,7 @@ _MHA_MISTAKES = [
 ]
 
 
-def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: int,
-               qkv_bias: bool = True) -> None:
+def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: int, qkv_bias=True):
     with torch.random.fork_rng(devices=[]):
         attn = MultiHeadAttention(d_in, d, n, 0.0, h, qkv_bias=qkv_bias).eval()
     with torch.no_grad():

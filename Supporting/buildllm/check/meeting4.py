@@ -73,9 +73,7 @@ def _drawn(seed: int, x, eps=1e-5, spread=1.0, learned=True) -> tuple:
 
 def layer_norm(fn: Callable[..., torch.Tensor]) -> None:
     """Exercise 4.1: fn(x, scale, shift, eps) must equal F.layer_norm over the last dim.
-
-    Tokens with a variance far below eps show where eps goes, a constant vector gives NaN.
-    """
+    Tokens with a variance far below eps show where eps goes, a constant vector gives NaN."""
     with seeded(6), torch.no_grad():
         ln, x = randomize(LayerNorm(768), 1.0), torch.randn(2, 4, 768)
         gpt2 = (x, ln.scale, ln.shift, ln.eps, ln(x))
@@ -113,10 +111,8 @@ def _gelu(fn: Callable, x: torch.Tensor) -> None:
 
 
 def gelu(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Exercise 4.2: fn(x) must equal F.gelu(x, approximate="tanh"), to within 1e-6.
-
-    The exact erf GELU differs by up to 5e-4 near ±2.7; ±1e4 catches a tanh built from exp.
-    """
+    """Exercise 4.2: fn(x) must equal F.gelu(x, approximate="tanh"), to within 1e-6. The
+    exact erf GELU differs by up to 5e-4 near ±2.7; ±1e4 catches a tanh built from exp."""
     verify("Exercise 4.2", cases(_gelu, fn, {
         "x = 0, 1, -1, 2, -2": torch.tensor([0.0, 1.0, -1.0, 2.0, -2.0]),
         "1,001 points from -6 to 6": torch.linspace(-6, 6, 1001),
@@ -221,10 +217,8 @@ def _block(fn: Callable, cfg: GPTConfig, shape, seed: int, std: float, training=
 
 
 def block_forward(fn: Callable[[TransformerBlock, torch.Tensor], torch.Tensor]) -> None:
-    """Exercise 4.4: fn(block, x) must equal block(x), a pre-norm TransformerBlock.
-
-    Every parameter, biases and norms included, is random, so no mistake hides behind a zero.
-    """
+    """Exercise 4.4: fn(block, x) must equal block(x), a pre-norm TransformerBlock. Every
+    parameter, biases and norms included, is random, so no mistake hides behind a zero."""
     small = GPTConfig(vocab_size=64, context_length=16, emb_dim=32, n_heads=4, n_layers=1)
     verify("Exercise 4.4", cases(_block, fn, {  # label: (config, shape, seed, std, training)
         "eval mode, 2 sequences of 5 tokens, width 32": (small, (2, 5), 10, 0.3),
@@ -283,9 +277,7 @@ def _greedy(fn: Callable, seed: int, batch: int, n_prompt: int, n_new: int, trai
 
 def greedy_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor]) -> None:
     """Exercise 4.5: fn(model, ids, max_new_tokens) must equal generate(..., use_cache=False).
-
-    The model's context is 8 tokens, so longer sequences must be cropped.
-    """
+    The model's context is 8 tokens, so longer sequences must be cropped."""
     verify("Exercise 4.5", cases(_greedy, fn, {  # label: (seed, batch, prompt, new, training)
         "a prompt of 3 tokens, 4 new: within the context of 8": (1, 1, 3, 4),
         "a batch of 2 prompts": (2, 2, 3, 5),
@@ -342,11 +334,9 @@ def _cached(fn: Callable, seed: int, batch: int, n_prompt: int, n_new: int, n_la
 
 def cached_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor]) -> None:
     """Exercise 4.6: fn(model, ids, max_new_tokens) must give generate(..., use_cache=False)'s
-    tokens, calling the model with the whole prompt, then with one token at a time.
-
-    A hook records each call's length and cache.length: a loop that recomputes everything
-    gives the same tokens.
-    """
+    tokens, calling the model with the whole prompt, then with one token at a time. A hook
+    records each call's length and cache.length: a loop that recomputes everything gives the
+    same tokens."""
     verify("Exercise 4.6", cases(_cached, fn, {  # label: (seed, batch, prompt, new, layers)
         "a prompt of 4 tokens, 6 new": (11, 1, 4, 6),
         "a prompt of one token": (12, 1, 1, 8),
