@@ -53,9 +53,8 @@ def randomize(module: nn.Module, std: float) -> nn.Module:
     return module
 
 
-def expect_close(
-    got, want: torch.Tensor, what: str, mistakes=(), x=None, atol: float = 1e-5, rtol: float = 1e-4
-) -> None:
+def expect_close(got, want: torch.Tensor, what: str, mistakes=(), x=None, atol: float = 1e-5,
+                 rtol: float = 1e-4) -> None:
     """Compare tensors; on a difference, name the known mistake (hint, tensor) that gives `got`,
     if one does; `x`, the input, is shown next to a wrong entry."""
     got, want = expect_shape(got, want.shape, what).detach().float(), want.float()
@@ -66,9 +65,8 @@ def expect_close(
     entry = f"{what}[{', '.join(map(str, i))}]{at} is"
     fail_if(not torch.isfinite(got[i]), f"{entry} {got[i].item()}: a step overflowed (exp of a "
             "large number is inf) or divided by zero")
-    raise AssertionError(
-        f"{entry} {got[i].item():.6g}, expected {want[i].item():.6g}; the largest difference is "
-        f"{(got - want).abs().max().item():.3g}")
+    raise AssertionError(f"{entry} {got[i].item():.6g}, expected {want[i].item():.6g}; the "
+                         f"largest difference is {(got - want).abs().max().item():.3g}")
 
 
 def first(where: torch.Tensor) -> tuple[int, ...] | None:

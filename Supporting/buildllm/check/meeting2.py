@@ -232,12 +232,11 @@ def _encodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str, tik
     fail_if(not isinstance(got, list), f"should return a list of ids, got {type(got).__name__}")
     vocab, k = tok.vocab, _first_difference(got, want)
     yours, theirs = got[k : k + 4], want[k : k + 4]
-    if b"".join(vocab.get(i, b"\x00?") for i in got) != b"".join(vocab[i] for i in want):
-        why = ("your ids, looked up in vocab, do not spell the text: find each id by looking its "
-               "bytes up in vocab; never compute it from a byte's value or a merge's position")
-    else:
-        why = ("your ids spell the text but cut it differently: split it with GPT2_SPLIT_PATTERN, "
-               "then within each piece apply the merge learned earliest first")
+    spelled = b"".join(vocab.get(i, b"\x00?") for i in got) == b"".join(vocab[i] for i in want)
+    why = ("your ids spell the text but cut it differently: split it with GPT2_SPLIT_PATTERN, "
+           "then within each piece apply the merge learned earliest first" if spelled else
+           "your ids, looked up in vocab, do not spell the text: find each id by looking its "
+           "bytes up in vocab; never compute it from a byte's value or a merge's position")
     raise AssertionError(
         f"the ids differ from position {k}: you have {yours} {[vocab.get(i) for i in yours]}, "
         f"{'tiktoken' if tiktoken else 'the reference'} has {theirs} "

@@ -288,44 +288,40 @@ def greedy_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor])
     }))
 
 
-def _expect_cached_calls(calls: list[tuple[int, int | None]], n_prompt: int, n_new: int) -> None:
-    """One call with the whole prompt, then one token per call, each at its own position."""
-    fail_if(n_new and not calls, "your function never called the model: call model(ids, cache)")
-    for k, (n, length) in enumerate(calls):
-        fail_if(length is None, f"call {k + 1} of the model passed no cache: model(ids, cache)")
-        fail_if(k == 0 and n != n_prompt, f"the first call passed {n} token{'s' * (n != 1)}: pass "
-                f"the whole prompt ({n_prompt} tokens) at once, so one call fills the cache with "
-                "every prompt token's keys and values")
-        fail_if(k == 0 and length != 0, f"the first call found {length} tokens in the cache: "
-                "start with a new, empty one")
-        fail_if(k > 0 and n != 1, f"call {k + 1} of the model passed {n} tokens: after the prompt "
-                "pass only the newest token, shape (batch, 1); the cache holds the keys and "
-                "values of the rest")
-        fail_if(k > 0 and length != n_prompt + k - 1, f"call {k + 1} of the model started at "
-                f"position {length}, but {n_prompt + k - 1} tokens came before it: the model "
-                "advances cache.length itself at the end of each call; neither your loop nor "
-                "your cache should")
-    fail_if(len(calls) > n_new + 1, f"your function called the model {len(calls)} times for "
-            f"{n_new} new tokens; once for the prompt and once for each new token after the "
-            "first is enough")
+def _expect_cached_call(k: int, n: int, length: int | None, n_prompt: int) -> None:
+    """Call k + 1 of the model passes n tokens with a cache holding `length`: first the whole
+    prompt into an empty cache, then one token per call, each at its own position."""
+    fail_if(length is None, f"call {k + 1} of the model passed no cache: model(ids, cache)")
+    fail_if(k == 0 and n != n_prompt, f"the first call passed {n} token{'s' * (n != 1)}: pass "
+            f"the whole prompt ({n_prompt} tokens) at once, so one call fills the cache with "
+            "every prompt token's keys and values")
+    fail_if(k == 0 and length != 0, f"the first call found {length} tokens in the cache: "
+            "start with a new, empty one")
+    fail_if(k > 0 and n != 1, f"call {k + 1} of the model passed {n} tokens: after the prompt "
+            "pass only the newest token, shape (batch, 1); the cache holds the keys and "
+            "values of the rest")
+    fail_if(k > 0 and length != n_prompt + k - 1, f"call {k + 1} of the model started at "
+            f"position {length}, but {n_prompt + k - 1} tokens came before it: the model "
+            "advances cache.length itself at the end of each call; neither your loop nor "
+            "your cache should")
 
 
 def _cached(fn: Callable, seed: int, batch: int, n_prompt: int, n_new: int, n_layers=2) -> None:
     model, ids, want = _greedy_run(seed, batch, n_prompt, n_new, 16, n_layers)
-    calls: list[tuple[int, int | None]] = []  # (tokens passed, cache.length or None) per call
+    calls: list[int] = []  # the tokens passed to each call of the model
 
-    def record(module, args, kwargs):
+    def record(module, args, kwargs):  # checks each call as it is made, before it can crash
         given = dict(zip(("ids", "cache"), args, strict=False)) | kwargs
-        calls.append((given["ids"].shape[-1], getattr(given.get("cache"), "length", None)))
+        n = given["ids"].shape[-1]
+        _expect_cached_call(len(calls), n, getattr(given.get("cache"), "length", None), n_prompt)
+        calls.append(n)
 
     model.register_forward_pre_hook(record, with_kwargs=True)
-    try:
-        got = fn(model, ids.clone(), n_new)
-    except Exception as err:
-        if calls and not isinstance(err, NotImplementedError):
-            _expect_cached_calls(calls, n_prompt, n_new)  # may say why it crashed
-        raise
-    _expect_cached_calls(calls, n_prompt, n_new)
+    got = fn(model, ids.clone(), n_new)
+    fail_if(n_new and not calls, "your function never called the model: call model(ids, cache)")
+    fail_if(len(calls) > n_new + 1, f"your function called the model {len(calls)} times for "
+            f"{n_new} new tokens; once for the prompt and once for each new token after the "
+            "first is enough")
     _expect_same_tokens(got, want, n_prompt, lambda k: (
         "every layer must see the keys and values of all tokens so far (update returns the "
         "cached ones and the new ones, joined along the tokens dim, 2), and the next token "
