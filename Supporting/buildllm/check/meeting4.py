@@ -288,33 +288,30 @@ def greedy_generation(fn: Callable[[GPTModel, torch.Tensor, int], torch.Tensor])
     }))
 
 
-def _expect_cached_call(k: int, n: int, length: int | None, n_prompt: int) -> None:
-    """Call k + 1 of the model passes n tokens with a cache holding `length`: first the whole
-    prompt into an empty cache, then one token per call, each at its own position."""
-    fail_if(length is None, f"call {k + 1} of the model passed no cache: model(ids, cache)")
-    fail_if(k == 0 and n != n_prompt, f"the first call passed {n} token{'s' * (n != 1)}: pass "
-            f"the whole prompt ({n_prompt} tokens) at once, so one call fills the cache with "
-            "every prompt token's keys and values")
-    fail_if(k == 0 and length != 0, f"the first call found {length} tokens in the cache: "
-            "start with a new, empty one")
-    fail_if(k > 0 and n != 1, f"call {k + 1} of the model passed {n} tokens: after the prompt "
-            "pass only the newest token, shape (batch, 1); the cache holds the keys and "
-            "values of the rest")
-    fail_if(k > 0 and length != n_prompt + k - 1, f"call {k + 1} of the model started at "
-            f"position {length}, but {n_prompt + k - 1} tokens came before it: the model "
-            "advances cache.length itself at the end of each call; neither your loop nor "
-            "your cache should")
-
-
 def _cached(fn: Callable, seed: int, batch: int, n_prompt: int, n_new: int, n_layers=2) -> None:
     model, ids, want = _greedy_run(seed, batch, n_prompt, n_new, 16, n_layers)
     calls: list[int] = []  # the tokens passed to each call of the model
 
-    def record(module, args, kwargs):  # checks each call as it is made, before it can crash
+    def record(module, args, kwargs):
+        """Check each call as it is made, before it can crash: first the whole prompt into an
+        empty cache, then one token per call, each at its own position."""
         given = dict(zip(("ids", "cache"), args, strict=False)) | kwargs
-        n = given["ids"].shape[-1]
-        _expect_cached_call(len(calls), n, getattr(given.get("cache"), "length", None), n_prompt)
+        length = getattr(given.get("cache"), "length", None)
+        k, n = len(calls), given["ids"].shape[-1]
         calls.append(n)
+        fail_if(length is None, f"call {k + 1} of the model passed no cache: model(ids, cache)")
+        fail_if(k == 0 and n != n_prompt, f"the first call passed {n} token{'s' * (n != 1)}: "
+                f"pass the whole prompt ({n_prompt} tokens) at once, so one call fills the cache "
+                "with every prompt token's keys and values")
+        fail_if(k == 0 and length != 0, f"the first call found {length} tokens in the cache: "
+                "start with a new, empty one")
+        fail_if(k > 0 and n != 1, f"call {k + 1} of the model passed {n} tokens: after the "
+                "prompt pass only the newest token, shape (batch, 1); the cache holds the keys "
+                "and values of the rest")
+        fail_if(k > 0 and length != n_prompt + k - 1, f"call {k + 1} of the model started at "
+                f"position {length}, but {n_prompt + k - 1} tokens came before it: the model "
+                "advances cache.length itself at the end of each call; neither your loop nor "
+                "your cache should")
 
     model.register_forward_pre_hook(record, with_kwargs=True)
     got = fn(model, ids.clone(), n_new)
