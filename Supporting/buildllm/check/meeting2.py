@@ -203,9 +203,9 @@ def _decodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str, dro
     try:
         got = fn(list(ids), dict(tok.vocab))
     except UnicodeDecodeError as err:
-        raise AssertionError(
-            f"decoding {ids} raised UnicodeDecodeError ({err.reason}): decode with "
-            "errors='replace', so bytes that are not valid UTF-8 become '\\ufffd'") from None
+        raise AssertionError(f"decoding {ids} raised UnicodeDecodeError ({err.reason}): decode "
+                             "with errors='replace', so bytes that are not valid UTF-8 become "
+                             "'\\ufffd'") from None
     fail_if(isinstance(got, str) and got != want and "\ufffd" in got and "\ufffd" not in want,
             f"decoding {ids} gave {got!r}, expected {want!r}: join all the bytes first and "
             "decode once, since one character's bytes can span tokens")

@@ -55,15 +55,14 @@ def _weights(fn: Callable, shape: tuple, n_keys: int | None, seed: int, masked=F
             "and a softmax over scores that are all -inf is 0/0. True in the mask means 'may "
             "look': hide the scores where it is False")
     if masked and (leak := first((got != 0) & ~m)):
-        raise AssertionError(
-            f"query {leak[-2]} puts weight {got[leak]:.3f} on key {leak[-1]}, which the "
-            "mask hides (False means 'may not look'): set hidden scores to -inf before the "
-            "softmax, and they get weight exactly 0")
+        raise AssertionError(f"query {leak[-2]} puts weight {got[leak]:.3f} on key {leak[-1]}, "
+                             "which the mask hides (False means 'may not look'): set hidden "
+                             "scores to -inf before the softmax, and they get weight exactly 0")
     sums = got.sum(dim=-1)
     if off := first(~torch.isclose(sums, torch.ones_like(sums), atol=1e-4)):
-        raise AssertionError(
-            f"the weights of query {off[-1]} sum to {sums[off]:.4f}, not 1: take the "
-            "softmax over the keys (dim=-1), and mask the scores before it, not the weights after")
+        raise AssertionError(f"the weights of query {off[-1]} sum to {sums[off]:.4f}, not 1: take "
+                             "the softmax over the keys (dim=-1), and mask the scores before it, "
+                             "not the weights after")
     if (where := first_wrong(got, want)) is None:
         return
     mistakes = (  # (what to say, the weights it gives), each built only if needed
@@ -247,9 +246,8 @@ _MHA_MISTAKES = [
 
 
 def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: int, qkv_bias=True):
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # building it draws random weights
         attn = MultiHeadAttention(d_in, d, n, 0.0, h, qkv_bias=qkv_bias).eval()
-    with torch.no_grad():
         for k, param in enumerate(attn.parameters()):
             param.copy_(randn(100 * seed + k, *param.shape, scale=d_in**-0.5))
         x = randn(seed, b, n, d_in)

@@ -246,10 +246,9 @@ def _expect_same_tokens(got, want: torch.Tensor, n_prompt: int, hint: Callable[[
     fail_if(got[:, :n_prompt].tolist() != want[:, :n_prompt].tolist(),
             "the result should start with the prompt, unchanged")
     b, k = _support.first(got != want)
-    raise AssertionError(
-        f"sequence {b}, new token {k - n_prompt + 1}: {got[b, k].item()}, expected "
-        f"{want[b, k].item()} (you have {got[b, n_prompt:].tolist()}, expected "
-        f"{want[b, n_prompt:].tolist()}); {hint(k - n_prompt + 1)}")
+    raise AssertionError(f"sequence {b}, new token {k - n_prompt + 1}: {got[b, k].item()}, "
+                         f"expected {want[b, k].item()} (you have {got[b, n_prompt:].tolist()}, "
+                         f"expected {want[b, n_prompt:].tolist()}); {hint(k - n_prompt + 1)}")
 
 
 def _greedy(fn: Callable, seed: int, batch: int, n_prompt: int, n_new: int, training=False) -> None:
