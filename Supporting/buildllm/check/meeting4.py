@@ -1,6 +1,6 @@
 """Checks for the Meeting 4 exercises: GPT-2's pieces, its size, and generating text with it.
 
-Each compares with buildllm.model or buildllm.generation and names the mistake a wrong answer
+Each compares with buildllm.model, .costs or .generation and names the mistake a wrong answer
 matches (the unbiased variance, post-norm, a window not cropped...).
 """
 
@@ -10,13 +10,13 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import replace
-from functools import cache
 
 import torch
 import torch.nn.functional as F
 
+from .. import costs
 from ..generation import generate
-from ..model import CONFIGS, GPTConfig, GPTModel, LayerNorm, TransformerBlock, count_parameters
+from ..model import CONFIGS, GPTConfig, GPTModel, LayerNorm, TransformerBlock
 from . import _support, expect_shape, verify
 from ._support import Refuses, cases, expect_close, fail_if, plain, randomize, seeded, tiny_gpt
 
@@ -122,13 +122,6 @@ def gelu(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     }))
 
 
-@cache
-def _parameters_of(cfg: GPTConfig) -> int:
-    """The reference count: build the model on the meta device (shapes, no memory) and count."""
-    with seeded(0), torch.device("meta"):
-        return count_parameters(GPTModel(cfg))
-
-
 def _count_hint(diff: int, cfg: GPTConfig) -> str:
     """Which part of the model a count that is `diff` too high (or low) got wrong, if one fits."""
     d, n, v = cfg.emb_dim, cfg.n_layers, cfg.vocab_size
@@ -160,7 +153,7 @@ def _count_hint(diff: int, cfg: GPTConfig) -> str:
 
 
 def _count(fn: Callable, cfg: GPTConfig) -> None:
-    got, want = fn(cfg), _parameters_of(cfg)
+    got, want = fn(cfg), costs.parameter_count(cfg)
     fail_if(not isinstance(got, numbers.Real) or isinstance(got, bool),
             f"should return a number, got {type(got).__name__}")
     fail_if(got != want, f"the count is {got:,}, expected {want:,}: "
