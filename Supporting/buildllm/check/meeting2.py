@@ -140,8 +140,7 @@ def _trains(fn: Callable, text: str, vocab_size: int, timings: list | None = Non
     fail_if(not isinstance(merges, list | tuple),
             f"merges should be a list, got {type(merges).__name__}")
     for k, m in enumerate(merges):
-        fail_if(not (isinstance(m, tuple | list) and len(m) == 2
-                     and all(type(p) is bytes for p in m)),
+        fail_if(not (isinstance(m, tuple | list) and tuple(map(type, m)) == (bytes, bytes)),
                 f"merge {k} is {m!r}; each merge is a pair of bytes, like (b' ', b't'): vocab[a] "
                 "and vocab[b] turn a pair of ids into one")
     merges = [tuple(m) for m in merges]
