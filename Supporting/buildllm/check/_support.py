@@ -1,8 +1,6 @@
-"""What the exercise checks share: seeded inputs, comparisons that name a known mistake,
-and tensors that refuse the built-in a learner was asked to write out.
-
-Private to buildllm.check: the meetings' modules import from here, never from each other.
-"""
+"""What the exercise checks share: seeded inputs, comparisons that name a known mistake, and
+tensors that refuse the built-in a learner was asked to write out. Private to buildllm.check:
+the meetings' modules import from here, never from each other."""
 
 from __future__ import annotations
 

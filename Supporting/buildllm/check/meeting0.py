@@ -1,7 +1,4 @@
-"""Checks for the Meeting 0 exercises: a PyTorch warm-up.
-
-Each runs the learner's function on a table of cases against a reference written here.
-"""
+"""Checks for the Meeting 0 exercises (a PyTorch warm-up), against references written here."""
 
 from __future__ import annotations
 

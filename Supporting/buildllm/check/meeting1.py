@@ -1,7 +1,5 @@
-"""Checks for the Meeting 1 exercises: vocabulary, sliding windows, one-hot embedding, sinusoids.
-
-Each compares the learner's function with the reference in `buildllm` on a table of cases.
-"""
+"""Checks for the Meeting 1 exercises: vocabulary, sliding windows, one-hot embedding and
+sinusoids, each compared with the reference in `buildllm` on a table of cases."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Checks for the Meeting 2 exercises: byte-level BPE, from pair counts to parity with tiktoken.
-
-Each compares with `buildllm.tokenizers`, or with tiktoken for GPT-2's vocabulary.
-"""
+"""Checks for the Meeting 2 exercises: byte-level BPE, from pair counts to parity with
+tiktoken, compared with `buildllm.tokenizers` (and tiktoken for GPT-2's vocabulary)."""
 
 from __future__ import annotations
 

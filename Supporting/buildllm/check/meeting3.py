@@ -1,7 +1,5 @@
-"""Checks for the Meeting 3 exercises: attention weights, causal mask, heads, multi-head attention.
-
-Each compares with `buildllm.attention` and names the usual mistake a wrong answer makes.
-"""
+"""Checks for the Meeting 3 exercises: attention weights, causal mask, heads and multi-head
+attention, compared with `buildllm.attention`; each names the usual mistake a wrong answer makes."""
 
 from __future__ import annotations
 

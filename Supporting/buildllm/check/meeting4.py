@@ -1,8 +1,6 @@
-"""Checks for the Meeting 4 exercises: GPT-2's pieces, its size, and generating text with it.
-
-Each compares with buildllm.model, .costs or .generation and names the mistake a wrong answer
-matches (the unbiased variance, post-norm, a window not cropped...).
-"""
+"""Checks for the Meeting 4 exercises: GPT-2's pieces, its size, and generating text with
+it. Each compares with buildllm.model, .costs or .generation and names the mistake a wrong
+answer matches (the unbiased variance, post-norm, a window not cropped...)."""
 
 from __future__ import annotations
 
