@@ -22,8 +22,7 @@ def randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
 
 
 def fail_if(wrong: object, message: str) -> None:
-    """Fail the case with `message` when `wrong`; the message is built either way, so it must
-    be cheap and safe to build."""
+    """Fail the case with `message` when `wrong` (built either way, so keep it cheap and safe)."""
     if wrong:
         raise AssertionError(message)
 

@@ -102,8 +102,7 @@ def _shape_and_count(fn: Callable, sizes: list[int], batch: int) -> None:
 
 
 def _nonlinear(fn: Callable) -> None:
-    model, g = _build(fn, [2, 16, 1]), torch.Generator().manual_seed(2)
-    a, b = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+    model, a, b = _build(fn, [2, 16, 1]), randn(2, 64, 2), randn(3, 64, 2)
     with torch.no_grad():
         gap = model(a + b) + model(torch.zeros(64, 2)) - model(a) - model(b)
     fail_if(gap.abs().max() < 1e-4, "the model is linear (f(a + b) + f(0) = f(a) + f(b)): put "

@@ -263,9 +263,8 @@ def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: in
         at = f"\n  at line {frames[-1].lineno}: {frames[-1].line}" if frames else ""
         raise AssertionError(f"crashed with {type(err).__name__}: {err}{at}") from None
     expect_shape(got, want.shape, "the output", " (batch, tokens, d_out)")
-    fail_if(got.isnan().any(),
-            "the output contains NaN: a token whose scores are all -inf gets 0/0 from the "
-            "softmax. Is the diagonal masked too? Each token may look at itself")
+    fail_if(got.isnan().any(), "the output contains NaN: a token whose scores are all -inf gets "
+            "0/0 from the softmax. Is the diagonal masked too? Each token may look at itself")
     if (where := first_wrong(got, want, atol=1e-4)) is None:
         return
     fail_if(hint := matching(got, ((f"wrong values: {why.format(hd=d // h, d=d)}",
