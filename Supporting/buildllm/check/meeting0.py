@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from . import expect_equal, expect_tensor, verify
@@ -152,7 +151,7 @@ class _Problem:
             total = 0.0
             for x, y in loader:
                 optimizer.zero_grad()
-                loss = F.mse_loss(model(x), y)
+                loss = nn.functional.mse_loss(model(x), y)
                 loss.backward()
                 optimizer.step()
                 total += loss.item()
