@@ -18,11 +18,6 @@ from ._support import cases, fail_if, first, first_wrong, matching, randn
 __all__ = ["mask", "merge", "multi_head", "split", "weights"]
 
 
-def _numbered(*shape: int) -> torch.Tensor:
-    """0, 1, 2, ... laid out in `shape`: every entry says where it came from."""
-    return torch.arange(math.prod(shape), dtype=torch.float32).view(shape)
-
-
 def _at(index) -> str:
     return "[" + ", ".join(str(int(i)) for i in index) + "]"
 
@@ -147,11 +142,11 @@ def split(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     """Exercise 3.3: fn(x, num_heads) must equal MultiHeadAttention.split_heads. Numbered
     entries let a message say which entry of x landed where."""
     verify("Exercise 3.3", cases(_split, fn, {  # label: (x, num_heads, clone x first)
-        "numbered, (1, 3, 4), 2 heads": (_numbered(1, 3, 4), 2),
-        "numbered, (2, 3, 6), 3 heads": (_numbered(2, 3, 6), 3),
+        "numbered, (1, 3, 4), 2 heads": (torch.arange(12.0).view(1, 3, 4), 2),
+        "numbered, (2, 3, 6), 3 heads": (torch.arange(36.0).view(2, 3, 6), 3),
         "random, (2, 5, 8), 4 heads": (randn(1, 2, 5, 8), 4),
         "a single token, (1, 1, 8), 2 heads": (randn(2, 1, 1, 8), 2),
-        "one head, (2, 3, 4)": (_numbered(2, 3, 4), 1),
+        "one head, (2, 3, 4)": (torch.arange(24.0).view(2, 3, 4), 1),
         "the queries cut from a fused projection (not contiguous)":
             (randn(3, 2, 4, 36)[..., :12], 3, False),  # a clone would be contiguous
     }))
@@ -182,11 +177,11 @@ def _round_trip(fn: Callable) -> None:
 def merge(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Exercise 3.4: fn(x) must equal MultiHeadAttention.merge_heads, and undo split_heads."""
     verify("Exercise 3.4", [*cases(_merge, fn, {
-        "numbered, (1, 2, 3, 2): 2 heads of 3 tokens": _numbered(1, 2, 3, 2),
-        "numbered, (2, 3, 2, 2)": _numbered(2, 3, 2, 2),
+        "numbered, (1, 2, 3, 2): 2 heads of 3 tokens": torch.arange(12.0).view(1, 2, 3, 2),
+        "numbered, (2, 3, 2, 2)": torch.arange(24.0).view(2, 3, 2, 2),
         "random, (2, 4, 5, 8)": randn(1, 2, 4, 5, 8),
         "a single token, (1, 4, 1, 2)": randn(2, 1, 4, 1, 2),
-        "one head, (2, 1, 3, 4)": _numbered(2, 1, 3, 4),
+        "one head, (2, 1, 3, 4)": torch.arange(24.0).view(2, 1, 3, 4),
     }), ("merge_heads(split_heads(x)) is x, for x of shape (2, 5, 12)", lambda: _round_trip(fn))])
 
 
