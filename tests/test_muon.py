@@ -5,11 +5,11 @@ import itertools
 
 import pytest
 import torch
+from test_training import random_batches, tiny_model, train
 from torch import nn
 
 from buildllm.classify import BagOfWords, add_classification_head
 from buildllm.lora import add_lora
-from buildllm.model import GPTConfig, GPTModel
 from buildllm.muon import (
     KELLER_COEFFICIENTS,
     Muon,
@@ -30,33 +30,10 @@ from buildllm.training import (
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
-VOCAB = 61
-CFG = GPTConfig(vocab_size=VOCAB, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
-                drop_rate=0.0)
 # What 5 steps of Keller Jordan's quintic do to a singular value x ≥ 0.002·‖G‖_F in exact
 # arithmetic: it ends in [0.682, 1.203]. Rounding (bfloat16 keeps 3 digits) may add 0.01.
 SMALLEST = 0.002
 BAND = (0.67, 1.22)
-
-
-def tiny_model(seed: int = 0, **changes) -> GPTModel:
-    torch.manual_seed(seed)
-    return GPTModel(GPTConfig(**{**CFG.__dict__, **changes}))
-
-
-def fixed_batches(n: int, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randint(0, VOCAB, (4, 16), generator=g),
-             torch.randint(0, VOCAB, (4, 16), generator=g)) for _ in range(n)]
-
-
-def train(model, optimizer, batches, scheduler=None) -> None:
-    for x, y in batches:
-        optimizer.zero_grad(set_to_none=True)
-        batch_loss(model, x, y).backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
 
 
 def with_singular_values(s: torch.Tensor, rows: int, cols: int, seed: int = 0) -> torch.Tensor:
@@ -268,7 +245,7 @@ def test_muon_adamw_gives_muon_its_own_learning_rate_and_settings_when_asked():
 
 def test_muon_adamw_lowers_the_loss_in_fit_and_moves_every_parameter():
     model = tiny_model()
-    batches = fixed_batches(2)
+    batches = random_batches(2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = MuonAdamW(model, lr=0.01)
     scheduler = warmup_cosine(optimizer, warmup_steps=3, total_steps=30)
@@ -282,7 +259,7 @@ def test_muon_adamw_lowers_the_loss_in_fit_and_moves_every_parameter():
 
 
 def test_muon_adamw_works_under_a_gradient_scaler_and_skips_a_step_that_overflowed():
-    batches = fixed_batches(3)
+    batches = random_batches(3)
     plain, scaled = tiny_model(), tiny_model()
     train(plain, MuonAdamW(plain, lr=0.01, ns_dtype=None), batches)
     optimizer = MuonAdamW(scaled, lr=0.01, ns_dtype=None)
@@ -301,7 +278,7 @@ def test_muon_adamw_works_under_a_gradient_scaler_and_skips_a_step_that_overflow
 
 
 def test_muon_adamw_state_dict_round_trip_resumes_identically(tmp_path):
-    batches = fixed_batches(6)
+    batches = random_batches(6)
 
     def run(seed: int):
         model = tiny_model(seed)
@@ -379,7 +356,7 @@ def test_muon_adamw_refuses_a_model_without_hidden_matrices():
 def test_muon_adamw_refuses_another_optimizers_state_and_keeps_its_own(tmp_path):
     model = tiny_model()
     optimizer = MuonAdamW(model, lr=0.01)
-    train(model, optimizer, fixed_batches(1))
+    train(model, optimizer, random_batches(1))
     before = optimizer.state_dict()
     adamw_state = AdamW(model.parameters()).state_dict()
     one_line_error(lambda: optimizer.load_state_dict(adamw_state),
