@@ -16,7 +16,11 @@ so later meetings import it instead of copying it:
                  Meeting 5  temperature, top-k and top-p sampling
                  Meeting 7  stream: one token at a time, for chat
     gpt2         Meeting 4  GPT-2 weights in Hugging Face's layout, loaded into GPTModel
+    modern       bonus      RMSNorm, rotary embeddings, SwiGLU, grouped-query attention
+    decoder      bonus      GPT-2, Llama 3 and Qwen3 as configs of one Decoder
+    hf_decoder   bonus      transformers' Llama and Qwen3 files, loaded into Decoder
     training     Meeting 5  loss, evaluation, AdamW, warmup + cosine, clipping, checkpoints
+    muon         Meeting 5  Muon for the hidden matrices, AdamW for the rest (bonus)
     pretrain     Meeting 5  the pretraining command: python -m buildllm.pretrain
     pretrain_data Meeting 5 its text files, tokenizers and resumable stream of windows
     pretrained   Meeting 5  GPT-2's weights, or the course's own model when offline;

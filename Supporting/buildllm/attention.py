@@ -9,6 +9,8 @@ tests and the benchmark check that they all compute the same thing:
     MultiHeadAttention     all heads in one batched module, by explicit softmax or PyTorch's
                            fused scaled_dot_product_attention; optionally with a KV cache,
                            and with a padding mask for rows of different lengths (Meeting 7)
+    attend                 the attention function itself, step by step or fused, which
+                           MultiHeadAttention and `modern.GroupedQueryAttention` call
 
 Shapes: x is (batch, tokens, d_in); queries, keys and values per head are
 (batch, heads, tokens, head_dim).
@@ -26,6 +28,7 @@ __all__ = [
     "CausalAttention",
     "MultiHeadAttention",
     "MultiHeadAttentionWrapper",
+    "attend",
     "attention_by_loop",
     "causal_mask",
     "padding_causal_mask",
@@ -87,6 +90,30 @@ def attention_by_loop(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
         scores = (k[..., : t + 1, :] @ q[..., t, :, None]).squeeze(-1) / math.sqrt(q.shape[-1])
         out[..., t, :] = (scores.softmax(dim=-1)[..., None, :] @ v[..., : t + 1, :]).squeeze(-2)
     return out
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+           dropout: float = 0.0, use_sdpa: bool = True) -> torch.Tensor:
+    """softmax(q kᵀ / √head_dim) v, causal, for q (batch, heads, queries, head_dim) and k, v
+    (batch, heads, keys, head_dim); the queries are the last keys. Returns q's shape.
+
+    `mask`, if given, replaces the causal mask: a boolean tensor that broadcasts to (batch,
+    heads, queries, keys), True where a query may look. `use_sdpa=False` computes it step by
+    step; True calls PyTorch's fused `scaled_dot_product_attention`, the same function, faster
+    and leaner. `dropout` is applied to the attention weights (pass 0 in eval mode).
+    """
+    n_q, n_k = q.shape[2], k.shape[2]
+    if use_sdpa:
+        if mask is None and (n_q == n_k or n_q == 1):  # plain causal, or one new token sees all
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=n_q > 1)
+        if mask is None:
+            mask = causal_mask(n_q, n_k, device=q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    if mask is None:
+        mask = causal_mask(n_q, n_k, device=q.device)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return F.dropout(scores.softmax(dim=-1), dropout) @ v
 
 
 def _check_length(n_tokens: int, context_length: int) -> None:
@@ -174,22 +201,7 @@ class MultiHeadAttention(nn.Module):
         q, k, v = map(self.split_heads, self.qkv(x).chunk(3, dim=-1))
         if cache is not None:
             k, v = cache.update(layer, k, v)  # all keys and values so far, this layer
-        n_q, n_k = q.shape[2], k.shape[2]
-        _check_length(n_k, self.context_length)
+        _check_length(k.shape[2], self.context_length)
         dropout = self.dropout if self.training else 0.0
-        if self.use_sdpa:
-            if mask is not None:
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-            elif n_q == n_k or n_q == 1:  # the plain causal case, or one new token sees all
-                out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout,
-                                                     is_causal=n_q > 1)
-            else:
-                mask = causal_mask(n_q, n_k, device=x.device)
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        else:
-            if mask is None:
-                mask = causal_mask(n_q, n_k, device=x.device)
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
-            scores = scores.masked_fill(~mask, float("-inf"))
-            out = F.dropout(scores.softmax(dim=-1), dropout, self.training) @ v
+        out = attend(q, k, v, mask, dropout, self.use_sdpa)
         return self.out_proj(self.merge_heads(out))

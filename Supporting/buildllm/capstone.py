@@ -48,16 +48,17 @@ from typing import Any
 
 import torch
 
+from .chat import ChatSession
 from .costs import GPU, GPUS, training_cost
 from .data import fetch
 from .instruct import encode_example, evaluate_responses, finetune, load_instructions, prompt_ids
 from .model import GPTConfig
 from .pretrain import RunConfig, check_settings, whole_numbers
 from .pretrain import run as run_pretraining
-from .pretrain_data import InputError, encode_documents, eval_batches, read_texts
+from .pretrain_data import InputError, encode_documents, eval_batches, read_texts, split_ids
 from .runs import load_run, save_run, write_json
 from .tokenizers import ENDOFTEXT, BPETokenizer
-from .training import evaluate as mean_loss
+from .training import window_loss
 from .utils import get_device, set_seed
 
 __all__ = ["GPU", "GPUS", "STAGES", "Capstone", "InputError", "Stage", "chat", "evaluate",
@@ -217,10 +218,6 @@ class _Record:
         return Stage(self.name, self.folder, True, self.key, info, output)
 
 
-def _device(cfg: Capstone) -> torch.device:
-    return get_device() if cfg.device == "auto" else torch.device(cfg.device)
-
-
 # -- input ---------------------------------------------------------------------------------
 
 def sample_texts(folder: str | os.PathLike) -> Path:
@@ -267,25 +264,12 @@ def _own_pairs(cfg: Capstone) -> list[dict]:
 def _check_enough_tokens(cfg: Capstone, n_tokens: int) -> None:
     """Both splits must hold one window of context + 1 tokens, as `buildllm.pretrain` needs."""
     need = cfg.model_config().context_length + 1
-    n_train = round(n_tokens * (1 - cfg.val_fraction))  # the split buildllm.pretrain makes
-    if min(n_train, n_tokens - n_train) < need:
+    train, val = split_ids(range(n_tokens), cfg.val_fraction)  # as buildllm.pretrain splits
+    if min(len(train), len(val)) < need:
         raise InputError(
-            f"the text is too short: its {n_tokens:,} tokens leave {n_tokens - n_train:,} for "
+            f"the text is too short: its {n_tokens:,} tokens leave {len(val):,} for "
             f"validation (val_fraction {cfg.val_fraction}), fewer than one window of "
             f"context_length + 1 = {need}. Add text, or lower context_length.")
-
-
-def _text_loss(model, windows: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """The mean loss per window, as `buildllm.pretrain` reports it (a last, smaller batch
-    counts by its windows)."""
-    total = sum(mean_loss(model, [batch]) * len(batch[0]) for batch in windows)
-    return total / sum(len(batch[0]) for batch in windows)
-
-
-def _held_out(cfg: Capstone, tokenizer, texts: list[str]) -> torch.Tensor:
-    """The validation tokens `buildllm.pretrain` held out: the last val_fraction of them."""
-    ids = torch.tensor(encode_documents(tokenizer, texts), dtype=torch.long)
-    return ids[round(len(ids) * (1 - cfg.val_fraction)):]
 
 
 # -- the stages ----------------------------------------------------------------------------
@@ -370,7 +354,7 @@ def instruction_tune(cfg: Capstone, pretrained: Stage) -> Stage:
                          f"{cfg.tune_batch_size}: use more examples or a longer context_length")
     steps = max(1, round(cfg.tune_epochs * (len(kept) // cfg.tune_batch_size)))
     set_seed(cfg.seed)
-    history = finetune(model.to(_device(cfg)), kept, val, epochs=cfg.tune_epochs,
+    history = finetune(model.to(get_device(name=cfg.device)), kept, val, epochs=cfg.tune_epochs,
                        lr=cfg.tune_lr, batch_size=cfg.tune_batch_size,
                        mask_prompt=cfg.mask_prompt, enc=tokenizer,
                        eval_every=max(1, steps // 10), eval_batches=4, seed=cfg.seed)
@@ -396,13 +380,14 @@ def evaluate(cfg: Capstone, pretrained: Stage, tuned: Stage) -> Stage:
     record = _Record(cfg, "4-evaluate", settings, previous=pretrained.key + tuned.key)
     if record.cached:
         return record.loaded(_read_json(record.folder / "scores.json"))
-    device = _device(cfg)
+    device = get_device(name=cfg.device)
     models = {"pretrained": pretrained.output[0].to(device), "tuned": tuned.output[0].to(device)}
     tokenizer = tuned.output[1]
     context = models["tuned"].cfg.context_length
-    windows = eval_batches(_held_out(cfg, tokenizer, _read_corpus(cfg)), context,
-                           cfg.batch_size, cfg.eval_batches)
-    losses = {label: _text_loss(model, windows) for label, model in models.items()}
+    ids = torch.tensor(encode_documents(tokenizer, _read_corpus(cfg)), dtype=torch.long)
+    windows = eval_batches(split_ids(ids, cfg.val_fraction)[1], context, cfg.batch_size,
+                           cfg.eval_batches)  # pretraining's validation windows
+    losses = {label: window_loss(model, windows) for label, model in models.items()}  # as pretrain
     _, _, test = load_instructions()
     room = context - cfg.max_new_tokens
     entries = [e for e in test if len(prompt_ids(e, tokenizer)) <= room][:cfg.test_examples]
@@ -427,9 +412,7 @@ def chat(cfg: Capstone, tuned: Stage, **settings):
     """Stage 5: a chat session with the tuned model (`buildllm.chat.ChatSession`); it reads
     the run folder 3-instruct and writes nothing. `settings` are the session's (e.g.
     max_new_tokens, temperature). `session.reply(messages)` answers a conversation."""
-    from .chat import ChatSession
-
-    return ChatSession.from_run(tuned.folder, device=_device(cfg), **settings)
+    return ChatSession.from_run(tuned.folder, device=get_device(name=cfg.device), **settings)
 
 
 def run_all(cfg: Capstone) -> dict[str, Stage]:

@@ -15,17 +15,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from itertools import accumulate
 
 from . import batching, generation
 from .instruct import PREAMBLE, end_of_text_id, render_turns, visible_answer
 from .model import GPTModel
 from .runs import add_run_flag, load_run
+from .tokenizers import ENDOFTEXT
 
 __all__ = ["ROLES", "ChatSession", "ContextLengthError", "Reply", "main"]
 
 ROLES = ("system", "user", "assistant")
-_SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "seed")
 _EOT = None  # how instruct.render_turns marks <|endoftext|> among its text pieces
 _MARK = "\n\n###"  # how every turn's header starts, before its first space
 
@@ -46,12 +47,11 @@ class Reply(Iterator[str]):
     `end` if the tokens run out first.
     """
 
-    def __init__(self, tokens: Iterator[int], decode: Callable[[list[int]], str], eos_id: int,
-                 prompt_tokens: int, dropped_messages: int = 0,
-                 request: batching.Request | None = None):
-        self.prompt_tokens = prompt_tokens
-        self.dropped_messages = dropped_messages  # oldest messages left out to fit the context
+    def __init__(self, tokens: Generator[int, None, None], decode: Callable[[list[int]], str],
+                 eos_id: int, request: batching.Request, dropped_messages: int = 0):
         self.request = request  # the prompt's token ids and the sampling settings
+        self.prompt_tokens = len(request.ids)
+        self.dropped_messages = dropped_messages  # oldest messages left out to fit the context
         self.completion_tokens = 0
         self.finish_reason: str | None = None
         self.text = ""  # the answer so far: the pieces yielded, joined
@@ -81,7 +81,7 @@ class Reply(Iterator[str]):
         self.finish_reason = reason
         return self._add(visible_answer(self._decode(self._ids), final=True)[0])
 
-    def _run(self, tokens: Iterator[int]) -> Iterator[str]:
+    def _run(self, tokens: Generator[int, None, None]) -> Iterator[str]:
         try:
             for token in tokens:
                 if piece := self.add(token):
@@ -91,8 +91,7 @@ class Reply(Iterator[str]):
             if piece := self.end():
                 yield piece
         finally:
-            if hasattr(tokens, "close"):  # generation.stream's: frees the cache, restores the mode
-                tokens.close()
+            tokens.close()  # generation.stream's: frees the cache, restores the mode
 
     def _add(self, shown: str) -> str:
         """The new text when `shown` is longer than what was shown so far, else ""."""
@@ -148,7 +147,7 @@ class ChatSession:
     def format_messages(self, messages: Sequence[dict]) -> str:
         """The conversation as the model reads it (every message, none dropped), as text."""
         pieces = render_turns(*_split(messages))
-        return "".join("<|endoftext|>" if p is _EOT else p for p in pieces)
+        return "".join(ENDOFTEXT if p is _EOT else p for p in pieces)
 
     def prompt_ids(self, messages: Sequence[dict], max_new_tokens: int | None = None) -> list[int]:
         """The tokens of the conversation, its oldest turns dropped until `max_new_tokens` more
@@ -174,13 +173,11 @@ class ChatSession:
         mark = self._encode([_MARK])
         rest = [self._encode(_after_mark(render_turns("", [turn])[:-1])) for turn in turns]
         end = self._encode(render_turns("", [])[-1:])  # the header the reply follows
-        after = [len(end)]  # after[i]: the tokens of turns i, i+1, ... when not first, and end
-        for ids in reversed(rest):
-            after.append(after[-1] + len(mark) + len(ids))
-        after.reverse()
+        # before[i]: the tokens of turns 0..i-1 when not first, each with its mark
+        before = list(accumulate((len(mark) + len(ids) for ids in rest), initial=0))
         starts = [0] + [i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"]
         for start in starts:
-            n_prompt = len(lead) + len(rest[start]) + after[start + 1]
+            n_prompt = len(lead) - len(mark) + before[-1] - before[start] + len(end)
             if n_prompt <= room:
                 ids = lead + rest[start]
                 for more in rest[start + 1:]:
@@ -217,14 +214,14 @@ class ChatSession:
         >>> for piece in chat.stream(messages, temperature=0.7, seed=1):
         ...     print(piece, end="", flush=True)
         """
-        if unknown := sorted(set(sampling) - set(_SAMPLING)):
-            raise ValueError(f"unknown settings {unknown}; a reply takes {list(_SAMPLING)}")
+        if unknown := sorted(set(sampling) - set(self.defaults)):
+            raise ValueError(f"unknown settings {unknown}; a reply takes {list(self.defaults)}")
         settings = {**self.defaults, **sampling}
         n_new = settings.pop("max_new_tokens")
         ids, dropped = self._fit(messages, n_new)
         tokens = generation.stream(self.model, ids, n_new, eos_id=self.eos_id, **settings)
-        return Reply(tokens, self.tokenizer.decode, self.eos_id, len(ids), dropped,
-                     batching.Request(ids, n_new, **settings))
+        return Reply(tokens, self.tokenizer.decode, self.eos_id,
+                     batching.Request(ids, n_new, **settings), dropped)
 
     def reply(self, messages: Sequence[dict], **sampling) -> str:
         """The whole reply to the conversation's last message, as one string (see `stream`)."""

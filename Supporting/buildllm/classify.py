@@ -40,6 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from .inference import pad_ids
+from .instruct import END_OF_TEXT  # GPT-2's <|endoftext|>, our padding token
 from .model import GPTModel, count_parameters
 from .training import FitState, cycle, fit, param_groups, warmup_cosine
 from .utils import eval_mode
@@ -50,7 +52,6 @@ __all__ = ["LABELS", "BagOfWords", "SpamDataset", "accuracy", "add_classificatio
            "train_classifier"]
 
 LABELS = ("ham", "spam")  # label 0 and label 1; "ham" is the dataset's word for not spam
-END_OF_TEXT = 50256  # GPT-2's <|endoftext|>, our padding token
 
 
 def load_spam(balance: bool = True, seed: int = 123) -> pd.DataFrame:
@@ -99,8 +100,7 @@ def _encode(enc, text: str, pad_id: int) -> list[int]:
     `encode_ordinary` treats a literal "<|endoftext|>" in a message as plain text, so the
     padding id never appears inside a message and padding can be told apart from text.
     """
-    ids = enc.encode_ordinary(text)
-    return ids if ids else [pad_id]
+    return enc.encode_ordinary(text) or [pad_id]
 
 
 class SpamDataset(TensorDataset):
@@ -123,8 +123,7 @@ class SpamDataset(TensorDataset):
             raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
         self.max_length, self.pad_id = max_length, pad_id
         self.truncated = sum(len(ids) > max_length for ids in encoded)
-        rows = [ids[:max_length] + [pad_id] * (max_length - len(ids)) for ids in encoded]
-        self.inputs = torch.tensor(rows, dtype=torch.long).reshape(len(rows), max_length)
+        self.inputs = pad_ids([ids[:max_length] for ids in encoded], pad_id, width=max_length)[0]
         self.labels = torch.tensor(df["label"].to_numpy(), dtype=torch.long)
         super().__init__(self.inputs, self.labels)
 

@@ -28,8 +28,8 @@ __all__ = ["GPU", "GPUS", "GPU_PEAK_TFLOPS", "available_memory", "check_fits_in_
 # Dense 16-bit tensor-core peaks in TFLOP/s, from NVIDIA's data sheets: bf16, or fp16 for the
 # T4 and V100, which have no bf16 units.
 # The first name found in torch.cuda.get_device_name() wins, so "H100 PCIe" precedes "H100".
-GPU_PEAK_TFLOPS = (("H100 PCIe", 756), ("H100 NVL", 835), ("H100", 989), ("H200", 989),
-                   ("A100", 312), ("L40S", 362), ("L4", 121), ("T4", 65), ("V100", 125))
+GPU_PEAK_TFLOPS = {"H100 PCIe": 756, "H100 NVL": 835, "H100": 989, "H200": 989, "A100": 312,
+                   "L40S": 362, "L4": 121, "T4": 65, "V100": 125}
 
 
 @functools.cache
@@ -49,7 +49,7 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, 
     16-bit peak from its data sheet, or on a CPU the matrix-multiply speed measured now."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, tflops in GPU_PEAK_TFLOPS:
+        for key, tflops in GPU_PEAK_TFLOPS.items():
             if key in name:
                 return tflops * 1e12, f"{name}: {tflops} TFLOP/s 16-bit peak (data sheet)"
         return None, f"{name}: peak unknown, no MFU"
@@ -71,15 +71,15 @@ class GPU:
     spec_sheet: str  # the vendor's page the peak is read from
 
 
-_PEAKS = dict(GPU_PEAK_TFLOPS)  # the 16-bit peaks buildllm.pretrain divides by for its MFU
 # The GPUs, peaks and example prices of Meeting-7/SCALING.md, which says where each comes from.
 GPUS = (
     # no bfloat16 units: --dtype bf16 runs in float16 there (buildllm.pretrain.autocast_dtype)
-    GPU("T4", _PEAKS["T4"], "fp16", 0.35, "https://www.nvidia.com/en-us/data-center/tesla-t4/"),
-    GPU("L4", _PEAKS["L4"], "bf16", 0.80, "https://www.nvidia.com/en-us/data-center/l4/"),
-    GPU("A100 40GB", _PEAKS["A100"], "bf16", 1.20,
+    GPU("T4", GPU_PEAK_TFLOPS["T4"], "fp16", 0.35,
+        "https://www.nvidia.com/en-us/data-center/tesla-t4/"),
+    GPU("L4", GPU_PEAK_TFLOPS["L4"], "bf16", 0.80, "https://www.nvidia.com/en-us/data-center/l4/"),
+    GPU("A100 40GB", GPU_PEAK_TFLOPS["A100"], "bf16", 1.20,
         "https://www.nvidia.com/en-us/data-center/a100/"),
-    GPU("H100 SXM", _PEAKS["H100"], "bf16", 2.50,
+    GPU("H100 SXM", GPU_PEAK_TFLOPS["H100"], "bf16", 2.50,
         "https://www.nvidia.com/en-us/data-center/h100/"),
 )
 
@@ -152,15 +152,9 @@ def check_fits_in_memory(cfg: GPTConfig, *, training: bool, batch_size: int = 1,
         what = ("to train (weights, gradients, AdamW's two averages and one batch's logits)"
                 if training else "to load (its float32 weights)")
         where = "this GPU" if torch.device(device).type == "cuda" else "this machine"
+        n = parameter_count(cfg)
+        size = f"{n / 1e6:,.1f}M" if n < 1e9 else f"{n / 1e9:,.1f}B"
         raise InputError(
-            f"a model of {_count(parameter_count(cfg))} parameters needs at least "
-            f"{_gigabytes(need)} {what}, but {where} has {_gigabytes(free)} available: "
-            "choose a smaller model" + (" or batch" if training else ""))
-
-
-def _count(n: int) -> str:
-    return f"{n / 1e6:,.1f}M" if n < 1e9 else f"{n / 1e9:,.1f}B"
-
-
-def _gigabytes(n: int) -> str:
-    return f"{n / 1e9:,.1f} GB"
+            f"a model of {size} parameters needs at least {need / 1e9:,.1f} GB {what}, but "
+            f"{where} has {free / 1e9:,.1f} GB available: choose a smaller model"
+            + (" or batch" if training else ""))

@@ -189,7 +189,7 @@ def _download_verified(entry: RemoteFile, tmp: Path) -> None:
     if mirror is not None:
         _copy_from(mirror / entry.name)(entry.url, str(tmp), None)
     elif entry.url.endswith(".zip"):
-        _unzip_member(entry.name)(entry.url, str(tmp), None)
+        _download_member(entry.url, entry.name, tmp)
     else:
         pooch.HTTPDownloader(progressbar=True, timeout=60)(entry.url, str(tmp), None)
     actual = sha256_of(tmp)
@@ -222,17 +222,13 @@ def _copy_from(source: Path):
     return copy
 
 
-def _unzip_member(member: str):
-    """A pooch downloader that downloads a zip and keeps only one member of it."""
-
-    def download(url: str, output_file: str, pooch_obj: object) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = Path(tmp) / "archive.zip"
-            pooch.HTTPDownloader(progressbar=True, timeout=60)(url, str(archive), pooch_obj)
-            with zipfile.ZipFile(archive) as zf, open(output_file, "wb") as out:
-                shutil.copyfileobj(zf.open(member), out)
-
-    return download
+def _download_member(url: str, member: str, output_file: Path) -> None:
+    """Download the zip at `url` and keep only its `member`, in `output_file`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "archive.zip"
+        pooch.HTTPDownloader(progressbar=True, timeout=60)(url, str(archive), None)
+        with zipfile.ZipFile(archive) as zf, open(output_file, "wb") as out:
+            shutil.copyfileobj(zf.open(member), out)
 
 
 def sha256_of(path: Path) -> str:

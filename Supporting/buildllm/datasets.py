@@ -16,7 +16,9 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["SlidingWindowDataset", "create_dataloader", "random_windows"]
+from .data import gpt2_encoding
+
+__all__ = ["SlidingWindowDataset", "create_dataloader", "random_windows", "windows_at"]
 
 
 class SlidingWindowDataset(Dataset):
@@ -56,8 +58,6 @@ def create_dataloader(text: str, batch_size: int = 4, context_length: int = 256,
     Each batch is a pair of (batch_size, context_length) tensors: inputs and targets.
     """
     if tokenizer is None:
-        from .data import gpt2_encoding
-
         ids = gpt2_encoding().encode(text, allowed_special={"<|endoftext|>"})
     else:
         ids = tokenizer.encode(text)
@@ -75,6 +75,11 @@ def random_windows(token_ids: torch.Tensor, batch_size: int, context_length: int
     if len(token_ids) < context_length + 1:
         raise ValueError(f"need more than {context_length} tokens, got {len(token_ids)}")
     starts = torch.randint(len(token_ids) - context_length, (batch_size,), generator=generator)
-    offsets = torch.arange(context_length + 1)
-    chunks = token_ids[starts[:, None] + offsets]  # (batch_size, context_length + 1)
-    return chunks[:, :-1], chunks[:, 1:]
+    return windows_at(token_ids, starts, context_length)
+
+
+def windows_at(token_ids: torch.Tensor, starts: Sequence[int] | torch.Tensor,
+               context_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of the windows of `context_length` tokens starting at each of `starts`."""
+    chunks = token_ids[torch.as_tensor(starts)[:, None] + torch.arange(context_length + 1)]
+    return chunks[:, :-1], chunks[:, 1:]  # chunks: (len(starts), context_length + 1)

@@ -34,10 +34,10 @@ from itertools import islice
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from .data import fetch
-from .instruct import end_of_text_id, logits_at, prompt_ids, split_entries
+from .inference import pad_ids
+from .instruct import InstructionDataset, end_of_text_id, logits_at, prompt_ids, split_entries
 from .training import FitState, cycle, fit
 from .utils import eval_mode
 
@@ -79,7 +79,7 @@ def _encode_pair(entry: dict, enc) -> dict[str, list[int]]:
             "rejected": enc.encode(entry["rejected"]) + [eot]}
 
 
-class PreferenceDataset(Dataset):
+class PreferenceDataset(InstructionDataset):
     """Preference entries, tokenized once: each item holds `prompt`, `chosen`, `rejected` ids.
 
     The answers end in <|endoftext|> (50256), so preferring an answer includes preferring
@@ -89,14 +89,7 @@ class PreferenceDataset(Dataset):
     50256
     """
 
-    def __init__(self, entries: Sequence[dict], enc):
-        self.items = [_encode_pair(entry, enc) for entry in entries]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, list[int]]:
-        return self.items[index]
+    encode = staticmethod(_encode_pair)
 
 
 def collate_preferences(batch: Sequence[dict[str, list[int]]], pad_id: int = 50256,
@@ -124,16 +117,13 @@ def collate_preferences(batch: Sequence[dict[str, list[int]]], pad_id: int = 502
             if len(ids) <= len(item["prompt"]):
                 raise ValueError(f"pair {i}: its prompt has {len(item['prompt'])} tokens, so "
                                  f"max_length={max_length} leaves no {kind} answer tokens")
-            rows[kind].append((ids, len(item["prompt"])))
-    width = max(len(ids) for kind in rows for ids, _ in rows[kind])
+            rows[kind].append(ids)
+    width = max(len(ids) for seqs in rows.values() for ids in seqs)
+    prompt_lens = torch.tensor([[len(item["prompt"])] for item in batch])  # (batch, 1)
     out = {}
     for kind, seqs in rows.items():
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.bool)
-        for row, (seq, prompt_len) in enumerate(seqs):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, prompt_len : len(seq)] = True
-        out[kind], out[f"{kind}_mask"] = ids, mask
+        ids, real = pad_ids(seqs, pad_id, width=width)
+        out[kind], out[f"{kind}_mask"] = ids, real & (torch.arange(width) >= prompt_lens)
     return out
 
 
@@ -161,8 +151,7 @@ def sequence_logprob(model: nn.Module, input_ids: torch.Tensor, labels_mask: tor
         raise ValueError("labels_mask marks token 0, which nothing predicts: the first scored "
                          "token must come after at least one prompt token")
     counts = mask.sum(dim=1)
-    if (counts == 0).any():
-        empty = (counts == 0).nonzero().flatten().tolist()
+    if empty := (counts == 0).nonzero().flatten().tolist():
         raise ValueError(f"rows {empty} of labels_mask mark no tokens to score")
     context = getattr(getattr(model, "cfg", None), "context_length", None)
     if context is not None and input_ids.shape[1] - 1 > context:
@@ -185,10 +174,9 @@ def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: tor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The DPO loss from the four log-probabilities of each pair, and the two rewards.
 
-    Returns `(loss, chosen_reward, rejected_reward)`: the loss is
-    -log σ(beta · ((pi_chosen - ref_chosen) - (pi_rejected - ref_rejected))) averaged over the
-    pairs; the rewards beta · (pi - ref) are per pair, shape (batch,), detached (they are for
-    logging). `logsigmoid` computes log σ(x) without overflow for large |x|.
+    Returns `(loss, chosen_reward, rejected_reward)` as the module's docstring writes them, the
+    rewards per pair, shape (batch,), and detached (they are for logging). `logsigmoid`
+    computes log σ(x) without overflow for large |x|.
 
     >>> loss, rc, rr = dpo_loss(*[torch.tensor([-5.0])] * 4)   # policy == reference
     >>> round(loss.item(), 4), rc.item(), rr.item()

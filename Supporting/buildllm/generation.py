@@ -28,13 +28,18 @@ __all__ = ["KVCache", "generate", "generate_steps", "next_token", "stream", "top
 
 
 class KVCache:
-    """Every layer's keys and values so far, in tensors allocated once for `max_tokens`."""
+    """Every layer's keys and values so far, in tensors allocated once for `max_tokens`.
+
+    Its size comes from the model's config: layers × key/value heads × head_dim per token.
+    A model with grouped-query attention (`buildllm.decoder`) has fewer key/value heads than
+    query heads, and that is the memory it saves here.
+    """
 
     def __init__(self, model: GPTModel, batch_size: int, max_tokens: int | None = None):
         cfg = model.cfg
         self.max_tokens = cfg.context_length if max_tokens is None else max_tokens
         p = next(model.parameters())
-        shape = (cfg.n_layers, batch_size, cfg.n_heads, self.max_tokens, cfg.head_dim)
+        shape = (cfg.n_layers, batch_size, cfg.n_kv_heads, self.max_tokens, cfg.head_dim)
         self.keys = torch.zeros(shape, device=p.device, dtype=p.dtype)
         self.values = torch.zeros(shape, device=p.device, dtype=p.dtype)
         self.length = 0  # tokens stored; GPTModel.forward advances it after its last layer

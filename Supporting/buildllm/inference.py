@@ -31,7 +31,7 @@ from torch import nn
 from .generation import generate
 
 __all__ = ["Int8Embedding", "Int8Linear", "dequantize_rows", "generate_batch", "left_pad",
-           "model_bytes", "quantize_int8", "quantize_rows"]
+           "model_bytes", "pad_ids", "quantize_int8", "quantize_rows"]
 
 
 # -- int8 weights ------------------------------------------------------------------------
@@ -154,15 +154,15 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("this model has LoRA layers: merge them with "
                          "buildllm.lora.merge_lora(model) before quantizing")
-    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    embeddings = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
-    quantized = {}  # each original nn.Linear -> its Int8Linear
-    for name, linear in linears:
-        quantized[linear] = Int8Linear.from_linear(linear)
-        model.set_submodule(name, quantized[linear])
-    for name, embedding in embeddings:
-        if tied_to := [q for linear, q in quantized.items() if linear.weight is embedding.weight]:
-            model.set_submodule(name, Int8Embedding(tied_to[0].weight, tied_to[0].scale))
+    modules = list(model.named_modules())
+    quantized = {}  # each nn.Linear's weight -> its Int8Linear (a tensor hashes by identity)
+    for name, m in modules:
+        if isinstance(m, nn.Linear):
+            quantized[m.weight] = Int8Linear.from_linear(m)
+            model.set_submodule(name, quantized[m.weight])
+    for name, m in modules:
+        if isinstance(m, nn.Embedding) and (tied := quantized.get(m.weight)) is not None:
+            model.set_submodule(name, Int8Embedding(tied.weight, tied.scale))
     return model
 
 
@@ -194,23 +194,30 @@ def _check_prompts(prompts: Sequence[Sequence[int]], vocab_size: int) -> None:
             raise ValueError(f"prompt {i} holds {bad[0]!r}, not a token id in [0, {vocab_size})")
 
 
+def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int = 0, device=None, *, left: bool = False,
+            width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists padded with `pad_id` on the right, or the `left`, to `width` (default: the
+    longest): (ids, mask, True at real tokens), both (batch, width)."""
+    width = max(len(s) for s in seqs) if width is None else width
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros(len(seqs), width, dtype=torch.bool, device=device)
+    for row, seq in enumerate(seqs):
+        real = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, real] = torch.tensor([int(t) for t in seq], dtype=torch.long)
+        mask[row, real] = True
+    return ids, mask
+
+
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0,
              device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts padded on the left to the longest: (ids, mask, True at real tokens), both
-    (batch, longest).
+    """`pad_ids` on the left, so that every row's next token lands in the same column.
 
     >>> left_pad([[5, 6, 7], [8]], pad_id=0)
     (tensor([[5, 6, 7],
             [0, 0, 8]]), tensor([[ True,  True,  True],
             [False, False,  True]]))
     """
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros(len(prompts), width, dtype=torch.bool, device=device)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor([int(t) for t in prompt])
-        mask[row, width - len(prompt):] = True
-    return ids, mask
+    return pad_ids(prompts, pad_id, device, left=True)
 
 
 def generate_batch(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,

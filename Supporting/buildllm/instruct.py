@@ -34,7 +34,7 @@ from torch import nn
 
 from .data import fetch, gpt2_encoding
 from .generation import generate
-from .inference import generate_batch
+from .inference import generate_batch, pad_ids
 from .metrics import mean_score, rouge_l, token_f1
 from .model import GPTModel
 from .tokenizers import Tokenizer
@@ -175,20 +175,22 @@ def split_entries(data: list, seed: int | None = 123) -> tuple[list, list, list]
 
 
 class InstructionDataset(torch.utils.data.Dataset):
-    """Instruction entries, tokenized once; item i is (token ids, prompt length).
+    """Instruction entries, tokenized once by `encode`; item i is (token ids, prompt length).
 
     The prompt length (preamble, instruction, input and response header) is kept so that
     `collate(..., mask_prompt=True)` can leave exactly those tokens out of the loss.
     """
 
+    encode = staticmethod(encode_example)  # one entry's tokens (dpo.PreferenceDataset's: a pair)
+
     def __init__(self, entries: Sequence[dict], enc):
         self.entries = list(entries)
-        self.examples = [encode_example(e, enc) for e in self.entries]
+        self.examples = [self.encode(e, enc) for e in self.entries]
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, i: int) -> tuple[list[int], int]:
+    def __getitem__(self, i: int):
         return self.examples[i]
 
 
@@ -213,16 +215,15 @@ def collate(batch: Sequence[tuple[Sequence[int], int]], pad_id: int = END_OF_TEX
         raise ValueError("collate needs at least one example, got an empty batch")
     if max_length is not None and max_length < 1:
         raise ValueError(f"max_length must be at least 1, got {max_length}")
-    width = max(len(ids) for ids, _ in batch)  # inputs: the longest sequence, eot appended, less 1
-    inputs = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    targets = torch.full((len(batch), width), ignore_index, dtype=torch.long)
+    # inputs: the longest sequence, eot appended, less 1
+    inputs = pad_ids([ids for ids, _ in batch], pad_id)[0]
+    targets = torch.full_like(inputs, ignore_index)
     for row, (ids, n_prompt) in enumerate(batch):
         n = len(ids)
         if n == 0:
             raise ValueError(f"example {row} of the batch has no tokens")
         if not 0 <= n_prompt <= n:
             raise ValueError(f"example {row}: prompt length {n_prompt} is not within 0..{n}")
-        inputs[row, :n] = torch.as_tensor(ids)
         targets[row, : n - 1] = inputs[row, 1:n]
         targets[row, n - 1] = pad_id  # the end-of-text: "the answer ends here"
         if mask_prompt:

@@ -107,8 +107,7 @@ def parse_score(text: str) -> int:
     >>> parse_score("Score: 85")
     85
     """
-    match = re.search(r"-?\d+", text)
-    if match is None:
+    if (match := re.search(r"-?\d+", text)) is None:
         raise ValueError(f"the judge's reply has no number in it: {text!r}")
     score = int(match.group())
     if not 0 <= score <= 100:

@@ -32,6 +32,7 @@ __all__ = [
     "TransformerBlock",
     "count_parameters",
     "forward_flops_per_token",
+    "positions_and_mask",
     "with_dropout",
 ]
 
@@ -64,6 +65,11 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.emb_dim // self.n_heads
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Heads of keys and values, what a KVCache stores: in GPT-2, one per query head."""
+        return self.n_heads
 
 
 CONFIGS = {
@@ -181,32 +187,47 @@ class GPTModel(nn.Module):
         float rounding); the logits at padding positions mean nothing.
         """
         start = 0 if cache is None else cache.length
-        n, limit = ids.shape[1], self.cfg.context_length
-        if start + n > limit:
-            cached = f" ({start} cached)" if start else ""
-            raise ValueError(f"{start + n} tokens{cached} exceed the context length {limit}: "
-                             f"crop the input, e.g. ids[:, -{limit}:]")
-        mask = None
-        if attention_mask is None:
-            positions = torch.arange(start, start + n, device=ids.device)
-        else:
-            if attention_mask.shape != (ids.shape[0], start + n):
-                raise ValueError(
-                    f"attention_mask must have shape (batch, cached + new tokens) = "
-                    f"({ids.shape[0]}, {start + n}), got {tuple(attention_mask.shape)}")
-            real = attention_mask.bool()
-            # Each token's position is the number of real tokens before it in its row.
-            positions = (real.cumsum(dim=1) - 1).clamp(min=0)[:, start:]  # (batch, n)
-            mask = padding_causal_mask(real, n)  # (batch, 1, n, start + n)
+        positions, mask = positions_and_mask(ids, start, self.cfg.context_length, attention_mask)
         x = self.drop_emb(self.tok_emb(ids) + self.pos_emb(positions))
         for layer, block in enumerate(self.trf_blocks):
             x = block(x, cache, layer, mask)
         if cache is not None:
-            cache.length += n
+            cache.length += ids.shape[1]
         x = self.final_norm(x)
         if hidden:
             return x
         return self.out_head(x if keep is None else x[keep])
+
+
+def positions_and_mask(ids: torch.Tensor, start: int, context_length: int,
+                       attention_mask: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each new token's position, and the attention mask, for `ids` after `start` cached tokens.
+
+    Without `attention_mask`: positions start, start+1, ... (tokens,), and no mask (plain
+    causal attention). With it: positions count the real tokens before each one in its row
+    (batch, tokens), and the mask is `padding_causal_mask`'s (batch, 1, tokens, start +
+    tokens). Every model of the course calls it, so all of them check lengths, mask padding
+    and number positions the same way.
+    """
+    n, limit = ids.shape[1], context_length
+    if start + n > limit:
+        cached = f" ({start} cached)" if start else ""
+        raise ValueError(f"{start + n} tokens{cached} exceed the context length {limit}: "
+                         f"crop the input, e.g. ids[:, -{limit}:]")
+    mask = None
+    if attention_mask is None:
+        positions = torch.arange(start, start + n, device=ids.device)
+    else:
+        if attention_mask.shape != (ids.shape[0], start + n):
+            raise ValueError(
+                f"attention_mask must have shape (batch, cached + new tokens) = "
+                f"({ids.shape[0]}, {start + n}), got {tuple(attention_mask.shape)}")
+        real = attention_mask.bool()
+        # Each token's position is the number of real tokens before it in its row.
+        positions = (real.cumsum(dim=1) - 1).clamp(min=0)[:, start:]  # (batch, n)
+        mask = padding_causal_mask(real, n)  # (batch, 1, n, start + n)
+    return positions, mask
 
 
 def _stored_transposed(weight: nn.Parameter) -> nn.Parameter:

@@ -79,6 +79,7 @@ from typing import NoReturn
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from .costs import check_fits_in_memory, peak_flops
 from .generation import generate
@@ -90,6 +91,7 @@ from .pretrain_data import (
     eval_batches,
     make_tokenizer,
     read_texts,
+    split_ids,
 )
 from .progress import tqdm
 from .runs import CHECKPOINT_FORMAT, DTYPES, RUN_FORMAT, read_checkpoint, save_run
@@ -97,13 +99,13 @@ from .training import (
     AdamW,
     FitState,
     batch_loss,
-    evaluate,
     fit,
     param_groups,
     rng_state,
     save_checkpoint,
     set_rng_state,
     warmup_cosine,
+    window_loss,
 )
 from .utils import (
     FolderInUse,
@@ -251,8 +253,7 @@ def _load_data(cfg: RunConfig) -> _Data:
     texts = read_texts(cfg.inputs)
     tokenizer, spec = make_tokenizer(cfg.tokenizer, texts)
     ids = torch.tensor(encode_documents(tokenizer, texts), dtype=torch.long)
-    split = round(len(ids) * (1 - cfg.val_fraction))
-    data = _Data(tokenizer, spec, ids[:split], ids[split:],
+    data = _Data(tokenizer, spec, *split_ids(ids, cfg.val_fraction),
                  hashlib.sha256(ids.numpy().tobytes()).hexdigest())
     need = (cfg.context_length or CONFIGS[cfg.model].context_length) + 1
     for name, part, fix in (("training", data.train, "more text"),
@@ -302,7 +303,7 @@ def _device(name: str, local_rank: int, world_size: int) -> torch.device:
         raise InputError("--device cuda: PyTorch sees no CUDA GPU here")
     if name == "mps" and not torch.backends.mps.is_available():
         raise InputError("--device mps: this PyTorch has no MPS (Apple GPU) support")
-    device = get_device() if name == "auto" else torch.device(name)
+    device = get_device(name=name)
     if device.type == "cuda" and world_size > 1:
         return torch.device("cuda", local_rank)  # one GPU per process
     if device.type == "mps" and world_size > 1:
@@ -424,8 +425,7 @@ class _Trainer:
                                betas=(0.9, cfg.beta2))
         self.scheduler = warmup_cosine(self.optimizer, _warmup(cfg), cfg.steps, cfg.min_lr_ratio)
         context = model_cfg.context_length
-        self.stream = WindowStream(data.train, context, cfg.batch_size, cfg.seed, rank,
-                                   world_size)
+        self.stream = WindowStream(data.train, context, cfg.batch_size, cfg.seed, rank, world_size)
         self.scored = {split: eval_batches(ids, context, cfg.batch_size, cfg.eval_batches, rank,
                                            world_size)
                        for split, ids in (("train", data.train), ("val", data.val))}
@@ -433,8 +433,6 @@ class _Trainer:
         self.state = self._restore(ckpt)
         self.start, self.model = self.state.step, self.raw
         if world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
             self.model = DistributedDataParallel(
                 self.raw, device_ids=[device.index] if device.type == "cuda" else None)
         self.capability = (torch.cuda.get_device_capability(device) if device.type == "cuda"
@@ -534,7 +532,10 @@ class _Trainer:
         if not self.cfg.skip_nonfinite:
             self.first_bad = torch.minimum(self.first_bad, torch.where(bad, state.step, NEVER))
             return True
-        if not self._on_any_rank(bad):
+        bad = bad.to(torch.int64)
+        if self.world_size > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # every process skips it, or none
+        if not bad.item():
             return True
         self.skipped += 1
         self.log({"event": "skip", "step": state.step},
@@ -544,12 +545,6 @@ class _Trainer:
                       f"step {state.step:,}), more than --skip-nonfinite "
                       f"{self.cfg.skip_nonfinite}", "lower --lr and start again in a new --out")
         return False
-
-    def _on_any_rank(self, flag: torch.Tensor) -> bool:
-        flag = flag.to(torch.int64)
-        if self.world_size > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
 
     def refuse_nonfinite(self, state: FitState) -> None:
         """Stop before evaluating or saving weights that a non-finite step has touched."""
@@ -622,16 +617,10 @@ class _Trainer:
     def evaluate(self, state: FitState) -> dict:
         """The mean loss over each split's scored windows, those of every process."""
         self.refuse_nonfinite(state)
-        losses = {}
+        every_process = dist.all_reduce if self.world_size > 1 else None  # each scored its own
         with self.autocast:
-            for split, batches in self.scored.items():
-                total = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, windows
-                for batch in batches:
-                    n = len(batch[0])
-                    total += torch.tensor([evaluate(self.raw, [batch]) * n, n], device=self.device)
-                if self.world_size > 1:
-                    dist.all_reduce(total)  # every process scored its own windows
-                losses[split] = (total[0] / total[1]).item()
+            losses = {split: window_loss(self.raw, batches, every_process)
+                      for split, batches in self.scored.items()}
         return {"tokens": state.step * self.tokens_per_step, "train_loss": losses["train"],
                 "val_loss": losses["val"]}
 
@@ -690,10 +679,10 @@ class _Trainer:
                    "tokens_per_s": speed, "mfu": self.mfu(speed), "seconds": seconds,
                    "skipped_steps": self.skipped, "history": history}
         if self.lead:
+            result = {k: v for k, v in summary.items() if k != "history"}
             save_run(self.raw, self.data.spec, self.out, run=asdict(self.cfg),
-                     save_dtype=self.cfg.save_dtype,
-                     result={k: v for k, v in summary.items() if k != "history"})
-            self.log({"event": "end", **{k: v for k, v in summary.items() if k != "history"}},
+                     save_dtype=self.cfg.save_dtype, result=result)
+            self.log({"event": "end", **result},
                      f"Done: val loss {summary['val_loss']:.3f} after {state.step:,} steps. "
                      f"model.safetensors and run.json are in {self.out}")
             self.log_file.close()

@@ -3,6 +3,7 @@
     read_texts(["books/", "extra.txt"])  -> the documents, one string per .txt file
     make_tokenizer("char", documents)    -> a tokenizer and its spec (what run.json records)
     encode_documents(tokenizer, docs)    -> one long list of token ids
+    split_ids(ids, val_fraction)         -> training and validation ids
     WindowStream(ids, context, ...)      -> training batches in a seeded order, resumable
     eval_batches(ids, context, ...)      -> the fixed windows every evaluation scores
 
@@ -19,10 +20,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DistributedSampler
 
+from .data import gpt2_encoding
+from .datasets import windows_at
 from .tokenizers import BPETokenizer, CharTokenizer, Tokenizer
 
 __all__ = ["InputError", "WindowStream", "encode_documents", "eval_batches", "load_tokenizer",
-           "make_tokenizer", "read_texts"]
+           "make_tokenizer", "read_texts", "split_ids"]
 
 
 class InputError(ValueError):
@@ -83,8 +86,6 @@ def make_tokenizer(name: str, texts: Sequence[str]) -> tuple[Tokenizer, dict]:
 def load_tokenizer(spec: dict) -> Tokenizer:
     """The tokenizer a spec (what run.json records) describes."""
     if spec["kind"] == "gpt2":
-        from .data import gpt2_encoding
-
         return gpt2_encoding()
     if spec["kind"] == "char":
         return CharTokenizer(spec["chars"])
@@ -109,10 +110,10 @@ def encode_documents(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
     return ids
 
 
-def _windows_from(ids: torch.Tensor, starts: Sequence[int], context: int):
-    """(inputs, targets) for windows of `context` tokens starting at each of `starts`."""
-    chunks = ids[torch.as_tensor(starts)[:, None] + torch.arange(context + 1)]
-    return chunks[:, :-1], chunks[:, 1:]
+def split_ids(ids: Sequence[int], val_fraction: float) -> tuple[Sequence[int], Sequence[int]]:
+    """(training, validation) ids: the last `val_fraction` of them is held out."""
+    split = round(len(ids) * (1 - val_fraction))
+    return ids[:split], ids[split:]
 
 
 class WindowStream:
@@ -151,7 +152,7 @@ class WindowStream:
             take = self.starts[self.index : self.index + self.batch_size - len(starts)]
             starts += take
             self.index += len(take)
-        return _windows_from(self.ids, starts, self.context)
+        return windows_at(self.ids, starts, self.context)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "index": self.index}
@@ -169,5 +170,5 @@ def eval_batches(ids: torch.Tensor, context: int, batch_size: int, max_batches: 
     count = min(n_windows, max_batches * batch_size)
     picks = torch.linspace(0, n_windows - 1, count).round().long()[rank::world_size]
     starts = (picks * context).tolist()
-    return [_windows_from(ids, starts[i : i + batch_size], context)
+    return [windows_at(ids, starts[i : i + batch_size], context)
             for i in range(0, len(starts), batch_size)]

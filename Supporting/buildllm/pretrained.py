@@ -13,8 +13,12 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
-from .model import GPTModel
+from .data import DownloadError, gpt2_weights
+from .gpt2 import load_hf_state_dict
+from .model import CONFIGS, GPTModel
+from .runs import load_run
 
 __all__ = ["COURSE_MODEL_DIR", "SMOKE_ENV", "choose_settings", "course_model", "gpt2_model",
            "gpt2_or_course_model", "load_base", "smoke_run"]
@@ -24,19 +28,11 @@ COURSE_MODEL_DIR = Path(__file__).parent / "weights" / "course-shakespeare"
 
 def course_model() -> GPTModel:
     """The course's own small GPT, pretrained on tinyshakespeare.txt, in eval mode (float32)."""
-    from .runs import load_run
-
     return load_run(COURSE_MODEL_DIR).model
 
 
 def gpt2_model(size: str = "124M") -> GPTModel:
     """OpenAI's GPT-2 of this size, downloaded (sha256-verified) and loaded, in eval mode."""
-    from safetensors.torch import load_file
-
-    from .data import gpt2_weights
-    from .gpt2 import load_hf_state_dict
-    from .model import CONFIGS
-
     return load_hf_state_dict(GPTModel(CONFIGS[size]), load_file(gpt2_weights(size))).eval()
 
 
@@ -46,8 +42,6 @@ def gpt2_or_course_model(size: str = "124M") -> tuple[GPTModel, str]:
     The fallback is announced in one line, so a notebook run offline says plainly that its
     results come from the small model.
     """
-    from .data import DownloadError
-
     try:
         return gpt2_model(size), f"GPT-2 {size}"
     except DownloadError as err:
@@ -68,8 +62,6 @@ def load_base(name: str = "gpt2") -> tuple[GPTModel, str]:
         return gpt2_or_course_model("124M")
     if name == "course":
         return course_model(), "the course model"
-    from .runs import load_run
-
     folder = Path(name).expanduser()
     if not (folder / "run.json").is_file():
         raise ValueError(f'MODEL = {name!r} is not "gpt2", "course" or a run folder (it has '
@@ -113,13 +105,11 @@ def choose_settings(model_name: str, device: torch.device | str, *, course: dict
     """
     choices = {"course": course, "gpt2_gpu": gpt2_gpu, "gpt2_cpu": gpt2_cpu}
     names = {key: sorted(set(choice) - {"why"}) for key, choice in choices.items()}
-    missing = [key for key, choice in choices.items() if not choice.get("why")]
-    if missing:
+    if missing := [key for key, choice in choices.items() if not choice.get("why")]:
         raise ValueError(f"say where the settings come from: add 'why' to {', '.join(missing)}")
     if len({tuple(n) for n in names.values()}) > 1:
         raise ValueError(f"every choice needs the same settings, but they have {names}")
-    unknown = sorted(set(smoke or {}) - set(names["course"]))
-    if unknown:
+    if unknown := sorted(set(smoke or {}) - set(names["course"])):
         raise ValueError(f"smoke overrides {unknown}, which no choice sets")
 
     device_type = torch.device(device).type

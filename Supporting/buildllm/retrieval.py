@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inference import pad_ids
 from .instruct import prompt_ids
+from .metrics import words
 from .utils import eval_mode
 
 __all__ = ["GPTEmbedder", "Hit", "TfidfEmbedder", "VectorIndex", "cosine_top_k", "faiss_top_k",
@@ -94,19 +96,10 @@ def _pack(pieces: list[str], max_words: int, sep: str) -> list[str]:
 
 # -- embedder 1: TF-IDF -------------------------------------------------------------------
 
-def words(text: str) -> list[str]:
-    """Lower-cased runs of letters and digits: the terms TF-IDF counts.
-
-    >>> words("Mrs. Gisburn's portrait, 1908!")
-    ['mrs', 'gisburn', 's', 'portrait', '1908']
-    """
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
 class TfidfEmbedder:
     """Term frequency × inverse document frequency, one dimension per word of the collection.
 
-    A text's vector counts each vocabulary word in it, weighted by
+    A text's vector counts each vocabulary word in it (`buildllm.metrics.words`), weighted by
     idf = ln((1 + N) / (1 + df)) + 1, where N is the number of passages and df the number that
     contain the word: a word in every passage ("the") weighs about 1, a name found in one passage
     weighs most. (These are scikit-learn's TfidfVectorizer defaults, smooth_idf and no sublinear
@@ -200,12 +193,8 @@ class GPTEmbedder:
 
     def _mean_states(self, batch: list[list[int]]) -> torch.Tensor:
         """(len(batch), emb_dim): each sequence's hidden states averaged over its own tokens."""
-        width = max(len(ids) for ids in batch)
-        ids = torch.zeros(len(batch), width, dtype=torch.long)  # the pad id does not matter
-        mask = torch.zeros(len(batch), width, 1)
-        for row, seq in enumerate(batch):
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1.0
+        ids, real = pad_ids(batch)  # on the right; the pad id does not matter
+        mask = real[..., None].float()  # (B, T, 1)
         device = next(self.model.parameters()).device
         states = hidden_states(self.model, ids.to(device)).float().cpu()  # (B, T, emb_dim)
         return (states * mask).sum(dim=1) / mask.sum(dim=1)

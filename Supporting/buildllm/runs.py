@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save
 
 from .costs import check_fits_in_memory
 from .model import GPTConfig, GPTModel
@@ -72,8 +73,6 @@ class Run:
 
 
 def _save_model(model: GPTModel, path: Path, dtype: torch.dtype) -> None:
-    from safetensors.torch import save
-
     state = {name: t.detach().to("cpu", dtype).contiguous()  # blocks' weights are transposed
              for name, t in model.state_dict().items()}
     if model.cfg.tie_embeddings:
@@ -139,8 +138,7 @@ def _read_info(folder: Path) -> dict:
     if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
         raise InputError(f"{path} is missing or not a run.json of format {RUN_FORMAT!r}: give a "
                          "folder that buildllm.pretrain or save_run finished writing")
-    problem = _problem_in(info)
-    if problem:
+    if problem := _problem_in(info):
         raise InputError(f"{path} is damaged: {problem}; save or train the run again")
     return {"run": {}, "result": {}, **info}
 
@@ -174,8 +172,7 @@ def _model_config(model: object, path: Path) -> GPTConfig:
     defaults = {f.name: f.default for f in fields(GPTConfig)}
     if not isinstance(model, dict):
         raise InputError(f'{path}: "model" must be an object of GPTConfig\'s fields')
-    unknown = sorted(set(model) - set(defaults))
-    if unknown:
+    if unknown := sorted(set(model) - set(defaults)):
         raise InputError(f'{path}: "model" has unknown settings {unknown}; GPTConfig knows '
                          f"{sorted(defaults)}")
     for name, value in model.items():
@@ -189,15 +186,6 @@ def _model_config(model: object, path: Path) -> GPTConfig:
         raise InputError(f"{path}: {err}") from None
 
 
-def _check_fits(cfg: GPTConfig, folder: Path) -> None:
-    """Refuse a model that would not fit in this machine's memory, before allocating it: a
-    run.json whose sizes are absurd is damaged, and one line says so instead of a crash."""
-    try:
-        check_fits_in_memory(cfg, training=False)
-    except InputError as err:
-        raise InputError(f"{folder}: {err}, or its run.json is damaged") from None
-
-
 def load_run(folder: str | os.PathLike) -> Run:
     """The model a run folder holds (float32, eval mode, on the CPU), its tokenizer, and how it
     was made. A missing, foreign, damaged or impossibly large folder raises a one-line
@@ -209,7 +197,10 @@ def load_run(folder: str | os.PathLike) -> Run:
     folder = Path(folder)
     info = _read_info(folder)
     cfg = _model_config(info["model"], folder / "run.json")
-    _check_fits(cfg, folder)
+    try:  # a run.json whose sizes are absurd is damaged: one line, not a crash
+        check_fits_in_memory(cfg, training=False)
+    except InputError as err:
+        raise InputError(f"{folder}: {err}, or its run.json is damaged") from None
     spec = info["tokenizer"]
     if spec["kind"] == "bpe":
         spec = {**spec, "file": str(folder / spec["file"])}
@@ -224,8 +215,6 @@ def load_run(folder: str | os.PathLike) -> Run:
 
 def _load_weights(path: Path, cfg: GPTConfig) -> GPTModel:
     """A GPTModel of `cfg` holding the weights in the safetensors file at `path`."""
-    from safetensors.torch import load_file
-
     try:
         state = {k: v.float() for k, v in load_file(path).items()}
     except Exception as err:  # safetensors' own error for a cut file; OSError for none

@@ -16,9 +16,8 @@ GET /v1/models, GET /health, GET / (the page). Bad requests get a 4xx and OpenAI
 shape, {"error": {"message", "type", "param", "code"}}, and the server goes on serving.
 
 One thread, `buildllm.batching`'s engine, owns the model and writes up to `max_batch` replies
-at once: every step decodes one token of each in one forward pass, a finished reply leaves the
-batch and a waiting request joins it at the next step (continuous batching). The event loop
-never waits for the model: it goes on accepting connections, refusing bad requests and
+at once (continuous batching: a reply leaves and a waiting one joins at any step). The event
+loop never waits for the model: it goes on accepting connections, refusing bad requests and
 passing each piece of text on as soon as the engine has it. When a client hangs up, streamed
 or not, its reply stops after the token being computed. At most `max_queue` requests wait;
 the next gets a 429 with a Retry-After header. When the server stops, waiting requests get a
@@ -97,6 +96,9 @@ class APIError(Exception):
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param,
                           "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 # -- the request -------------------------------------------------------------------------
@@ -235,8 +237,7 @@ class _Job:
     def on_end(self, error: BaseException | None) -> None:
         """In the engine's thread: the reply is over, finished, cancelled or failed."""
         if isinstance(error, EngineStopped):
-            error = _unavailable(503, "the server is shutting down: this reply was not "
-                                 "finished")
+            error = _unavailable(503, "the server is shutting down: this reply was not finished")
         out_of_tokens = error is None and self.reply.finish_reason is None and not self.cancelled
         if out_of_tokens and (piece := self.reply.end()):
             self._send(piece)
@@ -292,15 +293,11 @@ def create_app(chat: ChatSession, model_name: str = "buildllm", *, api_key: str 
                read_timeout: float = 30.0, max_batch: int = 8, max_queue: int = 64) -> FastAPI:
     """The FastAPI app serving `chat`'s model under `model_name`; run it with uvicorn.
 
-    With `api_key`, the API (/v1/...) answers only requests that carry it, as OpenAI's
-    clients send theirs: `Authorization: Bearer <key>`. `allowed_hosts` are the names,
-    besides localhost and IP addresses, that clients may reach the server by ("*": any);
-    `cors_origins` are the web pages (e.g. "https://example.org") whose scripts may call the
-    API (none by default). A request body that has not all arrived `read_timeout` seconds
-    after its headers is refused (408): a client that stalls mid-upload does not hold a
-    connection for ever. Up to `max_batch` replies are written together
-    (`buildllm.batching`; 1: one at a time), and up to `max_queue` more wait for a place; the
-    next request gets a 429.
+    The settings are the command's, whose reasons the module's docstring gives: `api_key`,
+    `allowed_hosts` (names besides localhost and IP addresses; "*": any) and `cors_origins`
+    (e.g. "https://example.org") say who may call it; a body not all there `read_timeout`
+    seconds after its headers gets a 408; `max_batch` replies are written together (1: one
+    at a time) while `max_queue` more wait, and the next request gets a 429.
 
     >>> uvicorn.run(create_app(ChatSession.from_run("runs/instruct"), "instruct"), port=8000)
     """
@@ -354,31 +351,23 @@ def _answer_errors_as_openai_does(app: FastAPI) -> None:
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, err: APIError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+        return err.response()
 
     @app.exception_handler(HTTPException)  # unknown paths, wrong methods
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
-        found = APIError(err.status_code, f"{request.method} {request.url.path}: {err.detail}")
-        return JSONResponse(found.body(), status_code=err.status_code, headers=err.headers)
+        return APIError(err.status_code, f"{request.method} {request.url.path}: {err.detail}",
+                        headers=err.headers).response()
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, err: Exception) -> JSONResponse:
-        found = APIError(500, f"the server failed: {type(err).__name__}: {err}",
-                         kind="server_error")
-        return JSONResponse(found.body(), status_code=500)
+        return APIError(500, f"the server failed: {type(err).__name__}: {err}",
+                        kind="server_error").response()
 
 
 class _CallerCheck:
-    """Refuse, in OpenAI's error shape, a request that is not for this server.
-
-    - A Host header other than localhost, an IP address or an allowed name (421): a web page
-      whose own name its attacker re-points at 127.0.0.1 ("DNS rebinding") sends its own
-      name as the Host, and could otherwise read the replies.
-    - No API key, or a wrong one, when the server has one (401); the chat page and /health
-      are open, the page asks for the key.
-    - A POST whose body is not JSON (415): any web page may send a text/plain POST to any
-      address without asking first, but not an application/json one.
-    """
+    """Refuse, in OpenAI's error shape, a request that is not for this server: a Host it does
+    not answer to (421), a missing or wrong API key (401), a POST body that is not JSON (415).
+    The module's docstring says why each is refused."""
 
     def __init__(self, app, api_key: str | None, hosts: Sequence[str]):
         self.app, self.any_host = app, "*" in hosts
@@ -388,9 +377,7 @@ class _CallerCheck:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and (refusal := self.refusal(scope)):
-            headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
-            response = JSONResponse(refusal.body(), status_code=refusal.status, headers=headers)
-            return await response(scope, receive, send)
+            return await refusal.response()(scope, receive, send)
         await self.app(scope, receive, send)
 
     def refusal(self, scope) -> APIError | None:
@@ -406,7 +393,8 @@ class _CallerCheck:
                 and not hmac.compare_digest(authorization, self.key)):
             return APIError(401, "a missing or wrong API key: send the server's key as "
                             "'Authorization: Bearer <key>' (OpenAI clients: api_key=...)",
-                            kind="authentication_error", code="invalid_api_key")
+                            kind="authentication_error", code="invalid_api_key",
+                            headers={"WWW-Authenticate": "Bearer"})
         media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
         if scope["method"] == "POST" and media_type != "application/json":
             return APIError(415, f"the request body must be JSON (Content-Type: "
@@ -444,6 +432,10 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, reques
     job = _Job(reply, request.app.state.engine)
     reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
+    def body(kind: str, **fields) -> dict:  # what every reply and chunk starts with
+        return {"id": reply_id, "object": kind, "created": created, "model": model_name,
+                **fields}
+
     def usage() -> dict:  # once the reply is done
         return {"prompt_tokens": reply.prompt_tokens,
                 "completion_tokens": reply.completion_tokens,
@@ -451,17 +443,15 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, reques
 
     if not req.stream:
         text = await job.text(request)
-        return {"id": reply_id, "object": "chat.completion", "created": created,
-                "model": model_name, "system_fingerprint": None,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": reply.finish_reason, "logprobs": None}],
-                "usage": usage()}
+        return body("chat.completion", system_fingerprint=None,
+                    choices=[{"index": 0, "message": {"role": "assistant", "content": text},
+                              "finish_reason": reply.finish_reason, "logprobs": None}],
+                    usage=usage())
 
     def chunk(delta: dict, finish_reason: str | None = None) -> str:
-        return _sse({"id": reply_id, "object": "chat.completion.chunk", "created": created,
-                     "model": model_name, "system_fingerprint": None,
-                     "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                  "finish_reason": finish_reason}]})
+        return _sse(body("chat.completion.chunk", system_fingerprint=None,
+                         choices=[{"index": 0, "delta": delta, "logprobs": None,
+                                   "finish_reason": finish_reason}]))
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -469,17 +459,13 @@ async def _complete(chat: ChatSession, req: ChatRequest, model_name: str, reques
             try:
                 async for piece in job.pieces():
                     yield chunk({"content": piece})
+                yield chunk({}, reply.finish_reason)
+                if req.stream_options and req.stream_options.include_usage:
+                    yield _sse(body("chat.completion.chunk", choices=[], usage=usage()))
             except Exception as err:  # noqa: BLE001 -- too late for a status: say it here
                 failed = err if isinstance(err, APIError) else APIError(
                     500, f"generation failed: {type(err).__name__}: {err}", kind="server_error")
                 yield _sse(failed.body())
-                yield _sse("[DONE]")
-                return
-            yield chunk({}, reply.finish_reason)
-            if req.stream_options and req.stream_options.include_usage:
-                yield _sse({"id": reply_id, "object": "chat.completion.chunk",
-                            "created": created, "model": model_name, "choices": [],
-                            "usage": usage()})
             yield _sse("[DONE]")
         finally:
             job.cancel()  # the client may have gone: stop generating for it
@@ -514,15 +500,13 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
 
 def _start_reply(chat: ChatSession, req: ChatRequest) -> Reply:
     """Check the request against the model and prepare its reply (the model has not run yet)."""
-    name, n_new = next(((k, v) for k, v in (("max_completion_tokens", req.max_completion_tokens),
-                                            ("max_tokens", req.max_tokens)) if v is not None),
-                       ("max_tokens", chat.defaults["max_new_tokens"]))
+    name = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+    n_new = getattr(req, name) or chat.defaults["max_new_tokens"]  # both are >= 1 when given
     if n_new >= chat.context_length:
         raise APIError(400, f"{name}={n_new} leaves no room for a prompt: this model's context "
                        f"is {chat.context_length} tokens, prompt and reply together",
                        param=name, code="invalid_value")
-    sampling = {k: v for k, v in (("temperature", req.temperature), ("top_p", req.top_p),
-                                  ("top_k", req.top_k), ("seed", req.seed)) if v is not None}
+    sampling = req.model_dump(include={"temperature", "top_p", "top_k", "seed"}, exclude_none=True)
     try:
         return chat.stream([m.as_chat() for m in req.messages], max_new_tokens=n_new, **sampling)
     except ContextLengthError as err:
@@ -574,8 +558,7 @@ class BackgroundServer:
             time.sleep(0.02)
 
     def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
-        """Answer the waiting requests with a 503, give the replies being written `grace`
-        seconds to finish (then a 503 or an error event), and stop."""
+        """Stop as `_Server` does, giving the replies being written `grace` seconds."""
         self._server.grace = grace
         self._server.should_exit = True
         self._thread.join(timeout=15)

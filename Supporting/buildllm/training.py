@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .progress import tqdm
 from .utils import eval_mode, write_atomically
 
 __all__ = ["AdamW", "FitState", "batch_loss", "clip_grad_norm", "cycle", "evaluate", "fit",
            "grad_norm", "load_checkpoint", "lr_at", "param_groups", "perplexity", "rng_state",
-           "save_checkpoint", "set_rng_state", "token_step", "train_simple", "warmup_cosine"]
+           "save_checkpoint", "set_rng_state", "token_step", "train_simple", "warmup_cosine",
+           "window_loss"]
 
 
 def batch_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -49,6 +51,19 @@ def evaluate(model: nn.Module, batches: Iterable, max_batches: int | None = None
     if count == 0:
         raise ValueError("no batches to evaluate: the data is shorter than one batch")
     return total / count
+
+
+def window_loss(model: nn.Module, batches: Iterable, all_reduce: Callable | None = None) -> float:
+    """The mean loss per window of `batches`, in which a last, smaller batch counts by its
+    windows. `all_reduce` (torch.distributed's) first adds up every process's (loss, windows)."""
+    device = next(model.parameters()).device
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    for inputs, targets in batches:
+        n = len(inputs)
+        total += torch.tensor([evaluate(model, [(inputs, targets)]) * n, n], device=device)
+    if all_reduce is not None:
+        all_reduce(total)
+    return (total[0] / total[1]).item()
 
 
 def perplexity(loss: float) -> float:
@@ -264,8 +279,6 @@ def fit(model: nn.Module, step_fn: Callable[[object], int | None], batches: Iter
     ...               evaluate_fn=lambda s: {"val_loss": evaluate(model, val_loader)},
     ...               eval_every=20)
     """
-    from .progress import tqdm
-
     state = state or FitState()
     device = next(model.parameters()).device
     scaler = scaler or torch.amp.GradScaler(enabled=False)  # disabled: a plain optimizer step

@@ -98,21 +98,20 @@ def _is_dead(owner: dict) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
+        pass
     return False
 
 
-def check_folder_lock(path: str | os.PathLike) -> None:
-    """Raise FolderInUse if the lock file `path` is held by a process that may still be running.
+def check_folder_lock(path: str | os.PathLike) -> dict | None:
+    """Raise FolderInUse if the lock file `path` is held by a process that may still be running;
+    otherwise return its record (None: there is no lock; a record: its process is dead).
 
     This only looks: `folder_lock` takes the lock, and checks again as it does.
     """
-    _refuse_unless_free(Path(path), _lock_owner(Path(path)))
-
-
-def _refuse_unless_free(path: Path, owner: dict | None) -> None:
+    path = Path(path)
+    owner = _lock_owner(path)
     if owner is None or _is_dead(owner):
-        return
+        return owner
     if not owner:
         raise FolderInUse(f"{path.parent} is locked by {path}, which names no process: if no run "
                           f"is writing there, delete {path}")
@@ -155,8 +154,7 @@ def folder_lock(path: str | os.PathLike) -> Iterator[Path]:
             "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):  # a lock that goes, or is taken over, between our tries: try again
-        owner = _lock_owner(path)
-        _refuse_unless_free(path, owner)
+        owner = check_folder_lock(path)
         if owner is not None:
             _take_over(path, owner)  # its process is dead
         with suppress(FileExistsError):
@@ -213,11 +211,14 @@ def mps_agrees_with_cpu(atol: float = 1e-4) -> bool:
     return all(torch.allclose(a, b.cpu(), atol=atol) for a, b in zip(on_cpu, on_mps, strict=True))
 
 
-def get_device(verbose: bool = False) -> torch.device:
+def get_device(verbose: bool = False, name: str = "auto") -> torch.device:
     """The fastest device that gives correct results: cuda > mps > cpu.
 
-    Set BUILDLLM_DEVICE (e.g. "cpu") to override the choice.
+    Set BUILDLLM_DEVICE (e.g. "cpu") to override the choice. A `name` other than "auto" (a
+    setting's "cpu", "cuda" or "mps") is no choice: it is taken as it is.
     """
+    if name != "auto":
+        return torch.device(name)
     if forced := os.environ.get("BUILDLLM_DEVICE"):
         device, why = torch.device(forced), "set by BUILDLLM_DEVICE"
     elif torch.cuda.is_available():
@@ -304,9 +305,7 @@ def measure_cpu_speed(repeats: int = 3, tries: int = 3, pause: float = 2.0) -> C
     """
     model, x = _workload()
     threads, cores = torch.get_num_threads(), os.cpu_count()
-    quiet: list[float] = []
-    slowed: list[float] = []
-    why = None
+    quiet, slowed, why = [], [], None  # the runs' wall seconds; why the last was slowed
     while len(quiet) < repeats and len(slowed) < tries:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         wall, cpu = _time_workload(model, x)
@@ -351,10 +350,10 @@ def estimate_minutes(seconds: float | None) -> dict[str, MeetingMinutes]:
     record = json.loads(resources.files("buildllm").joinpath("notebook_times.json").read_text())
     scale = 1.0 if seconds is None else seconds / record["reference_seconds"]
     with_gpt2 = seconds_with_gpt2(record)
-    course: dict[str, float] = {}
-    gpt2: dict[str, float] = {}
+    minutes: dict[str, MeetingMinutes] = {}
     for path, secs in record["seconds"].items():
         meeting = path.split("/")[0]
-        course[meeting] = course.get(meeting, 0.0) + secs * scale / 60
-        gpt2[meeting] = gpt2.get(meeting, 0.0) + with_gpt2[path] * scale / 60
-    return {meeting: MeetingMinutes(course[meeting], gpt2[meeting]) for meeting in course}
+        course, gpt2 = minutes.get(meeting, (0.0, 0.0))
+        minutes[meeting] = MeetingMinutes(course + secs * scale / 60,
+                                          gpt2 + with_gpt2[path] * scale / 60)
+    return minutes

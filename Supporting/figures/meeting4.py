@@ -1,7 +1,9 @@
 """Meeting 4's figures: the pieces of a block, GPT-2's shapes, and generating with a KV cache."""
 
+import math
+
 from figures import figure
-from figures.kit import MUTED, Canvas
+from figures.kit import COLORS, INK, MUTED, Canvas
 
 # Notebook 1's LayerNorm example: two tokens of five features, and what its cell prints.
 LN_ROWS = [(["1.0", "2.0", "3.0", "4.0", "10.0"], "4.0", "10.0",
@@ -310,4 +312,139 @@ def kv_cache() -> Canvas:
     c.key(400, legend, "blue", "qkv: computed this step; k, v appended")
     c.text(30, legend + 50, "keys = torch.cat([keys, k], dim=2)    "
            "# (batch, heads, tokens so far, head_dim)", ha="left", mono=True, size=10)
+    return c
+
+
+# --- the bonus notebook, 04_bonus_modern_decoder: today's decoder after GPT-2 ---
+
+def circle(c: Canvas, cx: float, cy: float, r: float, **style) -> None:
+    """A circle of radius r around (cx, cy), drawn as a closed polyline."""
+    turns = [2 * math.pi * t / 96 for t in range(97)]
+    c.line([(cx + r * math.cos(t), cy - r * math.sin(t)) for t in turns], **style)
+
+
+def hand(c: Canvas, cx: float, cy: float, r: float, angle: float, color: str = INK) -> None:
+    """An arrow from (cx, cy) at `angle` radians, counter-clockwise from the right."""
+    c.arrow((cx, cy), (cx + r * math.cos(angle), cy - r * math.sin(angle)), color=color)
+
+
+@figure("m4_rope_rotation", "Rotary position embeddings",
+        alt="Left: one pair of a query's features, (a, b), drawn as a point in a plane and turned "
+            "by one radian per position, so at position m it has turned m times the angle. "
+            "Right: the four pairs of a head of 8 features turn at frequencies 1, 0.1, 0.01 and "
+            "0.001 radians per position, like clock hands, shown at position m = 10.",
+        shows=("a * cos - b * sin", "a * sin + b * cos", "frequencies", "positions"))
+def rope_rotation() -> Canvas:
+    c = Canvas(900, 420)
+    cx, cy, r = 200, 200, 120
+    c.line([(cx - r - 20, cy), (cx + r + 20, cy)], color=MUTED, width=1)
+    c.line([(cx, cy - r - 20), (cx, cy + r + 20)], color=MUTED, width=1)
+    circle(c, cx, cy, r, color=MUTED, width=1, dashed=True)
+    c.text(cx + 16, cy + 18, "a = x[..., i]", mono=True, size=9, ha="left")
+    c.text(cx - 8, cy - r - 28, "b = x[..., i + d // 2]", mono=True, size=9, ha="right")
+    start = 0.3
+    for m in range(4):
+        angle = start + m * 1.0
+        hand(c, cx, cy, r, angle, color=COLORS["blue"][1])
+        tx, ty = cx + (r + 22) * math.cos(angle), cy - (r + 22) * math.sin(angle)
+        c.text(tx, ty, f"m={m}", mono=True, size=10)
+    c.text(cx, 372, "one pair, positions m = 0 to 3: 1 radian each",
+           size=10, color=MUTED)
+    c.text(cx, 396, "angle = positions × frequencies", mono=True, size=10)
+    # Right: the clock hands of one head, at one position.
+    c.text(654, 40, "every pair of a head_dim = 8 head, at position m = 10", size=11)
+    for i, freq in enumerate([1.0, 0.1, 0.01, 0.001]):
+        x = 430 + i * 112
+        circle(c, x + 60, 140, 44, color=MUTED, width=1)
+        c.line([(x + 60, 140), (x + 104, 140)], color=MUTED, width=1, dashed=True)
+        hand(c, x + 60, 140, 44, 10 * freq, color=COLORS["blue"][1])
+        c.text(x + 60, 204, f"pair {i}", size=10)
+        c.text(x + 60, 222, f"{freq:g}", mono=True, size=10, color=MUTED)
+    c.text(654, 246, "frequencies, in radians per position", size=10, color=MUTED)
+    c.text(654, 270, "fast hands tell near tokens apart; slow ones still turn", size=10,
+           color=MUTED)
+    c.text(654, 288, "slowly after thousands of tokens, for long contexts", size=10, color=MUTED)
+    c.box(464, 312, 380, 64, color="orange", mono=True)
+    c.text(654, 332, "(a, b) → (a * cos - b * sin,", mono=True, size=10)
+    c.text(654, 354, "         a * sin + b * cos)", mono=True, size=10)
+    return c
+
+
+@figure("m4_gqa_heads", "Query heads sharing key/value heads",
+        alt="Eight query heads and the key/value heads they read, three ways. Multi-head "
+            "attention gives each query head its own key and value head (8); grouped-query "
+            "attention lets groups of 4 share one (2); multi-query attention has one for all. "
+            "The KV cache stores only the key/value heads: 8, 2 or 1 per layer and token.",
+        shows=("n_kv_heads", "repeat_interleave", "group"))
+def gqa_heads() -> Canvas:
+    c = Canvas(900, 330)
+    panels = [("multi-head (GPT-2)", 8), ("grouped-query (Llama 3)", 2), ("multi-query", 1)]
+    box, gap = 26, 6
+    for p, (label, n_kv) in enumerate(panels):
+        left = 20 + p * 300
+        mid = left + (8 * box + 7 * gap) / 2
+        group = 8 // n_kv
+        c.text(mid, 28, label, size=11, weight="bold")
+        c.text(mid, 50, f"n_kv_heads = {n_kv}, group = {group}", mono=True, size=10)
+        c.text(left - 4, 96, "q", mono=True, size=10, ha="right")
+        kv_w = group * box + (group - 1) * gap
+        for h in range(8):
+            x = left + h * (box + gap)
+            c.box(x, 82, box, 28, str(h), color="blue", mono=True, size=9, radius=3)
+            j = h // group
+            kx = left + j * (kv_w + gap) + kv_w / 2
+            c.line([(x + box / 2, 112), (kx, 178)], color=MUTED, width=1)
+        for j in range(n_kv):
+            x = left + j * (kv_w + gap)
+            c.box(x, 180, kv_w, 30, "k,v" if kv_w > 30 else "kv", color="yellow", mono=True,
+                  size=9, radius=3)
+        c.text(mid, 236, f"cache: {n_kv} head{'s' if n_kv > 1 else ''} per token and layer",
+               size=10, color=MUTED)
+    c.key(20, 262, "blue", "query heads: n_heads = 8, computed for each new token")
+    c.key(470, 262, "yellow", "key/value heads: what the KV cache keeps")
+    c.text(20, 310, "k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)",
+           ha="left", mono=True, size=10)
+    return c
+
+
+MODERN_ROWS = [  # (GPT-2's piece, its replacement, colour, changed)
+    ("token ids", "token ids", "blue", False),
+    ("tok_emb + pos_emb", "tok_emb  (positions move into attention)", "green", True),
+    ("norm1: LayerNorm", "norm1: RMSNorm", "green", True),
+    ("att: 12 query, 12 key/value heads", "att: RoPE on q and k; 32 query, 8 key/value",
+     "green", True),
+    ("norm2: LayerNorm", "norm2: RMSNorm", "green", True),
+    ("ff: Linear → GELU → Linear", "ff: SwiGLU, three Linear and a gate", "green", True),
+    ("final_norm: LayerNorm", "final_norm: RMSNorm", "green", True),
+    ("out_head → logits", "out_head → logits", "purple", False),
+]
+
+
+@figure("m4_modern_block", "GPT-2's model and today's",
+        alt="GPT-2 and Llama 3 side by side, piece by piece. The plan is the same: token ids, "
+            "an embedding, n_layers pre-norm blocks of attention and feed-forward, a final norm "
+            "and the output layer. Every norm becomes RMSNorm, the position embedding moves "
+            "into attention as RoPE with fewer key/value heads, and the feed-forward becomes "
+            "SwiGLU.",
+        shows=("GPTModel", "Decoder", "RMSNorm", "n_layers"))
+def modern_block() -> Canvas:
+    c = Canvas(900, 500)
+    columns = [(54, "GPTModel: GPT-2 (2019)"), (506, "Decoder: Llama 3 (2024)")]
+    w, h, step, top = 370, 34, 50, 70
+    for side, (x, title) in enumerate(columns):
+        c.text(x + w / 2, 36, title, mono=True, size=11, weight="bold")
+        for r, row in enumerate(MODERN_ROWS):
+            y = top + r * step
+            changed = side == 1 and row[3]
+            c.box(x, y, w, h, row[side], color=row[2], size=10, weight="bold" if changed else
+                  "normal")
+            if r:
+                c.arrow((x + w / 2, y - step + h), (x + w / 2, y))
+        c.line([(x - 12, top + 2 * step - 6), (x - 18, top + 2 * step - 6),
+                (x - 18, top + 5 * step + h + 6), (x - 12, top + 5 * step + h + 6)],
+               color=MUTED, width=1)
+        c.text(x - 28, top + 3.5 * step + h / 2, "× n_layers", size=10, color=MUTED,
+               rotation=90)
+    c.text(450, 478, "bold: changed. Also no biases; Qwen3 adds QK-norm, an RMSNorm on each "
+           "query and key head", size=10, color=MUTED)
     return c

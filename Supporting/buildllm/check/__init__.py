@@ -42,16 +42,14 @@ def verify(title: str, cases: Iterable[tuple[str, Callable[[], None]]]) -> None:
         except NotImplementedError as err:
             raise NotImplementedError(
                 f"{title} is not done yet: replace `raise NotImplementedError` with your code "
-                "(here, or in an earlier exercise's function that this one calls)."
-            ) from err
+                "(here, or in an earlier exercise's function that this one calls).") from err
         except AssertionError as err:
             raise ExerciseFailed(f"✗ {title}, case {n} ({label}): {err}") from None
         except Exception as err:
             where = traceback.extract_tb(err.__traceback__)[-1]
             raise ExerciseFailed(
                 f"✗ {title}, case {n} ({label}) crashed with {type(err).__name__}: {err}\n"
-                f"  at line {where.lineno}: {where.line}"
-            ) from err
+                f"  at line {where.lineno}: {where.line}") from err
     print(f"✓ {title}: all {n} cases pass.")
 
 

@@ -1,8 +1,6 @@
-"""What the exercise checks share: seeded inputs, comparisons that name a known mistake,
-and tensors that refuse the built-in a learner was asked to write out.
-
-Private to buildllm.check: the meetings' modules import from here, never from each other.
-"""
+"""What the exercise checks share: seeded inputs, comparisons that name a known mistake, and
+tensors that refuse the built-in a learner was asked to write out. Private to buildllm.check:
+the meetings' modules import from here, never from each other."""
 
 from __future__ import annotations
 
@@ -24,17 +22,14 @@ def randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
 
 
 def fail_if(wrong: object, message: str) -> None:
-    """Fail the case with `message` when `wrong`; the message is built either way, so it must
-    be cheap and safe to build."""
+    """Fail the case with `message` when `wrong` (built either way, so keep it cheap and safe)."""
     if wrong:
         raise AssertionError(message)
 
 
 def cases(check, fn, table: dict) -> list:
-    """verify()'s cases from a table {label: arguments}: each runs check(fn, *arguments).
-
-    An argument that is not a tuple is the only one: {"a single id": [7]} runs check(fn, [7]).
-    """
+    """verify()'s cases from a table {label: arguments}: each runs check(fn, *arguments). An
+    argument that is not a tuple is the only one: {"a single id": [7]} runs check(fn, [7])."""
     return [(label, partial(check, fn, *(args if isinstance(args, tuple) else (args,))))
             for label, args in table.items()]
 
@@ -55,9 +50,8 @@ def randomize(module: nn.Module, std: float) -> nn.Module:
     return module
 
 
-def expect_close(
-    got, want: torch.Tensor, what: str, mistakes=(), x=None, atol: float = 1e-5, rtol: float = 1e-4
-) -> None:
+def expect_close(got, want: torch.Tensor, what: str, mistakes=(), x=None, atol: float = 1e-5,
+                 rtol: float = 1e-4) -> None:
     """Compare tensors; on a difference, name the known mistake (hint, tensor) that gives `got`,
     if one does; `x`, the input, is shown next to a wrong entry."""
     got, want = expect_shape(got, want.shape, what).detach().float(), want.float()
@@ -68,9 +62,8 @@ def expect_close(
     entry = f"{what}[{', '.join(map(str, i))}]{at} is"
     fail_if(not torch.isfinite(got[i]), f"{entry} {got[i].item()}: a step overflowed (exp of a "
             "large number is inf) or divided by zero")
-    raise AssertionError(
-        f"{entry} {got[i].item():.6g}, expected {want[i].item():.6g}; the largest difference is "
-        f"{(got - want).abs().max().item():.3g}")
+    raise AssertionError(f"{entry} {got[i].item():.6g}, expected {want[i].item():.6g}; the "
+                         f"largest difference is {(got - want).abs().max().item():.3g}")
 
 
 def first(where: torch.Tensor) -> tuple[int, ...] | None:
@@ -174,7 +167,6 @@ def fail_first(*rules: tuple[object, str]) -> None:
             raise AssertionError(message)
 
 
-# --- added for meeting5 ---
 def expect_number(value: torch.Tensor, want: torch.Tensor, what: str, mistakes, rule: str,
                   atol: float = 1e-5, rtol: float = 1e-4) -> None:
     """A 0-dim `value` must be close to `want`; else name the mistake it matches, or the rule."""

@@ -1,10 +1,5 @@
-"""Checks for the Meeting 1 exercises: vocabulary, sliding windows, one-hot embedding, sinusoids.
-
-Each compares the learner's function with the reference in `buildllm` on a table of cases:
-
-    >>> check.meeting1.vocabulary(build_vocab)
-    ✓ Exercise 1.1: all 5 cases pass.
-"""
+"""Checks for the Meeting 1 exercises: vocabulary, sliding windows, one-hot embedding and
+sinusoids, each compared with the reference in `buildllm` on a table of cases."""
 
 from __future__ import annotations
 
@@ -68,9 +63,7 @@ def _windows(fn: Callable, n: int, context_length: int, stride: int, as_tensor=F
 
 def sliding_windows(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Exercise 1.2: fn(ids, context_length, stride) -> (inputs, targets), as SlidingWindowDataset.
-
-    An off-by-one in the loop bound drops the window that ends exactly on the last id.
-    """
+    An off-by-one in the loop bound drops the window that ends exactly on the last id."""
     verify("Exercise 1.2", cases(_windows, fn, {  # label: (ids, context, stride, as a tensor)
         "20 ids, context 4, stride 4 (no overlap)": (20, 4, 4),
         "9 ids, context 4, stride 4: the last target is the last id": (9, 4, 4),
@@ -98,10 +91,8 @@ def _embeds(fn: Callable, vocab_size: int, dim: int, ids: list, seed: int) -> No
 
 def one_hot_embedding(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Exercise 1.3: fn(ids, weight) must equal F.embedding(ids, weight), via one-hot vectors.
-
     The weight refuses indexing, so a plain lookup does not pass. The largest table has 1,000
-    rows, not GPT-2's 50,257: torch.eye(50_257), a fine answer, would need 10 GB.
-    """
+    rows, not GPT-2's 50,257: torch.eye(50_257), a fine answer, would need 10 GB."""
     verify("Exercise 1.3", cases(_embeds, fn, {  # label: (vocab_size, dim, ids, seed)
         "6 x 3 table, ids [2, 0, 5]": (6, 3, [2, 0, 5], 1),
         "the same id three times": (6, 3, [1, 1, 1], 2),

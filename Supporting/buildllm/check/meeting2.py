@@ -1,10 +1,5 @@
-"""Checks for the Meeting 2 exercises: byte-level BPE, from pair counts to parity with tiktoken.
-
-Each compares with `buildllm.tokenizers`, or with tiktoken for GPT-2's vocabulary:
-
-    >>> check.meeting2.pair_counts(get_pair_counts)
-    ✓ Exercise 2.1: all 6 cases pass.
-"""
+"""Checks for the Meeting 2 exercises: byte-level BPE, from pair counts to parity with
+tiktoken, compared with `buildllm.tokenizers` (and tiktoken for GPT-2's vocabulary)."""
 
 from __future__ import annotations
 
@@ -131,7 +126,6 @@ def _why_not(got: tuple, want: tuple, text: str, k: int) -> str:
 
 
 def _trains(fn: Callable, text: str, vocab_size: int, timings: list | None = None) -> None:
-    """Compare (vocab, merges) with train_bpe; explain the first merge that differs."""
     start = time.perf_counter()
     result = fn(text, vocab_size)
     if timings is not None:
@@ -144,8 +138,7 @@ def _trains(fn: Callable, text: str, vocab_size: int, timings: list | None = Non
     fail_if(not isinstance(merges, list | tuple),
             f"merges should be a list, got {type(merges).__name__}")
     for k, m in enumerate(merges):
-        fail_if(not (isinstance(m, tuple | list) and len(m) == 2
-                     and all(type(p) is bytes for p in m)),
+        fail_if(not (isinstance(m, tuple | list) and tuple(map(type, m)) == (bytes, bytes)),
                 f"merge {k} is {m!r}; each merge is a pair of bytes, like (b' ', b't'): vocab[a] "
                 "and vocab[b] turn a pair of ids into one")
     merges = [tuple(m) for m in merges]
@@ -177,10 +170,8 @@ def train(fn: Callable[[str, int], tuple[Vocab, Merges]]) -> None:
 
 def fast_train(fn: Callable[[str, int], tuple[Vocab, Merges]], speedup: float = 3.0) -> None:
     """Exercise 2.6: like Exercise 2.3, and at least `speedup` times faster than the plain way.
-
-    The limit is a ratio to train_bpe_naive's time here and now, so it does not depend on
-    the machine; a time just over it may be a pause in the background, and is measured again.
-    """
+    The limit is a ratio to train_bpe_naive's time here and now, so it does not depend on the
+    machine; a time just over it may be a pause in the background, and is measured again."""
     timings: list[float] = []
 
     def fast_enough() -> None:
@@ -209,9 +200,9 @@ def _decodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str, dro
     try:
         got = fn(list(ids), dict(tok.vocab))
     except UnicodeDecodeError as err:
-        raise AssertionError(
-            f"decoding {ids} raised UnicodeDecodeError ({err.reason}): decode with "
-            "errors='replace', so bytes that are not valid UTF-8 become '\\ufffd'") from None
+        raise AssertionError(f"decoding {ids} raised UnicodeDecodeError ({err.reason}): decode "
+                             "with errors='replace', so bytes that are not valid UTF-8 become "
+                             "'\\ufffd'") from None
     fail_if(isinstance(got, str) and got != want and "\ufffd" in got and "\ufffd" not in want,
             f"decoding {ids} gave {got!r}, expected {want!r}: join all the bytes first and "
             "decode once, since one character's bytes can span tokens")
@@ -230,7 +221,6 @@ def decode(fn: Callable[[list[int], Vocab], str]) -> None:
 
 
 def _encodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str, tiktoken=False):
-    """Compare ids; at the first difference show both sides as tokens and say what it means."""
     tok = tokenizer()
     got = fn(text, dict(tok.vocab), list(tok.merges))
     want = gpt2_encoding().encode_ordinary(text) if tiktoken else tok.encode_ordinary(text)
@@ -239,12 +229,11 @@ def _encodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str, tik
     fail_if(not isinstance(got, list), f"should return a list of ids, got {type(got).__name__}")
     vocab, k = tok.vocab, _first_difference(got, want)
     yours, theirs = got[k : k + 4], want[k : k + 4]
-    if b"".join(vocab.get(i, b"\x00?") for i in got) != b"".join(vocab[i] for i in want):
-        why = ("your ids, looked up in vocab, do not spell the text: find each id by looking its "
-               "bytes up in vocab; never compute it from a byte's value or a merge's position")
-    else:
-        why = ("your ids spell the text but cut it differently: split it with GPT2_SPLIT_PATTERN, "
-               "then within each piece apply the merge learned earliest first")
+    spelled = b"".join(vocab.get(i, b"\x00?") for i in got) == b"".join(vocab[i] for i in want)
+    why = ("your ids spell the text but cut it differently: split it with GPT2_SPLIT_PATTERN, "
+           "then within each piece apply the merge learned earliest first" if spelled else
+           "your ids, looked up in vocab, do not spell the text: find each id by looking its "
+           "bytes up in vocab; never compute it from a byte's value or a merge's position")
     raise AssertionError(
         f"the ids differ from position {k}: you have {yours} {[vocab.get(i) for i in yours]}, "
         f"{'tiktoken' if tiktoken else 'the reference'} has {theirs} "
@@ -253,9 +242,7 @@ def _encodes(fn: Callable, tokenizer: Callable[[], BPETokenizer], text: str, tik
 
 def encode(fn: Callable[[str, Vocab, Merges], list[int]]) -> None:
     """Exercise 2.5: fn(text, vocab, merges) must give BPETokenizer's ids, then tiktoken's.
-
-    Ids numbered backwards tell ids looked up in vocab from ids computed from bytes or ranks.
-    """
+    Ids numbered backwards tell ids looked up in vocab from ids computed from bytes or ranks."""
     verify("Exercise 2.5", cases(_encodes, fn, {  # label: (tokenizer, text, against tiktoken)
         "a sentence, in a small trained vocabulary": (_small, "I had always thought"),
         "'abab' with merges (b, a) then (a, b)": (_earliest_first, "abab"),

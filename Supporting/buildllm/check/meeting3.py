@@ -1,10 +1,5 @@
-"""Checks for the Meeting 3 exercises: attention weights, causal mask, heads, multi-head attention.
-
-Each compares with `buildllm.attention` and names the usual mistake a wrong answer makes:
-
-    >>> check.meeting3.mask(causal_mask)
-    ✓ Exercise 3.2: all 7 cases pass.
-"""
+"""Checks for the Meeting 3 exercises: attention weights, causal mask, heads and multi-head
+attention, compared with `buildllm.attention`; each names the usual mistake a wrong answer makes."""
 
 from __future__ import annotations
 
@@ -21,11 +16,6 @@ from . import expect_shape, expect_tensor, verify
 from ._support import cases, fail_if, first, first_wrong, matching, randn
 
 __all__ = ["mask", "merge", "multi_head", "split", "weights"]
-
-
-def _numbered(*shape: int) -> torch.Tensor:
-    """0, 1, 2, ... laid out in `shape`: every entry says where it came from."""
-    return torch.arange(math.prod(shape), dtype=torch.float32).view(shape)
 
 
 def _at(index) -> str:
@@ -46,8 +36,7 @@ def _softmax_weights(q, k, mask=None, divide_by=None, dim=-1) -> torch.Tensor:
     return scores.softmax(dim=dim)
 
 
-def _weights(fn: Callable, shape: tuple[int, ...], n_keys: int | None, seed: int,
-             masked: bool = False) -> None:
+def _weights(fn: Callable, shape: tuple, n_keys: int | None, seed: int, masked=False) -> None:
     q = randn(seed, *shape)  # with n_keys None, the keys are the queries
     k = q if n_keys is None else randn(seed + 1, *shape[:-2], n_keys, shape[-1])
     m = causal_mask(q.shape[-2], k.shape[-2]) if masked else None
@@ -59,15 +48,14 @@ def _weights(fn: Callable, shape: tuple[int, ...], n_keys: int | None, seed: int
             "and a softmax over scores that are all -inf is 0/0. True in the mask means 'may "
             "look': hide the scores where it is False")
     if masked and (leak := first((got != 0) & ~m)):
-        raise AssertionError(
-            f"query {leak[-2]} puts weight {got[leak]:.3f} on key {leak[-1]}, which the "
-            "mask hides (False means 'may not look'): set hidden scores to -inf before the "
-            "softmax, and they get weight exactly 0")
+        raise AssertionError(f"query {leak[-2]} puts weight {got[leak]:.3f} on key {leak[-1]}, "
+                             "which the mask hides (False means 'may not look'): set hidden "
+                             "scores to -inf before the softmax, and they get weight exactly 0")
     sums = got.sum(dim=-1)
     if off := first(~torch.isclose(sums, torch.ones_like(sums), atol=1e-4)):
-        raise AssertionError(
-            f"the weights of query {off[-1]} sum to {sums[off]:.4f}, not 1: take the "
-            "softmax over the keys (dim=-1), and mask the scores before it, not the weights after")
+        raise AssertionError(f"the weights of query {off[-1]} sum to {sums[off]:.4f}, not 1: take "
+                             "the softmax over the keys (dim=-1), and mask the scores before it, "
+                             "not the weights after")
     if (where := first_wrong(got, want)) is None:
         return
     mistakes = (  # (what to say, the weights it gives), each built only if needed
@@ -110,12 +98,10 @@ def _mask(fn: Callable, *sizes: int) -> None:
             "the mask is transposed: row i is query i, and it may look at keys 0 to i, so the "
             "True entries are on and below the diagonal (tril)")
     (i, j), shift = first(got != want), n_keys - n_queries
-    if got[i, j]:
-        why = f"your mask lets query {i} see key {j}, which comes after it."
-    elif j == i + shift:
-        why = f"your mask stops query {i} from seeing itself: a token may look at itself."
-    else:
-        why = f"your mask stops query {i} from seeing key {j}, which comes before it."
+    why = (f"your mask lets query {i} see key {j}, which comes after it." if got[i, j] else
+           f"your mask stops query {i} from seeing itself: a token may look at itself."
+           if j == i + shift else
+           f"your mask stops query {i} from seeing key {j}, which comes before it.")
     fail_if(not shift, why)
     raise AssertionError(
         f"{why} Query {i} is position {i + shift}: with more keys than queries, the queries are "
@@ -147,23 +133,20 @@ def _split(fn: Callable, x: torch.Tensor, num_heads: int, clone: bool = True) ->
             "cuts the memory in the wrong places. View as (batch, tokens, heads, head_dim) "
             "first, then swap tokens and heads with transpose(1, 2)")
     bi, h, t, j = where
-    raise AssertionError(
-        f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
-        f"x{_at((bi, t, h * hd + j))}: head {h} holds columns {h * hd} to {(h + 1) * hd - 1} "
-        "of every token")
+    raise AssertionError(f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
+                         f"x{_at((bi, t, h * hd + j))}: head {h} holds columns {h * hd} to "
+                         f"{(h + 1) * hd - 1} of every token")
 
 
 def split(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
-    """Exercise 3.3: fn(x, num_heads) must equal MultiHeadAttention.split_heads.
-
-    Numbered entries let a message say which entry of x landed where.
-    """
+    """Exercise 3.3: fn(x, num_heads) must equal MultiHeadAttention.split_heads. Numbered
+    entries let a message say which entry of x landed where."""
     verify("Exercise 3.3", cases(_split, fn, {  # label: (x, num_heads, clone x first)
-        "numbered, (1, 3, 4), 2 heads": (_numbered(1, 3, 4), 2),
-        "numbered, (2, 3, 6), 3 heads": (_numbered(2, 3, 6), 3),
+        "numbered, (1, 3, 4), 2 heads": (torch.arange(12.0).view(1, 3, 4), 2),
+        "numbered, (2, 3, 6), 3 heads": (torch.arange(36.0).view(2, 3, 6), 3),
         "random, (2, 5, 8), 4 heads": (randn(1, 2, 5, 8), 4),
         "a single token, (1, 1, 8), 2 heads": (randn(2, 1, 1, 8), 2),
-        "one head, (2, 3, 4)": (_numbered(2, 3, 4), 1),
+        "one head, (2, 3, 4)": (torch.arange(24.0).view(2, 3, 4), 1),
         "the queries cut from a fused projection (not contiguous)":
             (randn(3, 2, 4, 36)[..., :12], 3, False),  # a clone would be contiguous
     }))
@@ -179,10 +162,9 @@ def _merge(fn: Callable, x: torch.Tensor) -> None:
             "(batch, tokens, heads * head_dim) mixes tokens. Bring tokens next to batch first "
             "with transpose(1, 2), then reshape")
     bi, t, c = where
-    raise AssertionError(
-        f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
-        f"x{_at((bi, c // hd, t, c % hd))}: each token's columns are head 0's {hd} values, "
-        "then head 1's, and so on")
+    raise AssertionError(f"out{_at(where)} is {_where_from(got[where].item(), x)}, expected "
+                         f"x{_at((bi, c // hd, t, c % hd))}: each token's columns are head 0's "
+                         f"{hd} values, then head 1's, and so on")
 
 
 def _round_trip(fn: Callable) -> None:
@@ -195,11 +177,11 @@ def _round_trip(fn: Callable) -> None:
 def merge(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Exercise 3.4: fn(x) must equal MultiHeadAttention.merge_heads, and undo split_heads."""
     verify("Exercise 3.4", [*cases(_merge, fn, {
-        "numbered, (1, 2, 3, 2): 2 heads of 3 tokens": _numbered(1, 2, 3, 2),
-        "numbered, (2, 3, 2, 2)": _numbered(2, 3, 2, 2),
+        "numbered, (1, 2, 3, 2): 2 heads of 3 tokens": torch.arange(12.0).view(1, 2, 3, 2),
+        "numbered, (2, 3, 2, 2)": torch.arange(24.0).view(2, 3, 2, 2),
         "random, (2, 4, 5, 8)": randn(1, 2, 4, 5, 8),
         "a single token, (1, 4, 1, 2)": randn(2, 1, 4, 1, 2),
-        "one head, (2, 1, 3, 4)": _numbered(2, 1, 3, 4),
+        "one head, (2, 1, 3, 4)": torch.arange(24.0).view(2, 1, 3, 4),
     }), ("merge_heads(split_heads(x)) is x, for x of shape (2, 5, 12)", lambda: _round_trip(fn))])
 
 
@@ -215,8 +197,7 @@ class _NoFusedAttention(TorchFunctionMode):
 
 
 def _mha(x, p: dict, h: int, *, divide_by=lambda hd, d: math.sqrt(hd), see=causal_mask, dim=-1,
-         split=True, merge=True, by_head=False, out_proj=True, qkv_bias=True,
-         out_bias=True) -> torch.Tensor:
+         split=True, merge=True, by_head=False, out_proj=True, qkv_bias=True, out_bias=True):
     """Causal multi-head attention written out, with switches for the usual mistakes."""
     b, n, _ = x.shape
     qkv = F.linear(x, p["qkv_weight"], p["qkv_bias"] if qkv_bias else None)
@@ -257,11 +238,9 @@ _MHA_MISTAKES = [
 ]
 
 
-def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: int,
-               qkv_bias: bool = True) -> None:
-    with torch.random.fork_rng(devices=[]):
+def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: int, qkv_bias=True):
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # building it draws random weights
         attn = MultiHeadAttention(d_in, d, n, 0.0, h, qkv_bias=qkv_bias).eval()
-    with torch.no_grad():
         for k, param in enumerate(attn.parameters()):
             param.copy_(randn(100 * seed + k, *param.shape, scale=d_in**-0.5))
         x = randn(seed, b, n, d_in)
@@ -279,9 +258,8 @@ def _attention(fn: Callable, b: int, n: int, d_in: int, d: int, h: int, seed: in
         at = f"\n  at line {frames[-1].lineno}: {frames[-1].line}" if frames else ""
         raise AssertionError(f"crashed with {type(err).__name__}: {err}{at}") from None
     expect_shape(got, want.shape, "the output", " (batch, tokens, d_out)")
-    fail_if(got.isnan().any(),
-            "the output contains NaN: a token whose scores are all -inf gets 0/0 from the "
-            "softmax. Is the diagonal masked too? Each token may look at itself")
+    fail_if(got.isnan().any(), "the output contains NaN: a token whose scores are all -inf gets "
+            "0/0 from the softmax. Is the diagonal masked too? Each token may look at itself")
     if (where := first_wrong(got, want, atol=1e-4)) is None:
         return
     fail_if(hint := matching(got, ((f"wrong values: {why.format(hd=d // h, d=d)}",

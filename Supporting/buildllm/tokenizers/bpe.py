@@ -164,8 +164,7 @@ class PreTokenizer:
             size += len(chunk)
             if size >= _BLOCK:
                 text = "".join(held)
-                cut = self._last_boundary(text, len(text) - keep, allowed)
-                if cut:
+                if cut := self._last_boundary(text, len(text) - keep, allowed):
                     yield text[:cut]
                 held, size = [text[cut:]], len(text) - cut
         if size:
@@ -211,8 +210,7 @@ class BPETokenizer:
             if token in self._id_of:
                 raise ValueError(f"ids {self._id_of[token]} and {i} both stand for {token!r}")
             self._id_of[token] = i
-        missing = [b for b in range(256) if bytes([b]) not in self._id_of]
-        if missing:
+        if missing := [b for b in range(256) if bytes([b]) not in self._id_of]:
             raise ValueError(f"vocab lacks {len(missing)} single bytes (e.g. {missing[0]}); "
                              "a byte-level tokenizer needs all 256")
         self._byte_ids = [self._id_of[bytes([b])] for b in range(256)]
@@ -292,8 +290,7 @@ class BPETokenizer:
     def _allowed(self, allowed_special: AllowedSpecial) -> frozenset[str]:
         if allowed_special == "all":
             return frozenset(self.special_tokens)
-        unknown = set(allowed_special) - set(self.special_tokens)
-        if unknown:
+        if unknown := set(allowed_special) - set(self.special_tokens):
             raise ValueError(f"allowed_special has tokens this tokenizer lacks: {sorted(unknown)}")
         return frozenset(allowed_special)
 

@@ -80,7 +80,6 @@ class SimpleTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         """Ids to text: join with spaces, then remove the space before punctuation."""
-        unknown = [i for i in ids if i not in self.int_to_str]
-        if unknown:
+        if unknown := [i for i in ids if i not in self.int_to_str]:
             raise KeyError(f"ids {unknown[:5]} are not in the vocabulary (size {len(self)})")
         return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(self.int_to_str[i] for i in ids))
