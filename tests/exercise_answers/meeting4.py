@@ -152,6 +152,12 @@ WRONG_COUNT = {
         "total": count_by_parts(c),
         "trainable": count_by_parts(c),
     },
+    "no LayerNorms in the blocks": lambda c: count_by_parts(c) - 4 * c.emb_dim * c.n_layers,
+    "no qkv biases, though qkv_bias=True": lambda c: (
+        count_by_parts(c) - (3 * c.emb_dim * c.n_layers if c.qkv_bias else 0)
+    ),
+    "no bias on the attention output": lambda c: count_by_parts(c) - c.emb_dim * c.n_layers,
+    "no feed-forward biases": lambda c: count_by_parts(c) - 5 * c.emb_dim * c.n_layers,
 }
 
 
