@@ -68,10 +68,17 @@ def gradient_by_finite_differences(f, x, h=1e-3):
     return grad
 
 
+def gradient_marking_the_callers_x(f, x):
+    x.requires_grad_(True)  # autograd.grad leaves .grad alone, but x now requires grad
+    (grad,) = torch.autograd.grad(f(x), x)
+    return grad
+
+
 WRONG_GRADIENT = {
     "accumulates into the caller's x.grad": gradient_on_the_callers_x,
     "finite differences": gradient_by_finite_differences,
     "returns f(x), not its gradient": lambda f, x: f(x),
+    "requires_grad set on the caller's x": gradient_marking_the_callers_x,
 }
 
 
@@ -110,6 +117,26 @@ class MLPWithPythonList(MLPWithModuleList):
         self.layers = linear_layers(sizes)  # a plain list: PyTorch never sees these parameters
 
 
+class MLPSqueezingTheOutput(MLPWithModuleList):
+    def forward(self, x):
+        return super().forward(x).squeeze(-1)  # (batch, 1) becomes (batch,)
+
+
+class MLPWithoutReturn(MLPWithModuleList):
+    def forward(self, x):
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        x = self.layers[-1](x)  # no return: model(x) is None
+
+
+def mlp_frozen_to_initialize(sizes):
+    model = mlp_sequential(sizes)
+    for p in model.parameters():
+        p.requires_grad = False  # to initialize in place; never turned back on
+        p.mul_(0.5)
+    return model
+
+
 WRONG_MLP = {
     "ReLU after the last layer": lambda sizes: nn.Sequential(
         *with_relus_between(linear_layers(sizes)), nn.ReLU()
@@ -119,20 +146,24 @@ WRONG_MLP = {
     "Linear layers without bias": lambda sizes: nn.Sequential(
         *with_relus_between(linear_layers(sizes, bias=False))
     ),
+    "returns the list of layers": lambda sizes: with_relus_between(linear_layers(sizes)),
+    "requires_grad turned off to initialize": mlp_frozen_to_initialize,
+    "squeezes the output": MLPSqueezingTheOutput,
+    "forward without return": MLPWithoutReturn,
 }
 
 
 # -- Exercise 0.4: a training loop ----------------------------------------------------------
 
 
-def train_sgd(model, loader, epochs, lr, optimizer=torch.optim.SGD, zero_grad=True):
-    """The training loop, with the two knobs learners most often get wrong."""
+def train_sgd(model, loader, epochs, lr, optimizer=torch.optim.SGD, zero_grad=True, reduce="mean"):
+    """The training loop, with the knobs learners most often get wrong."""
     opt = optimizer(model.parameters(), lr=lr)
     losses = []
     for _ in range(epochs):
         total = 0.0
         for x, y in loader:
-            loss = F.mse_loss(model(x), y)
+            loss = F.mse_loss(model(x), y, reduction=reduce)
             if zero_grad:
                 opt.zero_grad()
             loss.backward()
@@ -154,6 +185,23 @@ def train_averaging_batch_losses(model, loader, epochs, lr):
             opt.step()
             batch_losses.append(loss.item())
         losses.append(sum(batch_losses) / len(batch_losses))
+    return losses
+
+
+def train_without_return(model, loader, epochs, lr):
+    losses = train_sgd(model, loader, epochs, lr)  # noqa: F841 -- the mistake: no return
+
+
+def train_per_batch(model, loader, epochs, lr):
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(epochs):
+        for x, y in loader:
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
     return losses
 
 
@@ -181,6 +229,11 @@ WRONG_TRAIN = {
     "trains a copy of the model": lambda m, data, e, lr: train_sgd(copy.deepcopy(m), data, e, lr),
     "Adam instead of SGD": lambda m, data, e, lr: train_sgd(
         m, data, e, lr, optimizer=torch.optim.Adam
+    ),
+    "returns nothing": train_without_return,
+    "one loss per batch": train_per_batch,
+    "MSE summed over the batch, not averaged": lambda m, data, e, lr: train_sgd(
+        m, data, e, lr, reduce="sum"
     ),
 }
 

@@ -44,6 +44,7 @@ WRONG_VOCABULARY = {
     "keeps whitespace as pieces": lambda text: numbered(
         [*sorted(set(split_keeping_whitespace(text))), ENDOFTEXT, UNK]
     ),
+    "returns the pieces, not a dict": lambda text: list(build_vocab(text)),
 }
 
 
@@ -78,6 +79,9 @@ WRONG_SLIDING_WINDOWS = {
     "returns lists, not tensors": lambda ids, c, s: tuple(
         windows.tolist() for windows in sliding_windows(ids, c, s)
     ),
+    "a list of (input, target) pairs": lambda ids, c, s: list(
+        zip(*sliding_windows(ids, c, s), strict=True)
+    ),
 }
 
 
@@ -101,6 +105,9 @@ WRONG_ONE_HOT_EMBEDDING = {
     ),
     "one-hot over the embedding dim, times weight.T": lambda ids, weight: (
         F.one_hot(ids, num_classes=weight.shape[1]).float() @ weight.T
+    ),
+    "weight.T @ one_hot.T, not transposed back": lambda ids, weight: (
+        weight.T @ F.one_hot(ids, num_classes=weight.shape[0]).float().T
     ),
 }
 
@@ -136,6 +143,7 @@ WRONG_SINUSOIDAL = {
     "exponent i/d, not 2i/d": lambda n, d, base=10_000.0: sinusoidal(n, d, base, exponent=1),
     "base ignored": lambda n, d, base=10_000.0: sinusoidal(n, d),
     "transposed": lambda n, d, base=10_000.0: sinusoidal(n, d, base).T,
+    "a NumPy array": lambda n, d, base=10_000.0: sinusoidal(n, d, base).numpy(),
 }
 
 

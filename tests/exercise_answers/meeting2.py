@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from itertools import pairwise
 
 import regex
+import torch
 
 from buildllm import check
 from buildllm.tokenizers import GPT2_SPLIT_PATTERN
@@ -181,6 +182,17 @@ def train_on_word_counts(text, vocab_size):
     return vocab, merges
 
 
+def train_with_merges_as_a_dict(text, vocab_size):
+    vocab, merges = train_on_pieces(text, vocab_size)
+    return vocab, {pair: 256 + rank for rank, pair in enumerate(merges)}
+
+
+def train_with_end_of_text(text, vocab_size):
+    vocab, merges = train_on_pieces(text, vocab_size)
+    vocab[len(vocab)] = b"<|endoftext|>"
+    return vocab, merges
+
+
 def train_returning_id_pairs(text, vocab_size):
     vocab, merges = train_on_pieces(text, vocab_size)
     ids = {token: i for i, token in vocab.items()}
@@ -210,6 +222,13 @@ WRONG_TRAIN = {
     "vocab_size merges": lambda t, n: train_on_pieces(t, n + 256),
     "merges as pairs of ids": train_returning_id_pairs,
     "returns only the merges": lambda t, n: train_on_pieces(t, n)[1],
+    "merges as a dict, as minbpe keeps them": train_with_merges_as_a_dict,
+    "one merge too many": lambda t, n: train_on_pieces(t, n + 1),
+    "vocab of strings, not bytes": lambda t, n: (
+        {i: b.decode("utf-8", errors="replace") for i, b in train_on_pieces(t, n)[0].items()},
+        train_on_pieces(t, n)[1],
+    ),
+    "<|endoftext|> added to the vocab": train_with_end_of_text,
 }
 
 
@@ -320,6 +339,7 @@ WRONG_ENCODE = {
     "merged ids taken to be 256 + rank": lambda t, v, m: encode_choosing(
         t, v, m, new_id=lambda pair, rank: 256 + rank[pair]
     ),
+    "returns a tensor of ids": lambda t, v, m: torch.tensor(encode_with_ranks(t, v, m)),
 }
 
 

@@ -80,6 +80,10 @@ WRONG_WEIGHTS = {
     "hidden scores set to 0, not -inf": lambda q, k, m=None: weights_with(
         q, k, m, hide=lambda s, w, m: (s * m).softmax(dim=-1)
     ),
+    "scores multiplied by √d": lambda q, k, m=None: weights_with(
+        q, k, m, divide_by=lambda d: d**-0.5
+    ),
+    "keys and queries swapped: k qᵀ": lambda q, k, m=None: weights_with(k, q, m),
 }
 
 
@@ -117,6 +121,10 @@ WRONG_MASK = {
         ~mask_with_tril(nq, nk), float("-inf")
     ),
     "integers, not booleans": lambda nq, nk=None: mask_with_tril(nq, nk).long(),
+    "tril(diagonal=1): one key too many": lambda nq, nk=None: ones(nq, nk).tril(
+        diagonal=(nk or nq) - nq + 1
+    ),
+    "a NumPy array": lambda nq, nk=None: mask_with_tril(nq, nk).numpy(),
 }
 
 
@@ -173,6 +181,7 @@ WRONG_MERGE = {
     "view after transpose (crashes)": merge_with_view_after_transpose,
     "heads interleaved": lambda x: x.permute(0, 2, 3, 1).flatten(2),
     "heads summed, not concatenated": lambda x: x.sum(dim=1).repeat(1, 1, x.shape[1]),
+    "transposed, never reshaped": lambda x: x.transpose(1, 2),
 }
 
 
@@ -280,6 +289,13 @@ WRONG_MHA = {
     "output bias forgotten": wrong_mha(no_out_bias=True),
     "x @ weight, not weight.T": wrong_mha(no_transpose_of_weight=True),
     "calls F.scaled_dot_product_attention": wrong_mha(sdpa=True),
+    "scores multiplied by √head_dim": lambda x, wq, bq, wo, bo, h: mha_with(
+        x, wq, bq, wo, bo, h, divide_by=(h / wo.shape[0]) ** 0.5
+    ),
+    "returns (output, weights), as nn.MultiheadAttention does": lambda *args: (
+        mha_batched(*args),
+        None,
+    ),
 }
 
 

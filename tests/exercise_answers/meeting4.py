@@ -148,6 +148,16 @@ WRONG_COUNT = {
     "context length for the vocabulary": lambda c: (
         count_by_parts(c) + (c.context_length - c.vocab_size) * c.emb_dim
     ),
+    "returns a dict of counts": lambda c: {
+        "total": count_by_parts(c),
+        "trainable": count_by_parts(c),
+    },
+    "no LayerNorms in the blocks": lambda c: count_by_parts(c) - 4 * c.emb_dim * c.n_layers,
+    "no qkv biases, though qkv_bias=True": lambda c: (
+        count_by_parts(c) - (3 * c.emb_dim * c.n_layers if c.qkv_bias else 0)
+    ),
+    "no bias on the attention output": lambda c: count_by_parts(c) - c.emb_dim * c.n_layers,
+    "no feed-forward biases": lambda c: count_by_parts(c) - 5 * c.emb_dim * c.n_layers,
 }
 
 
@@ -262,6 +272,17 @@ def greedy_sampling(model, ids, max_new_tokens):
     return ids
 
 
+@torch.no_grad()
+def greedy_prepending(model, ids, max_new_tokens):
+    was_training = model.training
+    model.eval()
+    for _ in range(max_new_tokens):
+        next_id = model(ids[:, -model.cfg.context_length :])[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([next_id, ids], dim=1)  # the new token goes in front
+    model.train(was_training)
+    return ids
+
+
 def restoring(fn):
     def answer(model, ids, max_new_tokens):
         was_training = model.training
@@ -286,6 +307,7 @@ WRONG_GREEDY = {
     "leaves the model in eval mode": greedy_without_restoring,
     "samples instead of taking the argmax": greedy_sampling,
     "returns only the new tokens": lambda m, i, n: greedy_with_for(m, i, n)[:, i.shape[1] :],
+    "prepends each new token": greedy_prepending,
 }
 
 
@@ -301,6 +323,31 @@ def cached_with_kvcache(model, ids, max_new_tokens):
         next_id = model(step, cache)[:, -1].argmax(-1, keepdim=True)
         ids = torch.cat([ids, next_id], dim=1)
         step = next_id
+    return ids
+
+
+@torch.no_grad()
+def cached_calling_forward(model, ids, max_new_tokens):
+    """model.forward(...) where model(...) belongs: the result is right, but hooks never run."""
+    model.eval()
+    cache = KVCache(model, ids.shape[0], ids.shape[1] + max_new_tokens)
+    step = ids
+    for _ in range(max_new_tokens):
+        next_id = model.forward(step, cache)[:, -1].argmax(-1, keepdim=True)
+        ids, step = torch.cat([ids, next_id], dim=1), next_id
+    return ids
+
+
+@torch.no_grad()
+def cached_one_step_too_many(model, ids, max_new_tokens):
+    """range(max_new_tokens + 1): one token more than asked for, and one call more."""
+    model.eval()
+    cache = KVCache(model, ids.shape[0], model.cfg.context_length)
+    logits = model(ids, cache)
+    for _ in range(max_new_tokens + 1):
+        next_id = logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, next_id], dim=1)
+        logits = model(next_id, cache)
     return ids
 
 
@@ -391,6 +438,8 @@ WRONG_CACHED = {
         m, i, n, feed=lambda ids: ids
     ),
     "one cache shared by every call": cached_sharing_one_cache,
+    "calls model.forward, not model": cached_calling_forward,
+    "one step too many": cached_one_step_too_many,
 }
 
 

@@ -36,6 +36,17 @@ def cross_entropy_without_grad(logits, targets):
     return cross_entropy_with_logsumexp(logits, targets)
 
 
+def cross_entropy_without_return(logits, targets):
+    log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
+    loss = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()  # noqa: F841 -- the mistake
+
+
+def cross_entropy_detaching_the_logsumexp(logits, targets):
+    """The right value, but the normalizer treated as a constant, so the gradient is wrong."""
+    log_probs = logits - logits.logsumexp(dim=-1, keepdim=True).detach()
+    return -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
+
+
 WRONG_CROSS_ENTROPY = {
     "log of the softmax": lambda x, t: cross_entropy_choosing(
         x, t, log_probs=lambda x: x.softmax(-1).log()
@@ -58,6 +69,11 @@ WRONG_CROSS_ENTROPY = {
         x, t, log_probs=lambda x: x.log_softmax(0)
     ),
     "one loss per token": lambda x, t: cross_entropy_choosing(x, t, reduce=lambda v: v),
+    "gathers without squeezing or averaging": lambda x, t: (
+        -x.log_softmax(-1).gather(-1, t.unsqueeze(-1))
+    ),
+    "detaches the logsumexp": cross_entropy_detaching_the_logsumexp,
+    "no return statement": cross_entropy_without_return,
     "returns a Python float": lambda x, t: cross_entropy_with_logsumexp(x, t).item(),
     "computed without gradients": cross_entropy_without_grad,
     "indexes every row with all the targets": lambda x, t: -x.log_softmax(-1)[..., t].mean(),
@@ -115,6 +131,10 @@ WRONG_SOFTMAX_T = {
     "divides by a temperature of 0": lambda x, t: (x / t).softmax(-1),
     "treats temperature 0 as 1": lambda x, t: x.softmax(-1) if t == 0 else (x / t).softmax(-1),
     "divides the logits in place": softmax_t_in_place,
+    "returns a list": lambda x, t: softmax_t_with_softmax(x, t).tolist(),
+    "exp without dividing by the sum": lambda x, t: (
+        softmax_t_with_softmax(x, 0) if t == 0 else (x / t).exp()
+    ),
 }
 
 
@@ -150,6 +170,13 @@ def top_k_in_place(logits, k):
     return logits.masked_fill_(logits < kth, float("-inf"))
 
 
+def top_k_blending_with_a_mask(logits, k):
+    """keep · logits + (1 - keep) · -inf: where keep is 1, 0 · -inf is NaN."""
+    kth = logits.topk(min(k, logits.shape[-1]), dim=-1).values[..., -1:]
+    keep = (logits >= kth).float()
+    return keep * logits + (1 - keep) * float("-inf")
+
+
 WRONG_TOP_K = {
     "fills with 0": lambda x, k: top_k_choosing(x, k, fill=0.0),
     "fills with -1e9": lambda x, k: top_k_choosing(x, k, fill=-1e9),
@@ -166,6 +193,14 @@ WRONG_TOP_K = {
         x < x.topk(k, dim=-1).values[..., -1:], float("-inf")
     ),
     "fills in place": top_k_in_place,
+    "blends with a 0/1 mask times -inf": top_k_blending_with_a_mask,
+    "kthvalue, the k-th smallest, as the threshold": lambda x, k: x.masked_fill(
+        x < x.kthvalue(min(k, x.shape[-1]), dim=-1, keepdim=True).values, float("-inf")
+    ),
+    "returns log-probabilities of the kept tokens": lambda x, k: top_k_with_masked_fill(
+        x, k
+    ).log_softmax(-1),
+    "returns a list": lambda x, k: top_k_with_masked_fill(x, k).tolist(),
 }
 
 
@@ -268,6 +303,7 @@ WRONG_TOP_P = {
         x.softmax(-1) < 1 - p, float("-inf")
     ),
     "fills in place": top_p_in_place,
+    "renormalizes the nucleus": lambda x, p: top_p_descending(x, p).log_softmax(-1),
 }
 
 
@@ -324,6 +360,15 @@ def lr_stopping_at_zero(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
     return lr_with_ifs(step, max_lr, warmup_steps, total_steps, min_lr)
 
 
+def lr_without_a_last_return(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    """No return after total_steps: Python returns None there."""
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step < total_steps:
+        progress = (step - warmup_steps) / (total_steps - warmup_steps)
+        return _cos(max_lr, min_lr, progress)
+
+
 WRONG_LR = {
     "warmup starts at 0": lr_answer(warm=lambda s, m, w: m * s / w),
     "warmup reaches max_lr a step late": lr_answer(warm=lambda s, m, w: m * (s + 1) / (w + 1)),
@@ -340,6 +385,10 @@ WRONG_LR = {
     ),
     "rises again after total_steps": lr_answer(clamp=False),
     "stops at 0 after total_steps": lr_stopping_at_zero,
+    "no return after total_steps": lr_without_a_last_return,
+    "cosine without π": lr_answer(
+        decay=lambda x, m, lo, *_: lo + 0.5 * (m - lo) * (1 + math.cos(x))
+    ),
 }
 
 
@@ -427,6 +476,34 @@ def clip_assuming_every_gradient(parameters, max_norm):
     return total
 
 
+def clip_filling_missing_gradients(parameters, max_norm):
+    """Gives every parameter without a gradient a zero one, so that no None is in the way."""
+    params = list(parameters)
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    return clip_with_stack(params, max_norm)
+
+
+def clip_then_set_to_none(parameters, max_norm):
+    """Clips, then clears the gradients as optimizer.zero_grad(set_to_none=True) does."""
+    params = list(parameters)
+    total = clip_with_stack(params, max_norm)
+    for p in params:
+        p.grad = None
+    return total
+
+
+def clip_scaling_by_summed_norms(parameters, max_norm):
+    """Returns the global norm, but scales by the sum of the gradients' own norms."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = torch.stack([g.norm() for g in grads]).norm()
+    summed = sum(g.norm().item() for g in grads)
+    for g in grads:
+        g.mul_(min(1.0, max_norm / (summed + 1e-6)))
+    return total
+
+
 WRONG_CLIP = {
     "clips each gradient on its own": clip_each,
     "always scales to max_norm": lambda ps, m: clip_choosing(
@@ -448,6 +525,12 @@ WRONG_CLIP = {
     "scales the weights": clip_the_weights,
     "assumes every parameter has a gradient": clip_assuming_every_gradient,
     "calls clip_grad_norm_": lambda ps, m: torch.nn.utils.clip_grad_norm_(ps, m),
+    "gives missing gradients zeros": clip_filling_missing_gradients,
+    "sets the gradients to None afterwards": clip_then_set_to_none,
+    "scales by the sum of the gradients' norms": clip_scaling_by_summed_norms,
+    "scale upside down: norm / max_norm": lambda ps, m: clip_choosing(
+        ps, m, scale=lambda total: max(1.0, total.item() / m)
+    ),
 }
 
 
@@ -523,6 +606,8 @@ def adamw_choosing(
             p.mul_(1 - lr * weight_decay)
         if mistake == "eps inside the square root":
             p.sub_(lr * m_hat / (v_hat + eps).sqrt())
+        elif mistake == "no square root":
+            p.sub_(lr * m_hat / (v_hat + eps))
         else:
             p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
         if mistake == "decay after the update":
@@ -595,6 +680,7 @@ WRONG_ADAMW = {
     "rebinds p": adamw_rebinding,
     "no torch.no_grad()": adamw_without_no_grad,
     "uses torch.optim.AdamW": adamw_with_torch,
+    "v without its square root": adamw_with("no square root"),
 }
 
 

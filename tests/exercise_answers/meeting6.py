@@ -60,6 +60,15 @@ WRONG_LAST_TOKEN = {
     "keeps the tokens dimension": lambda logits, ids, pad_id=50256: last_by_gather(
         logits, ids, pad_id
     )[:, None],
+    "one too late, clamped to the last column": lambda logits, ids, pad_id=50256: logits[
+        torch.arange(len(logits)), (ids != pad_id).sum(1).clamp(max=ids.shape[1] - 1)
+    ],
+    "a list of rows, not stacked": lambda logits, ids, pad_id=50256: list(
+        last_by_count(logits, ids, pad_id)
+    ),
+    "the mean over the real tokens": lambda logits, ids, pad_id=50256: (
+        (logits * (ids != pad_id)[..., None]).sum(1) / (ids != pad_id).sum(1, keepdim=True)
+    ),
 }
 
 
@@ -155,6 +164,47 @@ def collate_float(batch, pad_id=50256, ignore_index=-100, max_length=None):
     return inputs.float(), targets.float()
 
 
+def collate_inputs_not_cut(batch, pad_id=50256, ignore_index=-100, max_length=None):
+    """The targets are right, but the inputs are the padded rows with their last column."""
+    width = max(len(ids) + 1 for ids in batch)
+    padded = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids in batch])
+    return padded, collate_book(batch, pad_id, ignore_index, max_length)[1]
+
+
+def collate_masking_from(batch, pad_id=50256, ignore_index=-100, max_length=None, first=0):
+    """Pad, cut to max_length + 1, shift, then mask the targets from position len(ids) + first:
+    first=0 is right when max_length cuts after the shift."""
+    width = max(len(ids) + 1 for ids in batch)
+    rows = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids in batch])
+    rows = rows[:, : None if max_length is None else max_length + 1]
+    inputs, targets = rows[:, :-1], rows[:, 1:].clone()
+    for row, ids in enumerate(batch):
+        targets[row, len(ids) + first :] = ignore_index
+    return inputs, targets
+
+
+def collate_cutting_before_the_shift(batch, pad_id=50256, ignore_index=-100, max_length=None):
+    """Cuts the padded rows to max_length, then shifts: one column short when it cuts."""
+    inputs, targets = collate_masking_from(batch, pad_id, ignore_index)
+    if max_length is not None:
+        inputs, targets = inputs[:, : max_length - 1], targets[:, : max_length - 1]
+    return inputs, targets
+
+
+def collate_padding_on_the_left(batch, pad_id=50256, ignore_index=-100, max_length=None):
+    """Pads in front, as for generation, and masks the targets in front of the tokens."""
+    width = max(len(ids) + 1 for ids in batch)
+    inputs, targets = [], []
+    for ids in batch:
+        front = width - len(ids) - 1
+        padded = torch.tensor([pad_id] * front + ids + [pad_id])
+        x, y = padded[:-1], padded[1:].clone()
+        y[: max(front - 1, 0)] = ignore_index
+        inputs.append(x[:max_length])
+        targets.append(y[:max_length])
+    return torch.stack(inputs), torch.stack(targets)
+
+
 WRONG_COLLATE = {
     "every padding target kept": lambda b, **kw: collate_choosing(b, **kw, mask=False),
     "every padding target masked, the first too": lambda b, **kw: collate_choosing(
@@ -174,6 +224,17 @@ WRONG_COLLATE = {
     "appends to the caller's lists": collate_appending,
     "pads the inputs with ignore_index": collate_inputs_with_ignore_index,
     "float tensors": collate_float,
+    "one stacked tensor": lambda b, **kw: torch.stack(collate_book(b, **kw)),
+    "lists, not tensors": lambda b, **kw: tuple(t.tolist() for t in collate_book(b, **kw)),
+    "inputs keep the last column": collate_inputs_not_cut,
+    "cuts to max_length before the shift": collate_cutting_before_the_shift,
+    "ignore_index -100 hard-coded": lambda b, **kw: collate_book(
+        b, pad_id=kw["pad_id"], max_length=kw["max_length"]
+    ),
+    "pads on the left": collate_padding_on_the_left,
+    "masks the padding from one position too late": lambda b, **kw: collate_masking_from(
+        b, **kw, first=1
+    ),
 }
 
 
@@ -291,6 +352,14 @@ WRONG_ROUGE = {
     "no case for empty answers": rouge_without_empty_case,
     "two empty answers score 0 (as rouge_score does)": rouge_zero_when_empty,
     "returns the LCS length": rouge_lcs_only,
+    "returns (precision, recall, f1)": lambda c, r: (
+        rouge_choosing(c, r, combine=lambda p, rec: p),
+        rouge_choosing(c, r, combine=lambda p, rec: rec),
+        rouge_with_table(c, r),
+    ),
+    "F-measure without its 2": lambda c, r: rouge_choosing(
+        c, r, combine=lambda p, rec: p * rec / (p + rec)
+    ),
 }
 
 
@@ -380,6 +449,52 @@ class LoRAWithBiasAssumed(LoRALikePeft):
         return base + self.scale * (x @ self.A.T @ self.B.T)
 
 
+class LoRANotAModule:
+    """Everything LoRALikePeft does, in a plain class without nn.Module."""
+
+    def __init__(self, base, rank, alpha):
+        self.base = base.requires_grad_(False)
+        self.A = nn.Parameter(torch.randn(rank, base.in_features) * 0.1)
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
+        self.scale = alpha / rank
+
+    def __call__(self, x):
+        return self.base(x) + self.scale * (x @ self.A.T @ self.B.T)
+
+
+class LoRAWithShapes(LoRALikePeft):
+    """A of shape a_shape(rank, in_features, out_features) and B of shape b_shape(...)."""
+
+    def __init__(self, base, rank, alpha, a_shape, b_shape):
+        super().__init__(base, rank, alpha)
+        sizes = rank, base.in_features, base.out_features
+        self.A = nn.Parameter(torch.randn(a_shape(*sizes)) * 0.1)
+        self.B = nn.Parameter(torch.zeros(b_shape(*sizes)))
+
+
+class LoRAFrozenWhole(LoRALikePeft):
+    def __init__(self, base, rank, alpha):
+        super().__init__(base, rank, alpha)
+        self.requires_grad_(False)  # meant for the base, freezes A and B too
+
+
+class LoRAWithOutOfPlaceAdd(LoRALikePeft):
+    def forward(self, x):
+        out = self.base(x)
+        out.add(self.scale * (x @ self.A.T @ self.B.T))  # add returns a new tensor, dropped here
+        return out
+
+
+class LoRAWithoutBias(LoRALikePeft):
+    def forward(self, x):
+        return x @ self.base.weight.T + self.scale * (x @ self.A.T @ self.B.T)
+
+
+class LoRAWithAData(LoRALikePeft):
+    def forward(self, x):
+        return self.base(x) + self.scale * (x @ self.A.data.T @ self.B.T)
+
+
 def lora_with(**mistake):
     def build(base, rank, alpha):
         return LoRAChoosing(base, rank, alpha, **mistake)
@@ -400,6 +515,18 @@ WRONG_LORA = {
     "A and B detached in forward": lora_with(detach=True),
     "plain tensors instead of nn.Parameter": LoRAWithPlainTensors,
     "assumes the base has a bias": LoRAWithBiasAssumed,
+    "a plain class, not an nn.Module": LoRANotAModule,
+    "A and B shapes swapped": lambda base, rank, alpha: LoRAWithShapes(
+        base, rank, alpha, lambda r, i, o: (o, r), lambda r, i, o: (r, i)
+    ),
+    "A in the book's layout, B like nn.Linear": lambda base, rank, alpha: LoRAWithShapes(
+        base, rank, alpha, lambda r, i, o: (i, r), lambda r, i, o: (o, r)
+    ),
+    "freezes the whole layer, A and B too": LoRAFrozenWhole,
+    "out.add(update), whose result is dropped": LoRAWithOutOfPlaceAdd,
+    "base(x) by hand, without its bias": LoRAWithoutBias,
+    "scale alpha / sqrt(rank) (rsLoRA's)": lora_with(scale=lambda alpha, rank: alpha / rank**0.5),
+    "A.data in forward": LoRAWithAData,
 }
 
 
@@ -453,6 +580,20 @@ def logprob_without_grad(model, ids, mask):
     return logprob_with_gather(model, ids, mask)
 
 
+def logprob_detaching_the_logsumexp(model, ids, mask):
+    """log_softmax by hand with its normalizer detached: the right value, a wrong gradient."""
+    logits = model(ids)[:, :-1]
+    log_probs = logits - logits.logsumexp(-1, keepdim=True).detach()
+    return (log_probs.gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]).sum(1)
+
+
+def logprob_with_softmax(model, ids, mask, over=-1):
+    """Probabilities where log-probabilities belong, or log_softmax over another dim."""
+    logits = model(ids)[:, :-1]
+    scores = logits.softmax(-1) if over == "softmax" else logits.log_softmax(over)
+    return (scores.gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]).sum(1)
+
+
 WRONG_LOGPROB = {
     "mean instead of sum": lambda m, i, k: logprob_choosing(m, i, k, reduce="mean"),
     "mask ignored": lambda m, i, k: logprob_choosing(m, i, k, use_mask=False),
@@ -462,6 +603,10 @@ WRONG_LOGPROB = {
     "minus the log-probability": lambda m, i, k: -logprob_with_gather(m, i, k),
     "one number for the batch": lambda m, i, k: logprob_with_gather(m, i, k).sum(),
     "under torch.no_grad()": logprob_without_grad,
+    "softmax instead of log_softmax": lambda m, i, k: logprob_with_softmax(m, i, k, "softmax"),
+    "log_softmax over the positions": lambda m, i, k: logprob_with_softmax(m, i, k, over=1),
+    "detaches the logsumexp": logprob_detaching_the_logsumexp,
+    "a list of per-row sums": lambda m, i, k: list(logprob_with_gather(m, i, k)),
 }
 
 
@@ -483,6 +628,20 @@ def dpo_with_softplus(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1
         beta * (pi_chosen - ref_chosen),
         beta * (pi_rejected - ref_rejected),
     )
+
+
+def dpo_from_detached_rewards(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1):
+    """The rewards are detached for logging, then the loss is built from them."""
+    chosen = (beta * (pi_chosen - ref_chosen)).detach()
+    rejected = (beta * (pi_rejected - ref_rejected)).detach()
+    return -F.logsigmoid(chosen - rejected).mean(), chosen, rejected
+
+
+def dpo_detaching_the_rejected(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1):
+    """Only the rejected reward is detached before the loss: pi_rejected gets no gradient."""
+    chosen = beta * (pi_chosen - ref_chosen)
+    rejected = (beta * (pi_rejected - ref_rejected)).detach()
+    return -F.logsigmoid(chosen - rejected).mean(), chosen.detach(), rejected
 
 
 def dpo_choosing(pi_c, pi_r, ref_c, ref_r, beta=0.1, loss_of=None, reward_scale=None, use_ref=True):
@@ -515,6 +674,29 @@ WRONG_DPO = {
         dpo_with_logsigmoid(*a)[0].item(),
         *dpo_with_logsigmoid(*a)[1:],
     ),
+    "the loss from the detached rewards": dpo_from_detached_rewards,
+    "the rejected reward detached before the loss": dpo_detaching_the_rejected,
+    "no mean over the pairs": lambda *a: dpo_choosing(
+        *a, loss_of=lambda m, b: -F.logsigmoid(b * m)
+    ),
+    "returns the loss and the margin": lambda pc, pr, rc, rr, b=0.1: (
+        dpo_with_logsigmoid(pc, pr, rc, rr, b)[0],
+        b * ((pc - rc) - (pr - rr)),
+    ),
+    "σ without the log": lambda *a: dpo_choosing(
+        *a, loss_of=lambda m, b: -torch.sigmoid(b * m).mean()
+    ),
+    "the policy's log-probabilities as rewards": lambda pc, pr, rc, rr, b=0.1: (
+        dpo_with_logsigmoid(pc, pr, rc, rr, b)[0],
+        pc,
+        pr,
+    ),
+    "rewards without the reference": lambda pc, pr, rc, rr, b=0.1: (
+        dpo_with_logsigmoid(pc, pr, rc, rr, b)[0],
+        b * pc,
+        b * pr,
+    ),
+    "rewards averaged over the pairs": lambda *a: tuple(t.mean() for t in dpo_with_logsigmoid(*a)),
 }
 
 

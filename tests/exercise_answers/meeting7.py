@@ -59,6 +59,17 @@ def quantize_in_place(weight):
     return torch.round(weight).to(torch.int8), scale
 
 
+def quantize_over_columns(weight):
+    """amax over dim 0: one scale per column, each column divided by its own."""
+    scale = weight.abs().amax(dim=0).clamp(min=1e-12) / 127
+    return torch.round(weight / scale).clamp(-127, 127).to(torch.int8), scale
+
+
+def quantize_multiplying(weight):
+    scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
+    return torch.round(weight * scale[:, None]).to(torch.int8), scale
+
+
 WRONG_QUANTIZE = {
     "one scale for the whole matrix": lambda w: quantize_choosing(
         w, scale_of=lambda w: (w.abs().max() / 127).expand(len(w)).clone()
@@ -89,6 +100,21 @@ WRONG_QUANTIZE = {
         quantize_with_clamp(w)[1][:, None],
     ),
     "divides the weight in place": quantize_in_place,
+    "returns q alone": lambda w: quantize_with_clamp(w)[0],
+    "quantizes w.T, as if nn.Linear stored (in, out)": lambda w: quantize_with_clamp(w.T),
+    "one scale for the whole matrix, as a (1,) tensor": lambda w: (
+        torch.round(w / (w.abs().max() / 127)).to(torch.int8),
+        (w.abs().max() / 127).reshape(1),
+    ),
+    "amax over dim 0": quantize_over_columns,
+    "scale stored as int8 too": lambda w: (
+        quantize_with_clamp(w)[0],
+        quantize_with_clamp(w)[1].to(torch.int8),
+    ),
+    "scale upside down: 127 / max|row|": lambda w: quantize_choosing(
+        w, scale_of=lambda w: 127 / w.abs().amax(dim=1)
+    ),
+    "multiplies by the scale instead of dividing": quantize_multiplying,
 }
 
 
@@ -152,6 +178,11 @@ def left_pad_without_empty_check(prompts, pad_id=0):
     return ids, mask, (mask.cumsum(1) - 1).clamp(min=0)
 
 
+def left_pad_asserting(prompts, pad_id=0):
+    assert all(prompts), "every prompt needs a token"
+    return left_pad_with_loops(prompts, pad_id)
+
+
 def left_pad_in_place(prompts, pad_id=0):
     width = max(len(p) for p in prompts)
     for p in prompts:
@@ -182,6 +213,24 @@ WRONG_LEFT_PAD = {
     ),
     "no error for an empty prompt": left_pad_without_empty_check,
     "pads the caller's lists": left_pad_in_place,
+    "returns (ids, mask) without positions": lambda p, pad_id=0: left_pad_with_loops(p, pad_id)[:2],
+    "one positions row for the whole batch": lambda p, pad_id=0: (
+        *left_pad_with_loops(p, pad_id)[:2],
+        torch.arange(max(map(len, p))),
+    ),
+    "positions from a float cumsum": lambda p, pad_id=0: left_pad_choosing(
+        p, pad_id, positions_of=lambda mask: (mask.float().cumsum(1) - 1).clamp(min=0)
+    ),
+    "pad_id 0 hard-coded": lambda p, pad_id=0: left_pad_with_loops(p),
+    "mask for padding on the right": lambda p, pad_id=0: left_pad_choosing(
+        p,
+        pad_id,
+        mask_of=lambda ids, mask, pad: torch.arange(mask.shape[1]) < mask.sum(1, keepdim=True),
+    ),
+    "a mask of ones": lambda p, pad_id=0: left_pad_choosing(
+        p, pad_id, mask_of=lambda ids, mask, pad: torch.ones_like(mask)
+    ),
+    "assert instead of ValueError": left_pad_asserting,
 }
 
 
@@ -239,6 +288,33 @@ def fit_in_place(messages, count, budget):
     return messages
 
 
+def fit_yielding(messages, count, budget):
+    """fit_by_starts's messages, one at a time, with yield."""
+    yield from fit_by_starts(messages, count, budget)
+
+
+def fit_dropping_once(messages, count, budget):
+    """Drops the oldest turn with an if where a while belongs."""
+    system = [m for m in messages if m["role"] == "system"]
+    turns = [m for m in messages if m["role"] != "system"]
+    if count(system + turns) > budget:
+        turns = turns[1:]
+        while turns[0]["role"] != "user":
+            turns = turns[1:]
+    return system + turns
+
+
+def fit_dropping_the_longest(messages, count, budget):
+    """Drops the longest message, other than the system's and the last, until it fits."""
+    kept = list(messages)
+    while count(kept) > budget:
+        droppable = [m for m in kept[:-1] if m["role"] != "system"]
+        if not droppable:
+            raise ValueError("nothing fits")
+        kept.remove(max(droppable, key=lambda m: len(m["content"])))
+    return kept
+
+
 def fit_returning_last(messages, count, budget):
     try:
         return fit_by_starts(messages, count, budget)
@@ -253,6 +329,9 @@ WRONG_FIT = {
     "drops the newest messages": lambda m, c, b: fit_choosing(m, c, b, newest=False),
     "changes the caller's list": fit_in_place,
     "sends the last message when nothing fits": fit_returning_last,
+    "yields the messages": fit_yielding,
+    "drops one turn, with if instead of while": fit_dropping_once,
+    "drops the longest messages first": fit_dropping_the_longest,
 }
 
 
@@ -320,6 +399,36 @@ def read_choosing(lines, piece_of=None, join="", skip_comments=True, prefix=None
     return join.join(pieces), reason
 
 
+def read_pieces(lines, error_check=True, content_of=lambda delta: delta.get("content")):
+    """(the non-empty pieces of text, finish_reason): read_with_prefix without the join."""
+    pieces, reason = [], None
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line.removeprefix("data:").strip()
+        if data == "[DONE]":
+            break
+        event = json.loads(data)
+        if error_check and "error" in event:
+            raise RuntimeError("the server sent an error")
+        for choice in event["choices"]:
+            if content := content_of(choice["delta"]):
+                pieces.append(content)
+            reason = choice["finish_reason"] or reason
+    return pieces, reason
+
+
+def read_joined(lines, sep="", keep=slice(None), **options):
+    """read_pieces's pieces[keep] joined with `sep`, and the finish_reason."""
+    pieces, reason = read_pieces(lines, **options)
+    return sep.join(pieces[keep]), reason
+
+
+def read_assuming_stop(lines):
+    text, reason = read_with_prefix(lines)
+    return text, reason or "stop"
+
+
 def read_with_len(lines):
     if len(lines) == 0:
         return "", None
@@ -346,6 +455,19 @@ WRONG_READ = {
         [read_with_prefix(lines)[0]],
         read_with_prefix(lines)[1],
     ),
+    "reads delta['content']": lambda lines: read_pieces(lines, content_of=lambda d: d["content"]),
+    "returns the text alone": lambda lines: read_with_prefix(lines)[0],
+    "joins the non-empty pieces with spaces": lambda lines: read_joined(lines, sep=" "),
+    "drops pieces[0], taking it for the role chunk": lambda lines: read_joined(
+        lines, keep=slice(1, None)
+    ),
+    "drops pieces[-1], taking it for the finish chunk": lambda lines: read_joined(
+        lines, keep=slice(None, -1)
+    ),
+    "always 'stop'": lambda lines: (read_with_prefix(lines)[0], "stop"),
+    "'stop' when no finish_reason came": read_assuming_stop,
+    "its own words for an error event": read_joined,
+    "no check for error events": lambda lines: read_joined(lines, error_check=False),
 }
 
 
@@ -396,6 +518,16 @@ def top_k_normalizing_in_place(queries, keys, k):
     return (queries @ keys.T).topk(k, dim=1)
 
 
+def top_k_by_list_index(queries, keys, k):
+    """The scores from topk, each one's key found with list.index: a tie names one key twice."""
+    scores = top_k_with_normalize(queries, keys, k).values
+    sims = F.normalize(queries, dim=1) @ F.normalize(keys, dim=1).T
+    ids = [
+        [row.index(s) for s in top] for row, top in zip(sims.tolist(), scores.tolist(), strict=True)
+    ]
+    return scores, torch.tensor(ids)
+
+
 def top_k_with_cosine_similarity(queries, keys, k):
     if not 1 <= k <= len(keys):
         raise ValueError("bad k")
@@ -422,6 +554,29 @@ WRONG_TOP_K = {
         else top_k_with_normalize(q, x, k)
     ),
     "calls cosine_similarity": top_k_with_cosine_similarity,
+    "keys @ queries.T, topk over dim 0": lambda q, x, k: (
+        (F.normalize(x, dim=1) @ F.normalize(q, dim=1).T).topk(k, dim=0)
+        if 1 <= k <= len(x)
+        else top_k_with_normalize(q, x, k)
+    ),
+    "ids stacked with the scores, which makes them floats": lambda q, x, k: tuple(
+        torch.stack(tuple(top_k_with_normalize(q, x, k)))
+    ),
+    "1 - cosine, a distance, largest first": lambda q, x, k: (
+        (1 - F.normalize(q, dim=1) @ F.normalize(x, dim=1).T).topk(k, dim=1)
+        if 1 <= k <= len(x)
+        else top_k_with_normalize(q, x, k)
+    ),
+    "returns the ids alone": lambda q, x, k: top_k_with_normalize(q, x, k).indices,
+    "ids counted from 1": lambda q, x, k: (
+        top_k_with_normalize(q, x, k).values,
+        top_k_with_normalize(q, x, k).indices + 1,
+    ),
+    "ids found with list.index": top_k_by_list_index,
+    "ids from argsort without descending=True": lambda q, x, k: (
+        top_k_with_normalize(q, x, k).values,
+        (F.normalize(q, dim=1) @ F.normalize(x, dim=1).T).argsort(dim=1)[:, :k],
+    ),
 }
 
 
@@ -456,6 +611,15 @@ def cost_choosing(
     hours = seconds / 3600 if hours_of is None else hours_of(flops, peak, mfu, n_gpus)
     usd = hours * n_gpus * price if usd_of is None else usd_of(hours, price, n_gpus)
     return flops, hours, usd
+
+
+def forward_by_formula(cfg, attention=4, halved=False):
+    """cost_by_formula's forward FLOPs per token, with `attention` · context · d per layer for
+    attention, or halved: multiply-adds counted instead of FLOPs."""
+    d = cfg.emb_dim
+    per_layer = 24 * d * d + attention * cfg.context_length * d
+    flops = cfg.n_layers * per_layer + 2 * d * cfg.vocab_size
+    return flops // 2 if halved else flops
 
 
 def six_n(cfg, tokens):
@@ -497,6 +661,33 @@ WRONG_COST = {
     ),
     "pays for one GPU": lambda *a, **kw: cost_choosing(*a, **kw, usd_of=lambda h, p, n: h * p),
     "no ValueError for mfu 40": lambda *a, **kw: cost_choosing(*a, **kw, check=False),
+    "returns a dict": lambda *a, **kw: dict(
+        zip(("flops", "hours", "usd"), cost_by_formula(*a, **kw), strict=True)
+    ),
+    "attention's two products counted as one": lambda *a, **kw: cost_choosing(
+        *a, **kw, flops_of=lambda c, t: 3 * forward_by_formula(c, attention=2) * t
+    ),
+    "multiply-adds, not FLOPs": lambda *a, **kw: cost_choosing(
+        *a, **kw, flops_of=lambda c, t: 3 * forward_by_formula(c, halved=True) * t
+    ),
+    "backward as costly as forward: 2 ×": lambda *a, **kw: cost_choosing(
+        *a, **kw, flops_of=lambda c, t: 2 * forward_flops_per_token(c) * t
+    ),
+    "mfu ignored": lambda *a, **kw: cost_choosing(
+        *a, **kw, hours_of=lambda f, p, m, n: f / (p * 1e12 * n) / 3600
+    ),
+    "peak_tflops taken as FLOP/s": lambda *a, **kw: cost_choosing(
+        *a, **kw, hours_of=lambda f, p, m, n: f / (p * m * n) / 3600
+    ),
+    "minutes, not hours": lambda *a, **kw: cost_choosing(
+        *a, **kw, hours_of=lambda f, p, m, n: f / (p * 1e12 * m * n) / 60
+    ),
+    "formats the numbers as text": lambda *a, **kw: tuple(
+        f"{x:.3g}" for x in cost_by_formula(*a, **kw)
+    ),
+    "dollars rounded to cents": lambda *a, **kw: cost_choosing(
+        *a, **kw, usd_of=lambda h, p, n: round(h * n * p, 2)
+    ),
 }
 
 
