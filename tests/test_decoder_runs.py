@@ -82,10 +82,12 @@ def test_a_decoder_run_chats_through_chat_session(bpe_run):
     assert expected and chat.reply(messages, **sampling) == expected
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_a_decoder_run_interrupted_resumes_to_the_same_weights_as_an_uninterrupted_one(
-        text, tmp_path, monkeypatch):
+        text, tmp_path, monkeypatch, optimizer):
     args = [*LLAMA, "--steps", "6", "--eval-every", "3", "--checkpoint-every", "2",
-            "--drop-rate", "0.1"]  # dropout: the resumed run must restore the random state too
+            "--drop-rate", "0.1",  # dropout: the resumed run must restore the random state too
+            "--optimizer", optimizer]
     main(char_run(text, tmp_path / "straight", *args))
     real, calls = pretrain.batch_loss, []
 
@@ -103,6 +105,8 @@ def test_a_decoder_run_interrupted_resumes_to_the_same_weights_as_an_uninterrupt
     assert main(["--out", str(tmp_path / "stopped"), "--resume"])["step"] == 6
     assert_same_weights(weights(tmp_path / "stopped"), weights(tmp_path / "straight"))
     assert isinstance(load_run(tmp_path / "stopped").model, Decoder)
+    state = load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["optimizer"]
+    assert ("muon" in state) == (optimizer == "muon")  # MuonAdamW's state: Muon's and AdamW's
 
 
 def test_flops_per_token_of_a_decoder_config_is_the_hand_count():
@@ -162,6 +166,16 @@ def test_resuming_a_decoder_run_as_a_gpt_names_the_family(bpe_run, tmp_path):
     before = snapshot(done)
     with pytest.raises(SystemExit, match="model family: 'decoder' in the checkpoint"):
         main(["--out", str(done), "--resume", "--model", "cpu-tiny"])
+    assert snapshot(done) == before
+
+
+def test_resuming_with_another_optimizer_is_refused(bpe_run, tmp_path):
+    import shutil
+
+    done = shutil.copytree(bpe_run, tmp_path / "done")
+    before = snapshot(done)
+    with pytest.raises(SystemExit, match="--optimizer: 'adamw' in the checkpoint, 'muon' now"):
+        main(["--out", str(done), "--resume", "--optimizer", "muon"])
     assert snapshot(done) == before
 
 

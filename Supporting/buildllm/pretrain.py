@@ -11,6 +11,7 @@ Inputs are text files, or folders whose *.txt files (recursively, sorted) are re
 separate documents. --model names a GPTModel configuration (`buildllm.model.CONFIGS`) or a
 modern decoder's (`buildllm.decoder.CONFIGS`: llama3-cpu-tiny, qwen3-cpu-small...), which
 trains a `buildllm.decoder.Decoder`; the run folder records which, so every command loads it.
+--optimizer muon trains the blocks' matrices with Muon, the rest with AdamW (`buildllm.muon`).
 The tokenizer is GPT-2's (`gpt2`, documents joined by <|endoftext|>),
 one token per character (`char`), or a BPE tokenizer saved in Meeting 2 (its json's path).
 The last --val-fraction of the tokens is held out for validation. `--help` lists every
@@ -90,6 +91,7 @@ from .decoder import CONFIGS as DECODER_CONFIGS
 from .decoder import Decoder, DecoderConfig, swiglu_hidden_dim
 from .generation import generate
 from .model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
+from .muon import MuonAdamW
 from .pretrain_data import (
     InputError,
     WindowStream,
@@ -168,6 +170,7 @@ class RunConfig:
     steps: int = 2000  # optimizer steps
     weight_decay: float = 0.1
     beta2: float = 0.95  # AdamW's second-moment decay (nanoGPT's char recipe uses 0.99)
+    optimizer: str = "adamw"  # or "muon": Muon for the blocks' matrices, AdamW for the rest
     clip: float = 1.0  # global gradient norm limit; 0 turns clipping off
     skip_nonfinite: int = 0  # steps with a NaN or infinite loss or gradient to skip; 0: stop
     eval_every: int = 200
@@ -263,6 +266,7 @@ def _rules(cfg: RunConfig) -> list:
         ("clip", lambda v: 0 <= v < math.inf, "0 (off) or more, and finite"),
         ("warmup_steps", lambda v: 0 <= _warmup(cfg) <= cfg.steps, "between 0 and --steps"),
         ("checkpoint_every", lambda v: v is None or v >= 1, "at least 1"),
+        ("optimizer", lambda v: v in ("adamw", "muon"), "adamw or muon"),
         ("dtype", lambda v: v in COMPUTE_DTYPES, "fp32, bf16 or fp16"),
         ("save_dtype", lambda v: v in DTYPES, "fp32 or bf16"),
         ("device", lambda v: v in ("auto", "cpu", "cuda", "mps"), "auto, cpu, cuda or mps"),
@@ -446,6 +450,15 @@ def run(cfg: RunConfig) -> tuple[GPTModel | Decoder, dict]:
                 dist.destroy_process_group()
 
 
+def _optimizer(cfg: RunConfig, model: GPTModel | Decoder) -> torch.optim.Optimizer:
+    """The course's AdamW (matrices decayed, norms and biases not) or, with --optimizer muon,
+    `buildllm.muon.MuonAdamW`: Muon for the blocks' matrices and that AdamW for the rest,
+    with the same lr, weight decay and beta2, and one state_dict that checkpoints both."""
+    if cfg.optimizer == "muon":
+        return MuonAdamW(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.beta2))
+    return AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
+
+
 class _Trainer:
     """One process's part of a run: its model, optimizer and data, and what `fit` calls back."""
 
@@ -455,8 +468,7 @@ class _Trainer:
         self.out, self.lead = Path(cfg.out), rank == 0
         set_seed(cfg.seed)  # every process builds the same initial weights
         self.raw = new_model(model_cfg).to(device)
-        self.optimizer = AdamW(param_groups(self.raw, cfg.weight_decay), lr=cfg.lr,
-                               betas=(0.9, cfg.beta2))
+        self.optimizer = _optimizer(cfg, self.raw)
         self.scheduler = warmup_cosine(self.optimizer, _warmup(cfg), cfg.steps, cfg.min_lr_ratio)
         context = model_cfg.context_length
         self.stream = WindowStream(data.train, context, cfg.batch_size, cfg.seed, rank, world_size)
@@ -761,6 +773,9 @@ def _parser() -> argparse.ArgumentParser:
         ("seed", int, "random seed (default 123)"),
     ):
         g.add_argument(f"--{name}", type=kind, metavar="N" if kind is int else "X", help=what)
+    g.add_argument("--optimizer", choices=("adamw", "muon"),
+                   help="muon: Muon for the blocks' matrices, AdamW for the rest "
+                        "(buildllm.muon.MuonAdamW; default adamw)")
     g.add_argument("--dtype", choices=COMPUTE_DTYPES,
                    help="bf16: bfloat16 autocast, float16 on a GPU without bfloat16 units (a T4); "
                         "fp16: float16 autocast with a gradient scaler (default fp32)")
