@@ -3,21 +3,27 @@ folder loads, chats and resumes like a GPT's; its FLOPs and parameters are count
 shapes; settings it cannot express and run.json files of an unknown family are refused."""
 
 import json
+import shutil
+from dataclasses import replace
 
 import pytest
 import torch
+from openai import OpenAI
 from test_pretrain import TINY, assert_same_weights, char_run, snapshot, weights
 
 import buildllm.pretrain as pretrain
 from buildllm.chat import ChatSession
 from buildllm.costs import parameter_count
+from buildllm.data import fetch
 from buildllm.decoder import CONFIGS, Decoder
 from buildllm.generation import generate
 from buildllm.instruct import visible_answer
+from buildllm.model import CONFIGS as GPT_CONFIGS
 from buildllm.model import count_parameters, forward_flops_per_token
 from buildllm.pretrain import main
 from buildllm.pretrain_data import InputError
 from buildllm.runs import load_run
+from buildllm.serve import BackgroundServer, create_app
 from buildllm.tokenizers import BPETokenizer
 from buildllm.training import load_checkpoint
 
@@ -27,18 +33,11 @@ LLAMA = ["--model", "llama3-cpu-tiny"]
 
 
 @pytest.fixture(scope="module")
-def text(tmp_path_factory, shakespeare):
+def text(tmp_path_factory):
     """The first 10,000 characters of Shakespeare, as a file."""
     path = tmp_path_factory.mktemp("text") / "text.txt"
-    path.write_text(shakespeare.read_text("utf-8")[:10_000], "utf-8")
+    path.write_text(fetch("tinyshakespeare.txt").read_text("utf-8")[:10_000], "utf-8")
     return path
-
-
-@pytest.fixture(scope="module")
-def shakespeare():
-    from buildllm.data import fetch
-
-    return fetch("tinyshakespeare.txt")
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +81,16 @@ def test_a_decoder_run_chats_through_chat_session(bpe_run):
     assert expected and chat.reply(messages, **sampling) == expected
 
 
+def test_a_decoder_run_is_served_and_answers_as_its_chat_session_does(bpe_run):
+    chat = ChatSession.from_run(bpe_run, device="cpu", max_new_tokens=12)
+    messages = [{"role": "user", "content": "Who is there?"}]
+    with BackgroundServer(create_app(chat, "llama")) as server:
+        client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+        done = client.chat.completions.create(model="llama", messages=messages,
+                                              temperature=1.0, seed=3)
+    assert done.choices[0].message.content == chat.reply(messages, temperature=1.0, seed=3)
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_a_decoder_run_interrupted_resumes_to_the_same_weights_as_an_uninterrupted_one(
         text, tmp_path, monkeypatch, optimizer):
@@ -121,14 +130,11 @@ def test_flops_per_token_of_a_decoder_config_is_the_hand_count():
     assert by_hand == 14_577_920
     assert forward_flops_per_token(cfg) == by_hand
     gpt = CONFIGS["gpt2-cpu-tiny"]  # GPT-2's shapes as a DecoderConfig count as GPTConfig's
-    from buildllm.model import CONFIGS as GPT_CONFIGS
     assert forward_flops_per_token(gpt) == forward_flops_per_token(GPT_CONFIGS["cpu-tiny"])
 
 
 @pytest.mark.parametrize("name", ["llama3-cpu-tiny", "qwen3-cpu-tiny", "gpt2-cpu-tiny"])
 def test_parameter_count_of_a_decoder_config_is_what_the_decoder_holds(name):
-    from dataclasses import replace
-
     for cfg in (CONFIGS[name], replace(CONFIGS[name], tie_embeddings=False, mlp_bias=True)):
         assert parameter_count(cfg) == count_parameters(Decoder(cfg))
 
@@ -160,8 +166,6 @@ def test_a_setting_the_decoder_cannot_express_is_refused_in_one_line(case, text,
 
 
 def test_resuming_a_decoder_run_as_a_gpt_names_the_family(bpe_run, tmp_path):
-    import shutil
-
     done = shutil.copytree(bpe_run, tmp_path / "done")
     before = snapshot(done)
     with pytest.raises(SystemExit, match="model family: 'decoder' in the checkpoint"):
@@ -170,8 +174,6 @@ def test_resuming_a_decoder_run_as_a_gpt_names_the_family(bpe_run, tmp_path):
 
 
 def test_resuming_with_another_optimizer_is_refused(bpe_run, tmp_path):
-    import shutil
-
     done = shutil.copytree(bpe_run, tmp_path / "done")
     before = snapshot(done)
     with pytest.raises(SystemExit, match="--optimizer: 'adamw' in the checkpoint, 'muon' now"):
@@ -187,8 +189,6 @@ def test_resuming_with_another_optimizer_is_refused(bpe_run, tmp_path):
 ])
 def test_a_run_json_of_an_unknown_family_or_a_bad_decoder_field_is_refused(
         bpe_run, tmp_path, change, message):
-    import shutil
-
     folder = shutil.copytree(bpe_run, tmp_path / "run")
     info = json.loads((folder / "run.json").read_text("utf-8"))
     info["model"].update(change)
