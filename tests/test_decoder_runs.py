@@ -20,9 +20,10 @@ from buildllm.generation import generate
 from buildllm.instruct import visible_answer
 from buildllm.model import CONFIGS as GPT_CONFIGS
 from buildllm.model import count_parameters, forward_flops_per_token
+from buildllm.modern import RopeScaling
 from buildllm.pretrain import main
 from buildllm.pretrain_data import InputError
-from buildllm.runs import load_run
+from buildllm.runs import load_run, save_run
 from buildllm.serve import BackgroundServer, create_app
 from buildllm.tokenizers import BPETokenizer
 from buildllm.training import load_checkpoint
@@ -89,6 +90,17 @@ def test_a_decoder_run_is_served_and_answers_as_its_chat_session_does(bpe_run):
         done = client.chat.completions.create(model="llama", messages=messages,
                                               temperature=1.0, seed=3)
     assert done.choices[0].message.content == chat.reply(messages, temperature=1.0, seed=3)
+
+
+def test_an_untied_decoder_with_rope_scaling_saves_and_loads_as_itself(tmp_path):
+    cfg = replace(CONFIGS["llama3-cpu-tiny"], vocab_size=40, n_layers=1,
+                  tie_embeddings=False, rope_scaling=RopeScaling(factor=8.0))
+    model = Decoder(cfg)
+    save_run(model, {"kind": "char", "chars": "abcdefghijklmnopqrstuvwxyz ,.!?;:'-\nABCD"},
+             tmp_path / "run")
+    loaded = load_run(tmp_path / "run").model
+    assert loaded.cfg == cfg and loaded.out_head.weight is not loaded.tok_emb.weight
+    assert_same_weights(loaded.state_dict(), model.state_dict())
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
