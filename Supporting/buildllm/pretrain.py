@@ -12,11 +12,11 @@ separate documents. --model names a GPTModel configuration (`buildllm.model.CONF
 modern decoder's (`buildllm.decoder.CONFIGS`: llama3-cpu-tiny, qwen3-cpu-small...), which
 trains a `buildllm.decoder.Decoder`; the run folder records which, so every command loads it.
 --optimizer muon trains the blocks' matrices with Muon, the rest with AdamW (`buildllm.muon`).
-The tokenizer is GPT-2's (`gpt2`, documents joined by <|endoftext|>),
-one token per character (`char`), or a BPE tokenizer saved in Meeting 2 (its json's path).
-The last --val-fraction of the tokens is held out for validation. `--help` lists every
-setting; a --config-file is a JSON object of the same settings (`{"lr": 3e-4, ...}`, names
-with underscores), or a previous run's run.json.
+The tokenizer is GPT-2's (`gpt2`, documents joined by <|endoftext|>), one token per character
+(`char`), or a BPE tokenizer saved in Meeting 2 (its json's path). The last --val-fraction
+of the tokens is held out for validation. `--help` lists every setting; a --config-file is a
+JSON object of the same settings (`{"lr": 3e-4, ...}`, names with underscores), or a previous
+run's run.json.
 
 Several processes, one per device, train one model together with PyTorch's
 DistributedDataParallel: each process draws its own share of the data and their gradients

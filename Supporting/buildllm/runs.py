@@ -53,7 +53,7 @@ RUN_FORMAT = "buildllm-run/1"
 CHECKPOINT_FORMAT = "buildllm-checkpoint/1"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # what model.safetensors may hold
 _DTYPE_NAMES = {str(t)[6:]: name for name, t in DTYPES.items()}  # as run.json: "float32" -> "fp32"
-FAMILIES = {"gpt": GPTConfig, "decoder": DecoderConfig}  # run.json's "model" "family"
+_FAMILIES = {"gpt": GPTConfig, "decoder": DecoderConfig}  # run.json's "model" "family"
 
 
 def config_record(cfg: GPTConfig | DecoderConfig) -> dict:
@@ -194,10 +194,10 @@ def _model_config(model: object, path: Path) -> GPTConfig | DecoderConfig:
         raise InputError(f'{path}: "model" must be an object of a model config\'s fields')
     model = dict(model)
     family = model.pop("family", "gpt")
-    if not isinstance(family, str) or family not in FAMILIES:
+    if not isinstance(family, str) or family not in _FAMILIES:
         raise InputError(f'{path}: "model" family must be "decoder" or left out (GPT-2\'s), '
                          f"got {family!r}: this run folder needs a newer buildllm, or is damaged")
-    kind = FAMILIES[family]
+    kind = _FAMILIES[family]
     _check_fields(model, kind, path)
     try:
         if isinstance(model.get("rope_scaling"), dict):
