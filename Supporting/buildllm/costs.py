@@ -1,7 +1,8 @@
 """What training costs (Meetings 5 and 7): FLOPs, the hardware's peak, MFU, hours and dollars.
 
 Training a GPT costs three forward passes per token (the backward pass is twice the forward),
-so 3 × `buildllm.model.forward_flops_per_token` per token. MFU (model FLOPs utilization) is the
+so 3 × `buildllm.model.forward_flops_per_token` per token, which also counts a
+`buildllm.decoder.DecoderConfig`'s shapes. MFU (model FLOPs utilization) is the
 share of the hardware's peak that this arithmetic uses: the pretraining command prints it,
 against `peak_flops`. `training_cost` goes the other way: from a model, a token budget, a GPU
 and an assumed MFU to hours and dollars. `check_fits_in_memory` asks, before anything is
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .decoder import DecoderConfig
 from .model import GPTConfig, forward_flops_per_token
 from .pretrain_data import InputError
 
@@ -84,7 +86,7 @@ GPUS = (
 )
 
 
-def training_cost(cfg: GPTConfig, tokens: float, gpu: GPU, mfu: float = 0.4,
+def training_cost(cfg: GPTConfig | DecoderConfig, tokens: float, gpu: GPU, mfu: float = 0.4,
                   n_gpus: int = 1) -> dict:
     """Time and price of training `cfg` on `tokens` tokens with `n_gpus` of `gpu`, which deliver
     their peak × `mfu` (30-50% is usual for a well-fed GPT of this size).
@@ -102,19 +104,26 @@ def training_cost(cfg: GPTConfig, tokens: float, gpu: GPU, mfu: float = 0.4,
 
 # -- will it fit? ----------------------------------------------------------------------
 
-def parameter_count(cfg: GPTConfig) -> int:
-    """GPTModel(cfg)'s parameters, from the config alone (a tied output layer counts once), so
-    that a size can be judged before a single weight is allocated."""
-    d, hidden = cfg.emb_dim, 4 * cfg.emb_dim
-    per_layer = (4 * d  # two LayerNorms: scale and shift
-                 + 3 * d * d + 3 * d * cfg.qkv_bias  # queries, keys and values
-                 + d * d + d  # attention's output projection
-                 + 2 * d * hidden + hidden + d)  # the feed-forward network
+def parameter_count(cfg: GPTConfig | DecoderConfig) -> int:
+    """GPTModel(cfg)'s or Decoder(cfg)'s parameters, from the config alone (a tied output layer
+    counts once), so that a size can be judged before a single weight is allocated."""
+    if isinstance(cfg, GPTConfig):
+        cfg = DecoderConfig.from_gpt(cfg)  # the same shapes, so the same count
+    d, hidden = cfg.emb_dim, cfg.hidden_dim
+    q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim  # features, all heads
+    norm = 2 * d if cfg.norm == "layer" else d  # LayerNorm has a shift, RMSNorm only a scale
+    mlp_matrices = 3 if cfg.mlp == "swiglu" else 2
+    per_layer = (2 * norm + 2 * cfg.head_dim * cfg.qk_norm
+                 + d * (q + 2 * kv) + (q + 2 * kv) * cfg.qkv_bias  # queries, keys and values
+                 + q * d + d * cfg.proj_bias  # attention's output projection
+                 + mlp_matrices * d * hidden  # the feed-forward network
+                 + ((mlp_matrices - 1) * hidden + d) * cfg.mlp_bias)
+    positions = cfg.context_length * d if cfg.positions == "learned" else 0
     head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
-    return (cfg.vocab_size + cfg.context_length) * d + cfg.n_layers * per_layer + 2 * d + head
+    return cfg.vocab_size * d + positions + cfg.n_layers * per_layer + norm + head
 
 
-def memory_needed(cfg: GPTConfig, *, training: bool, batch_size: int = 1) -> int:
+def memory_needed(cfg: GPTConfig | DecoderConfig, *, training: bool, batch_size: int = 1) -> int:
     """Bytes that `cfg` needs at the least: its float32 weights, 4 bytes a parameter. Training
     adds the gradients and AdamW's two running averages (16 bytes a parameter in all) and one
     batch's logits with their gradient (2 × batch × context × vocab floats). The activations
@@ -141,7 +150,7 @@ def available_memory(device: str | torch.device = "cpu") -> int | None:
     return None
 
 
-def check_fits_in_memory(cfg: GPTConfig, *, training: bool, batch_size: int = 1,
+def check_fits_in_memory(cfg: GPTConfig | DecoderConfig, *, training: bool, batch_size: int = 1,
                          device: str | torch.device = "cpu") -> None:
     """Raise InputError, before anything is allocated, if `cfg` cannot fit in `device`'s
     memory (see `memory_needed` and `available_memory`): one clear line instead of a crash,

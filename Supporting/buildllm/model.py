@@ -268,12 +268,20 @@ def forward_flops_per_token(cfg: GPTConfig, context: int | None = None) -> int:
     """Multiply-add FLOPs (2 per multiply-accumulate) of one forward pass, per token.
 
     Counts the matrix multiplications, which are nearly all of the work: per layer the
-    query/key/value, output and feed-forward layers (2·12·d² together), attention scores and
-    the weighted sum over `context` earlier tokens (2·2·context·d), and the output layer
-    (2·d·vocab). Embedding lookups, norms and softmax are left out. Training costs about 3×
-    this (the backward pass is twice the forward), hence the "6·N per token" rule.
+    query/key/value, output and feed-forward layers (2·12·d² together for GPT-2), attention
+    scores and the weighted sum over `context` earlier tokens (2·2·context·d), and the output
+    layer (2·d·vocab). Embedding lookups, norms and softmax are left out. Training costs about
+    3× this (the backward pass is twice the forward), hence the "6·N per token" rule.
+
+    A `decoder.DecoderConfig` counts its own shapes: grouped-query attention's smaller key and
+    value projections (n_kv_heads · head_dim each), SwiGLU's three matrices of hidden_dim; an
+    untied output layer costs what a tied one does. A GPTConfig has neither field, so GPT-2's
+    shapes (4·d hidden, two matrices) are the defaults.
     """
     n_ctx = cfg.context_length if context is None else context
-    d = cfg.emb_dim
-    per_layer = 2 * 12 * d * d + 2 * 2 * n_ctx * d
+    d, q, kv = cfg.emb_dim, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    hidden = getattr(cfg, "hidden_dim", 4 * d)
+    mlp_matrices = 3 if getattr(cfg, "mlp", "gelu") == "swiglu" else 2
+    weights = d * (q + 2 * kv) + q * d + mlp_matrices * d * hidden
+    per_layer = 2 * weights + 2 * 2 * n_ctx * q
     return cfg.n_layers * per_layer + 2 * d * cfg.vocab_size

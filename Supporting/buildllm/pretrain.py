@@ -1,17 +1,22 @@
 """The pretraining command (Meeting 5): train GPTModel on your own text, resumably, on N devices.
 
     python -m buildllm.pretrain shakespeare.txt --tokenizer char --steps 2000 --out runs/char
+    python -m buildllm.pretrain shakespeare.txt --tokenizer char --model qwen3-cpu-tiny --out runs/q
     python -m buildllm.pretrain books/ --model cpu-small --dtype bf16 --out runs/books
     python -m buildllm.pretrain books/ --model cpu-small --dtype fp16 --out runs/t4   # a T4
     python -m buildllm.pretrain --out runs/books --resume     # after a crash, or Ctrl-C
     python -m buildllm.pretrain --config-file run.json --lr 3e-4   # flags override the file
 
 Inputs are text files, or folders whose *.txt files (recursively, sorted) are read as
-separate documents. The tokenizer is GPT-2's (`gpt2`, documents joined by <|endoftext|>),
-one token per character (`char`), or a BPE tokenizer saved in Meeting 2 (its json's path).
-The last --val-fraction of the tokens is held out for validation. `--help` lists every
-setting; a --config-file is a JSON object of the same settings (`{"lr": 3e-4, ...}`, names
-with underscores), or a previous run's run.json.
+separate documents. --model names a GPTModel configuration (`buildllm.model.CONFIGS`) or a
+modern decoder's (`buildllm.decoder.CONFIGS`: llama3-cpu-tiny, qwen3-cpu-small...), which
+trains a `buildllm.decoder.Decoder`; the run folder records which, so every command loads it.
+--optimizer muon trains the blocks' matrices with Muon, the rest with AdamW (`buildllm.muon`).
+The tokenizer is GPT-2's (`gpt2`, documents joined by <|endoftext|>), one token per character
+(`char`), or a BPE tokenizer saved in Meeting 2 (its json's path). The last --val-fraction
+of the tokens is held out for validation. `--help` lists every setting; a --config-file is a
+JSON object of the same settings (`{"lr": 3e-4, ...}`, names with underscores), or a previous
+run's run.json.
 
 Several processes, one per device, train one model together with PyTorch's
 DistributedDataParallel: each process draws its own share of the data and their gradients
@@ -82,8 +87,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .costs import check_fits_in_memory, peak_flops
+from .decoder import CONFIGS as DECODER_CONFIGS
+from .decoder import Decoder, DecoderConfig, swiglu_hidden_dim
 from .generation import generate
 from .model import CONFIGS, GPTConfig, GPTModel, count_parameters, forward_flops_per_token
+from .muon import MuonAdamW
 from .pretrain_data import (
     InputError,
     WindowStream,
@@ -94,7 +102,15 @@ from .pretrain_data import (
     split_ids,
 )
 from .progress import tqdm
-from .runs import CHECKPOINT_FORMAT, DTYPES, RUN_FORMAT, read_checkpoint, save_run
+from .runs import (
+    CHECKPOINT_FORMAT,
+    DTYPES,
+    RUN_FORMAT,
+    config_record,
+    new_model,
+    read_checkpoint,
+    save_run,
+)
 from .training import (
     AdamW,
     FitState,
@@ -117,12 +133,15 @@ from .utils import (
     write_atomically,
 )
 
-__all__ = ["FolderInUse", "InputError", "RunConfig", "RunStopped", "autocast_dtype", "main",
-           "parse_config", "run"]
+__all__ = ["MODELS", "FolderInUse", "InputError", "RunConfig", "RunStopped", "autocast_dtype",
+           "main", "parse_config", "run"]
 
 COMPUTE_DTYPES = {**DTYPES, "fp16": torch.float16}  # what --dtype may ask autocast for
 LOCK = "pretrain.lock"  # in --out while a run writes there (buildllm.utils.folder_lock)
 NEVER = 2**62  # the step of a non-finite loss that has not happened
+# What --model may name: GPTModel's configs, then the decoders that are not GPT-2 again.
+MODELS = {**CONFIGS, **{name: cfg for name, cfg in DECODER_CONFIGS.items()
+                        if not name.startswith("gpt2-")}}
 
 
 class RunStopped(RuntimeError):
@@ -137,7 +156,7 @@ class RunConfig:
     inputs: list[str] = field(default_factory=list)  # text files and folders of .txt files
     tokenizer: str = "gpt2"  # "gpt2", "char", or the path of a Meeting-2 BPE json
     val_fraction: float = 0.1
-    model: str = "cpu-tiny"  # a name in buildllm.model.CONFIGS; the next five override it
+    model: str = "cpu-tiny"  # a name in MODELS, GPTModel's or a Decoder's; the next 5 override it
     context_length: int | None = None
     emb_dim: int | None = None
     n_heads: int | None = None
@@ -151,6 +170,7 @@ class RunConfig:
     steps: int = 2000  # optimizer steps
     weight_decay: float = 0.1
     beta2: float = 0.95  # AdamW's second-moment decay (nanoGPT's char recipe uses 0.99)
+    optimizer: str = "adamw"  # or "muon": Muon for the blocks' matrices, AdamW for the rest
     clip: float = 1.0  # global gradient norm limit; 0 turns clipping off
     skip_nonfinite: int = 0  # steps with a NaN or infinite loss or gradient to skip; 0: stop
     eval_every: int = 200
@@ -170,11 +190,15 @@ class RunConfig:
         flags=False, as a Python name (the capstone's)."""
         check_settings(self, _rules(self), flags)
 
-    def model_config(self, vocab_size: int) -> GPTConfig:
-        """The GPTConfig this run builds: the named model with the settings that override it."""
+    def model_config(self, vocab_size: int) -> GPTConfig | DecoderConfig:
+        """The config this run builds (a GPTConfig, or a Decoder's DecoderConfig): the named
+        model with the settings that override it, refused in one line if they cannot fit."""
         changes = {k: getattr(self, k) for k in _MODEL_FIELDS if getattr(self, k) is not None}
+        base = MODELS[self.model]
+        if isinstance(base, DecoderConfig):
+            changes = _decoder_sizes(base, changes)
         try:
-            return replace(CONFIGS[self.model], vocab_size=vocab_size, **changes)
+            return replace(base, vocab_size=vocab_size, **changes)
         except ValueError as err:
             raise InputError(f"the model settings do not fit together: {err}") from None
 
@@ -185,6 +209,19 @@ _FREE_ON_RESUME = {"inputs", "tokenizer", "out", "resume", "device", "eval_every
                    "checkpoint_every", "sample_prompt", "sample_tokens", "save_dtype",
                    "skip_nonfinite"}
 _MODEL_FIELDS = ("context_length", "emb_dim", "n_heads", "n_layers", "drop_rate")
+
+
+def _decoder_sizes(base: DecoderConfig, changes: dict) -> dict:
+    """`changes` with the sizes a decoder derives from emb_dim and n_heads derived again:
+    head_dim = emb_dim / n_heads, and the feed-forward's hidden size (4·emb_dim, or SwiGLU's
+    `swiglu_hidden_dim`, as the course's decoder configs choose it). n_kv_heads stays: a
+    --n-heads it does not divide is refused."""
+    if "emb_dim" in changes or "n_heads" in changes:
+        changes = {"head_dim": None, **changes}
+    if "emb_dim" in changes:
+        swiglu = base.mlp == "swiglu" and isinstance(changes["emb_dim"], int)
+        changes["hidden_dim"] = swiglu_hidden_dim(changes["emb_dim"]) if swiglu else None
+    return changes
 
 
 # -- checking the settings and the input, before anything is written ----------------------
@@ -213,7 +250,7 @@ def whole_numbers(*names: str) -> list:
 def _rules(cfg: RunConfig) -> list:
     return whole_numbers("batch_size", "grad_accum", "steps", "eval_every", "eval_batches",
                          "sample_tokens") + [
-        ("model", lambda v: v in CONFIGS, f"one of {', '.join(CONFIGS)}"),
+        ("model", lambda v: v in MODELS, f"one of {', '.join(MODELS)}"),
         ("seed", lambda v: isinstance(v, int) and 0 <= v < 2**32,
          "a whole number from 0 to 2**32 - 1 (NumPy's seeds)"),
         ("skip_nonfinite", lambda v: isinstance(v, int) and v >= 0, "a whole number, 0 or more"),
@@ -229,6 +266,7 @@ def _rules(cfg: RunConfig) -> list:
         ("clip", lambda v: 0 <= v < math.inf, "0 (off) or more, and finite"),
         ("warmup_steps", lambda v: 0 <= _warmup(cfg) <= cfg.steps, "between 0 and --steps"),
         ("checkpoint_every", lambda v: v is None or v >= 1, "at least 1"),
+        ("optimizer", lambda v: v in ("adamw", "muon"), "adamw or muon"),
         ("dtype", lambda v: v in COMPUTE_DTYPES, "fp32, bf16 or fp16"),
         ("save_dtype", lambda v: v in DTYPES, "fp32 or bf16"),
         ("device", lambda v: v in ("auto", "cpu", "cuda", "mps"), "auto, cpu, cuda or mps"),
@@ -255,7 +293,7 @@ def _load_data(cfg: RunConfig) -> _Data:
     ids = torch.tensor(encode_documents(tokenizer, texts), dtype=torch.long)
     data = _Data(tokenizer, spec, *split_ids(ids, cfg.val_fraction),
                  hashlib.sha256(ids.numpy().tobytes()).hexdigest())
-    need = (cfg.context_length or CONFIGS[cfg.model].context_length) + 1
+    need = (cfg.context_length or MODELS[cfg.model].context_length) + 1
     for name, part, fix in (("training", data.train, "more text"),
                             ("validation", data.val, "more text or a larger --val-fraction")):
         if len(part) < need:
@@ -362,7 +400,7 @@ def _gather(obj) -> list:
 
 # -- the run ---------------------------------------------------------------------------
 
-def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
+def run(cfg: RunConfig) -> tuple[GPTModel | Decoder, dict]:
     """Train as `cfg` says. Returns the model (on its device, in train mode) and a summary:
     step, tokens, train_loss and val_loss (the last evaluation's), tokens_per_s (training
     throughput of all processes together, evaluations and checkpoints excluded), mfu,
@@ -412,6 +450,15 @@ def run(cfg: RunConfig) -> tuple[GPTModel, dict]:
                 dist.destroy_process_group()
 
 
+def _optimizer(cfg: RunConfig, model: GPTModel | Decoder) -> torch.optim.Optimizer:
+    """The course's AdamW (matrices decayed, norms and biases not) or, with --optimizer muon,
+    `buildllm.muon.MuonAdamW`: Muon for the blocks' matrices and that AdamW for the rest,
+    with the same lr, weight decay and beta2, and one state_dict that checkpoints both."""
+    if cfg.optimizer == "muon":
+        return MuonAdamW(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.beta2))
+    return AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, cfg.beta2))
+
+
 class _Trainer:
     """One process's part of a run: its model, optimizer and data, and what `fit` calls back."""
 
@@ -420,9 +467,8 @@ class _Trainer:
         self.rank, self.world_size, self.ckpt, self.prompt = rank, world_size, ckpt, prompt
         self.out, self.lead = Path(cfg.out), rank == 0
         set_seed(cfg.seed)  # every process builds the same initial weights
-        self.raw = GPTModel(model_cfg).to(device)
-        self.optimizer = AdamW(param_groups(self.raw, cfg.weight_decay), lr=cfg.lr,
-                               betas=(0.9, cfg.beta2))
+        self.raw = new_model(model_cfg).to(device)
+        self.optimizer = _optimizer(cfg, self.raw)
         self.scheduler = warmup_cosine(self.optimizer, _warmup(cfg), cfg.steps, cfg.min_lr_ratio)
         context = model_cfg.context_length
         self.stream = WindowStream(data.train, context, cfg.batch_size, cfg.seed, rank, world_size)
@@ -485,7 +531,7 @@ class _Trainer:
             if line:
                 tqdm.write(line)
 
-    def train(self) -> tuple[GPTModel, dict]:
+    def train(self) -> tuple[GPTModel | Decoder, dict]:
         """Say what is trained, train it, write it. A full disk stops the run with a message
         naming the file, and the last checkpoint stays whole (it is replaced atomically)."""
         cfg = self.cfg
@@ -574,11 +620,12 @@ class _Trainer:
         parameters, step, resumed = count_parameters(self.raw), self.start, self.ckpt is not None
         self.log(
             {"event": "resume" if resumed else "start", "step": step, "config": asdict(cfg),
-             "model": asdict(model_cfg), "parameters": parameters,
+             "model": config_record(model_cfg), "parameters": parameters,
              "train_tokens": len(self.data.train), "val_tokens": len(self.data.val),
              "device": str(self.device), "processes": self.world_size,
              "mfu_peak": self.peak_label, "autocast_dtype": str(compute)[6:]},
-            f"{f'Resuming at step {step:,}' if resumed else 'Pretraining'} a {name} GPT of "
+            f"{f'Resuming at step {step:,}' if resumed else 'Pretraining'} a {name} "
+            f"{'decoder' if isinstance(model_cfg, DecoderConfig) else 'GPT'} of "
             f"{parameters / 1e6:.2f}M parameters ({model_cfg.n_layers} layers, "
             f"{model_cfg.emb_dim} dims, context {model_cfg.context_length}, vocabulary "
             f"{model_cfg.vocab_size:,}) on {len(self.data.train):,} training and "
@@ -660,7 +707,7 @@ class _Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "step": state.step, "data": _gather(self.stream.state_dict()),
                 "rng": _gather(rng_state()), "scaler": self.scaler.state_dict(),
-                "config": asdict(cfg), "model_config": asdict(self.model_cfg),
+                "config": asdict(cfg), "model_config": config_record(self.model_cfg),
                 "tokenizer": data.spec, "data_sha256": data.sha256,
                 "world_size": self.world_size, "history": state.history,
                 "skipped_steps": self.skipped}
@@ -669,7 +716,7 @@ class _Trainer:
             self.log({"event": "checkpoint", "step": state.step})
         self.saved_step = state.step
 
-    def finish(self) -> tuple[GPTModel, dict]:
+    def finish(self) -> tuple[GPTModel | Decoder, dict]:
         """The summary; process 0 also writes model.safetensors and run.json."""
         state, history = self.state, self.state.history
         seconds = state.seconds  # this session's training, evaluations and checkpoints left out
@@ -704,7 +751,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, metavar="F",
                    help="held-out share of tokens (default 0.1)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=CONFIGS, help="a configuration (default cpu-tiny)")
+    g.add_argument("--model", choices=MODELS,
+                   help="a configuration: GPT-2's, or a modern decoder's (default cpu-tiny)")
     for name, kind in (("context-length", int), ("emb-dim", int), ("n-heads", int),
                        ("n-layers", int), ("drop-rate", float)):
         g.add_argument(f"--{name}", type=kind, metavar="N" if kind is int else "P",
@@ -725,6 +773,9 @@ def _parser() -> argparse.ArgumentParser:
         ("seed", int, "random seed (default 123)"),
     ):
         g.add_argument(f"--{name}", type=kind, metavar="N" if kind is int else "X", help=what)
+    g.add_argument("--optimizer", choices=("adamw", "muon"),
+                   help="muon: Muon for the blocks' matrices, AdamW for the rest "
+                        "(buildllm.muon.MuonAdamW; default adamw)")
     g.add_argument("--dtype", choices=COMPUTE_DTYPES,
                    help="bf16: bfloat16 autocast, float16 on a GPU without bfloat16 units (a T4); "
                         "fp16: float16 autocast with a gradient scaler (default fp32)")

@@ -5,7 +5,8 @@ server and `buildllm.pretrained` load: model.safetensors (the weights, without t
 out_head.weight), tokenizer.json (a BPE tokenizer's copy, if one was used) and run.json, written
 last, which says how to rebuild the model:
 
-    {"format": "buildllm-run/1", "model": {GPTConfig's fields},
+    {"format": "buildllm-run/1", "model": {GPTConfig's fields}
+                                          | {"family": "decoder", DecoderConfig's fields},
      "tokenizer": {"kind": "gpt2"} | {"kind": "char", "chars": "..."}
                   | {"kind": "bpe", "file": "tokenizer.json"},
      "weights": {"file": "model.safetensors", "dtype": "float32"},
@@ -16,6 +17,10 @@ last, which says how to rebuild the model:
 
 checkpoint.pt, beside them while a run trains, is the resume checkpoint that --resume reads
 (`read_checkpoint`), refusing one that another run wrote.
+
+A "model" without "family" is a GPTModel's, as every run.json was before `buildllm.decoder`
+existed; "family": "decoder" rebuilds a `Decoder` (Llama 3, Qwen3...) from DecoderConfig's
+fields, so every command that loads a run folder runs either.
 """
 
 from __future__ import annotations
@@ -33,19 +38,34 @@ import torch
 from safetensors.torch import load_file, save
 
 from .costs import check_fits_in_memory
+from .decoder import Decoder, DecoderConfig
 from .model import GPTConfig, GPTModel
+from .modern import RopeScaling
 from .pretrain_data import InputError, load_tokenizer
 from .tokenizers import Tokenizer
 from .training import load_checkpoint
 from .utils import write_atomically
 
-__all__ = ["CHECKPOINT_FORMAT", "DTYPES", "RUN_FORMAT", "Run", "add_run_flag", "load_run",
-           "read_checkpoint", "save_run", "write_json"]
+__all__ = ["CHECKPOINT_FORMAT", "DTYPES", "RUN_FORMAT", "Run", "add_run_flag", "config_record",
+           "load_run", "new_model", "read_checkpoint", "save_run", "write_json"]
 
 RUN_FORMAT = "buildllm-run/1"
 CHECKPOINT_FORMAT = "buildllm-checkpoint/1"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # what model.safetensors may hold
 _DTYPE_NAMES = {str(t)[6:]: name for name, t in DTYPES.items()}  # as run.json: "float32" -> "fp32"
+_FAMILIES = {"gpt": GPTConfig, "decoder": DecoderConfig}  # run.json's "model" "family"
+
+
+def config_record(cfg: GPTConfig | DecoderConfig) -> dict:
+    """A model config as run.json and checkpoint.pt record it: its fields, and for a Decoder's
+    config the family marker (a GPTConfig's record stays as it always was)."""
+    record = asdict(cfg)
+    return {"family": "decoder", **record} if isinstance(cfg, DecoderConfig) else record
+
+
+def new_model(cfg: GPTConfig | DecoderConfig) -> GPTModel | Decoder:
+    """A freshly initialized model of `cfg`'s family: GPTModel for GPT-2's, else a Decoder."""
+    return Decoder(cfg) if isinstance(cfg, DecoderConfig) else GPTModel(cfg)
 
 
 @dataclass
@@ -53,7 +73,7 @@ class Run:
     """A run folder, loaded: the model (float32, eval mode, on the CPU), its tokenizer, and
     the rest of what `save_run` records. It unpacks as (model, tokenizer)."""
 
-    model: GPTModel
+    model: GPTModel | Decoder
     tokenizer: Tokenizer  # buildllm.tokenizers.Tokenizer: the word, char, BPE or GPT-2 one
     tokenizer_spec: dict  # as save_run takes it: a BPE file's path leads to the file
     settings: dict = field(default_factory=dict)  # run.json's "run": how it was trained
@@ -114,7 +134,7 @@ def save_run(model: GPTModel, tokenizer_spec: dict, folder: str | os.PathLike, *
         if not (copy.exists() and copy.samefile(source)):
             write_atomically(copy, lambda tmp: shutil.copyfile(source, tmp))
         spec = {"kind": "bpe", "file": "tokenizer.json"}
-    info = {"format": RUN_FORMAT, "model": asdict(model.cfg), "tokenizer": spec,
+    info = {"format": RUN_FORMAT, "model": config_record(model.cfg), "tokenizer": spec,
             "weights": {"file": "model.safetensors", "dtype": str(DTYPES[save_dtype])[6:]},
             "run": run or {}, "result": result or {}}
     write_json(out / "run.json", info)
@@ -166,24 +186,42 @@ def _plain_name(name: object) -> bool:
     return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
 
 
-def _model_config(model: object, path: Path) -> GPTConfig:
-    """run.json's "model" as a GPTConfig, its every key and type checked: a wrong one gives a
-    one-line InputError here instead of a TypeError deep in the model."""
-    defaults = {f.name: f.default for f in fields(GPTConfig)}
+def _model_config(model: object, path: Path) -> GPTConfig | DecoderConfig:
+    """run.json's "model" as a GPTConfig or, with "family": "decoder", a DecoderConfig, its
+    every key and type checked: a wrong one gives a one-line InputError here instead of a
+    TypeError deep in the model."""
     if not isinstance(model, dict):
-        raise InputError(f'{path}: "model" must be an object of GPTConfig\'s fields')
+        raise InputError(f'{path}: "model" must be an object of a model config\'s fields')
+    model = dict(model)
+    family = model.pop("family", "gpt")
+    if not isinstance(family, str) or family not in _FAMILIES:
+        raise InputError(f'{path}: "model" family must be "decoder" or left out (GPT-2\'s), '
+                         f"got {family!r}: this run folder needs a newer buildllm, or is damaged")
+    kind = _FAMILIES[family]
+    _check_fields(model, kind, path)
+    try:
+        if isinstance(model.get("rope_scaling"), dict):
+            model["rope_scaling"] = RopeScaling(**model["rope_scaling"])
+        return kind(**model)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{path}: {err}") from None
+
+
+def _check_fields(model: dict, kind: type, path: Path) -> None:
+    """Refuse a "model" key that `kind` (GPTConfig or DecoderConfig) lacks, or a value of the
+    wrong type; None is fine where the field's default is None (filled in from the others)."""
+    defaults = asdict(kind())  # DecoderConfig() fills its None sizes in: their type is int
+    optional = {f.name for f in fields(kind) if f.default is None}
     if unknown := sorted(set(model) - set(defaults)):
-        raise InputError(f'{path}: "model" has unknown settings {unknown}; GPTConfig knows '
-                         f"{sorted(defaults)}")
+        raise InputError(f'{path}: "model" has unknown settings {unknown}; {kind.__name__} '
+                         f"knows {sorted(defaults)}")
     for name, value in model.items():
-        want = type(defaults[name])  # int, float or bool; a JSON 2 is also a fine float
+        if value is None and name in optional:
+            continue
+        want = dict if name == "rope_scaling" else type(defaults[name])  # a JSON 2 is a float
         if isinstance(value, bool) != (want is bool) or not isinstance(
                 value, (int, float) if want is float else want):
             raise InputError(f'{path}: "model" {name} must be {want.__name__}, got {value!r}')
-    try:
-        return GPTConfig(**model)
-    except ValueError as err:
-        raise InputError(f"{path}: {err}") from None
 
 
 def load_run(folder: str | os.PathLike) -> Run:
@@ -213,15 +251,15 @@ def load_run(folder: str | os.PathLike) -> Run:
                _DTYPE_NAMES[info["weights"]["dtype"]])
 
 
-def _load_weights(path: Path, cfg: GPTConfig) -> GPTModel:
-    """A GPTModel of `cfg` holding the weights in the safetensors file at `path`."""
+def _load_weights(path: Path, cfg: GPTConfig | DecoderConfig) -> GPTModel | Decoder:
+    """A GPTModel or Decoder of `cfg` holding the weights in the safetensors file at `path`."""
     try:
         state = {k: v.float() for k, v in load_file(path).items()}
     except Exception as err:  # safetensors' own error for a cut file; OSError for none
         reason = str(err).splitlines()[0] if str(err) else ""
         raise InputError(f"{path} cannot be read ({type(err).__name__}: {reason}): the file is "
                          "missing or incomplete; save or train the run again") from None
-    model = GPTModel(cfg)
+    model = new_model(cfg)
     expected = model.state_dict()
     tied = {"out_head.weight"} if cfg.tie_embeddings else set()
     missing = sorted(set(expected) - set(state) - tied)
@@ -234,8 +272,8 @@ def _load_weights(path: Path, cfg: GPTConfig) -> GPTModel:
     return model
 
 
-def read_checkpoint(path: Path, model_cfg: GPTConfig, settings: dict, data_sha256: str,
-                    world_size: int) -> dict:
+def read_checkpoint(path: Path, model_cfg: GPTConfig | DecoderConfig, settings: dict,
+                    data_sha256: str, world_size: int) -> dict:
     """The resume checkpoint at `path`, refused unless this run wrote it: every setting in
     `settings` (those that must not change on resume), the model, the tokens (their sha256)
     and the number of processes must be as they were. The refusal names each difference."""
@@ -251,8 +289,9 @@ def read_checkpoint(path: Path, model_cfg: GPTConfig, settings: dict, data_sha25
             and isinstance(ckpt.get("model_config"), dict) and isinstance(ckpt.get("config"), dict)
             and {"data_sha256", "world_size"} <= set(ckpt)):
         raise InputError(f"{path} was not written by buildllm.pretrain")
-    diffs = [f"model {k}: {v!r} in the checkpoint, {getattr(model_cfg, k, None)!r} now"
-             for k, v in ckpt["model_config"].items() if getattr(model_cfg, k, None) != v]
+    was, now = ckpt["model_config"], config_record(model_cfg)
+    diffs = [f"model {k}: {was.get(k)!r} in the checkpoint, {now.get(k)!r} now"
+             for k in {**was, **now} if was.get(k) != now.get(k)]
     diffs += [f"--{k.replace('_', '-')}: {v!r} in the checkpoint, {settings[k]!r} now"
               for k, v in ckpt["config"].items() if k in settings and settings[k] != v]
     if ckpt["data_sha256"] != data_sha256:
