@@ -83,7 +83,7 @@ class Capstone:
     # 1. tokenizer
     vocab_size: int = 1024  # the 256 bytes, the merges and <|endoftext|>
     # 2. pretraining
-    model: str = "cpu-tiny"  # a name in buildllm.model.CONFIGS; the next four override it
+    model: str = "cpu-tiny"  # a name pretrain --model takes; the next four override it
     context_length: int | None = 256  # instruction prompts need about 150 tokens of context
     emb_dim: int | None = None
     n_heads: int | None = None

@@ -290,8 +290,11 @@ def read_checkpoint(path: Path, model_cfg: GPTConfig | DecoderConfig, settings: 
             and {"data_sha256", "world_size"} <= set(ckpt)):
         raise InputError(f"{path} was not written by buildllm.pretrain")
     was, now = ckpt["model_config"], config_record(model_cfg)
+    families = [record.get("family", "gpt") for record in (was, now)]  # a GPT's has no marker
     diffs = [f"model {k}: {was.get(k)!r} in the checkpoint, {now.get(k)!r} now"
              for k in {**was, **now} if was.get(k) != now.get(k)]
+    if families[0] != families[1]:  # then every field differs: name the family alone
+        diffs = [f"model family: {families[0]} in the checkpoint, {families[1]} now"]
     diffs += [f"--{k.replace('_', '-')}: {v!r} in the checkpoint, {settings[k]!r} now"
               for k, v in ckpt["config"].items() if k in settings and settings[k] != v]
     if ckpt["data_sha256"] != data_sha256:
