@@ -1,4 +1,4 @@
-"""A decoder family built from a config: GPT-2, Llama 3 and Qwen3 as choices (bonus, Meeting 7).
+"""A decoder family built from a config: GPT-2, Llama 3 and Qwen3 as choices (bonus, Meeting 4).
 
     ids -> token embeddings (+ learned positions, GPT-2 only) -> dropout
         -> n_layers × [x + attention(norm(x)), then x + feed_forward(norm(x))]

@@ -1,4 +1,4 @@
-"""The pieces of today's decoder block, after GPT-2 (Meetings 4 and 7, bonus).
+"""The pieces of today's decoder block, after GPT-2 (Meeting 4, bonus).
 
 Llama 3 and Qwen3 keep GPT-2's plan, a pre-norm stack of attention and feed-forward blocks,
 and change four pieces. Each is small, and each is here on its own, so that a notebook can
