@@ -1,4 +1,4 @@
-"""Llama and Qwen3 checkpoints in transformers' layout, loaded into our Decoder (bonus, Meeting 7).
+"""Llama and Qwen3 checkpoints in transformers' layout, loaded into our Decoder (bonus, Meeting 4).
 
 A folder saved by transformers' `save_pretrained` holds config.json and the weights in
 model.safetensors (or in shards listed by model.safetensors.index.json). Loading maps the
