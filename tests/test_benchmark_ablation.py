@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 from benchmark_ablation import ROWS, decoder, parse_args, verdict
-from benchmark_pretrain import Recipe
+from benchmark_pretrain import Recipe, char_data, train
 
 from buildllm.decoder import Decoder, swiglu_hidden_dim
 from buildllm.model import GPTModel
+from buildllm.muon import MuonAdamW
+from buildllm.training import lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "Supporting/tools/benchmark_ablation.py"
@@ -106,3 +108,18 @@ def test_the_verdict_judges_each_combined_row_against_the_tricks_row():
     assert line == ("Goal, the combined recipe at least 0.05 below the tricks row (1.760) in "
                     "this run: all 1.700 (-0.060): met; all-lr 1.720 (-0.040): not met.")
     assert verdict({"tricks": runs(1.76)}).startswith("The goal needs")
+
+
+def test_a_muon_learning_rate_of_its_own_follows_the_schedule_at_its_ratio():
+    recipe = Recipe(n_layers=1, n_heads=2, emb_dim=16, context=8, batch=4, steps=6, warmup=2)
+    made = []
+
+    def muon(model):
+        made.append(MuonAdamW(model, lr=recipe.max_lr, muon_lr=4 * recipe.max_lr))
+        return made[0]
+
+    train(recipe, char_data("to be or not to be, " * 40, recipe.context), eval_every=6,
+          make_optimizer=muon)
+    last = lr_at(5, max_lr=recipe.max_lr, warmup_steps=2, total_steps=6, min_lr=recipe.min_lr)
+    assert [group["lr"] for group in made[0].muon.param_groups] == [4 * last]
+    assert {group["lr"] for group in made[0].adamw.param_groups} == {last}

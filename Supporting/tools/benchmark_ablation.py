@@ -75,16 +75,12 @@ ROWS = {
     "rmsnorm": Row("RMSNorm instead of LayerNorm", CHANGES["rmsnorm"]),
     "swiglu": Row("SwiGLU instead of GELU, at equal parameters", CHANGES["swiglu"]),
     "qknorm": Row("QK-norm", CHANGES["qknorm"]),
-    "nobias": Row("no biases", CHANGES["nobias"]),
+    "nobias": Row("no biases in the linear layers", CHANGES["nobias"]),
     "untied": Row("untied embeddings", CHANGES["untied"]),
     "muon": Row("Muon for the matrices, AdamW for the rest", muon=True),
     "all": Row("all of them together", ALL, muon=True),
     "all-lr": Row(f"all of them together at lr {TRICK_LR:g}", ALL, muon=True, lr=TRICK_LR),
 }
-
-
-def row_recipe(row: Row, base: Recipe) -> Recipe:
-    return base if row.lr is None else at_lr(base, row.lr)
 
 
 def decoder(recipe: Recipe, vocab_size: int, changes: dict) -> DecoderConfig:
@@ -99,7 +95,7 @@ def decoder(recipe: Recipe, vocab_size: int, changes: dict) -> DecoderConfig:
 def run_row(row: Row, base: Recipe, data: CharData, *, seed: int, budget: float | None,
             muon_lr: float | None, label: str) -> dict:
     """Train one row with one seed; `budget` None trains by the recipe's steps."""
-    recipe = row_recipe(row, base)
+    recipe = base if row.lr is None else at_lr(base, row.lr)
 
     def make_model(vocab_size: int) -> torch.nn.Module:
         return Decoder(decoder(recipe, vocab_size, row.changes))
@@ -131,10 +127,10 @@ def ablate(names: list[str], seeds: list[int], base: Recipe, data: CharData,
     return runs
 
 
-def spread(values: list[float], digits: int = 3) -> str:
+def spread(values: list[float]) -> str:
     """The mean, ± the standard deviation over seeds where there are several."""
-    mean = f"{statistics.mean(values):.{digits}f}"
-    return mean if len(values) < 2 else f"{mean} ± {statistics.stdev(values):.{digits}f}"
+    mean = f"{statistics.mean(values):.3f}"
+    return mean if len(values) < 2 else f"{mean} ± {statistics.stdev(values):.3f}"
 
 
 def table_rows(runs: dict[str, list[dict]]) -> list[list[str]]:
@@ -207,8 +203,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"comma-separated rows, from {', '.join(ROWS)} (recipe always "
                              "runs: it sets the budget)")
     parser.add_argument("--muon-lr", type=float,
-                        help="Muon's peak learning rate (default: the row's own, right for "
-                             "MuonAdamW's AdamW-matched step size)")
+                        help="Muon's peak learning rate, on the rows' schedule (default: the "
+                             "row's own, right for Muon's match_rms_adamw step size)")
     parser.add_argument("--layers", type=int, default=Recipe.n_layers,
                         help="blocks (fewer, with --emb-dim, for a quick check of the script)")
     parser.add_argument("--emb-dim", type=int, default=Recipe.emb_dim,
