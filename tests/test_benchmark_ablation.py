@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmark_ablation import ROWS, decoder, parse_args, verdict
+import torch
+from benchmark_ablation import ROWS, decoder, parse_args, spread, verdict
 from benchmark_pretrain import Recipe, char_data, train
 
 from buildllm.decoder import Decoder, swiglu_hidden_dim
@@ -32,8 +33,8 @@ def test_the_benchmark_runs_end_to_end_on_tiny_settings(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert out.read_text(encoding="utf-8") == done.stdout
-    assert lines[0].endswith("1 thread; Python " + sys.version.split()[0] + ", torch "
-                             + __import__("torch").__version__)
+    assert lines[0].endswith(f"1 thread; Python {sys.version.split()[0]}, "
+                             f"torch {torch.__version__}")
     assert re.match(r"Budget: \d+\.\d s, the time of nanoGPT's recipe \(6 steps\) with seed 3;",
                     lines[2])
     rows = [line for line in lines if line.startswith("| ")]
@@ -108,6 +109,11 @@ def test_the_verdict_judges_each_combined_row_against_the_tricks_row():
     assert line == ("Goal, the combined recipe at least 0.05 below the tricks row (1.760) in "
                     "this run: all 1.700 (-0.060): met; all-lr 1.720 (-0.040): not met.")
     assert verdict({"tricks": runs(1.76)}).startswith("The goal needs")
+
+
+def test_the_spread_over_seeds_is_the_standard_deviation():
+    assert spread([1.5]) == "1.500"
+    assert spread([1.0, 1.2, 1.4]) == "1.200 ± 0.200"
 
 
 def test_a_muon_learning_rate_of_its_own_follows_the_schedule_at_its_ratio():
