@@ -24,7 +24,9 @@ that slows a step pays for it in steps:
 
 Every row trains with every seed, seed by seed (seed 0 for all rows, then seed 1, ...), so a
 change in the machine's load hits all rows alike. Times depend on the machine; compare rows
-within one run only.
+within one run only. The default run, 12 rows × 3 seeds of the recipe's time (110 s on the
+reference 2-core CPU) and about 5 s of scoring each, takes about 70 minutes; `--layers 1
+--emb-dim 16 --iters 6 --seeds 0` checks the script in seconds.
 """
 
 from __future__ import annotations
