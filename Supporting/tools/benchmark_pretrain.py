@@ -41,10 +41,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
 from benchmark_report import machine, markdown_table
+from torch import nn
 from tqdm.auto import tqdm
 
 from buildllm.data import fetch
@@ -70,6 +72,7 @@ PUBLISHED_VAL_LOSS = 1.88  # nanoGPT's README, the CPU run of train_shakespeare_
 NANOGPT_LOG = {0: (4.1676, 4.1649), 250: (2.4293, 2.4447), 500: (2.2732, 2.3141),
                750: (2.1338, 2.1905), 1000: (1.9714, 2.0528), 1250: (1.8756, 2.0089),
                1500: (1.8557, 1.9225), 1750: (1.7790, 1.8921), 2000: (1.7648, 1.8857)}
+TRICK_LR = 3e-3  # the course's tricks: 3× the recipe's peak learning rate
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,17 @@ class Recipe:
         return GPTConfig(vocab_size=vocab_size, context_length=self.context,
                          emb_dim=self.emb_dim, n_heads=self.n_heads, n_layers=self.n_layers,
                          drop_rate=self.dropout, qkv_bias=False, tie_embeddings=True)
+
+
+def nanogpt_recipe(iters: int, **changes) -> Recipe:
+    """nanoGPT's recipe cut to `iters` steps, its warmup 5% of them (at most its 100)."""
+    return Recipe(steps=iters, warmup=min(100, iters // 20), **changes)
+
+
+def at_lr(recipe: Recipe, lr: float) -> Recipe:
+    """The recipe at peak learning rate `lr`, its cosine ending at a tenth of it, as the
+    recipe's own does."""
+    return replace(recipe, max_lr=lr, min_lr=lr / 10)
 
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -148,8 +162,16 @@ def val_loss(model: GPTModel, data: CharData) -> float:
 
 
 def train(recipe: Recipe, data: CharData, *, eval_every: int, budget: float | None = None,
-          seed: int = 0, label: str = "training") -> dict:
+          seed: int = 0, label: str = "training",
+          make_model: Callable[[int], nn.Module] | None = None,
+          make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None) -> dict:
     """Train a fresh model by `recipe`, scoring it every `eval_every` steps and at the end.
+
+    By default the model is the recipe's GPTModel and the optimizer the course's AdamW;
+    `make_model` (vocabulary size -> model) and `make_optimizer` (model -> optimizer) put
+    others in their place (benchmark_ablation.py). The schedule scales every optimizer group's
+    learning rate: a group made with another peak than `recipe.max_lr` (Muon's own) keeps
+    its ratio to it.
 
     Without a `budget` the run takes `recipe.steps` steps. With one (seconds), it trains until
     that much time is spent, and its schedule runs on the clock: after a fraction f of the
@@ -158,11 +180,18 @@ def train(recipe: Recipe, data: CharData, *, eval_every: int, budget: float | No
     so runs by steps and on the clock share an x-axis.
     """
     set_seed(seed)
-    model = GPTModel(recipe.model_config(data.vocab_size))
+    if make_model is None:
+        model = GPTModel(recipe.model_config(data.vocab_size))
+    else:
+        model = make_model(data.vocab_size)
     if not recipe.biases:
         hold_biases_at_zero(model)
-    optimizer = AdamW(param_groups(model, recipe.weight_decay), lr=recipe.max_lr,
-                      betas=(0.9, recipe.beta2))
+    if make_optimizer is None:
+        optimizer = AdamW(param_groups(model, recipe.weight_decay), lr=recipe.max_lr,
+                          betas=(0.9, recipe.beta2))
+    else:
+        optimizer = make_optimizer(model)
+    ratios = [group["lr"] / recipe.max_lr for group in optimizer.param_groups]
     dtype = DTYPES[recipe.dtype]
     g = torch.Generator().manual_seed(seed)
     evals = [(0, val_loss(model, data))]
@@ -172,8 +201,8 @@ def train(recipe: Recipe, data: CharData, *, eval_every: int, budget: float | No
         start = time.perf_counter()
         lr = lr_at(position, max_lr=recipe.max_lr, warmup_steps=recipe.warmup,
                    total_steps=recipe.steps, min_lr=recipe.min_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
+            group["lr"] = lr * ratio
         inputs, targets = random_windows(data.train, recipe.batch, recipe.context, g)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
@@ -217,10 +246,8 @@ def nanogpt_estimates(model: GPTModel, data: CharData, context: int, draws: int,
 
 
 def learning(args) -> list[tuple[str, ...]]:
-    base = Recipe(steps=args.iters, warmup=min(100, args.iters // 20),
-                  biases=not args.no_biases)
-    tricks = replace(base, max_lr=args.trick_lr, min_lr=args.trick_lr / 10,
-                     batch=args.trick_batch, dtype=args.trick_dtype)
+    base = nanogpt_recipe(args.iters, biases=not args.no_biases)
+    tricks = replace(at_lr(base, args.trick_lr), batch=args.trick_batch, dtype=args.trick_dtype)
     data = char_data(fetch("tinyshakespeare.txt").read_text("utf-8"), base.context)
 
     first = val_loss(GPTModel(base.model_config(data.vocab_size)), data)
@@ -383,7 +410,7 @@ def main() -> None:
     parser.add_argument("--no-biases", action="store_true",
                         help="hold every bias and LayerNorm shift at 0, as nanoGPT's bias=False")
     parser.add_argument("--plot", help="write the validation curves to this PNG file")
-    parser.add_argument("--trick-lr", type=float, default=3e-3)
+    parser.add_argument("--trick-lr", type=float, default=TRICK_LR)
     parser.add_argument("--trick-batch", type=int, default=12)
     parser.add_argument("--trick-dtype", default="fp32", choices=DTYPES)
     parser.add_argument("--tp-config", default="cpu-tiny", help="throughput: a CONFIGS name")
