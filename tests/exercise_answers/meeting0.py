@@ -192,7 +192,9 @@ def train_without_return(model, loader, epochs, lr):
     losses = train_sgd(model, loader, epochs, lr)  # noqa: F841 -- the mistake: no return
 
 
-def train_per_batch(model, loader, epochs, lr):
+def train_recording_batches(model, loader, epochs, lr, record):
+    """The loop, with the losses recorded per batch instead of per epoch: every batch's
+    ("every"), or each epoch's last batch's, as a number ("last") or as the tensor ("tensor")."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     losses = []
     for _ in range(epochs):
@@ -201,37 +203,29 @@ def train_per_batch(model, loader, epochs, lr):
             loss = F.mse_loss(model(x), y)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
-    return losses
-
-
-def train_keeping_last_batch_loss(model, loader, epochs, lr, as_float):
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(epochs):
-        for x, y in loader:
-            opt.zero_grad()
-            loss = F.mse_loss(model(x), y)
-            loss.backward()
-            opt.step()
-        losses.append(loss.item() if as_float else loss)
+            if record == "every":
+                losses.append(loss.item())
+        if record != "every":
+            losses.append(loss.item() if record == "last" else loss)
     return losses
 
 
 WRONG_TRAIN = {
     "never zeroes the gradients": lambda m, data, e, lr: train_sgd(m, data, e, lr, zero_grad=False),
-    "returns the last batch's loss tensor": lambda m, data, e, lr: train_keeping_last_batch_loss(
-        m, data, e, lr, as_float=False
+    "returns the last batch's loss tensor": lambda m, data, e, lr: train_recording_batches(
+        m, data, e, lr, record="tensor"
     ),
-    "returns the last batch's loss": lambda m, data, e, lr: train_keeping_last_batch_loss(
-        m, data, e, lr, as_float=True
+    "returns the last batch's loss": lambda m, data, e, lr: train_recording_batches(
+        m, data, e, lr, record="last"
     ),
     "trains a copy of the model": lambda m, data, e, lr: train_sgd(copy.deepcopy(m), data, e, lr),
     "Adam instead of SGD": lambda m, data, e, lr: train_sgd(
         m, data, e, lr, optimizer=torch.optim.Adam
     ),
     "returns nothing": train_without_return,
-    "one loss per batch": train_per_batch,
+    "one loss per batch": lambda m, data, e, lr: train_recording_batches(
+        m, data, e, lr, record="every"
+    ),
     "MSE summed over the batch, not averaged": lambda m, data, e, lr: train_sgd(
         m, data, e, lr, reduce="sum"
     ),
